@@ -1,0 +1,32 @@
+//! Kura's storage: the data directory, encrypted databases and the key registry.
+//!
+//! Principal types:
+//! - [`DataDir`]: the on-disk layout and its permission rules.
+//! - [`PlatformStore`]: the trait every platform-state backend implements;
+//!   code above this crate sees only the trait, never SQL or the backend.
+//! - [`SqlitePlatformStore`]: the embedded backend on SQLCipher (AES-256).
+//! - [`KeyService`]: data keys per scope, wrapped by the KMS, with master-key
+//!   rotation that re-wraps every data key without touching data.
+//! - [`AppDatabases`]: one encrypted database file per hosted app, each under
+//!   its own data key.
+//! - [`Pool`]: many readers and one writer per database file, with all
+//!   blocking database work moved off the async runtime.
+//!
+//! SQL lives only in this crate. It knows nothing of HTTP, configuration files
+//! or how a KMS keeps its master key.
+
+mod apps;
+mod datadir;
+mod error;
+mod keys;
+mod open;
+mod platform;
+mod sqlite;
+
+pub use apps::AppDatabases;
+pub use datadir::{DataDir, PermissionNotice};
+pub use error::StoreError;
+pub use keys::{KeyService, KeyUsage, RotationReport};
+pub use open::{Storage, StorageOptions, open_storage};
+pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
+pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};

@@ -1,0 +1,338 @@
+//! [`PlatformStore`] on an encrypted SQLite file.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use kura_crypto::token::TokenHash;
+use kura_crypto::{DataKey, WrappedKey};
+use kura_types::{DataKeyId, KeyScope};
+use rusqlite::{OptionalExtension as _, Row, params};
+use time::OffsetDateTime;
+
+use super::{Durability, Migration, Pool, migrate};
+use crate::platform::{PlatformStore, SetupTokenCheck, StoredDataKey};
+use crate::StoreError;
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "key registry, setup tokens, settings",
+    sql: "
+        CREATE TABLE data_keys (
+            id             TEXT PRIMARY KEY,
+            scope          TEXT NOT NULL UNIQUE,
+            provider       TEXT,
+            key_id         TEXT,
+            master_version INTEGER,
+            wrapped        BLOB,
+            created_at     INTEGER NOT NULL,
+            rotated_at     INTEGER,
+            destroyed_at   INTEGER,
+            CHECK ((wrapped IS NULL) = (destroyed_at IS NOT NULL))
+        ) STRICT;
+        CREATE INDEX data_keys_by_version ON data_keys(key_id, master_version);
+        CREATE TABLE setup_tokens (
+            token_hash TEXT PRIMARY KEY,
+            issued_at  INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at    INTEGER,
+            revoked_at INTEGER
+        ) STRICT;
+        CREATE TABLE settings (
+            key        TEXT PRIMARY KEY,
+            value      TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+    ",
+}];
+
+/// The embedded platform store.
+#[derive(Debug, Clone)]
+pub struct SqlitePlatformStore {
+    pool: Pool,
+}
+
+impl SqlitePlatformStore {
+    /// Opens (creating with `create`) the platform database and migrates it.
+    pub fn open(
+        path: &Path,
+        key: &DataKey,
+        create: bool,
+        durability: Durability,
+        readers: usize,
+    ) -> Result<Self, StoreError> {
+        let pool = Pool::open(path, Some(key), create, durability, readers, |conn| {
+            migrate(conn, path, MIGRATIONS).map(|_| ())
+        })?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for crates that keep their own tables here.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_ts(secs: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+fn row_to_key(row: &Row<'_>) -> rusqlite::Result<RawKeyRow> {
+    Ok(RawKeyRow {
+        id: row.get(0)?,
+        scope: row.get(1)?,
+        provider: row.get(2)?,
+        key_id: row.get(3)?,
+        version: row.get(4)?,
+        wrapped: row.get(5)?,
+        created_at: row.get(6)?,
+        destroyed_at: row.get(7)?,
+    })
+}
+
+struct RawKeyRow {
+    id: String,
+    scope: String,
+    provider: Option<String>,
+    key_id: Option<String>,
+    version: Option<u32>,
+    wrapped: Option<Vec<u8>>,
+    created_at: i64,
+    destroyed_at: Option<i64>,
+}
+
+impl RawKeyRow {
+    fn decode(self) -> Result<StoredDataKey, StoreError> {
+        let malformed = |what: &str| StoreError::Malformed(format!("data key {}: {what}", self.id));
+        let wrapped = match (&self.provider, &self.key_id, self.version, &self.wrapped) {
+            (Some(provider), Some(key_id), Some(version), Some(ct)) => Some(WrappedKey {
+                provider: provider.clone(),
+                key_id: key_id.clone(),
+                version,
+                ciphertext: ct.clone(),
+            }),
+            (_, _, _, None) => None,
+            _ => return Err(malformed("incomplete wrapping metadata")),
+        };
+        Ok(StoredDataKey {
+            id: self.id.parse().map_err(|_| malformed("bad id"))?,
+            scope: self.scope.parse().map_err(|_| malformed("bad scope"))?,
+            wrapped,
+            created_at: from_ts(self.created_at)?,
+            destroyed_at: self.destroyed_at.map(from_ts).transpose()?,
+        })
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "id, scope, provider, key_id, master_version, wrapped, created_at, destroyed_at";
+
+#[async_trait]
+impl PlatformStore for SqlitePlatformStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.pool
+            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+
+    async fn insert_data_key(&self, key: StoredDataKey) -> Result<(), StoreError> {
+        let Some(wrapped) = key.wrapped else {
+            return Err(StoreError::Malformed("a new data key must be wrapped".into()));
+        };
+        self.pool
+            .write(move |tx| {
+                let inserted = tx.execute(
+                    "INSERT INTO data_keys (id, scope, provider, key_id, master_version, wrapped, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(scope) DO NOTHING",
+                    params![
+                        key.id.to_string(),
+                        key.scope.to_string(),
+                        wrapped.provider,
+                        wrapped.key_id,
+                        wrapped.version,
+                        wrapped.ciphertext,
+                        ts(key.created_at),
+                    ],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("data key for {}", key.scope)));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn data_key(&self, scope: KeyScope) -> Result<Option<StoredDataKey>, StoreError> {
+        self.pool
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM data_keys WHERE scope = ?1"),
+                    [scope.to_string()],
+                    row_to_key,
+                )
+                .optional()?
+                .map(RawKeyRow::decode)
+                .transpose()
+            })
+            .await
+    }
+
+    async fn data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError> {
+        self.pool
+            .read(|c| {
+                let mut stmt =
+                    c.prepare(&format!("SELECT {KEY_COLUMNS} FROM data_keys ORDER BY id"))?;
+                let rows = stmt.query_map([], row_to_key)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(row?.decode()?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn replace_wrapped_key(
+        &self,
+        id: DataKeyId,
+        expected: &WrappedKey,
+        replacement: &WrappedKey,
+    ) -> Result<bool, StoreError> {
+        let expected = expected.ciphertext.clone();
+        let new = replacement.clone();
+        self.pool
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE data_keys
+                        SET provider = ?1, key_id = ?2, master_version = ?3, wrapped = ?4,
+                            rotated_at = unixepoch()
+                      WHERE id = ?5 AND wrapped = ?6 AND destroyed_at IS NULL",
+                    params![
+                        new.provider,
+                        new.key_id,
+                        new.version,
+                        new.ciphertext,
+                        id.to_string(),
+                        expected
+                    ],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn destroy_data_key(
+        &self,
+        scope: KeyScope,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.pool
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE data_keys
+                        SET wrapped = NULL, provider = NULL, key_id = NULL, master_version = NULL,
+                            destroyed_at = ?1
+                      WHERE scope = ?2 AND destroyed_at IS NULL",
+                    params![ts(at), scope.to_string()],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn issue_setup_token(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let hash = hash.as_str().to_owned();
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE setup_tokens SET revoked_at = ?1
+                      WHERE used_at IS NULL AND revoked_at IS NULL",
+                    [ts(now)],
+                )?;
+                tx.execute(
+                    "INSERT INTO setup_tokens (token_hash, issued_at, expires_at) VALUES (?1, ?2, ?3)",
+                    params![hash, ts(now), ts(expires_at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn check_setup_token(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+        consume: bool,
+    ) -> Result<SetupTokenCheck, StoreError> {
+        let hash = hash.as_str().to_owned();
+        self.pool
+            .write(move |tx| {
+                let row: Option<(i64, Option<i64>, Option<i64>)> = tx
+                    .query_row(
+                        "SELECT expires_at, used_at, revoked_at FROM setup_tokens WHERE token_hash = ?1",
+                        [&hash],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                let verdict = match row {
+                    None | Some((_, None, Some(_))) => SetupTokenCheck::Unknown,
+                    Some((_, Some(_), _)) => SetupTokenCheck::Used,
+                    Some((expires, None, None)) if expires <= ts(now) => SetupTokenCheck::Expired,
+                    Some(_) => SetupTokenCheck::Valid,
+                };
+                if consume && verdict == SetupTokenCheck::Valid {
+                    tx.execute(
+                        "UPDATE setup_tokens SET used_at = ?1 WHERE token_hash = ?2",
+                        params![ts(now), hash],
+                    )?;
+                }
+                Ok(verdict)
+            })
+            .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.pool
+            .read(move |c| {
+                Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![key, value, ts(now)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}

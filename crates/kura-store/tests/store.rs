@@ -1,0 +1,246 @@
+//! Storage integration tests: encryption at rest, key rotation, crypto-shredding
+//! and refusal of damaged state. One binary for the crate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kura_crypto::{Kms, LocalKms, SealParams};
+use kura_store::{DataDir, SetupTokenCheck, Storage, StorageOptions, StoreError, open_storage};
+use kura_types::{AppId, Clock, KeyScope, SystemClock};
+use time::{Duration, OffsetDateTime};
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: DataDir,
+}
+
+fn fresh() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("kura-data"));
+    dir.prepare().unwrap();
+    Env { _tmp: tmp, dir }
+}
+
+fn kms(dir: &DataDir) -> Arc<dyn Kms> {
+    let path = dir.master_key_file();
+    if path.exists() {
+        Arc::new(LocalKms::open(&path, None).unwrap())
+    } else {
+        Arc::new(LocalKms::create(&path, None, SealParams::default(), OffsetDateTime::now_utc()).unwrap())
+    }
+}
+
+async fn open(dir: &DataDir) -> Result<Storage, StoreError> {
+    open_storage(dir, kms(dir), Arc::new(SystemClock), StorageOptions::default()).await
+}
+
+fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_in_the_data_directory_holds_plaintext() {
+    let env = fresh();
+    let storage = open(&env.dir).await.unwrap();
+    let marker = "KURA-PLAINTEXT-MARKER-7f3a9c";
+    let now = OffsetDateTime::now_utc();
+    storage.platform.set_setting("marker", marker, now).await.unwrap();
+    let app = AppId::new();
+    let pool = storage.apps.create(app).await.unwrap();
+    let m = marker.to_owned();
+    pool.write(move |tx| {
+        tx.execute_batch("CREATE TABLE notes(body TEXT)")?;
+        tx.execute("INSERT INTO notes VALUES (?1)", [m])?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // The marker must be readable back through the stores ...
+    assert_eq!(
+        storage.platform.setting("marker").await.unwrap().as_deref(),
+        Some(marker)
+    );
+    let got: String = pool
+        .read(|c| Ok(c.query_row("SELECT body FROM notes", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(got, marker);
+    // ... and absent from every byte on disk, WAL files included.
+    let files = files_under(env.dir.root());
+    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("-wal")));
+    assert!(files.iter().any(|f| f.to_string_lossy().contains(&app.to_string())));
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains(&bytes, marker.as_bytes()), "plaintext marker found in {}", file.display());
+        assert!(!contains(&bytes, b"SQLite format 3"), "unencrypted header in {}", file.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_runs_reuse_keys_and_data() {
+    let env = fresh();
+    let app = AppId::new();
+    {
+        let storage = open(&env.dir).await.unwrap();
+        assert!(storage.created);
+        storage.platform.set_setting("k", "v", OffsetDateTime::now_utc()).await.unwrap();
+        storage.apps.create(app).await.unwrap()
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (42);")?))
+            .await
+            .unwrap();
+    }
+    let storage = open(&env.dir).await.unwrap();
+    assert!(!storage.created);
+    assert_eq!(storage.platform.setting("k").await.unwrap().as_deref(), Some("v"));
+    let n: i64 = storage.apps.open(app).await.unwrap()
+        .read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(n, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_rewraps_every_key_and_data_stays_readable() {
+    let env = fresh();
+    let storage = open(&env.dir).await.unwrap();
+    let apps: Vec<AppId> = (0..3).map(|_| AppId::new()).collect();
+    for app in &apps {
+        storage.apps.create(*app).await.unwrap()
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES ('kept');")?))
+            .await
+            .unwrap();
+    }
+    let before = storage.keys.usage().await.unwrap();
+    assert_eq!(before.by_version.get(&1), Some(&4), "platform key and three app keys");
+
+    let report = storage.keys.rotate_master().await.unwrap();
+    assert_eq!(report.current_version, 2);
+    assert_eq!(report.rewrapped, 4);
+    assert_eq!(report.unused_versions, vec![1]);
+    let after = storage.keys.usage().await.unwrap();
+    assert_eq!(after.by_version.get(&2), Some(&4));
+    assert!(!after.by_version.contains_key(&1));
+
+    // A second run finds nothing to do.
+    let again = storage.keys.rewrap_all().await.unwrap();
+    assert_eq!((again.rewrapped, again.already_current), (0, 4));
+
+    storage.keys.retire(1).await.unwrap();
+    drop(storage);
+    // Everything opens under the new version alone.
+    let storage = open(&env.dir).await.unwrap();
+    for app in &apps {
+        let v: String = storage.apps.open(*app).await.unwrap()
+            .read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(v, "kept");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_in_use_cannot_be_retired() {
+    let env = fresh();
+    let storage = open(&env.dir).await.unwrap();
+    storage.keys.kms().rotate().await.unwrap();
+    let err = storage.keys.retire(1).await.unwrap_err();
+    assert!(err.to_string().contains("still wrapped"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroying_an_app_key_makes_its_data_unrecoverable() {
+    let env = fresh();
+    let storage = open(&env.dir).await.unwrap();
+    let app = AppId::new();
+    storage.apps.create(app).await.unwrap()
+        .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?))
+        .await
+        .unwrap();
+    // Keep a "backup" copy of the file before destruction.
+    let backup = env.dir.root().join("backup.db");
+    storage.apps.open(app).await.unwrap()
+        .with_writer(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?))
+        .await
+        .unwrap();
+    std::fs::copy(env.dir.app_db(app), &backup).unwrap();
+
+    assert!(storage.apps.destroy(app).await.unwrap());
+    assert!(!env.dir.app_db(app).exists());
+    let err = storage.keys.get(KeyScope::App(app)).await.unwrap_err();
+    assert!(err.to_string().contains("destroyed"), "{err}");
+    // The scope can never get a new key that would make old copies readable.
+    assert!(storage.apps.create(app).await.is_err());
+    // The backup is noise without the key.
+    std::fs::rename(&backup, env.dir.app_db(app)).unwrap();
+    assert!(storage.apps.open(app).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_tokens_are_single_use_expiring_and_replaced() {
+    let env = fresh();
+    let storage = open(&env.dir).await.unwrap();
+    let now = SystemClock.now();
+    let first = kura_crypto::token::SecretToken::generate().unwrap();
+    let second = kura_crypto::token::SecretToken::generate().unwrap();
+    let p = &storage.platform;
+    p.issue_setup_token(&first.hash(), now, now + Duration::hours(1)).await.unwrap();
+    assert_eq!(p.check_setup_token(&first.hash(), now, false).await.unwrap(), SetupTokenCheck::Valid);
+    p.issue_setup_token(&second.hash(), now, now + Duration::hours(1)).await.unwrap();
+    assert_eq!(p.check_setup_token(&first.hash(), now, true).await.unwrap(), SetupTokenCheck::Unknown);
+    assert_eq!(
+        p.check_setup_token(&second.hash(), now + Duration::minutes(61), true).await.unwrap(),
+        SetupTokenCheck::Expired
+    );
+    assert_eq!(p.check_setup_token(&second.hash(), now, true).await.unwrap(), SetupTokenCheck::Valid);
+    assert_eq!(p.check_setup_token(&second.hash(), now, true).await.unwrap(), SetupTokenCheck::Used);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_mismatched_state_is_refused_and_left_alone() {
+    // A different master key file.
+    let env = fresh();
+    open(&env.dir).await.unwrap();
+    std::fs::remove_file(env.dir.master_key_file()).unwrap();
+    let err = open(&env.dir).await.unwrap_err();
+    assert!(err.to_string().contains("different master key"), "{err}");
+
+    // A missing platform key with an existing database.
+    let env = fresh();
+    open(&env.dir).await.unwrap();
+    std::fs::remove_file(env.dir.platform_key_file()).unwrap();
+    let err = open(&env.dir).await.unwrap_err();
+    assert!(err.to_string().contains("platform.key"), "{err}");
+    assert!(!env.dir.platform_key_file().exists(), "nothing was generated over existing data");
+
+    // A corrupt database file.
+    let env = fresh();
+    open(&env.dir).await.unwrap();
+    let db = env.dir.platform_db();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let err = open(&env.dir).await.unwrap_err();
+    assert!(err.to_string().contains("platform.db"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the damaged file was not touched");
+}
