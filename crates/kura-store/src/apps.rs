@@ -6,10 +6,10 @@ use std::sync::Arc;
 use kura_types::{AppId, KeyScope};
 use parking_lot::Mutex;
 
+use crate::StoreError;
 use crate::datadir::DataDir;
 use crate::keys::KeyService;
 use crate::sqlite::{Durability, Pool};
-use crate::StoreError;
 
 /// Opens, creates and destroys app databases. Each file is encrypted under
 /// its app's own data key; destroying the key makes the file (and every
@@ -24,7 +24,12 @@ pub struct AppDatabases {
 }
 
 impl AppDatabases {
-    pub(crate) fn new(dir: DataDir, keys: KeyService, durability: Durability, readers: usize) -> Self {
+    pub(crate) fn new(
+        dir: DataDir,
+        keys: KeyService,
+        durability: Durability,
+        readers: usize,
+    ) -> Self {
         Self {
             dir,
             keys,

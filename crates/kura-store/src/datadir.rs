@@ -211,7 +211,11 @@ mod tests {
         let notices = dir.prepare().unwrap();
         assert_eq!(notices.len(), 2, "{notices:?}");
         assert!(notices[0].to_string().contains("0755"));
-        let mode = fs::metadata(dir.platform_db()).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.platform_db())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 

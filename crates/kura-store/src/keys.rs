@@ -14,8 +14,8 @@ use std::sync::Arc;
 use kura_crypto::{DataKey, Kms, WrappedKey};
 use kura_types::{Clock, DataKeyId, KeyScope};
 
-use crate::platform::{PlatformStore, StoredDataKey};
 use crate::StoreError;
+use crate::platform::{PlatformStore, StoredDataKey};
 
 /// How many wrapped data keys each master-key version protects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -121,7 +121,9 @@ impl KeyService {
                 "the platform data key cannot be destroyed".into(),
             ));
         }
-        self.platform.destroy_data_key(scope, self.clock.now()).await
+        self.platform
+            .destroy_data_key(scope, self.clock.now())
+            .await
     }
 
     /// Counts data keys per master-key version.
@@ -222,8 +224,8 @@ pub(crate) fn read_platform_key(path: &Path) -> Result<WrappedKey, StoreError> {
 
 /// Writes the wrapped platform key atomically (mode 0600).
 pub(crate) fn write_platform_key(path: &Path, wrapped: &WrappedKey) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(wrapped)
-        .map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(wrapped).map_err(|e| StoreError::Malformed(e.to_string()))?;
     let tmp = path.with_extension("key.tmp");
     let write = || -> std::io::Result<()> {
         let _ = fs::remove_file(&tmp);

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use kura_crypto::{Kms, KmsError};
 use kura_types::{Clock, KeyScope};
 
+use crate::StoreError;
 use crate::apps::AppDatabases;
 use crate::datadir::DataDir;
 use crate::keys::{KeyService, read_platform_key, write_platform_key};
 use crate::platform::PlatformStore;
 use crate::sqlite::{Durability, SqlitePlatformStore};
-use crate::StoreError;
 
 /// Tuning for the embedded backend.
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +103,12 @@ pub async fn open_storage(
     .map_err(|e| StoreError::Worker(e.to_string()))??;
     let platform: Arc<dyn PlatformStore> = Arc::new(store.clone());
     let keys = KeyService::new(kms, Arc::clone(&platform), key_file, clock);
-    let apps = AppDatabases::new(dir.clone(), keys.clone(), options.durability, options.readers);
+    let apps = AppDatabases::new(
+        dir.clone(),
+        keys.clone(),
+        options.durability,
+        options.readers,
+    );
     Ok(Storage {
         platform,
         sqlite: store,

@@ -26,12 +26,26 @@ fn kms(dir: &DataDir) -> Arc<dyn Kms> {
     if path.exists() {
         Arc::new(LocalKms::open(&path, None).unwrap())
     } else {
-        Arc::new(LocalKms::create(&path, None, SealParams::default(), OffsetDateTime::now_utc()).unwrap())
+        Arc::new(
+            LocalKms::create(
+                &path,
+                None,
+                SealParams::default(),
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap(),
+        )
     }
 }
 
 async fn open(dir: &DataDir) -> Result<Storage, StoreError> {
-    open_storage(dir, kms(dir), Arc::new(SystemClock), StorageOptions::default()).await
+    open_storage(
+        dir,
+        kms(dir),
+        Arc::new(SystemClock),
+        StorageOptions::default(),
+    )
+    .await
 }
 
 fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
@@ -60,7 +74,11 @@ async fn no_file_in_the_data_directory_holds_plaintext() {
     let storage = open(&env.dir).await.unwrap();
     let marker = "KURA-PLAINTEXT-MARKER-7f3a9c";
     let now = OffsetDateTime::now_utc();
-    storage.platform.set_setting("marker", marker, now).await.unwrap();
+    storage
+        .platform
+        .set_setting("marker", marker, now)
+        .await
+        .unwrap();
     let app = AppId::new();
     let pool = storage.apps.create(app).await.unwrap();
     let m = marker.to_owned();
@@ -84,11 +102,23 @@ async fn no_file_in_the_data_directory_holds_plaintext() {
     // ... and absent from every byte on disk, WAL files included.
     let files = files_under(env.dir.root());
     assert!(files.iter().any(|f| f.to_string_lossy().ends_with("-wal")));
-    assert!(files.iter().any(|f| f.to_string_lossy().contains(&app.to_string())));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains(&app.to_string()))
+    );
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
-        assert!(!contains(&bytes, marker.as_bytes()), "plaintext marker found in {}", file.display());
-        assert!(!contains(&bytes, b"SQLite format 3"), "unencrypted header in {}", file.display());
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "plaintext marker found in {}",
+            file.display()
+        );
+        assert!(
+            !contains(&bytes, b"SQLite format 3"),
+            "unencrypted header in {}",
+            file.display()
+        );
     }
 }
 
@@ -99,16 +129,31 @@ async fn later_runs_reuse_keys_and_data() {
     {
         let storage = open(&env.dir).await.unwrap();
         assert!(storage.created);
-        storage.platform.set_setting("k", "v", OffsetDateTime::now_utc()).await.unwrap();
-        storage.apps.create(app).await.unwrap()
+        storage
+            .platform
+            .set_setting("k", "v", OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        storage
+            .apps
+            .create(app)
+            .await
+            .unwrap()
             .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (42);")?))
             .await
             .unwrap();
     }
     let storage = open(&env.dir).await.unwrap();
     assert!(!storage.created);
-    assert_eq!(storage.platform.setting("k").await.unwrap().as_deref(), Some("v"));
-    let n: i64 = storage.apps.open(app).await.unwrap()
+    assert_eq!(
+        storage.platform.setting("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    let n: i64 = storage
+        .apps
+        .open(app)
+        .await
+        .unwrap()
         .read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))
         .await
         .unwrap();
@@ -121,13 +166,21 @@ async fn rotation_rewraps_every_key_and_data_stays_readable() {
     let storage = open(&env.dir).await.unwrap();
     let apps: Vec<AppId> = (0..3).map(|_| AppId::new()).collect();
     for app in &apps {
-        storage.apps.create(*app).await.unwrap()
+        storage
+            .apps
+            .create(*app)
+            .await
+            .unwrap()
             .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES ('kept');")?))
             .await
             .unwrap();
     }
     let before = storage.keys.usage().await.unwrap();
-    assert_eq!(before.by_version.get(&1), Some(&4), "platform key and three app keys");
+    assert_eq!(
+        before.by_version.get(&1),
+        Some(&4),
+        "platform key and three app keys"
+    );
 
     let report = storage.keys.rotate_master().await.unwrap();
     assert_eq!(report.current_version, 2);
@@ -146,7 +199,11 @@ async fn rotation_rewraps_every_key_and_data_stays_readable() {
     // Everything opens under the new version alone.
     let storage = open(&env.dir).await.unwrap();
     for app in &apps {
-        let v: String = storage.apps.open(*app).await.unwrap()
+        let v: String = storage
+            .apps
+            .open(*app)
+            .await
+            .unwrap()
             .read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))
             .await
             .unwrap();
@@ -168,13 +225,21 @@ async fn destroying_an_app_key_makes_its_data_unrecoverable() {
     let env = fresh();
     let storage = open(&env.dir).await.unwrap();
     let app = AppId::new();
-    storage.apps.create(app).await.unwrap()
+    storage
+        .apps
+        .create(app)
+        .await
+        .unwrap()
         .write(|tx| Ok(tx.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?))
         .await
         .unwrap();
     // Keep a "backup" copy of the file before destruction.
     let backup = env.dir.root().join("backup.db");
-    storage.apps.open(app).await.unwrap()
+    storage
+        .apps
+        .open(app)
+        .await
+        .unwrap()
         .with_writer(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?))
         .await
         .unwrap();
@@ -199,16 +264,40 @@ async fn setup_tokens_are_single_use_expiring_and_replaced() {
     let first = kura_crypto::token::SecretToken::generate().unwrap();
     let second = kura_crypto::token::SecretToken::generate().unwrap();
     let p = &storage.platform;
-    p.issue_setup_token(&first.hash(), now, now + Duration::hours(1)).await.unwrap();
-    assert_eq!(p.check_setup_token(&first.hash(), now, false).await.unwrap(), SetupTokenCheck::Valid);
-    p.issue_setup_token(&second.hash(), now, now + Duration::hours(1)).await.unwrap();
-    assert_eq!(p.check_setup_token(&first.hash(), now, true).await.unwrap(), SetupTokenCheck::Unknown);
+    p.issue_setup_token(&first.hash(), now, now + Duration::hours(1))
+        .await
+        .unwrap();
     assert_eq!(
-        p.check_setup_token(&second.hash(), now + Duration::minutes(61), true).await.unwrap(),
+        p.check_setup_token(&first.hash(), now, false)
+            .await
+            .unwrap(),
+        SetupTokenCheck::Valid
+    );
+    p.issue_setup_token(&second.hash(), now, now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.check_setup_token(&first.hash(), now, true).await.unwrap(),
+        SetupTokenCheck::Unknown
+    );
+    assert_eq!(
+        p.check_setup_token(&second.hash(), now + Duration::minutes(61), true)
+            .await
+            .unwrap(),
         SetupTokenCheck::Expired
     );
-    assert_eq!(p.check_setup_token(&second.hash(), now, true).await.unwrap(), SetupTokenCheck::Valid);
-    assert_eq!(p.check_setup_token(&second.hash(), now, true).await.unwrap(), SetupTokenCheck::Used);
+    assert_eq!(
+        p.check_setup_token(&second.hash(), now, true)
+            .await
+            .unwrap(),
+        SetupTokenCheck::Valid
+    );
+    assert_eq!(
+        p.check_setup_token(&second.hash(), now, true)
+            .await
+            .unwrap(),
+        SetupTokenCheck::Used
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +315,10 @@ async fn damaged_or_mismatched_state_is_refused_and_left_alone() {
     std::fs::remove_file(env.dir.platform_key_file()).unwrap();
     let err = open(&env.dir).await.unwrap_err();
     assert!(err.to_string().contains("platform.key"), "{err}");
-    assert!(!env.dir.platform_key_file().exists(), "nothing was generated over existing data");
+    assert!(
+        !env.dir.platform_key_file().exists(),
+        "nothing was generated over existing data"
+    );
 
     // A corrupt database file.
     let env = fresh();
@@ -242,5 +334,9 @@ async fn damaged_or_mismatched_state_is_refused_and_left_alone() {
     std::fs::write(&db, &bytes).unwrap();
     let err = open(&env.dir).await.unwrap_err();
     assert!(err.to_string().contains("platform.db"), "{err}");
-    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the damaged file was not touched");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "the damaged file was not touched"
+    );
 }

@@ -79,6 +79,11 @@ typed_id!(
     DataKeyId,
     "data key"
 );
+typed_id!(
+    /// A security event in the tamper-evident log.
+    EventId,
+    "event"
+);
 
 #[cfg(test)]
 mod tests {

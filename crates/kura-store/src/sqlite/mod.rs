@@ -62,7 +62,8 @@ pub fn open_encrypted(
             "PRAGMA key = \"x'{}'\";",
             hex::encode(key.expose())
         ));
-        conn.execute_batch(&pragma).map_err(|e| fail(e.to_string()))?;
+        conn.execute_batch(&pragma)
+            .map_err(|e| fail(e.to_string()))?;
         let version: Option<String> = conn
             .query_row("PRAGMA cipher_version", [], |r| r.get(0))
             .ok();

@@ -10,8 +10,8 @@ use rusqlite::{OptionalExtension as _, Row, params};
 use time::OffsetDateTime;
 
 use super::{Durability, Migration, Pool, migrate};
-use crate::platform::{PlatformStore, SetupTokenCheck, StoredDataKey};
 use crate::StoreError;
+use crate::platform::{PlatformStore, SetupTokenCheck, StoredDataKey};
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -145,7 +145,9 @@ impl PlatformStore for SqlitePlatformStore {
 
     async fn insert_data_key(&self, key: StoredDataKey) -> Result<(), StoreError> {
         let Some(wrapped) = key.wrapped else {
-            return Err(StoreError::Malformed("a new data key must be wrapped".into()));
+            return Err(StoreError::Malformed(
+                "a new data key must be wrapped".into(),
+            ));
         };
         self.pool
             .write(move |tx| {
@@ -309,10 +311,12 @@ impl PlatformStore for SqlitePlatformStore {
         let key = key.to_owned();
         self.pool
             .read(move |c| {
-                Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()?)
+                Ok(
+                    c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                )
             })
             .await
     }

@@ -185,7 +185,11 @@ mod tests {
             }));
         }
         for r in reads {
-            assert_eq!(r.await.unwrap().unwrap(), 1, "the failed write left nothing");
+            assert_eq!(
+                r.await.unwrap().unwrap(),
+                1,
+                "the failed write left nothing"
+            );
         }
         let denied = pool
             .read(|c| Ok(c.execute("INSERT INTO t VALUES (5)", [])?))

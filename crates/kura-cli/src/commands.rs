@@ -1,0 +1,237 @@
+//! What each subcommand does.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kura_config::{Config, Layers};
+use kura_crypto::{Kms as _, LocalKms, SealParams};
+use kura_server::{AppState, BoundServer, Installation, Platform, ShutdownSignal};
+use kura_types::{Clock, SystemClock};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::cli::{Cli, Command, ConfigCommand, Global, KeysCommand};
+use crate::logging;
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(load(&cli.global, args.bind)?).await,
+        Command::Config(ConfigCommand::Check { bind }) => {
+            let config = load(&cli.global, bind)?;
+            print!("{}", config.to_redacted_toml()?);
+            println!("# configuration is valid");
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(load(&cli.global, None)?, cmd).await,
+    }
+}
+
+/// Layers defaults, the config file, `KURA_*` variables and flags.
+fn load(global: &Global, bind: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let mut layers = Layers::from_process(global.config.clone());
+    if let Some(dir) = &global.data_dir {
+        layers = layers.flag(
+            "data_dir",
+            "data-dir",
+            toml::Value::String(dir.display().to_string()),
+        );
+    }
+    if let Some(bind) = bind {
+        layers = layers.flag("server.bind", "bind", toml::Value::String(bind.to_string()));
+    }
+    Ok(layers.load()?)
+}
+
+/// Asks for the passphrase of a sealed key file when none was given and a
+/// person is at the terminal.
+fn ask_passphrase_if_sealed(config: &mut Config) -> anyhow::Result<()> {
+    let key_file = kura_store::DataDir::new(&config.data_dir).master_key_file();
+    if config.keys.passphrase.is_some() || !key_file.exists() {
+        return Ok(());
+    }
+    if LocalKms::file_is_sealed(&key_file)? && std::io::stdin().is_terminal() {
+        let pass = rpassword::prompt_password(format!(
+            "Passphrase for master key {}: ",
+            key_file.display()
+        ))?;
+        config.keys.passphrase = Some(SecretString::from(pass));
+    }
+    Ok(())
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    logging::init(&config.log);
+    ask_passphrase_if_sealed(&mut config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let platform = Platform::open(config.clone(), Arc::clone(&clock)).await?;
+    for notice in &platform.installation.notices {
+        tracing::warn!(notice = %notice, "start-up notice");
+        eprintln!("notice: {notice}");
+    }
+    let state = AppState::new(
+        &config,
+        Arc::clone(&platform.installation.storage.platform),
+        clock,
+    );
+    let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
+    let addr = bound.local_addr();
+    let base = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| base_url(addr));
+    let link = platform.issue_setup_link(&base).await?;
+    println!("Kura {} is serving {base}", env!("CARGO_PKG_VERSION"));
+    println!("  data directory: {}", config.data_dir.display());
+    if let Some(link) = link {
+        let minutes = (link.expires_at - time::OffsetDateTime::now_utc()).whole_minutes();
+        println!();
+        println!("Create the first operator account with this one-time link (valid {minutes} minutes, works once):");
+        println!("  {}", link.url);
+        println!();
+        println!("A new link is printed at each start until the first operator exists.");
+    }
+    tracing::info!(%addr, "listening");
+    bound.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+/// The URL people use for a bound address.
+fn base_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("https://{host}:{}", addr.port())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+fn shutdown_signal() -> ShutdownSignal {
+    Box::pin(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+        tracing::info!("shutdown signal received");
+    })
+}
+
+async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    logging::init(&kura_config::LogConfig {
+        level: "warn".into(),
+        format: kura_config::LogFormat::Pretty,
+    });
+    let dir = kura_store::DataDir::new(&config.data_dir);
+    if !dir.is_initialised() {
+        bail!(
+            "{} holds no Kura installation; run `kura serve` once to create it",
+            dir.root().display()
+        );
+    }
+    ask_passphrase_if_sealed(&mut config)?;
+    let installation = Installation::open(&config, Arc::new(SystemClock)).await?;
+    let keys = &installation.storage.keys;
+    let kms = &installation.kms;
+    match cmd {
+        KeysCommand::Status { json } => {
+            let versions = kms.versions().await?;
+            let usage = keys.usage().await?;
+            if json {
+                let doc = serde_json::json!({
+                    "provider": kms.provider(),
+                    "key_id": kms.key_id(),
+                    "sealed": kms.is_sealed(),
+                    "versions": versions.iter().map(|v| serde_json::json!({
+                        "version": v.version,
+                        "state": v.state,
+                        "created_at": v.created_at.to_string(),
+                        "data_keys": usage.by_version.get(&v.version).copied().unwrap_or(0),
+                    })).collect::<Vec<_>>(),
+                    "destroyed_data_keys": usage.destroyed,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("master key  {} ({})", kms.key_id(), kms.provider());
+                println!(
+                    "key file    {} ({})",
+                    kms.path().display(),
+                    if kms.is_sealed() { "sealed with a passphrase" } else { "not sealed" }
+                );
+                println!();
+                println!("{:>7}  {:<9}  {:<26}  data keys", "version", "state", "created");
+                for v in &versions {
+                    let state = serde_json::to_value(v.state)?;
+                    println!(
+                        "{:>7}  {:<9}  {:<26}  {}",
+                        v.version,
+                        state.as_str().unwrap_or("?"),
+                        v.created_at.replace_nanosecond(0).unwrap_or(v.created_at).to_string(),
+                        usage.by_version.get(&v.version).copied().unwrap_or(0)
+                    );
+                }
+                if usage.destroyed > 0 {
+                    println!("\n{} data key(s) destroyed (crypto-shredded)", usage.destroyed);
+                }
+            }
+        }
+        KeysCommand::Rotate => {
+            eprintln!("rotating master key {} …", kms.key_id());
+            let report = keys.rotate_master().await?;
+            println!(
+                "master key version {} is current; re-wrapped {} data key(s) ({} already current)",
+                report.current_version, report.rewrapped, report.already_current
+            );
+            if !report.unused_versions.is_empty() {
+                println!(
+                    "versions no longer used: {:?}; destroy them with `kura keys retire <version>` once backups made with them have expired",
+                    report.unused_versions
+                );
+            }
+        }
+        KeysCommand::Retire { version } => {
+            keys.retire(version).await?;
+            println!("master key version {version} retired; its material is destroyed");
+        }
+        KeysCommand::Seal => {
+            let pass = match std::env::var("KURA_NEW_MASTER_KEY_PASSPHRASE") {
+                Ok(p) => SecretString::from(p),
+                Err(_) if std::io::stdin().is_terminal() => {
+                    let a = rpassword::prompt_password("New passphrase: ")?;
+                    let b = rpassword::prompt_password("Repeat it: ")?;
+                    if a != b {
+                        bail!("the passphrases differ; nothing was changed");
+                    }
+                    SecretString::from(a)
+                }
+                Err(_) => bail!(
+                    "set KURA_NEW_MASTER_KEY_PASSPHRASE or run in a terminal to be asked for the passphrase"
+                ),
+            };
+            if pass.expose_secret().chars().count() < 12 {
+                bail!("the passphrase must have at least 12 characters; nothing was changed");
+            }
+            let path = kms.path().to_owned();
+            drop(installation);
+            let kms = LocalKms::open(&path, config.keys.passphrase.clone())
+                .context("reopening the key file")?;
+            kms.seal(pass, SealParams::default())?;
+            println!(
+                "sealed {}; `kura serve` now needs KURA_MASTER_KEY_PASSPHRASE or a terminal to ask",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! Layering: defaults < TOML file < `KURA_*` environment < flags.
+//!
+//! Each layer is merged into one TOML table, remembering where every key came
+//! from, and the result is deserialised once into [`Config`]. An error then
+//! names the key path and its source (`KURA_SERVER__BIND`, `kura.toml`, …).
+//!
+//! Environment variables map to keys by lower-casing and splitting on double
+//! underscores: `KURA_SERVER__BIND` is `server.bind`, `KURA_DATA_DIR` is
+//! `data_dir`. `KURA_CONFIG` names the file and `KURA_MASTER_KEY_PASSPHRASE`
+//! sets `keys.passphrase`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use crate::model::{Config, Environment, TlsVersion};
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a bad value or is unknown.
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// Where the value came from.
+        origin: Source,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The inputs to layering.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// A TOML file, if one is used.
+    pub file: Option<PathBuf>,
+    /// Environment variables (all of them; non-`KURA_` ones are ignored).
+    pub env: Vec<(String, String)>,
+    /// Flag overrides: dotted key, flag name and value.
+    pub flags: Vec<(String, String, Value)>,
+}
+
+/// Environment variables that are not settings.
+const NOT_SETTINGS: &[&str] = &["KURA_CONFIG", "KURA_LOG"];
+
+impl Layers {
+    /// Layers from this process's environment, with the config file named
+    /// by `file` or else `KURA_CONFIG`.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = file.or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "KURA_CONFIG")
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        Self {
+            file,
+            env,
+            flags: Vec::new(),
+        }
+    }
+
+    /// Adds a flag override.
+    pub fn flag(mut self, key: &str, flag: &str, value: Value) -> Self {
+        self.flags.push((key.to_owned(), flag.to_owned(), value));
+        self
+    }
+
+    /// Merges the layers and validates the result.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let defaults = Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+            key: String::new(),
+            origin: Source::Default,
+            message: e.to_string(),
+        })?;
+        let Value::Table(defaults) = defaults else {
+            return Err(ConfigError::Invalid {
+                key: String::new(),
+                origin: Source::Default,
+                message: "defaults are not a table".into(),
+            });
+        };
+        let mut merged = defaults.clone();
+        let mut sources: BTreeMap<String, Source> = BTreeMap::new();
+
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if let Some((key, _)) = find_secret_in_file(&table) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    origin: Source::File(path.clone()),
+                    message: "secrets do not belong in config files; set KURA_MASTER_KEY_PASSPHRASE instead".into(),
+                });
+            }
+            merge(
+                &mut merged,
+                table,
+                "",
+                &Source::File(path.clone()),
+                &mut sources,
+            );
+        }
+
+        for (name, value) in &self.env {
+            let Some(rest) = name.strip_prefix("KURA_") else {
+                continue;
+            };
+            if NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
+            let key = if name == "KURA_MASTER_KEY_PASSPHRASE" {
+                "keys.passphrase".to_owned()
+            } else {
+                rest.to_ascii_lowercase()
+                    .split("__")
+                    .collect::<Vec<_>>()
+                    .join(".")
+            };
+            let typed = typed_env_value(&defaults, &key, value);
+            set_path(&mut merged, &key, typed);
+            sources.insert(key, Source::Env(name.clone()));
+        }
+
+        for (key, flag, value) in &self.flags {
+            set_path(&mut merged, key, value.clone());
+            sources.insert(key.clone(), Source::Flag(flag.clone()));
+        }
+
+        let source_of = |key: &str| -> Source {
+            // The most specific recorded source that covers the key.
+            let mut k = key.to_owned();
+            loop {
+                if let Some(s) = sources.get(&k) {
+                    return s.clone();
+                }
+                match k.rfind('.') {
+                    Some(i) => k.truncate(i),
+                    None => return Source::Default,
+                }
+            }
+        };
+
+        let config: Config = serde_path_to_error::deserialize(Value::Table(merged)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let mut key = e.path().to_string();
+                let message = e.inner().message().to_owned();
+                if let Some(field) = unknown_field(&message)
+                    && !key.ends_with(&field)
+                {
+                    key = if key == "." || key.is_empty() {
+                        field
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                }
+                let origin = source_of(&key);
+                ConfigError::Invalid {
+                    key,
+                    origin,
+                    message,
+                }
+            },
+        )?;
+        validate(&config).map_err(|(key, message)| ConfigError::Invalid {
+            origin: source_of(&key),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+}
+
+/// Pulls the field name out of serde's "unknown field `x`, expected …".
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+fn find_secret_in_file(table: &Table) -> Option<(String, ())> {
+    table
+        .get("keys")
+        .and_then(Value::as_table)
+        .and_then(|k| k.get("passphrase"))
+        .map(|_| ("keys.passphrase".to_owned(), ()))
+}
+
+/// Environment values are strings; give them the type the default has, so
+/// `KURA_STORAGE__READERS=8` is a number and `KURA_SETUP__X=007` stays text
+/// where text is expected.
+fn typed_env_value(defaults: &Table, key: &str, raw: &str) -> Value {
+    let mut node: Option<&Value> = None;
+    let mut table = Some(defaults);
+    for part in key.split('.') {
+        node = table.and_then(|t| t.get(part));
+        table = node.and_then(Value::as_table);
+    }
+    match node {
+        Some(Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .unwrap_or_else(|_| Value::String(raw.to_owned())),
+        Some(Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Boolean(true),
+            "false" | "0" | "no" | "off" => Value::Boolean(false),
+            _ => Value::String(raw.to_owned()),
+        },
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+fn merge(
+    into: &mut Table,
+    from: Table,
+    prefix: &str,
+    source: &Source,
+    sources: &mut BTreeMap<String, Source>,
+) {
+    for (k, v) in from {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (into.get_mut(&k), v) {
+            (Some(Value::Table(existing)), Value::Table(incoming)) => {
+                merge(existing, incoming, &path, source, sources);
+            }
+            (_, v) => {
+                into.insert(k, v);
+                sources.insert(path, source.clone());
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut Table, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        let Value::Table(next) = entry else { return };
+        current = next;
+    }
+    current.insert(last.to_owned(), value);
+}
+
+/// Checks that go beyond types. Returns the key and what is wrong.
+fn validate(c: &Config) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+    if c.data_dir.as_os_str().is_empty() {
+        return err("data_dir", "must not be empty");
+    }
+    if c.server.request_timeout_secs == 0 || c.server.request_timeout_secs > 3600 {
+        return err("server.request_timeout_secs", "must be between 1 and 3600");
+    }
+    if c.server.handshake_timeout_secs == 0 || c.server.handshake_timeout_secs > 120 {
+        return err("server.handshake_timeout_secs", "must be between 1 and 120");
+    }
+    if c.server.shutdown_grace_secs > 3600 {
+        return err("server.shutdown_grace_secs", "must be at most 3600");
+    }
+    if c.server.body_limit_bytes < 1024 || c.server.body_limit_bytes > 1 << 30 {
+        return err(
+            "server.body_limit_bytes",
+            "must be between 1024 and 1073741824",
+        );
+    }
+    if c.server.max_connections == 0 {
+        return err("server.max_connections", "must be at least 1");
+    }
+    if let Some(url) = &c.server.public_url {
+        let rest = url.strip_prefix("https://");
+        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            return err("server.public_url", "must be an https:// URL");
+        }
+    }
+    match (&c.tls.cert_file, &c.tls.key_file) {
+        (Some(_), None) => return err("tls.key_file", "must be set when tls.cert_file is set"),
+        (None, Some(_)) => return err("tls.cert_file", "must be set when tls.key_file is set"),
+        _ => {}
+    }
+    if c.tls.hsts_max_age_secs < 31_536_000 {
+        return err(
+            "tls.hsts_max_age_secs",
+            "must be at least 31536000 (one year)",
+        );
+    }
+    if c.storage.readers == 0 || c.storage.readers > 64 {
+        return err("storage.readers", "must be between 1 and 64");
+    }
+    if c.setup.token_ttl_secs < 60 || c.setup.token_ttl_secs > 3600 {
+        return err("setup.token_ttl_secs", "must be between 60 and 3600");
+    }
+    let level_ok = c.log.level.split(',').all(|d| {
+        let lvl = d
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        ["error", "warn", "info", "debug", "trace", "off"].contains(&lvl.as_str())
+    });
+    if !level_ok {
+        return err(
+            "log.level",
+            "must be error, warn, info, debug, trace or a filter such as `info,kura_server=debug`",
+        );
+    }
+    if c.env == Environment::Production && c.tls.min_version == TlsVersion::V1_2 {
+        // TLS 1.2 is allowed in production; nothing lower exists in Kura.
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The effective configuration as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            key: String::new(),
+            origin: Source::Default,
+            message: e.to_string(),
+        })
+    }
+
+    /// The data directory's path, as given.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Layers::default().load().unwrap();
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.data_dir, PathBuf::from("./kura-data"));
+        assert_eq!(c.tls.min_version, TlsVersion::V1_2);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        std::fs::write(
+            &file,
+            "data_dir = '/from/file'\n[server]\nbind = '127.0.0.1:1000'\nrequest_timeout_secs = 5\n[storage]\nreaders = 2\n",
+        )
+        .unwrap();
+        let layers = Layers {
+            file: Some(file),
+            env: env(&[
+                ("KURA_SERVER__BIND", "127.0.0.1:2000"),
+                ("KURA_STORAGE__READERS", "8"),
+                ("KURA_MASTER_KEY_PASSPHRASE", "hunter2hunter2"),
+                ("HOME", "/root"),
+            ]),
+            flags: vec![],
+        }
+        .flag(
+            "server.bind",
+            "bind",
+            Value::String("127.0.0.1:3000".into()),
+        );
+        let c = layers.load().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"), "file over default");
+        assert_eq!(c.server.request_timeout_secs, 5);
+        assert_eq!(c.storage.readers, 8, "env over file, typed");
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:3000", "flag over env");
+        assert_eq!(
+            c.keys.passphrase.as_ref().unwrap().expose_secret(),
+            "hunter2hunter2"
+        );
+        let shown = c.to_redacted_toml().unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[REDACTED]"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_source() {
+        let e = Layers {
+            env: env(&[("KURA_SERVER__BIND", "not-an-address")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`server.bind`"), "{e}");
+        assert!(e.contains("KURA_SERVER__BIND"), "{e}");
+
+        let e = Layers {
+            env: env(&[("KURA_SERVER__BNID", "x")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`server.bnid`") && e.contains("unknown field"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        std::fs::write(&file, "[storage]\nreaders = 0\n").unwrap();
+        let e = Layers {
+            file: Some(file.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`storage.readers`") && e.contains("kura.toml"),
+            "{e}"
+        );
+
+        std::fs::write(&file, "[tls]\nmin_version = '1.1'\n").unwrap();
+        let e = Layers {
+            file: Some(file.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`tls.min_version`"), "{e}");
+
+        std::fs::write(&file, "[server\nbind=1").unwrap();
+        let e = Layers {
+            file: Some(file.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+
+        std::fs::write(&file, "[keys]\npassphrase = 'x'\n").unwrap();
+        let e = Layers {
+            file: Some(file),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("KURA_MASTER_KEY_PASSPHRASE"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let e = Layers {
+            env: env(&[("KURA_TLS__CERT_FILE", "/x.pem")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`tls.key_file`"), "{e}");
+        let e = Layers {
+            env: env(&[("KURA_SERVER__PUBLIC_URL", "http://kura.example")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("https://"), "{e}");
+    }
+}

@@ -1,0 +1,237 @@
+//! Opening an installation: first run creates it, later runs reuse it.
+//!
+//! The order matters and each step refuses rather than guesses: the data
+//! directory (created 0700, loosened modes repaired and reported), the master
+//! key (generated only when the directory holds no data yet), the platform
+//! store, then TLS material. Nothing here ever generates a key over existing
+//! encrypted data.
+
+use std::sync::Arc;
+
+use kura_config::{Config, StorageBackend};
+use kura_crypto::token::SecretToken;
+use kura_crypto::{Kms, KmsError, LocalKms, SealParams};
+use kura_store::{
+    DataDir, Durability, SETUP_COMPLETED, Storage, StorageOptions, StoreError, open_storage,
+};
+use kura_types::Clock;
+use time::{Duration, OffsetDateTime};
+
+use crate::tls::{CertificateOrigin, TlsError, TlsMaterial};
+
+/// Why Kura cannot start. Every message says which file or setting is at
+/// fault and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The KMS refused.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The master key file is gone but encrypted data exists.
+    #[error(
+        "master key file {path} is missing, but {dir} holds encrypted data; restore the key file from your key backup (Kura never generates a new key over existing data)"
+    )]
+    MasterKeyMissing {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// The data directory.
+        dir: std::path::PathBuf,
+    },
+    /// Policy requires a sealed key file.
+    #[error(
+        "keys.local.require_sealed is set but master key file {path} is not sealed; seal it with `kura keys seal`"
+    )]
+    NotSealed {
+        /// The key file.
+        path: std::path::PathBuf,
+    },
+    /// The listener cannot bind.
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why, in words.
+        detail: String,
+    },
+}
+
+/// The keys and storage of one data directory, without the network parts.
+/// CLI commands that administer keys open this much and no more.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    /// The data directory.
+    pub dir: DataDir,
+    /// The KMS holding the master key.
+    pub kms: Arc<LocalKms>,
+    /// Storage.
+    pub storage: Storage,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Things the operator should know about this start (repaired modes,
+    /// generated keys).
+    pub notices: Vec<String>,
+}
+
+impl Installation {
+    /// Opens (on first run, creates) the installation in `config.data_dir`.
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let dir = DataDir::new(&config.data_dir);
+        let mut notices: Vec<String> = dir
+            .prepare()?
+            .into_iter()
+            .map(|n| n.to_string())
+            .collect();
+        let key_path = dir.master_key_file();
+        let kms = if key_path.exists() {
+            LocalKms::open(&key_path, config.keys.passphrase.clone())?
+        } else if dir.is_initialised() {
+            return Err(StartError::MasterKeyMissing {
+                path: key_path,
+                dir: dir.root().to_owned(),
+            });
+        } else {
+            let sealed = config.keys.passphrase.is_some();
+            let kms = LocalKms::create(
+                &key_path,
+                config.keys.passphrase.clone(),
+                SealParams::default(),
+                clock.now(),
+            )?;
+            notices.push(format!(
+                "generated a new master key in {}{}; back it up: without it the data is unrecoverable",
+                key_path.display(),
+                if sealed { " (sealed with the passphrase)" } else { "" }
+            ));
+            kms
+        };
+        if config.keys.local.require_sealed && !kms.is_sealed() {
+            return Err(StartError::NotSealed { path: key_path });
+        }
+        let kms = Arc::new(kms);
+        let StorageBackend::Sqlite = config.storage.backend;
+        let storage = open_storage(
+            &dir,
+            Arc::clone(&kms) as Arc<dyn Kms>,
+            Arc::clone(&clock),
+            StorageOptions {
+                durability: Durability::Full,
+                readers: config.storage.readers,
+            },
+        )
+        .await?;
+        if storage.created {
+            notices.push(format!(
+                "created the platform database {}",
+                dir.platform_db().display()
+            ));
+        }
+        Ok(Self {
+            dir,
+            kms,
+            storage,
+            clock,
+            notices,
+        })
+    }
+}
+
+/// A one-time link for creating the first operator account. Its token is
+/// shown once and stored only as a hash.
+pub struct SetupLink {
+    /// The full URL, token included.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+    /// The token itself (tests use it; the banner prints the URL).
+    pub token: SecretToken,
+}
+
+impl std::fmt::Debug for SetupLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupLink")
+            .field("url", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An opened installation with its TLS material: everything `kura serve` needs
+/// before it binds.
+#[derive(Debug)]
+pub struct Platform {
+    /// The effective configuration.
+    pub config: Config,
+    /// Keys and storage.
+    pub installation: Installation,
+    /// The certificate and key to serve.
+    pub tls: TlsMaterial,
+}
+
+impl Platform {
+    /// Opens everything `config` names, creating what a first run needs.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let mut installation = Installation::open(&config, clock).await?;
+        installation
+            .dir
+            .ensure_private_dir(&installation.dir.tls_dir())?;
+        let tls = TlsMaterial::load_or_generate(&config.tls, &installation.dir.tls_dir())?;
+        if let CertificateOrigin::Generated {
+            cert_file,
+            fresh: true,
+        } = &tls.origin
+        {
+            installation.notices.push(format!(
+                "generated a self-signed TLS certificate {} for localhost and 127.0.0.1; configure tls.cert_file and tls.key_file for a real one",
+                cert_file.display()
+            ));
+        }
+        Ok(Self {
+            config,
+            installation,
+            tls,
+        })
+    }
+
+    /// Whether the first operator account still has to be created.
+    pub async fn setup_pending(&self) -> Result<bool, StartError> {
+        Ok(self
+            .installation
+            .storage
+            .platform
+            .setting(SETUP_COMPLETED)
+            .await?
+            .is_none())
+    }
+
+    /// Issues a fresh setup link (invalidating earlier ones) while set-up is
+    /// pending; `None` once the first operator exists.
+    pub async fn issue_setup_link(&self, base_url: &str) -> Result<Option<SetupLink>, StartError> {
+        if !self.setup_pending().await? {
+            return Ok(None);
+        }
+        let token =
+            SecretToken::generate().map_err(|e| StartError::Kms(KmsError::Crypto(e.to_string())))?;
+        let now = self.installation.clock.now();
+        let ttl = i64::try_from(self.config.setup.token_ttl_secs).unwrap_or(3600);
+        let expires_at = now + Duration::seconds(ttl);
+        self.installation
+            .storage
+            .platform
+            .issue_setup_token(&token.hash(), now, expires_at)
+            .await?;
+        Ok(Some(SetupLink {
+            url: format!(
+                "{}/setup?token={}",
+                base_url.trim_end_matches('/'),
+                token.reveal()
+            ),
+            expires_at,
+            token,
+        }))
+    }
+}

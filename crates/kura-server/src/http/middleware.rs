@@ -1,0 +1,194 @@
+//! Middleware that every request passes through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::to_bytes;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use uuid::Uuid;
+
+use super::{AppState, Problem};
+
+/// The header that carries the request id both ways.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of this request, as a request extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Assigns every request a fresh id (a client's own value is not trusted:
+/// ids must be unique to be looked up) and returns it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = Uuid::now_v7().to_string();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID, value.clone());
+        req.extensions_mut().insert(RequestId(id));
+        let mut response = next.run(req).await;
+        response.headers_mut().insert(REQUEST_ID, value);
+        response
+    } else {
+        next.run(req).await
+    }
+}
+
+/// One structured log line per request, and request metrics. The query
+/// string is never logged: tokens must not end up in logs.
+pub async fn access_log_and_metrics(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    state.metrics.request_started();
+    let response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .request_finished(&method, &route, status, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "kura::access",
+        request_id,
+        method,
+        path,
+        route,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        peer = peer.as_deref().unwrap_or("-"),
+        "request"
+    );
+    response
+}
+
+/// Response headers every answer carries.
+#[derive(Debug)]
+pub struct HeaderPolicy {
+    fixed: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderPolicy {
+    /// The policy with HSTS for `hsts_max_age_secs`.
+    pub fn new(hsts_max_age_secs: u64) -> Self {
+        let mut fixed = vec![
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                HeaderName::from_static("cross-origin-resource-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                HeaderName::from_static("permissions-policy"),
+                HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+            ),
+        ];
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("max-age={hsts_max_age_secs}; includeSubDomains"))
+        {
+            fixed.push((header::STRICT_TRANSPORT_SECURITY, v));
+        }
+        Self { fixed }
+    }
+}
+
+/// Adds the security headers; API responses default to a deny-all CSP and
+/// `no-store` unless a handler chose otherwise. No `Server` banner is sent.
+pub async fn security_headers(
+    State(policy): State<Arc<HeaderPolicy>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    for (name, value) in &policy.fixed {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers.remove(header::SERVER);
+    response
+}
+
+/// Error bodies are problem details whatever produced them (body-limit and
+/// timeout layers, the router's 405): plain-text or empty error responses are
+/// replaced, and problem bodies gain the request id.
+pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.as_u16() < 400 {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (parts, body) = response.into_parts();
+    let mut problem = if content_type.starts_with("application/problem+json") {
+        match to_bytes(body, 64 * 1024).await {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| problem_from_json(&v, status))
+                .unwrap_or_else(|| Problem::status(status)),
+            Err(_) => Problem::status(status),
+        }
+    } else if content_type.starts_with("application/json") {
+        // A handler's own JSON error (such as a protocol envelope) stays as is.
+        return Response::from_parts(parts, body);
+    } else {
+        Problem::status(status)
+    };
+    problem.request_id = request_id;
+    let mut fresh = problem.into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *fresh.status_mut() = status;
+    fresh
+}
+
+fn problem_from_json(v: &serde_json::Value, status: StatusCode) -> Option<Problem> {
+    let mut p = Problem::status(status);
+    p.kind = v.get("type")?.as_str()?.to_owned();
+    p.title = v.get("title")?.as_str()?.to_owned();
+    p.detail = v.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
+    Some(p)
+}
+

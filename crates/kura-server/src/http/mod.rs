@@ -1,0 +1,86 @@
+//! The HTTP application: routes, shared state and the middleware stack.
+
+mod health;
+mod metrics;
+mod middleware;
+mod problem;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use kura_config::Config;
+use kura_store::PlatformStore;
+use kura_types::Clock;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use metrics::Metrics;
+pub use problem::Problem;
+
+/// What handlers share. Handlers take only the parts they need through
+/// `State` sub-extraction.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Platform state.
+    pub platform: Arc<dyn PlatformStore>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cleared when shutdown begins so load balancers stop sending traffic.
+    pub ready: Arc<AtomicBool>,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Header policy.
+    pub headers: Arc<middleware::HeaderPolicy>,
+}
+
+impl AppState {
+    /// State for `config` over `platform`.
+    pub fn new(config: &Config, platform: Arc<dyn PlatformStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            platform,
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(true)),
+            clock,
+            headers: Arc::new(middleware::HeaderPolicy::new(config.tls.hsts_max_age_secs)),
+        }
+    }
+}
+
+/// The whole application: the platform's own routes merged with `routes`
+/// (the domain crates' routers), all behind one middleware stack.
+pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Router {
+    let timeout = Duration::from_secs(config.server.request_timeout_secs);
+    Router::new()
+        .merge(routes)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .fallback(problem::not_found)
+        .layer(
+            // Outermost first: every response, errors included, passes back
+            // through the request-id, header, problem and logging layers.
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_id))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::access_log_and_metrics,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.headers.clone(),
+                    middleware::security_headers,
+                ))
+                .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+                .layer(CatchPanicLayer::custom(problem::panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                .layer(RequestBodyLimitLayer::new(config.server.body_limit_bytes)),
+        )
+        .with_state(state)
+}
