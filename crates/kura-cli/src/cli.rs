@@ -69,8 +69,19 @@ pub enum KeysCommand {
     /// Destroy an old master-key version once no data key uses it.
     Retire {
         /// The version to retire.
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        master_version: u32,
     },
     /// Seal the local master-key file with a passphrase (Argon2id).
     Seal,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -88,11 +88,14 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     if let Some(link) = link {
         let minutes = (link.expires_at - time::OffsetDateTime::now_utc()).whole_minutes();
         println!();
-        println!("Create the first operator account with this one-time link (valid {minutes} minutes, works once):");
+        println!(
+            "Create the first operator account with this one-time link (valid {minutes} minutes, works once):"
+        );
         println!("  {}", link.url);
         println!();
         println!("A new link is printed at each start until the first operator exists.");
     }
+    println!("Stop with Ctrl-C or SIGTERM; in-flight requests finish first.");
     tracing::info!(%addr, "listening");
     bound.serve(shutdown_signal()).await;
     Ok(())
@@ -167,22 +170,35 @@ async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 println!(
                     "key file    {} ({})",
                     kms.path().display(),
-                    if kms.is_sealed() { "sealed with a passphrase" } else { "not sealed" }
+                    if kms.is_sealed() {
+                        "sealed with a passphrase"
+                    } else {
+                        "not sealed"
+                    }
                 );
                 println!();
-                println!("{:>7}  {:<9}  {:<26}  data keys", "version", "state", "created");
+                println!(
+                    "{:>7}  {:<9}  {:<26}  data keys",
+                    "version", "state", "created"
+                );
                 for v in &versions {
                     let state = serde_json::to_value(v.state)?;
                     println!(
                         "{:>7}  {:<9}  {:<26}  {}",
                         v.version,
                         state.as_str().unwrap_or("?"),
-                        v.created_at.replace_nanosecond(0).unwrap_or(v.created_at).to_string(),
+                        v.created_at
+                            .replace_nanosecond(0)
+                            .unwrap_or(v.created_at)
+                            .to_string(),
                         usage.by_version.get(&v.version).copied().unwrap_or(0)
                     );
                 }
                 if usage.destroyed > 0 {
-                    println!("\n{} data key(s) destroyed (crypto-shredded)", usage.destroyed);
+                    println!(
+                        "\n{} data key(s) destroyed (crypto-shredded)",
+                        usage.destroyed
+                    );
                 }
             }
         }
@@ -200,9 +216,9 @@ async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCommand::Retire { version } => {
-            keys.retire(version).await?;
-            println!("master key version {version} retired; its material is destroyed");
+        KeysCommand::Retire { master_version } => {
+            keys.retire(master_version).await?;
+            println!("master key version {master_version} retired; its material is destroyed");
         }
         KeysCommand::Seal => {
             let pass = match std::env::var("KURA_NEW_MASTER_KEY_PASSPHRASE") {

@@ -6,8 +6,10 @@
 //!
 //! Environment variables map to keys by lower-casing and splitting on double
 //! underscores: `KURA_SERVER__BIND` is `server.bind`, `KURA_DATA_DIR` is
-//! `data_dir`. `KURA_CONFIG` names the file and `KURA_MASTER_KEY_PASSPHRASE`
-//! sets `keys.passphrase`.
+//! `data_dir`. `KURA_MASTER_KEY_PASSPHRASE` sets `keys.passphrase`. Three
+//! variables are not settings: `KURA_CONFIG` names the file, `KURA_LOG`
+//! overrides the log filter and `KURA_NEW_MASTER_KEY_PASSPHRASE` feeds
+//! `kura keys seal`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,7 +86,7 @@ pub struct Layers {
 }
 
 /// Environment variables that are not settings.
-const NOT_SETTINGS: &[&str] = &["KURA_CONFIG", "KURA_LOG"];
+const NOT_SETTINGS: &[&str] = &["KURA_CONFIG", "KURA_LOG", "KURA_NEW_MASTER_KEY_PASSPHRASE"];
 
 impl Layers {
     /// Layers from this process's environment, with the config file named

@@ -81,11 +81,7 @@ impl Installation {
     /// Opens (on first run, creates) the installation in `config.data_dir`.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let dir = DataDir::new(&config.data_dir);
-        let mut notices: Vec<String> = dir
-            .prepare()?
-            .into_iter()
-            .map(|n| n.to_string())
-            .collect();
+        let mut notices: Vec<String> = dir.prepare()?.into_iter().map(|n| n.to_string()).collect();
         let key_path = dir.master_key_file();
         let kms = if key_path.exists() {
             LocalKms::open(&key_path, config.keys.passphrase.clone())?
@@ -214,8 +210,8 @@ impl Platform {
         if !self.setup_pending().await? {
             return Ok(None);
         }
-        let token =
-            SecretToken::generate().map_err(|e| StartError::Kms(KmsError::Crypto(e.to_string())))?;
+        let token = SecretToken::generate()
+            .map_err(|e| StartError::Kms(KmsError::Crypto(e.to_string())))?;
         let now = self.installation.clock.now();
         let ttl = i64::try_from(self.config.setup.token_ttl_secs).unwrap_or(3600);
         let expires_at = now + Duration::seconds(ttl);

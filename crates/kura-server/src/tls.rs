@@ -103,7 +103,11 @@ impl TlsMaterial {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| file_err("certificate", cert, e.to_string()))?;
         if chain.is_empty() {
-            return Err(file_err("certificate", cert, "holds no PEM certificate".into()));
+            return Err(file_err(
+                "certificate",
+                cert,
+                "holds no PEM certificate".into(),
+            ));
         }
         let key_der = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| file_err("private key", key, e.to_string()))?;
@@ -215,14 +219,20 @@ mod tests {
     fn generated_certificate_is_private_reused_and_policy_is_narrow() {
         let dir = tempfile::tempdir().unwrap();
         let first = TlsMaterial::load_or_generate(&TlsConfig::default(), dir.path()).unwrap();
-        assert!(matches!(first.origin, CertificateOrigin::Generated { fresh: true, .. }));
+        assert!(matches!(
+            first.origin,
+            CertificateOrigin::Generated { fresh: true, .. }
+        ));
         let mode = fs::metadata(dir.path().join("key.pem"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let second = TlsMaterial::load_or_generate(&TlsConfig::default(), dir.path()).unwrap();
-        assert!(matches!(second.origin, CertificateOrigin::Generated { fresh: false, .. }));
+        assert!(matches!(
+            second.origin,
+            CertificateOrigin::Generated { fresh: false, .. }
+        ));
         assert_eq!(first.chain, second.chain);
 
         let config = tls_server_config(&second, TlsVersion::V1_2).unwrap();

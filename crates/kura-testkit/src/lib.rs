@@ -1,1 +1,204 @@
-//! placeholder
+//! Boots the real Kura server for tests.
+//!
+//! [`TestServer::spawn`] opens a fresh installation in a temporary data
+//! directory, binds `127.0.0.1:0` (so parallel tests never race for ports)
+//! and serves HTTPS in-process; tests get its URL, a [`reqwest::Client`]
+//! that trusts exactly the server's generated certificate, and the setup link
+//! it issued. Dropping the server stops it and removes the directory.
+//!
+//! This crate is test support: it may assume a cooperative caller and panics
+//! with a clear message when the server cannot start, which in a test is the
+//! right outcome.
+
+// Test support: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use kura_config::Config;
+use kura_server::{AppState, BoundServer, Platform, SetupLink};
+use kura_store::{PlatformStore, Storage};
+use kura_types::{Clock, SystemClock};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Options for a test server.
+pub struct Options {
+    /// Adjusts the configuration before the server opens.
+    pub configure: Box<dyn FnOnce(&mut Config) + Send>,
+    /// Extra routes, as the domain crates will add them.
+    pub routes: Router<AppState>,
+    /// The clock the server reads.
+    pub clock: Arc<dyn Clock>,
+    /// Reuse this data directory instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            configure: Box::new(|_| {}),
+            routes: Router::new(),
+            clock: Arc::new(SystemClock),
+            data_dir: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options").finish_non_exhaustive()
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `https://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// A client that trusts the server's certificate.
+    pub client: reqwest::Client,
+    /// The setup link issued at start.
+    pub setup_link: Option<SetupLink>,
+    /// The server's storage, for assertions on state.
+    pub storage: Storage,
+    /// The effective configuration.
+    pub config: Config,
+    data_dir: PathBuf,
+    cert_file: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server with default settings in a fresh data directory.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// A server with adjusted settings.
+    pub async fn spawn_with(options: Options) -> Self {
+        let (tmp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = tempfile::tempdir().expect("temporary directory");
+                let dir = tmp.path().join("kura-data");
+                (Some(tmp), dir)
+            }
+        };
+        let mut config = Config::default();
+        config.data_dir = data_dir.clone();
+        config.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.shutdown_grace_secs = 5;
+        (options.configure)(&mut config);
+
+        let platform = Platform::open(config.clone(), Arc::clone(&options.clock))
+            .await
+            .unwrap_or_else(|e| panic!("test server cannot open: {e}"));
+        let state = AppState::new(
+            &config,
+            Arc::clone(&platform.installation.storage.platform),
+            Arc::clone(&options.clock),
+        );
+        let bound = BoundServer::bind(&platform, state, options.routes)
+            .await
+            .unwrap_or_else(|e| panic!("test server cannot bind: {e}"));
+        let addr = bound.local_addr();
+        let base_url = format!("https://127.0.0.1:{}", addr.port());
+        let setup_link = platform
+            .issue_setup_link(&base_url)
+            .await
+            .expect("setup link");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(bound.serve(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        let cert_file = config
+            .tls
+            .cert_file
+            .clone()
+            .unwrap_or_else(|| platform.installation.dir.tls_dir().join("cert.pem"));
+        let client = client_trusting(&cert_file);
+        TestServer {
+            base_url,
+            addr,
+            client,
+            setup_link,
+            storage: platform.installation.storage.clone(),
+            config,
+            data_dir,
+            cert_file,
+            stop: Some(stop),
+            task: Some(task),
+            _tmp: tmp,
+        }
+    }
+
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The platform store.
+    pub fn platform(&self) -> &Arc<dyn PlatformStore> {
+        &self.storage.platform
+    }
+
+    /// The PEM of the server's certificate, for other clients.
+    pub fn certificate_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.cert_file).expect("certificate")
+    }
+
+    /// Starts graceful shutdown and waits until the server has drained.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+
+    /// Signals shutdown without waiting; returns the serving task to await.
+    pub fn begin_shutdown(&mut self) -> Option<JoinHandle<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take()
+    }
+
+    /// Stops the server but keeps the data directory (for restart tests).
+    pub async fn stop_keeping_data(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        if let Some(task) = self.begin_shutdown() {
+            task.await.expect("server task");
+        }
+        (self.data_dir.clone(), self._tmp.take())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client trusting exactly the certificate in `cert_file`.
+pub fn client_trusting(cert_file: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert_file).expect("server certificate");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
+    reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .build()
+        .expect("HTTPS client")
+}

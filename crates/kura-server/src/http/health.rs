@@ -24,8 +24,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .into_response();
     }
     match state.platform.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "storage": state.platform.backend() }))
-            .into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "storage": state.platform.backend() })).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "readiness check: storage does not answer");
             Problem::status(StatusCode::SERVICE_UNAVAILABLE)

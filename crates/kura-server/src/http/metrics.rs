@@ -82,7 +82,11 @@ impl Metrics {
             "HTTP requests being answered",
             in_flight.clone(),
         );
-        registry.register("connections", "TCP connections accepted", connections.clone());
+        registry.register(
+            "connections",
+            "TCP connections accepted",
+            connections.clone(),
+        );
         registry.register(
             "connections_open",
             "TCP connections open",
@@ -140,7 +144,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
             let mut response = body.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }

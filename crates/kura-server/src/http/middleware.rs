@@ -94,7 +94,10 @@ impl HeaderPolicy {
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
             (
                 HeaderName::from_static("cross-origin-opener-policy"),
@@ -191,4 +194,3 @@ fn problem_from_json(v: &serde_json::Value, status: StatusCode) -> Option<Proble
     p.detail = v.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
     Some(p)
 }
-

@@ -74,7 +74,9 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
                     state.headers.clone(),
                     middleware::security_headers,
                 ))
-                .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+                .layer(axum::middleware::from_fn(
+                    middleware::problem_for_bare_errors,
+                ))
                 .layer(CatchPanicLayer::custom(problem::panic_response))
                 .layer(TimeoutLayer::with_status_code(
                     http::StatusCode::REQUEST_TIMEOUT,
