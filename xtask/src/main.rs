@@ -135,3 +135,84 @@ fn run_tests(args: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Invariants of the tree itself, checked as ordinary tests.
+#[cfg(test)]
+mod tidy {
+    use std::path::{Path, PathBuf};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    fn crates() -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("Cargo.toml").exists())
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    #[test]
+    fn every_crate_root_opens_with_a_doc_comment() {
+        for dir in crates() {
+            for file in ["src/lib.rs", "src/main.rs"] {
+                let path = dir.join(file);
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    assert!(
+                        text.trim_start().starts_with("//!"),
+                        "{} must start with a //! doc saying what the crate owns",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_crate_has_at_most_one_integration_test_binary() {
+        for dir in crates() {
+            let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
+                continue;
+            };
+            let binaries: Vec<_> = entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .collect();
+            assert!(
+                binaries.len() <= 1,
+                "{} has {} integration-test binaries; keep one per crate (CI time): {binaries:?}",
+                dir.display(),
+                binaries.len()
+            );
+        }
+    }
+
+    #[test]
+    fn dependencies_are_declared_once_in_the_workspace() {
+        for dir in crates() {
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+            for line in manifest.lines() {
+                let line = line.trim();
+                let is_dep = line.contains('=')
+                    && !line.starts_with('[')
+                    && !line.starts_with('#')
+                    && (line.contains("version =") || line.contains("= \""));
+                let allowed = line.starts_with("name")
+                    || line.starts_with("path")
+                    || line.starts_with("harness")
+                    || line.contains(".workspace = true");
+                assert!(
+                    !is_dep || allowed,
+                    "{}: `{line}` — declare versions in the root [workspace.dependencies]",
+                    dir.display()
+                );
+            }
+        }
+    }
+}

@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage the master key and data keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check and export the tamper-evident security event log.
+    #[command(subcommand, visible_alias = "audit")]
+    Events(EventsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,30 @@ pub enum KeysCommand {
     },
     /// Seal the local master-key file with a passphrase (Argon2id).
     Seal,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Walk the hash chain and signed checkpoints; report the first break.
+    /// Exits non-zero when the log does not verify.
+    Verify {
+        /// An Ed25519 public key (hex) obtained out of band; checkpoints must
+        /// be signed by one of these instead of the keys stored in the data.
+        #[arg(long, value_name = "HEX")]
+        trusted_key: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a checkpoint now and export every signed checkpoint as JSON, for
+    /// an outside party to hold and check later.
+    Checkpoints {
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the log's checkpoint-signing public key (hex).
+    PublicKey,
 }
 
 #[cfg(test)]

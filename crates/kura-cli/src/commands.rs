@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use kura_config::{Config, Layers};
 use kura_crypto::{Kms as _, LocalKms, SealParams};
+use kura_server::kura_events::{PublicKey, VerifyOptions, actions};
 use kura_server::{AppState, BoundServer, Installation, Platform, ShutdownSignal};
-use kura_types::{Clock, SystemClock};
+use kura_types::{Clock, Outcome, SystemClock};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::cli::{Cli, Command, ConfigCommand, Global, KeysCommand};
+use crate::cli::{Cli, Command, ConfigCommand, EventsCommand, Global, KeysCommand};
 use crate::logging;
 
 /// Runs one command.
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(load(&cli.global, None)?, cmd).await,
+        Command::Events(cmd) => events(load(&cli.global, None)?, cmd).await,
     }
 }
 
@@ -73,6 +75,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let state = AppState::new(
         &config,
         Arc::clone(&platform.installation.storage.platform),
+        Arc::new(platform.installation.events.clone()),
         clock,
     );
     let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
@@ -82,6 +85,18 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| base_url(addr));
+    platform
+        .installation
+        .record_system_event(
+            "kura-serve",
+            actions::PLATFORM_STARTED,
+            Outcome::Success,
+            &[
+                ("version", env!("CARGO_PKG_VERSION").into()),
+                ("bind", addr.to_string().into()),
+            ],
+        )
+        .await?;
     let link = platform.issue_setup_link(&base).await?;
     println!("Kura {} is serving {base}", env!("CARGO_PKG_VERSION"));
     println!("  data directory: {}", config.data_dir.display());
@@ -99,6 +114,81 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
     bound.serve(shutdown_signal()).await;
     Ok(())
+}
+
+async fn open_installation(mut config: Config) -> anyhow::Result<Installation> {
+    let dir = kura_store::DataDir::new(&config.data_dir);
+    if !dir.is_initialised() {
+        bail!(
+            "{} holds no Kura installation; run `kura serve` once to create it",
+            dir.root().display()
+        );
+    }
+    ask_passphrase_if_sealed(&mut config)?;
+    Ok(Installation::open(&config, Arc::new(SystemClock)).await?)
+}
+
+async fn events(config: Config, cmd: EventsCommand) -> anyhow::Result<()> {
+    logging::init(&kura_config::LogConfig {
+        level: "warn".into(),
+        format: kura_config::LogFormat::Pretty,
+    });
+    let installation = open_installation(config).await?;
+    let log = installation.events.log();
+    match cmd {
+        EventsCommand::Verify { trusted_key, json } => {
+            let trusted_keys = trusted_key
+                .iter()
+                .map(|k| PublicKey::from_hex(k.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--trusted-key must be a hex Ed25519 public key")?;
+            let report = installation
+                .events
+                .verify(VerifyOptions { trusted_keys })
+                .await?;
+            if json {
+                let v = &report.0;
+                let doc = serde_json::json!({
+                    "intact": report.is_intact(),
+                    "entries_checked": v.entries_checked,
+                    "first_seq": v.first_seq,
+                    "last_seq": v.last_seq,
+                    "head_hash": v.head_hash.map(hex_string),
+                    "checkpoints_checked": v.checkpoints_checked,
+                    "last_signed": v.last_signed,
+                    "problem": v.problem.as_ref().map(|p| serde_json::json!({
+                        "seq": p.seq,
+                        "message": p.to_string(),
+                    })),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("{report}");
+            }
+            if !report.is_intact() {
+                bail!("the security event log does not verify");
+            }
+        }
+        EventsCommand::Checkpoints { output } => {
+            log.checkpoint().await?;
+            let export = log.export_checkpoints().await?;
+            let text = serde_json::to_string_pretty(&export)?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote signed checkpoints to {}", path.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+        EventsCommand::PublicKey => println!("{}", log.public_key().to_hex()),
+    }
+    Ok(())
+}
+
+fn hex_string(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The URL people use for a bound address.
@@ -131,20 +221,12 @@ fn shutdown_signal() -> ShutdownSignal {
     })
 }
 
-async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     logging::init(&kura_config::LogConfig {
         level: "warn".into(),
         format: kura_config::LogFormat::Pretty,
     });
-    let dir = kura_store::DataDir::new(&config.data_dir);
-    if !dir.is_initialised() {
-        bail!(
-            "{} holds no Kura installation; run `kura serve` once to create it",
-            dir.root().display()
-        );
-    }
-    ask_passphrase_if_sealed(&mut config)?;
-    let installation = Installation::open(&config, Arc::new(SystemClock)).await?;
+    let installation = open_installation(config.clone()).await?;
     let keys = &installation.storage.keys;
     let kms = &installation.kms;
     match cmd {
@@ -204,7 +286,34 @@ async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Rotate => {
             eprintln!("rotating master key {} …", kms.key_id());
-            let report = keys.rotate_master().await?;
+            let bar = indicatif::ProgressBar::new(0);
+            if !std::io::stderr().is_terminal() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "re-wrapping data keys {pos}/{len} [{bar:30}] {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            let report = keys
+                .rotate_master_with_progress(&|done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .await?;
+            bar.finish_and_clear();
+            installation
+                .record_system_event(
+                    "kura-cli",
+                    actions::MASTER_KEY_ROTATED,
+                    Outcome::Success,
+                    &[
+                        ("key_id", kms.key_id().into()),
+                        ("version", report.current_version.into()),
+                        ("rewrapped", report.rewrapped.into()),
+                    ],
+                )
+                .await?;
             println!(
                 "master key version {} is current; re-wrapped {} data key(s) ({} already current)",
                 report.current_version, report.rewrapped, report.already_current
@@ -218,6 +327,17 @@ async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Retire { master_version } => {
             keys.retire(master_version).await?;
+            installation
+                .record_system_event(
+                    "kura-cli",
+                    actions::MASTER_KEY_RETIRED,
+                    Outcome::Success,
+                    &[
+                        ("key_id", kms.key_id().into()),
+                        ("version", master_version.into()),
+                    ],
+                )
+                .await?;
             println!("master key version {master_version} retired; its material is destroyed");
         }
         KeysCommand::Seal => {
@@ -239,10 +359,17 @@ async fn keys(mut config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("the passphrase must have at least 12 characters; nothing was changed");
             }
             let path = kms.path().to_owned();
-            drop(installation);
-            let kms = LocalKms::open(&path, config.keys.passphrase.clone())
+            let sealer = LocalKms::open(&path, config.keys.passphrase.clone())
                 .context("reopening the key file")?;
-            kms.seal(pass, SealParams::default())?;
+            sealer.seal(pass, SealParams::default())?;
+            installation
+                .record_system_event(
+                    "kura-cli",
+                    actions::MASTER_KEY_SEALED,
+                    Outcome::Success,
+                    &[("key_id", kms.key_id().into())],
+                )
+                .await?;
             println!(
                 "sealed {}; `kura serve` now needs KURA_MASTER_KEY_PASSPHRASE or a terminal to ask",
                 path.display()

@@ -424,3 +424,74 @@ fn key_commands_refuse_an_empty_directory() {
     );
     assert!(!dir.join("master.key").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_operations_are_security_events_and_the_log_verifies_until_tampered() {
+    let (tmp, dir) = fresh();
+    init(&dir);
+    let out = run(kura(&dir).args(["keys", "rotate"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(kura(&dir).args(["events", "verify", "--json"]));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], true);
+    // platform.started, platform.setup.link_issued, keys.master.rotated
+    assert!(report["entries_checked"].as_u64().unwrap() >= 3, "{report}");
+
+    // Checkpoints export and verify against a pinned key.
+    let key = stdout(&run(kura(&dir).args(["events", "public-key"])))
+        .trim()
+        .to_owned();
+    assert_eq!(key.len(), 64, "{key}");
+    let export = tmp.path().join("checkpoints.json");
+    let out = run(kura(&dir)
+        .args(["events", "checkpoints", "--output"])
+        .arg(&export));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    assert!(
+        doc.to_string().contains(&key),
+        "the export names its key: {doc}"
+    );
+    let out = run(kura(&dir).args(["audit", "verify", "--trusted-key", &key]));
+    assert!(out.status.success(), "{}", stdout(&out));
+    let stranger = "00".repeat(32);
+    let out = run(kura(&dir).args(["events", "verify", "--trusted-key", &stranger]));
+    assert!(
+        !out.status.success(),
+        "checkpoints signed by an unpinned key are refused"
+    );
+
+    // Alter one stored event behind Kura's back.
+    {
+        let kms = std::sync::Arc::new(
+            kura_crypto::LocalKms::open(&dir.join("master.key"), None).unwrap(),
+        );
+        let storage = kura_store::open_storage(
+            &kura_store::DataDir::new(&dir),
+            kms,
+            std::sync::Arc::new(kura_types::SystemClock),
+            kura_store::StorageOptions::default(),
+        )
+        .await
+        .unwrap();
+        let changed = storage
+            .sqlite
+            .pool()
+            .write(|tx| {
+                Ok(tx.execute(
+                    "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'kura-cli', 'kura-xyz') AS BLOB)
+                      WHERE action = 'keys.master.rotated'",
+                    [],
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let out = run(kura(&dir).args(["events", "verify"]));
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("TAMPERED"), "{text}");
+}

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn nonces_are_fresh() {
-        assert_ne!(seal(&KEY, b"", b"x").unwrap(), seal(&KEY, b"", b"x").unwrap());
+        assert_ne!(
+            seal(&KEY, b"", b"x").unwrap(),
+            seal(&KEY, b"", b"x").unwrap()
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every cryptographic primitive Kura uses lives here, on one backend
 //! (`aws-lc-rs`, the same library rustls uses): randomness ([`random`]),
 //! hashing and constant-time comparison ([`digest`]), authenticated encryption
-//! with AES-256-GCM ([`aead`]), opaque bearer secrets ([`token`]), and
+//! with AES-256-GCM ([`aead`]), opaque bearer secrets ([`token`]), Ed25519
+//! signatures for statements others verify later ([`signing`]), and
 //! envelope encryption through the [`Kms`] trait with the [`LocalKms`] provider.
 //!
 //! Key material lives in [`DataKey`] and friends, which zeroize on drop and
@@ -15,6 +16,7 @@ pub mod digest;
 mod keys;
 pub mod kms;
 pub mod random;
+pub mod signing;
 pub mod token;
 
 pub use keys::{DataKey, WrappedKey};

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use kura_config::{Config, StorageBackend};
 use kura_crypto::token::SecretToken;
 use kura_crypto::{Kms, KmsError, LocalKms, SealParams};
+use kura_events::{Detector, EventError, EventLog, EventLogOptions, EventSink, LogSink};
 use kura_store::{
     DataDir, Durability, SETUP_COMPLETED, Storage, StorageOptions, StoreError, open_storage,
 };
 use kura_types::Clock;
+use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use time::{Duration, OffsetDateTime};
 
 use crate::tls::{CertificateOrigin, TlsError, TlsMaterial};
@@ -26,6 +28,10 @@ pub enum StartError {
     /// Storage refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A security event could not be recorded, so the action it describes
+    /// does not go ahead.
+    #[error(transparent)]
+    Event(#[from] EventError),
     /// The KMS refused.
     #[error(transparent)]
     Kms(#[from] KmsError),
@@ -70,6 +76,8 @@ pub struct Installation {
     pub kms: Arc<LocalKms>,
     /// Storage.
     pub storage: Storage,
+    /// The security event log and the sink every component records through.
+    pub events: LogSink,
     /// The injected clock.
     pub clock: Arc<dyn Clock>,
     /// Things the operator should know about this start (repaired modes,
@@ -126,13 +134,41 @@ impl Installation {
                 dir.platform_db().display()
             ));
         }
+        let log = EventLog::open(&storage, Arc::clone(&clock), EventLogOptions::default()).await?;
+        let events = LogSink::with_detector(log, Detector::new());
         Ok(Self {
             dir,
             kms,
             storage,
+            events,
             clock,
             notices,
         })
+    }
+
+    /// Records a security event by a system component, durably, before the
+    /// caller reports the action as done.
+    pub async fn record_system_event(
+        &self,
+        component: &str,
+        action: &str,
+        outcome: Outcome,
+        details: &[(&str, serde_json::Value)],
+    ) -> Result<(), StartError> {
+        let action = Action::parse(action).map_err(|e| EventError::Invalid(e.to_string()))?;
+        let mut event = SecurityEvent::new(
+            self.clock.now(),
+            Actor::System {
+                component: component.to_owned(),
+            },
+            action,
+            outcome,
+        );
+        for (key, value) in details {
+            event = event.with_detail(*key, value.clone());
+        }
+        self.events.record(event).await?;
+        Ok(())
     }
 }
 
@@ -219,6 +255,17 @@ impl Platform {
             .storage
             .platform
             .issue_setup_token(&token.hash(), now, expires_at)
+            .await?;
+        self.installation
+            .record_system_event(
+                "kura-serve",
+                kura_events::actions::SETUP_LINK_ISSUED,
+                Outcome::Success,
+                &[(
+                    "expires_at",
+                    serde_json::Value::String(expires_at.to_string()),
+                )],
+            )
             .await?;
         Ok(Some(SetupLink {
             url: format!(

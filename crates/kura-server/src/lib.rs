@@ -20,5 +20,6 @@ mod tls;
 
 pub use bootstrap::{Installation, Platform, SetupLink, StartError};
 pub use http::{AppState, Problem, router};
+pub use kura_events;
 pub use serve::{BoundServer, ShutdownSignal};
 pub use tls::{TlsError, TlsMaterial, tls_server_config};

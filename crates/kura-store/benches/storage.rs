@@ -6,7 +6,11 @@
 //! a pair differ only by encryption:
 //!
 //! - `point_read/{sqlcipher,sqlite}`: one row by integer primary key, random
-//!   ids, from a table of 10,000 rows with eight mixed columns.
+//!   ids, from a table of 10,000 rows with eight mixed columns (about 1.6 MB,
+//!   so it fits SQLite's default 2 MiB page cache per connection).
+//! - `point_read_100k/{sqlcipher,sqlite}`: the same from 100,000 rows (about
+//!   16 MB), so most reads miss the page cache and SQLCipher must decrypt and
+//!   authenticate the page it fetches; this shows where encryption costs.
 //! - `insert_tx1/{sqlcipher,sqlite}`: one row per transaction, `Durability::Full`.
 //! - `insert_tx100/{sqlcipher,sqlite}`: 100 rows per transaction; throughput is
 //!   counted in rows.
@@ -32,8 +36,10 @@ use kura_types::{AppId, KeyScope};
 use rusqlite::{Connection, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-/// Rows in the point-read table.
-const ROWS: i64 = 10_000;
+/// Rows in the point-read table that fits the default page cache.
+const ROWS: u64 = 10_000;
+/// Rows in the point-read table that does not.
+const ROWS_LARGE: u64 = 100_000;
 /// Rows per transaction in the batched insert.
 const BATCH: u64 = 100;
 
@@ -139,14 +145,24 @@ fn read_row(conn: &Connection, id: i64) -> Contact {
 
 /// A xorshift generator: the same id sequence for both variants, no
 /// dependency, and cheap enough not to show in the timings.
-struct Ids(u64);
+struct Ids {
+    state: u64,
+    rows: u64,
+}
 
 impl Ids {
+    fn new(rows: u64) -> Self {
+        Self {
+            state: 0x9e37_79b9_7f4a_7c15,
+            rows,
+        }
+    }
+
     fn next(&mut self) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        1 + i64::try_from(self.0 % ROWS as u64).unwrap()
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        1 + i64::try_from(self.state % self.rows).unwrap()
     }
 }
 
@@ -158,15 +174,25 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
 }
 
 fn point_read(c: &mut Criterion) {
+    point_read_rows(c, "point_read", ROWS);
+    point_read_rows(c, "point_read_100k", ROWS_LARGE);
+}
+
+fn point_read_rows(c: &mut Criterion, group_name: &str, rows: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut group = c.benchmark_group("point_read");
+    let mut group = c.benchmark_group(group_name);
     configure(&mut group);
+    // The pair differs by little when pages are cached, so it gets more
+    // samples than the rest to average out a busy machine.
+    group
+        .sample_size(40)
+        .measurement_time(Duration::from_secs(6));
     group.throughput(Throughput::Elements(1));
     for (name, key) in variants() {
         let path = dir.path().join(format!("read-{name}.db"));
         let mut writer = open(&path, key.as_ref());
         let tx = writer.transaction().unwrap();
-        for n in 0..ROWS as u64 {
+        for n in 0..rows {
             insert_row(&tx, n);
         }
         tx.commit().unwrap();
@@ -178,7 +204,15 @@ fn point_read(c: &mut Criterion) {
         // its page cache starts cold and warms up like a server's would.
         let conn = open_encrypted(&path, key.as_ref(), false, Durability::Full).unwrap();
         conn.execute_batch("PRAGMA query_only = ON;").unwrap();
-        let mut ids = Ids(0x9e37_79b9_7f4a_7c15);
+        // For investigating cache sizing only: `KURA_BENCH_CACHE_SIZE=-32768`
+        // overrides the page cache (in `PRAGMA cache_size` units) of the
+        // reader; figures in BENCHMARKS.md are from runs without it.
+        if let Ok(size) = std::env::var("KURA_BENCH_CACHE_SIZE") {
+            let size: i64 = size.parse().unwrap();
+            conn.execute_batch(&format!("PRAGMA cache_size = {size};"))
+                .unwrap();
+        }
+        let mut ids = Ids::new(rows);
         group.bench_function(name, |b| {
             b.iter(|| black_box(read_row(&conn, black_box(ids.next()))));
         });

@@ -143,16 +143,36 @@ impl KeyService {
     /// Creates a new master-key version and re-wraps every data key under it.
     /// Data is not re-encrypted; the server keeps running throughout.
     pub async fn rotate_master(&self) -> Result<RotationReport, StoreError> {
+        self.rotate_master_with_progress(&|_, _| {}).await
+    }
+
+    /// [`KeyService::rotate_master`], reporting `(done, total)` as it goes.
+    pub async fn rotate_master_with_progress(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<RotationReport, StoreError> {
         self.kms.rotate().await?;
-        self.rewrap_all().await
+        self.rewrap_all_with_progress(progress).await
     }
 
     /// Re-wraps every data key not yet under the current version. Safe to run
     /// again after an interruption: it picks up where it stopped.
     pub async fn rewrap_all(&self) -> Result<RotationReport, StoreError> {
+        self.rewrap_all_with_progress(&|_, _| {}).await
+    }
+
+    /// [`KeyService::rewrap_all`], reporting `(done, total)` as it goes.
+    pub async fn rewrap_all_with_progress(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<RotationReport, StoreError> {
         let current = self.kms.current_version().await?;
         let mut rewrapped = 0;
         let mut already_current = 0;
+
+        let stored = self.platform.data_keys().await?;
+        let total = 1 + stored.iter().filter(|k| k.wrapped.is_some()).count();
+        let mut done = 0;
 
         let platform = read_platform_key(&self.platform_key_file)?;
         if platform.version == current {
@@ -162,9 +182,13 @@ impl KeyService {
             write_platform_key(&self.platform_key_file, &new)?;
             rewrapped += 1;
         }
+        done += 1;
+        progress(done, total);
 
-        for key in self.platform.data_keys().await? {
+        for key in stored {
             let Some(wrapped) = key.wrapped else { continue };
+            done += 1;
+            progress(done, total);
             if wrapped.version == current {
                 already_current += 1;
                 continue;

@@ -11,6 +11,12 @@
 //!   its own data key.
 //! - [`Pool`]: many readers and one writer per database file, with all
 //!   blocking database work moved off the async runtime.
+//! - [`IdentityStore`] and [`SqliteIdentityStore`]: Kura ID's accounts,
+//!   credentials, teams, roles, sessions, tokens, MFA and throttle counters
+//!   (the rules live in `kura-identity`).
+//! - [`events`]: the tamper-evident security event log (hash chain, signed
+//!   checkpoints, group-commit [`events::EventLog`], verification, queries,
+//!   retention) in the platform database.
 //!
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
@@ -18,6 +24,8 @@
 mod apps;
 mod datadir;
 mod error;
+pub mod events;
+mod identity;
 mod keys;
 mod open;
 mod platform;
@@ -26,7 +34,13 @@ mod sqlite;
 pub use apps::AppDatabases;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
+pub use identity::{
+    AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
+    MemberRecord, NewAccount, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
+    ThrottleRecord, TotpRecord,
+};
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
+pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};

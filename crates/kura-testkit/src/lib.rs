@@ -69,6 +69,8 @@ pub struct TestServer {
     pub storage: Storage,
     /// The effective configuration.
     pub config: Config,
+    /// The security event log.
+    pub events: kura_server::kura_events::LogSink,
     data_dir: PathBuf,
     cert_file: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -104,8 +106,10 @@ impl TestServer {
         let state = AppState::new(
             &config,
             Arc::clone(&platform.installation.storage.platform),
+            Arc::new(platform.installation.events.clone()),
             Arc::clone(&options.clock),
         );
+        let events = platform.installation.events.clone();
         let bound = BoundServer::bind(&platform, state, options.routes)
             .await
             .unwrap_or_else(|e| panic!("test server cannot bind: {e}"));
@@ -132,6 +136,7 @@ impl TestServer {
             setup_link,
             storage: platform.installation.storage.clone(),
             config,
+            events,
             data_dir,
             cert_file,
             stop: Some(stop),

@@ -408,7 +408,10 @@ mod tests {
             check_action(bad, false);
         }
         let err = Action::parse("Auth.x").unwrap_err().to_string();
-        assert!(err.contains("`Auth.x`") && err.contains("lowercase"), "{err}");
+        assert!(
+            err.contains("`Auth.x`") && err.contains("lowercase"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -454,11 +457,23 @@ mod tests {
         let event = sample();
         let bytes = event.canonical_json().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.contains("\"time\":\"2025-03-01T10:00:00.5Z\""), "{text}");
-        assert!(text.contains(r#""alpha":{"a":[{"x":2,"y":1}],"b":2}"#), "{text}");
-        let keys: Vec<&str> = ["\"action\"", "\"actor\"", "\"details\"", "\"id\"", "\"time\""]
-            .into_iter()
-            .collect();
+        assert!(
+            text.contains("\"time\":\"2025-03-01T10:00:00.5Z\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""alpha":{"a":[{"x":2,"y":1}],"b":2}"#),
+            "{text}"
+        );
+        let keys: Vec<&str> = [
+            "\"action\"",
+            "\"details\"",
+            "\"outcome\"",
+            "\"source\"",
+            "\"time\"",
+        ]
+        .into_iter()
+        .collect();
         let positions: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
         let back = SecurityEvent::from_json(&bytes).unwrap();

@@ -85,6 +85,32 @@ typed_id!(
     "event"
 );
 
+typed_id!(
+    /// A Kura ID account (an operator or a customer).
+    AccountId,
+    "account"
+);
+typed_id!(
+    /// A group of accounts inside one team.
+    GroupId,
+    "group"
+);
+typed_id!(
+    /// A sign-in session.
+    SessionId,
+    "session"
+);
+typed_id!(
+    /// A personal or service API token.
+    ApiTokenId,
+    "API token"
+);
+typed_id!(
+    /// An invitation to join a team.
+    InvitationId,
+    "invitation"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

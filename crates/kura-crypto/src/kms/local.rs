@@ -255,9 +255,8 @@ impl LocalKms {
                 })
                 .collect(),
         };
-        let plain = Zeroizing::new(
-            serde_json::to_vec(&doc).map_err(|e| KmsError::Crypto(e.to_string()))?,
-        );
+        let plain =
+            Zeroizing::new(serde_json::to_vec(&doc).map_err(|e| KmsError::Crypto(e.to_string()))?);
         drop(doc);
         let file = match (&self.passphrase, inner.sealed) {
             (Some(pass), true) => {
@@ -288,7 +287,8 @@ impl LocalKms {
                 checksum: Some(digest::sha256_hex(&plain)),
             },
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| KmsError::Crypto(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&file).map_err(|e| KmsError::Crypto(e.to_string()))?;
         write_atomic(&self.path, &bytes, create_new)?;
         inner.stamp = Some(stamp(&self.path)?);
         Ok(())
@@ -316,8 +316,8 @@ fn derive(pass: &SecretString, s: &Sealing, path: &Path) -> Result<Zeroizing<[u8
         return Err(corrupt("unknown key derivation function"));
     }
     let salt = hex::decode(&s.salt).map_err(|_| corrupt("salt is not hex"))?;
-    let params =
-        Params::new(s.m_kib, s.t, s.p, Some(32)).map_err(|_| corrupt("invalid Argon2id parameters"))?;
+    let params = Params::new(s.m_kib, s.t, s.p, Some(32))
+        .map_err(|_| corrupt("invalid Argon2id parameters"))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass.expose_secret().as_bytes(), &salt, out.as_mut_slice())
@@ -398,8 +398,7 @@ fn load(path: &Path, passphrase: Option<&SecretString>) -> Result<Inner, KmsErro
                 .checksum
                 .as_deref()
                 .ok_or_else(|| corrupt("unsealed file has no checksum".into()))?;
-            if !digest::constant_time_eq(digest::sha256_hex(&raw).as_bytes(), expected.as_bytes())
-            {
+            if !digest::constant_time_eq(digest::sha256_hex(&raw).as_bytes(), expected.as_bytes()) {
                 return Err(corrupt("checksum mismatch".into()));
             }
             raw
@@ -647,7 +646,10 @@ mod tests {
         );
         let app = KeyScope::App(AppId::new());
         let (key, wrapped) = kms.generate_data_key(app).await.unwrap();
-        assert_eq!(kms.unwrap(&wrapped, app).await.unwrap().expose(), key.expose());
+        assert_eq!(
+            kms.unwrap(&wrapped, app).await.unwrap().expose(),
+            key.expose()
+        );
         // The wrapped key is bound to its scope.
         let other = KeyScope::Team(TeamId::new());
         assert!(matches!(

@@ -101,7 +101,9 @@ pub enum KmsError {
         version: u32,
     },
     /// The master-key version has been retired and its material destroyed.
-    #[error("master key version {version} is retired; data keys wrapped under it are unrecoverable")]
+    #[error(
+        "master key version {version} is retired; data keys wrapped under it are unrecoverable"
+    )]
     Retired {
         /// The retired version.
         version: u32,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use kura_config::Config;
+use kura_events::EventSink;
 use kura_store::PlatformStore;
 use kura_types::Clock;
 use tower::ServiceBuilder;
@@ -34,18 +35,26 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The injected clock.
     pub clock: Arc<dyn Clock>,
+    /// Where security events go.
+    pub events: Arc<dyn EventSink>,
     /// Header policy.
     pub headers: Arc<middleware::HeaderPolicy>,
 }
 
 impl AppState {
     /// State for `config` over `platform`.
-    pub fn new(config: &Config, platform: Arc<dyn PlatformStore>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: &Config,
+        platform: Arc<dyn PlatformStore>,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             platform,
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
             clock,
+            events,
             headers: Arc::new(middleware::HeaderPolicy::new(config.tls.hsts_max_age_secs)),
         }
     }

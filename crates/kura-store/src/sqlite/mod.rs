@@ -1,5 +1,7 @@
 //! The embedded backend: SQLite with SQLCipher.
 
+pub(crate) mod events;
+mod identity;
 mod migrate;
 mod platform;
 mod pool;
@@ -12,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::StoreError;
 
+pub use identity::SqliteIdentityStore;
 pub(crate) use migrate::{Migration, migrate};
 pub use platform::SqlitePlatformStore;
 pub use pool::Pool;

@@ -13,10 +13,11 @@ use super::{Durability, Migration, Pool, migrate};
 use crate::StoreError;
 use crate::platform::{PlatformStore, SetupTokenCheck, StoredDataKey};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "key registry, setup tokens, settings",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "key registry, setup tokens, settings",
+        sql: "
         CREATE TABLE data_keys (
             id             TEXT PRIMARY KEY,
             scope          TEXT NOT NULL UNIQUE,
@@ -43,7 +44,186 @@ const MIGRATIONS: &[Migration] = &[Migration {
             updated_at INTEGER NOT NULL
         ) STRICT;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "security event log: hash chain, signed checkpoints, signing key, prune anchor",
+        // See `crate::events` for the chain format. `time` is Unix nanoseconds
+        // (UTC); `seq` is assigned by the appender, never reused, and continues
+        // from `event_anchor` after pruning. The signing key's PKCS#8 is sealed
+        // with AES-256-GCM under the platform data key (the same KMS-wrapped key
+        // SQLCipher encrypts this file with), bound to its key id.
+        sql: "
+        CREATE TABLE events (
+            seq        INTEGER PRIMARY KEY,
+            id         TEXT NOT NULL,
+            time       INTEGER NOT NULL,
+            team       TEXT,
+            action     TEXT NOT NULL,
+            outcome    TEXT NOT NULL,
+            actor      TEXT NOT NULL,
+            source     TEXT,
+            request_id TEXT,
+            body       BLOB NOT NULL,
+            prev_hash  BLOB NOT NULL,
+            hash       BLOB NOT NULL
+        ) STRICT;
+        CREATE UNIQUE INDEX events_by_id ON events(id);
+        CREATE INDEX events_by_time ON events(time);
+        CREATE INDEX events_by_team ON events(team, seq) WHERE team IS NOT NULL;
+        CREATE INDEX events_by_action ON events(action, seq);
+        CREATE INDEX events_by_actor ON events(actor, seq);
+        CREATE INDEX events_by_request ON events(request_id) WHERE request_id IS NOT NULL;
+        CREATE TABLE event_checkpoints (
+            tree_size  INTEGER PRIMARY KEY,
+            head_hash  BLOB NOT NULL,
+            signed_at  INTEGER NOT NULL,
+            key_id     TEXT NOT NULL,
+            signature  BLOB NOT NULL
+        ) STRICT;
+        CREATE TABLE event_signing_keys (
+            key_id       TEXT PRIMARY KEY,
+            public_key   BLOB NOT NULL,
+            sealed_pkcs8 BLOB NOT NULL,
+            created_at   INTEGER NOT NULL,
+            retired_at   INTEGER
+        ) STRICT;
+        CREATE TABLE event_anchor (
+            id        INTEGER PRIMARY KEY CHECK (id = 1),
+            seq       INTEGER NOT NULL,
+            hash      BLOB NOT NULL,
+            pruned_at INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
+    Migration {
+        version: 3,
+        name: "Kura ID: accounts, credentials, teams, groups, roles, sessions, tokens, MFA, invitations, throttling",
+        // Times are Unix seconds (UTC). Tokens of every kind are stored only as
+        // SHA-256 hex digests. TOTP secrets are stored as raw bytes: this file
+        // is SQLCipher-encrypted (AES-256) under the KMS-wrapped platform data
+        // key, which is the at-rest protection for everything in it.
+        // `role_grants.team` is '' for operator (platform) roles so the
+        // uniqueness constraint holds without NULL semantics.
+        sql: "
+        CREATE TABLE accounts (
+            id           TEXT PRIMARY KEY,
+            email        TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL,
+            phone        TEXT,
+            status       TEXT NOT NULL CHECK (status IN ('invited', 'active', 'disabled')),
+            kind         TEXT NOT NULL CHECK (kind IN ('operator', 'customer')),
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE password_credentials (
+            account_id TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+            phc        TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE teams (
+            id         TEXT PRIMARY KEY,
+            name       TEXT NOT NULL,
+            mfa_policy TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE team_members (
+            team_id    TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            joined_at  INTEGER NOT NULL,
+            PRIMARY KEY (team_id, account_id)
+        ) STRICT;
+        CREATE INDEX team_members_by_account ON team_members(account_id);
+        CREATE TABLE groups (
+            id         TEXT PRIMARY KEY,
+            team_id    TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            name       TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            UNIQUE (team_id, name)
+        ) STRICT;
+        CREATE TABLE group_members (
+            group_id   TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+            account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            added_at   INTEGER NOT NULL,
+            PRIMARY KEY (group_id, account_id)
+        ) STRICT;
+        CREATE INDEX group_members_by_account ON group_members(account_id);
+        CREATE TABLE role_grants (
+            subject_kind TEXT NOT NULL CHECK (subject_kind IN ('account', 'group')),
+            subject_id   TEXT NOT NULL,
+            team         TEXT NOT NULL,
+            role         TEXT NOT NULL,
+            granted_by   TEXT,
+            granted_at   INTEGER NOT NULL,
+            PRIMARY KEY (subject_kind, subject_id, team, role)
+        ) STRICT;
+        CREATE TABLE sessions (
+            id              TEXT PRIMARY KEY,
+            token_hash      TEXT NOT NULL UNIQUE,
+            account_id      TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            stage           TEXT NOT NULL,
+            created_at      INTEGER NOT NULL,
+            last_seen_at    INTEGER NOT NULL,
+            expires_at      INTEGER NOT NULL,
+            mfa_verified_at INTEGER,
+            revoked_at      INTEGER,
+            source          TEXT
+        ) STRICT;
+        CREATE INDEX sessions_by_account ON sessions(account_id);
+        CREATE TABLE api_tokens (
+            id           TEXT PRIMARY KEY,
+            token_hash   TEXT NOT NULL UNIQUE,
+            account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            team_id      TEXT REFERENCES teams(id) ON DELETE CASCADE,
+            kind         TEXT NOT NULL CHECK (kind IN ('personal', 'service')),
+            role         TEXT,
+            name         TEXT NOT NULL,
+            scopes       TEXT NOT NULL,
+            created_at   INTEGER NOT NULL,
+            expires_at   INTEGER NOT NULL,
+            last_used_at INTEGER,
+            revoked_at   INTEGER
+        ) STRICT;
+        CREATE INDEX api_tokens_by_account ON api_tokens(account_id);
+        CREATE TABLE totp_credentials (
+            account_id     TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            secret         BLOB NOT NULL,
+            confirmed_at   INTEGER,
+            last_used_step INTEGER,
+            created_at     INTEGER NOT NULL
+        ) STRICT;
+        CREATE UNIQUE INDEX totp_one_confirmed ON totp_credentials(account_id) WHERE confirmed_at IS NOT NULL;
+        CREATE UNIQUE INDEX totp_one_pending ON totp_credentials(account_id) WHERE confirmed_at IS NULL;
+        CREATE TABLE recovery_codes (
+            account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            code_hash  TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            used_at    INTEGER,
+            PRIMARY KEY (account_id, code_hash)
+        ) STRICT;
+        CREATE TABLE invitations (
+            id          TEXT PRIMARY KEY,
+            token_hash  TEXT NOT NULL UNIQUE,
+            team_id     TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            email       TEXT NOT NULL,
+            role        TEXT NOT NULL,
+            invited_by  TEXT NOT NULL,
+            created_at  INTEGER NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            accepted_at INTEGER,
+            accepted_by TEXT,
+            revoked_at  INTEGER
+        ) STRICT;
+        CREATE TABLE throttle_counters (
+            key              TEXT PRIMARY KEY,
+            failures         INTEGER NOT NULL,
+            first_failure_at INTEGER NOT NULL,
+            last_failure_at  INTEGER NOT NULL,
+            locked_until     INTEGER
+        ) STRICT;
+    ",
+    },
+];
 
 /// The embedded platform store.
 #[derive(Debug, Clone)]

@@ -1,0 +1,52 @@
+//! Kura's security event pipeline, domain side.
+//!
+//! This crate owns how the rest of Kura emits and checks security events
+//! (shared/DESIGN.md, decision 8):
+//! - [`EventSink`]: the one interface every crate emits through
+//!   (`record(event).await` returns once the event is durable; an error means
+//!   the action must fail: no event, no action). [`LogSink`] is the real one,
+//!   over the tamper-evident [`kura_store::events::EventLog`]; [`MemorySink`]
+//!   is for other crates' tests.
+//! - [`prepare`]: sanitise, size-check and encode an event for
+//!   [`kura_store::events::append_in_tx`], so a state change and its event
+//!   commit in one transaction.
+//! - [`VerifyReport`]: the result of walking the hash chain and its signed
+//!   checkpoints, with the human-readable text `kura events verify` prints.
+//! - [`Detector`]: the detection rules of issue 4, each with a documented
+//!   threshold, producing [`Alert`]s linked to the events that caused them.
+//!
+//! The event model itself ([`kura_types::SecurityEvent`]) and its sanitiser
+//! live in `kura-types`; the log's format and SQL in `kura-store`; signatures
+//! in `kura-crypto`. This crate knows no SQL and no HTTP.
+//!
+//! # Wiring
+//!
+//! ```text
+//! let log = EventLog::open(&storage, clock.clone(), EventLogOptions::default()).await?;
+//! let sink = LogSink::with_detector(log.clone(), Detector::new());
+//! let events: Arc<dyn EventSink> = Arc::new(sink.clone());
+//! // handlers: events.record(SecurityEvent::new(clock.now(), actor, action, outcome)
+//! //     .with_source(addr).with_request_id(id)).await?;
+//! // GET /api/v1/events: log.query(EventQuery { team, cursor, .. }).await?
+//! // kura events verify: println!("{}", sink.verify(VerifyOptions::default()).await?);
+//! // checkpoint export: serde_json::to_string(&log.export_checkpoints().await?)
+//! // retention: log.prune_older_than(Duration::days(400)).await?
+//! ```
+
+pub mod detect;
+mod report;
+mod sink;
+
+pub use detect::{Alert, Detector, Severity, actions};
+pub use report::VerifyReport;
+pub use sink::{EventError, EventSink, LogSink, MAX_EVENT_BYTES, MemorySink, event, prepare};
+
+/// The public key type for [`VerifyOptions::trusted_keys`] and
+/// [`CheckpointExport::verify`].
+pub use kura_crypto::signing::PublicKey;
+/// The log types callers need beside the sink, re-exported so they depend on
+/// one crate for events.
+pub use kura_store::events::{
+    BreakKind, ChainBreak, Checkpoint, CheckpointExport, EventLog, EventLogOptions, EventPage,
+    EventQuery, Order, PruneReport, StoredEvent, VerifyOptions,
+};

@@ -1,0 +1,205 @@
+//! [`EventSink`]: the one interface every crate emits security events through.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kura_store::StoreError;
+use kura_store::events::{EventLog, EventRecord, VerifyOptions};
+use kura_types::{Action, Actor, Outcome, SecurityEvent};
+use parking_lot::Mutex;
+
+use crate::detect::{Alert, Detector};
+use crate::report::VerifyReport;
+
+/// The largest canonical event accepted (64 KiB). Events are facts, not
+/// payloads; anything bigger is a caller bug or an attack on the log.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Why an event was not recorded. Callers must fail the action the event
+/// describes: no event, no action.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The event itself is unacceptable (too large, not encodable).
+    #[error("security event rejected: {0}")]
+    Invalid(String),
+    /// The log could not record it (storage failed or the writer stopped).
+    #[error("security event could not be recorded: {0}")]
+    Unavailable(#[from] StoreError),
+}
+
+/// Sanitises and encodes an event for the log, refusing oversized ones. Use
+/// it to build the record a state change commits together with its event:
+///
+/// ```text
+/// let record = kura_events::prepare(event)?;
+/// pool.write(move |tx| {
+///     change_state(tx)?;
+///     kura_store::events::append_in_tx(tx, &[record])?;
+///     Ok(())
+/// }).await?;
+/// ```
+pub fn prepare(event: SecurityEvent) -> Result<EventRecord, EventError> {
+    let record = EventRecord::new(event).map_err(|e| EventError::Invalid(e.to_string()))?;
+    if record.body().len() > MAX_EVENT_BYTES {
+        return Err(EventError::Invalid(format!(
+            "event is {} bytes encoded; the limit is {MAX_EVENT_BYTES}",
+            record.body().len()
+        )));
+    }
+    Ok(record)
+}
+
+/// Where security events go. Every crate that emits events takes an
+/// `Arc<dyn EventSink>`; `record` returns only once the event is durable.
+#[async_trait]
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Records one event durably, or says why it could not.
+    async fn record(&self, event: SecurityEvent) -> Result<(), EventError>;
+}
+
+/// The production sink: the tamper-evident log in the platform database,
+/// with detection rules evaluated on every recorded event.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    log: EventLog,
+    detector: Option<Arc<Mutex<Detector>>>,
+}
+
+impl LogSink {
+    /// A sink over `log` without detection.
+    pub fn new(log: EventLog) -> Self {
+        Self {
+            log,
+            detector: None,
+        }
+    }
+
+    /// A sink that also runs `detector` on every event it records and records
+    /// each alert as a `detect.alert.raised` event linked to its causes.
+    pub fn with_detector(log: EventLog, detector: Detector) -> Self {
+        Self {
+            log,
+            detector: Some(Arc::new(Mutex::new(detector))),
+        }
+    }
+
+    /// The log, for queries, checkpoints, exports and retention.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Walks the log and its checkpoints.
+    pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport, EventError> {
+        Ok(VerifyReport::from(self.log.verify(options).await?))
+    }
+
+    async fn raise(&self, alert: Alert) {
+        match alert.to_event().and_then(prepare) {
+            Ok(record) => {
+                if let Err(e) = self.log.append_records(vec![record]).await {
+                    tracing::error!(rule = alert.rule, error = %e, "cannot record a detection alert");
+                }
+            }
+            Err(e) => {
+                tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for LogSink {
+    async fn record(&self, event: SecurityEvent) -> Result<(), EventError> {
+        let record = prepare(event.clone())?;
+        self.log.append_records(vec![record]).await?;
+        // The event is durable; detection runs after and never fails it.
+        if let Some(detector) = &self.detector {
+            let alerts = detector.lock().observe(&event);
+            for alert in alerts {
+                self.raise(alert).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sink that keeps events in memory, for tests of crates that emit events.
+/// It sanitises like the real log, and can be told to fail so a test can
+/// prove that an action without its event does not happen.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    events: Arc<Mutex<Vec<SecurityEvent>>>,
+    failing: Arc<Mutex<bool>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every event recorded so far, sanitised.
+    pub fn events(&self) -> Vec<SecurityEvent> {
+        self.events.lock().clone()
+    }
+
+    /// Makes every later `record` fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        *self.failing.lock() = failing;
+    }
+}
+
+#[async_trait]
+impl EventSink for MemorySink {
+    async fn record(&self, mut event: SecurityEvent) -> Result<(), EventError> {
+        if *self.failing.lock() {
+            return Err(EventError::Unavailable(StoreError::Worker(
+                "memory sink set to fail".into(),
+            )));
+        }
+        event.sanitize();
+        self.events.lock().push(event);
+        Ok(())
+    }
+}
+
+/// A convenience for the common case: an event now, by `actor`, doing
+/// `action` with `outcome`, timestamped by `clock`.
+pub fn event(
+    clock: &dyn kura_types::Clock,
+    actor: Actor,
+    action: &Action,
+    outcome: Outcome,
+) -> SecurityEvent {
+    SecurityEvent::new(clock.now(), actor, action.clone(), outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_types::{ManualClock, SystemClock};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn memory_sink_sanitises_and_can_fail() {
+        let sink = MemorySink::new();
+        let action = Action::parse("auth.signin.failed").unwrap();
+        let e = event(&SystemClock, Actor::Anonymous, &action, Outcome::Failure)
+            .with_detail("password", "hunter2");
+        sink.record(e.clone()).await.unwrap();
+        assert_eq!(sink.events()[0].details["password"], json!("[REDACTED]"));
+        sink.set_failing(true);
+        assert!(sink.record(e).await.is_err());
+        assert_eq!(sink.events().len(), 1);
+    }
+
+    #[test]
+    fn oversized_events_are_refused() {
+        let clock = ManualClock::new(time::OffsetDateTime::UNIX_EPOCH);
+        let action = Action::parse("data.export").unwrap();
+        let big = event(&clock, Actor::Anonymous, &action, Outcome::Success)
+            .with_detail("blob", "x".repeat(MAX_EVENT_BYTES));
+        let err = prepare(big).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+}

@@ -1,0 +1,484 @@
+//! The security event log: an append-only hash chain with signed checkpoints,
+//! kept in the platform database.
+//!
+//! Each entry `n` stores the canonical JSON of one [`SecurityEvent`] and
+//! `hash_n = SHA-256("kura-events/v1" || 0x00 || seq_n (8 bytes, big endian) ||
+//! hash_(n-1) || body_n)`, with 32 zero bytes before the first entry. Binding
+//! the sequence number makes a moved entry fail on its own, not only through
+//! its neighbour's link. A [`Checkpoint`] signs (tree size, head hash, time)
+//! with the log's Ed25519 key; [`CheckpointExport`] hands checkpoints to an
+//! outside party, who can check them with the public key alone and later
+//! prove that history up to a checkpoint was not rewritten.
+//!
+//! Writing: [`append_in_tx`] appends inside a caller's write transaction, so a
+//! state change and its event commit together; [`EventLog`] is the
+//! group-commit appender for everything else. Reading: [`verify`], [`query`],
+//! [`export_checkpoints`]. Retention: [`EventLog::prune_before`] deletes a
+//! prefix of the log only after a signed checkpoint anchors what remains.
+//!
+//! This module is the log's format and types; the SQL is in
+//! `sqlite::events`. The event model and its rules (what an action is, what
+//! counts as a secret) belong to `kura-types`; detection belongs to
+//! `kura-events`.
+
+mod log;
+pub(crate) mod verify;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use kura_crypto::digest;
+use kura_crypto::signing::{PublicKey, Signature};
+use kura_types::{EventId, Outcome, SecurityEvent, TeamId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::StoreError;
+
+pub use crate::sqlite::events::{append_in_tx, export_checkpoints, query, verify};
+pub use log::{EventLog, EventLogOptions, PruneReport};
+pub use verify::{BreakKind, ChainBreak, ChainVerification, VerifyOptions};
+
+/// A position in the log, counting from 1.
+pub type Seq = u64;
+
+/// A SHA-256 chain hash.
+pub type ChainHash = [u8; 32];
+
+/// What comes before the first entry.
+pub const GENESIS: ChainHash = [0; 32];
+
+const CHAIN_DOMAIN: &[u8] = b"kura-events/v1\0";
+
+/// The format name of checkpoints and their exports.
+pub const CHECKPOINT_FORMAT: &str = "kura-events-checkpoint/v1";
+
+/// The hash of entry `seq` with body `body` following `prev`.
+pub fn chain_hash(seq: Seq, prev: &ChainHash, body: &[u8]) -> ChainHash {
+    let mut buf = Vec::with_capacity(CHAIN_DOMAIN.len() + 8 + 32 + body.len());
+    chain_hash_with(&mut buf, seq, prev, body)
+}
+
+/// [`chain_hash`] reusing `buf`, for loops over many entries.
+pub(crate) fn chain_hash_with(
+    buf: &mut Vec<u8>,
+    seq: Seq,
+    prev: &ChainHash,
+    body: &[u8],
+) -> ChainHash {
+    buf.clear();
+    buf.extend_from_slice(CHAIN_DOMAIN);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(prev);
+    buf.extend_from_slice(body);
+    digest::sha256(buf)
+}
+
+/// One event ready for the log: its canonical body and the columns queries
+/// filter on, all derived from the same sanitised event so they cannot
+/// disagree.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub(crate) id: EventId,
+    pub(crate) time_ns: i64,
+    pub(crate) team: Option<TeamId>,
+    pub(crate) action: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) actor: String,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl EventRecord {
+    /// Sanitises `event` (secrets and card numbers never reach the log, even
+    /// from a caller that forgot) and encodes it canonically.
+    pub fn new(mut event: SecurityEvent) -> Result<Self, StoreError> {
+        event.sanitize();
+        let body = event
+            .canonical_json()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let time_ns = i64::try_from(event.time.unix_timestamp_nanos())
+            .map_err(|_| StoreError::Malformed("event time is out of range".into()))?;
+        Ok(Self {
+            id: event.id,
+            time_ns,
+            team: event.team,
+            action: event.action.as_str().to_owned(),
+            outcome: event.outcome,
+            actor: event.actor.key(),
+            source: event.source,
+            request_id: event.request_id,
+            body,
+        })
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The canonical body the chain commits to.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// A stored event with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Its position in the log.
+    pub seq: Seq,
+    /// The event, decoded from the stored canonical body (the body is what
+    /// the chain protects, so it is what queries return).
+    pub event: SecurityEvent,
+}
+
+/// Which way a query walks the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Newest first (the default for consoles and APIs).
+    #[default]
+    NewestFirst,
+    /// Oldest first (exports and SIEM cursors).
+    OldestFirst,
+}
+
+/// The most events one query page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Filters for [`query`]. All set filters must match.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Events strictly before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only this team's events (team auditors are always given this).
+    pub team: Option<TeamId>,
+    /// Only this actor, by [`kura_types::Actor::key`] (`account:<id>`).
+    pub actor: Option<String>,
+    /// Only actions equal to or under this dotted prefix (`auth` matches
+    /// `auth.signin.failed`, not `authz.check`).
+    pub action_prefix: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only this source address.
+    pub source: Option<IpAddr>,
+    /// Only this request id.
+    pub request_id: Option<String>,
+    /// Continue after this sequence number (the previous page's
+    /// `next_cursor`), in the query's order.
+    pub cursor: Option<Seq>,
+    /// Walking direction.
+    pub order: Order,
+    /// Page size, clamped to 1..=[`MAX_PAGE`]; 0 means 100.
+    pub limit: usize,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// The events, in the query's order.
+    pub events: Vec<StoredEvent>,
+    /// Pass as [`EventQuery::cursor`] to get the next page; `None` at the end.
+    pub next_cursor: Option<Seq>,
+}
+
+/// A signed statement that the log held `tree_size` entries whose last hash
+/// was `head_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The sequence number of the last entry covered.
+    pub tree_size: Seq,
+    /// The chain hash of that entry.
+    pub head_hash: ChainHash,
+    /// When it was signed (whole seconds).
+    pub signed_at: OffsetDateTime,
+    /// The signing key's [`PublicKey::key_id`].
+    pub key_id: String,
+    /// Ed25519 over [`Checkpoint::signed_message`].
+    pub signature: Signature,
+}
+
+impl Checkpoint {
+    /// The exact bytes signed:
+    ///
+    /// ```text
+    /// kura-events-checkpoint/v1
+    /// tree_size <decimal>
+    /// head <64 lowercase hex digits>
+    /// signed_at <unix seconds, decimal>
+    /// key <key id>
+    /// ```
+    ///
+    /// each line ending in `\n`.
+    pub fn signed_message(
+        tree_size: Seq,
+        head_hash: &ChainHash,
+        signed_at: i64,
+        key_id: &str,
+    ) -> Vec<u8> {
+        format!(
+            "{CHECKPOINT_FORMAT}\ntree_size {tree_size}\nhead {}\nsigned_at {signed_at}\nkey {key_id}\n",
+            hex::encode(head_hash)
+        )
+        .into_bytes()
+    }
+
+    /// Checks the signature under `key`.
+    pub fn verify_with(&self, key: &PublicKey) -> bool {
+        key.key_id() == self.key_id
+            && key
+                .verify(
+                    &Self::signed_message(
+                        self.tree_size,
+                        &self.head_hash,
+                        self.signed_at.unix_timestamp(),
+                        &self.key_id,
+                    ),
+                    &self.signature,
+                )
+                .is_ok()
+    }
+}
+
+/// A public key as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedKey {
+    /// Its id (first 16 hex digits of SHA-256 of the raw key).
+    pub key_id: String,
+    /// The raw Ed25519 public key, hex.
+    pub public_key: String,
+}
+
+/// A checkpoint as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedCheckpoint {
+    /// The sequence number of the last entry covered.
+    pub tree_size: Seq,
+    /// The chain hash of that entry, hex.
+    pub head_hash: String,
+    /// Unix seconds, exactly as signed.
+    pub signed_at: i64,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The Ed25519 signature, hex.
+    pub signature: String,
+}
+
+/// Signed checkpoints in a form an outside party can keep and check with
+/// nothing but the public key: rebuild [`Checkpoint::signed_message`] from
+/// each entry's fields and verify the Ed25519 signature. Comparing a later
+/// export with a kept one ([`CheckpointExport::consistent_with`]) proves the
+/// history both cover was not rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointExport {
+    /// Always [`CHECKPOINT_FORMAT`].
+    pub format: String,
+    /// The keys that signed the checkpoints.
+    pub public_keys: Vec<ExportedKey>,
+    /// Checkpoints by increasing tree size.
+    pub checkpoints: Vec<ExportedCheckpoint>,
+}
+
+/// Why an exported checkpoint file does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// Not this format.
+    #[error("not a {CHECKPOINT_FORMAT} export (format `{0}`)")]
+    Format(String),
+    /// A field does not parse.
+    #[error("checkpoint {tree_size}: malformed {field}")]
+    Malformed {
+        /// Which checkpoint.
+        tree_size: Seq,
+        /// Which field.
+        field: &'static str,
+    },
+    /// A signature does not verify under the trusted key.
+    #[error(
+        "checkpoint {tree_size}: signature by key {key_id} does not verify under the trusted key"
+    )]
+    BadSignature {
+        /// Which checkpoint.
+        tree_size: Seq,
+        /// The key it names.
+        key_id: String,
+    },
+    /// Tree sizes do not increase.
+    #[error("checkpoint {tree_size} is out of order")]
+    Order {
+        /// Which checkpoint.
+        tree_size: Seq,
+    },
+    /// Two exports disagree about the head at the same tree size: history
+    /// was rewritten.
+    #[error(
+        "checkpoint {tree_size}: head hash differs between the two exports; history was rewritten"
+    )]
+    Rewritten {
+        /// Where they disagree.
+        tree_size: Seq,
+    },
+}
+
+impl ExportedCheckpoint {
+    /// Decodes into a [`Checkpoint`].
+    pub fn decode(&self) -> Result<Checkpoint, ExportError> {
+        let bad = |field| ExportError::Malformed {
+            tree_size: self.tree_size,
+            field,
+        };
+        let head: ChainHash = hex::decode(&self.head_hash)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("head_hash"))?;
+        Ok(Checkpoint {
+            tree_size: self.tree_size,
+            head_hash: head,
+            signed_at: OffsetDateTime::from_unix_timestamp(self.signed_at)
+                .map_err(|_| bad("signed_at"))?,
+            key_id: self.key_id.clone(),
+            signature: Signature::from_hex(&self.signature).map_err(|_| bad("signature"))?,
+        })
+    }
+}
+
+impl From<&Checkpoint> for ExportedCheckpoint {
+    fn from(c: &Checkpoint) -> Self {
+        Self {
+            tree_size: c.tree_size,
+            head_hash: hex::encode(c.head_hash),
+            signed_at: c.signed_at.unix_timestamp(),
+            key_id: c.key_id.clone(),
+            signature: c.signature.to_hex(),
+        }
+    }
+}
+
+impl CheckpointExport {
+    /// Checks every checkpoint against `trusted` (a public key obtained out of
+    /// band, not from the export) and their order; returns how many passed.
+    pub fn verify(&self, trusted: &PublicKey) -> Result<usize, ExportError> {
+        if self.format != CHECKPOINT_FORMAT {
+            return Err(ExportError::Format(self.format.chars().take(64).collect()));
+        }
+        let mut last = None;
+        for exported in &self.checkpoints {
+            let c = exported.decode()?;
+            if last.is_some_and(|l| c.tree_size <= l) {
+                return Err(ExportError::Order {
+                    tree_size: c.tree_size,
+                });
+            }
+            if !c.verify_with(trusted) {
+                return Err(ExportError::BadSignature {
+                    tree_size: c.tree_size,
+                    key_id: c.key_id,
+                });
+            }
+            last = Some(c.tree_size);
+        }
+        Ok(self.checkpoints.len())
+    }
+
+    /// Checks that wherever this export and an `older` one both have a
+    /// checkpoint for the same tree size, they agree on its head.
+    pub fn consistent_with(&self, older: &CheckpointExport) -> Result<(), ExportError> {
+        for old in &older.checkpoints {
+            if let Some(new) = self
+                .checkpoints
+                .iter()
+                .find(|c| c.tree_size == old.tree_size)
+                && new.head_hash != old.head_hash
+            {
+                return Err(ExportError::Rewritten {
+                    tree_size: old.tree_size,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Order {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Order::NewestFirst => "newest_first",
+            Order::OldestFirst => "oldest_first",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_crypto::signing::SigningKey;
+
+    #[test]
+    fn chain_hashes_bind_position_predecessor_and_body() {
+        let h1 = chain_hash(1, &GENESIS, b"a");
+        assert_ne!(h1, chain_hash(2, &GENESIS, b"a"), "sequence is bound");
+        assert_ne!(h1, chain_hash(1, &[1; 32], b"a"), "predecessor is bound");
+        assert_ne!(h1, chain_hash(1, &GENESIS, b"b"), "body is bound");
+        let mut buf = Vec::new();
+        assert_eq!(chain_hash_with(&mut buf, 1, &GENESIS, b"a"), h1);
+    }
+
+    fn signed(key: &SigningKey, tree_size: Seq, head: ChainHash) -> Checkpoint {
+        let key_id = key.public_key().key_id();
+        let msg = Checkpoint::signed_message(tree_size, &head, 1_700_000_000, &key_id);
+        Checkpoint {
+            tree_size,
+            head_hash: head,
+            signed_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            key_id,
+            signature: key.sign(&msg),
+        }
+    }
+
+    #[test]
+    fn exports_verify_with_the_public_key_alone_and_catch_rewrites() {
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_key();
+        let export = |cps: &[Checkpoint]| CheckpointExport {
+            format: CHECKPOINT_FORMAT.into(),
+            public_keys: vec![ExportedKey {
+                key_id: public.key_id(),
+                public_key: public.to_hex(),
+            }],
+            checkpoints: cps.iter().map(ExportedCheckpoint::from).collect(),
+        };
+        let old = export(&[signed(&key, 10, [1; 32])]);
+        let new = export(&[signed(&key, 10, [1; 32]), signed(&key, 20, [2; 32])]);
+        let json = serde_json::to_string(&new).unwrap();
+        let parsed: CheckpointExport = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.verify(&public), Ok(2));
+        assert_eq!(new.consistent_with(&old), Ok(()));
+
+        let rewritten = export(&[signed(&key, 10, [9; 32])]);
+        assert_eq!(
+            rewritten.consistent_with(&old),
+            Err(ExportError::Rewritten { tree_size: 10 })
+        );
+        let other = SigningKey::generate().unwrap().public_key();
+        assert!(matches!(
+            new.verify(&other),
+            Err(ExportError::BadSignature { tree_size: 10, .. })
+        ));
+        let mut forged = new.clone();
+        forged.checkpoints[1].head_hash = hex::encode([3u8; 32]);
+        assert!(matches!(
+            forged.verify(&public),
+            Err(ExportError::BadSignature { tree_size: 20, .. })
+        ));
+        let mut swapped = new;
+        swapped.checkpoints.reverse();
+        assert_eq!(
+            swapped.verify(&public),
+            Err(ExportError::Order { tree_size: 10 })
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Checking the log: the walk over entries and checkpoints, independent of
+//! where the rows come from. `sqlite::events::verify` streams rows into a
+//! [`Verifier`] one at a time, so memory stays flat however long the log is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use kura_crypto::digest::constant_time_eq;
+use kura_crypto::signing::PublicKey;
+
+use super::{ChainHash, Checkpoint, GENESIS, Seq, chain_hash_with};
+
+/// How to check.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Public keys obtained out of band (from an earlier export or a config
+    /// file). When set, checkpoints must be signed by one of these and the
+    /// keys stored in the database are ignored, so someone who rewrote the
+    /// database and its key table together is still caught.
+    pub trusted_keys: Vec<PublicKey>,
+}
+
+/// What broke, at [`ChainBreak::seq`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakKind {
+    /// The entry is missing: the next one present is `next_present`
+    /// (`None` when the log ends there).
+    Missing {
+        /// The next sequence number present.
+        next_present: Option<Seq>,
+    },
+    /// The entry's content does not match its stored hash (its body or its
+    /// hash was altered).
+    ContentAltered,
+    /// The entry does not link to the entry before it (it was moved, or the
+    /// one before it was replaced).
+    LinkBroken,
+    /// A signed checkpoint covers this entry but names a different head hash:
+    /// history up to here was rewritten.
+    CheckpointMismatch,
+    /// The checkpoint at this tree size has a signature that does not verify.
+    BadSignature {
+        /// The key it names.
+        key_id: String,
+    },
+    /// The checkpoint at this tree size names a key that is not trusted.
+    UnknownKey {
+        /// The key it names.
+        key_id: String,
+    },
+    /// The log ends before a signed checkpoint says it should: entries from
+    /// here to `checkpoint` were removed from the tail.
+    Truncated {
+        /// The signed tree size.
+        checkpoint: Seq,
+    },
+    /// The log was pruned, but no valid signed checkpoint vouches for the
+    /// hash it now starts from.
+    AnchorUnsigned {
+        /// The last pruned entry.
+        anchor: Seq,
+    },
+}
+
+/// The first place the log fails to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The first sequence number where the chain or a signature breaks.
+    pub seq: Seq,
+    /// What broke.
+    pub kind: BreakKind,
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = self.seq;
+        match &self.kind {
+            BreakKind::Missing {
+                next_present: Some(next),
+            } => write!(
+                f,
+                "entry {seq} is missing (the log jumps to entry {next}): entries were deleted"
+            ),
+            BreakKind::Missing { next_present: None } => {
+                write!(f, "entry {seq} is missing: entries were deleted")
+            }
+            BreakKind::ContentAltered => write!(
+                f,
+                "entry {seq} does not match its hash: its content was altered"
+            ),
+            BreakKind::LinkBroken => write!(
+                f,
+                "entry {seq} does not link to entry {}: entries were reordered or replaced",
+                seq.saturating_sub(1)
+            ),
+            BreakKind::CheckpointMismatch => write!(
+                f,
+                "the signed checkpoint at entry {seq} names a different head: history up to entry {seq} was rewritten"
+            ),
+            BreakKind::BadSignature { key_id } => write!(
+                f,
+                "the checkpoint at entry {seq} has a signature that does not verify under key {key_id}: it was forged or altered"
+            ),
+            BreakKind::UnknownKey { key_id } => write!(
+                f,
+                "the checkpoint at entry {seq} is signed by key {key_id}, which is not trusted"
+            ),
+            BreakKind::Truncated { checkpoint } => write!(
+                f,
+                "the log ends before entry {seq}, but a signed checkpoint covers entries up to {checkpoint}: the tail was truncated"
+            ),
+            BreakKind::AnchorUnsigned { anchor } => write!(
+                f,
+                "the log was pruned up to entry {anchor}, but no valid signed checkpoint anchors entry {seq}"
+            ),
+        }
+    }
+}
+
+/// The result of walking the whole log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerification {
+    /// Entries whose hash was recomputed.
+    pub entries_checked: u64,
+    /// The first entry present (after pruning, later than 1).
+    pub first_seq: Option<Seq>,
+    /// The last entry checked.
+    pub last_seq: Option<Seq>,
+    /// The hash of the last entry checked.
+    pub head_hash: Option<ChainHash>,
+    /// The last pruned entry, whose hash the log starts from.
+    pub anchor_seq: Option<Seq>,
+    /// Checkpoints whose signature was checked.
+    pub checkpoints_checked: usize,
+    /// The largest tree size covered by a valid checkpoint that matched.
+    pub last_signed: Option<Seq>,
+    /// The first break, if any.
+    pub problem: Option<ChainBreak>,
+}
+
+impl ChainVerification {
+    /// Whether the log verified end to end.
+    pub fn is_intact(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// A checkpoint's signature status.
+struct CheckedCheckpoint {
+    head: ChainHash,
+    signature: Result<(), BreakKind>,
+}
+
+/// The walk, fed one entry at a time in sequence order.
+pub(crate) struct Verifier {
+    checkpoints: BTreeMap<Seq, CheckedCheckpoint>,
+    expected: Seq,
+    prev: ChainHash,
+    buf: Vec<u8>,
+    report: ChainVerification,
+}
+
+impl Verifier {
+    /// Starts a walk. `anchor` is the last pruned entry and its hash.
+    pub(crate) fn new(
+        anchor: Option<(Seq, ChainHash)>,
+        checkpoints: Vec<Checkpoint>,
+        stored_keys: Vec<PublicKey>,
+        options: &VerifyOptions,
+    ) -> Self {
+        let keys: HashMap<String, PublicKey> = if options.trusted_keys.is_empty() {
+            stored_keys
+        } else {
+            options.trusted_keys.clone()
+        }
+        .into_iter()
+        .map(|k| (k.key_id(), k))
+        .collect();
+        let checked_count = checkpoints.len();
+        let checkpoints: BTreeMap<Seq, CheckedCheckpoint> = checkpoints
+            .into_iter()
+            .map(|c| {
+                let signature = match keys.get(&c.key_id) {
+                    None => Err(BreakKind::UnknownKey {
+                        key_id: c.key_id.clone(),
+                    }),
+                    Some(key) if c.verify_with(key) => Ok(()),
+                    Some(_) => Err(BreakKind::BadSignature {
+                        key_id: c.key_id.clone(),
+                    }),
+                };
+                (
+                    c.tree_size,
+                    CheckedCheckpoint {
+                        head: c.head_hash,
+                        signature,
+                    },
+                )
+            })
+            .collect();
+        let mut report = ChainVerification {
+            entries_checked: 0,
+            first_seq: None,
+            last_seq: None,
+            head_hash: None,
+            anchor_seq: anchor.map(|a| a.0),
+            checkpoints_checked: checked_count,
+            last_signed: None,
+            problem: None,
+        };
+        let (start, prev) = anchor.unwrap_or((0, GENESIS));
+        // Checkpoints over pruned entries can only be checked for their
+        // signature; the one at the anchor must also vouch for its hash.
+        for (&size, c) in checkpoints.range(..=start) {
+            if let Err(kind) = &c.signature {
+                report.problem.get_or_insert(ChainBreak {
+                    seq: size,
+                    kind: kind.clone(),
+                });
+            }
+        }
+        if report.problem.is_none() && start > 0 {
+            match checkpoints.get(&start) {
+                Some(c) if c.signature.is_ok() && constant_time_eq(&c.head, &prev) => {
+                    report.last_signed = Some(start);
+                }
+                _ => {
+                    report.problem = Some(ChainBreak {
+                        seq: start + 1,
+                        kind: BreakKind::AnchorUnsigned { anchor: start },
+                    });
+                }
+            }
+        }
+        Self {
+            checkpoints,
+            expected: start + 1,
+            prev,
+            buf: Vec::new(),
+            report,
+        }
+    }
+
+    /// Whether the walk already failed (the caller may stop reading).
+    pub(crate) fn failed(&self) -> bool {
+        self.report.problem.is_some()
+    }
+
+    /// Checks the next entry. Returns false once the walk has failed.
+    pub(crate) fn entry(&mut self, seq: Seq, prev_hash: &[u8], hash: &[u8], body: &[u8]) -> bool {
+        if self.failed() {
+            return false;
+        }
+        let fail = |this: &mut Self, seq, kind| {
+            this.report.problem = Some(ChainBreak { seq, kind });
+            false
+        };
+        if seq != self.expected {
+            let expected = self.expected;
+            return fail(
+                self,
+                expected,
+                BreakKind::Missing {
+                    next_present: Some(seq),
+                },
+            );
+        }
+        if !constant_time_eq(prev_hash, &self.prev) {
+            return fail(self, seq, BreakKind::LinkBroken);
+        }
+        let computed = chain_hash_with(&mut self.buf, seq, &self.prev, body);
+        if !constant_time_eq(hash, &computed) {
+            return fail(self, seq, BreakKind::ContentAltered);
+        }
+        if let Some(c) = self.checkpoints.get(&seq) {
+            if let Err(kind) = &c.signature {
+                let kind = kind.clone();
+                return fail(self, seq, kind);
+            }
+            if !constant_time_eq(&c.head, &computed) {
+                return fail(self, seq, BreakKind::CheckpointMismatch);
+            }
+            self.report.last_signed = Some(seq);
+        }
+        self.report.entries_checked += 1;
+        self.report.first_seq.get_or_insert(seq);
+        self.report.last_seq = Some(seq);
+        self.report.head_hash = Some(computed);
+        self.prev = computed;
+        self.expected = seq + 1;
+        true
+    }
+
+    /// Ends the walk: checkpoints beyond the last entry mean the tail is gone.
+    pub(crate) fn finish(mut self) -> ChainVerification {
+        if self.report.problem.is_none() {
+            let end = self.expected;
+            let beyond = self.checkpoints.range(end..);
+            let mut truncated = None;
+            let mut forged = None;
+            for (&size, c) in beyond {
+                match &c.signature {
+                    Ok(()) => truncated = truncated.or(Some(size)),
+                    Err(kind) => forged = forged.or(Some((size, kind.clone()))),
+                }
+            }
+            self.report.problem = match (truncated, forged) {
+                (Some(checkpoint), _) => Some(ChainBreak {
+                    seq: end,
+                    kind: BreakKind::Truncated { checkpoint },
+                }),
+                (None, Some((size, kind))) => Some(ChainBreak { seq: size, kind }),
+                (None, None) => None,
+            };
+        }
+        self.report
+    }
+}

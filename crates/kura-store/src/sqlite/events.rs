@@ -1,0 +1,430 @@
+//! The event log's SQL: appends, the verification walk, queries, checkpoints,
+//! the signing key's row and pruning. Tables are created by platform
+//! migration 2.
+
+use std::net::IpAddr;
+
+use kura_crypto::signing::{PublicKey, Signature};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
+use time::OffsetDateTime;
+
+use super::Pool;
+use crate::StoreError;
+use crate::events::verify::Verifier;
+use crate::events::{
+    CHECKPOINT_FORMAT, ChainHash, ChainVerification, Checkpoint, CheckpointExport, EventPage,
+    EventQuery, EventRecord, ExportedCheckpoint, ExportedKey, GENESIS, MAX_PAGE, Order, Seq,
+    StoredEvent, VerifyOptions, chain_hash_with,
+};
+use kura_types::SecurityEvent;
+
+fn to_i64(seq: Seq) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Malformed(format!("sequence {seq} out of range")))
+}
+
+fn to_seq(n: i64) -> Result<Seq, StoreError> {
+    Seq::try_from(n).map_err(|_| StoreError::Malformed(format!("negative sequence {n}")))
+}
+
+fn to_hash(bytes: &[u8], what: &str) -> Result<ChainHash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Malformed(format!("{what} is not 32 bytes")))
+}
+
+/// The last entry's sequence number and hash, or the prune anchor, or the
+/// genesis.
+pub(crate) fn head(conn: &Connection) -> Result<(Seq, ChainHash), StoreError> {
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((seq, hash)) = last {
+        return Ok((to_seq(seq)?, to_hash(&hash, "entry hash")?));
+    }
+    Ok(anchor(conn)?.unwrap_or((0, GENESIS)))
+}
+
+/// The last pruned entry and its hash.
+pub(crate) fn anchor(conn: &Connection) -> Result<Option<(Seq, ChainHash)>, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row("SELECT seq, hash FROM event_anchor WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(seq, hash)| Ok((to_seq(seq)?, to_hash(&hash, "anchor hash")?)))
+        .transpose()
+}
+
+/// Appends `records` to the log inside the caller's write transaction and
+/// returns their sequence numbers. The events commit (or roll back) with
+/// whatever else the transaction does, which is how a state change and the
+/// event describing it become durable together:
+///
+/// ```text
+/// let record = EventRecord::new(event)?;
+/// pool.write(move |tx| {
+///     tx.execute("UPDATE roles SET …", params![…])?;
+///     append_in_tx(tx, &[record])?;
+///     Ok(())
+/// }).await?;
+/// ```
+///
+/// Appends are serialised by the database's single writer, so the chain
+/// never forks.
+pub fn append_in_tx(tx: &Transaction<'_>, records: &[EventRecord]) -> Result<Vec<Seq>, StoreError> {
+    let (mut seq, mut prev) = head(tx)?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (seq, id, time, team, action, outcome, actor, source, request_id, body, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let mut buf = Vec::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        seq += 1;
+        let hash = chain_hash_with(&mut buf, seq, &prev, &r.body);
+        stmt.execute(params![
+            to_i64(seq)?,
+            r.id.to_string(),
+            r.time_ns,
+            r.team.map(|t| t.to_string()),
+            r.action,
+            r.outcome.as_str(),
+            r.actor,
+            r.source.map(source_text),
+            r.request_id,
+            r.body,
+            &prev[..],
+            &hash[..],
+        ])?;
+        prev = hash;
+        out.push(seq);
+    }
+    Ok(out)
+}
+
+/// The largest signed tree size.
+pub(crate) fn last_checkpoint(conn: &Connection) -> Result<Seq, StoreError> {
+    let n: Option<i64> =
+        conn.query_row("SELECT max(tree_size) FROM event_checkpoints", [], |r| {
+            r.get(0)
+        })?;
+    to_seq(n.unwrap_or(0))
+}
+
+/// Stores a checkpoint (ignoring one that already exists for its tree size).
+pub(crate) fn insert_checkpoint(tx: &Transaction<'_>, c: &Checkpoint) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO event_checkpoints (tree_size, head_hash, signed_at, key_id, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(tree_size) DO NOTHING",
+        params![
+            to_i64(c.tree_size)?,
+            &c.head_hash[..],
+            c.signed_at.unix_timestamp(),
+            c.key_id,
+            &c.signature.as_bytes()[..],
+        ],
+    )?;
+    Ok(())
+}
+
+/// The stored hash of one entry.
+pub(crate) fn entry_hash(conn: &Connection, seq: Seq) -> Result<Option<ChainHash>, StoreError> {
+    let hash: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT hash FROM events WHERE seq = ?1",
+            [to_i64(seq)?],
+            |r| r.get(0),
+        )
+        .optional()?;
+    hash.map(|h| to_hash(&h, "entry hash")).transpose()
+}
+
+/// Every checkpoint, by tree size.
+pub(crate) fn checkpoints(conn: &Connection) -> Result<Vec<Checkpoint>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT tree_size, head_hash, signed_at, key_id, signature
+           FROM event_checkpoints ORDER BY tree_size",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let tree_size = to_seq(r.get(0)?)?;
+        let head: Vec<u8> = r.get(1)?;
+        let sig: Vec<u8> = r.get(4)?;
+        out.push(Checkpoint {
+            tree_size,
+            head_hash: to_hash(&head, "checkpoint head")?,
+            signed_at: OffsetDateTime::from_unix_timestamp(r.get(2)?)
+                .map_err(|e| StoreError::Malformed(e.to_string()))?,
+            key_id: r.get(3)?,
+            // A signature of the wrong length cannot verify; keep it as an
+            // all-zero signature so the walk reports it as forged.
+            signature: Signature::from_bytes(&sig)
+                .or_else(|_| Signature::from_bytes(&[0; 64]))
+                .map_err(|e| StoreError::Malformed(e.to_string()))?,
+        });
+    }
+    Ok(out)
+}
+
+/// The public halves of every signing key ever used.
+pub(crate) fn public_keys(conn: &Connection) -> Result<Vec<PublicKey>, StoreError> {
+    let mut stmt = conn.prepare("SELECT public_key FROM event_signing_keys ORDER BY created_at")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let raw: Vec<u8> = r.get(0)?;
+        out.push(PublicKey::from_bytes(&raw).map_err(|e| StoreError::Malformed(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// A stored signing key: key id, raw public key, sealed PKCS#8.
+pub(crate) type StoredSigningKey = (String, Vec<u8>, Vec<u8>);
+
+/// The current signing key's sealed PKCS#8 and public key.
+pub(crate) fn current_signing_key(
+    conn: &Connection,
+) -> Result<Option<StoredSigningKey>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT key_id, public_key, sealed_pkcs8 FROM event_signing_keys
+              WHERE retired_at IS NULL ORDER BY created_at DESC, key_id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
+
+/// Stores a new signing key.
+pub(crate) fn insert_signing_key(
+    tx: &Transaction<'_>,
+    key_id: &str,
+    public_key: &[u8],
+    sealed_pkcs8: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO event_signing_keys (key_id, public_key, sealed_pkcs8, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![key_id, public_key, sealed_pkcs8, now.unix_timestamp()],
+    )?;
+    Ok(())
+}
+
+/// Walks the whole log and every checkpoint, one row at a time, in one read
+/// snapshot; reports the first sequence number where the chain or a
+/// signature breaks.
+pub async fn verify(pool: &Pool, options: VerifyOptions) -> Result<ChainVerification, StoreError> {
+    pool.read(move |conn| verify_conn(conn, &options)).await
+}
+
+pub(crate) fn verify_conn(
+    conn: &Connection,
+    options: &VerifyOptions,
+) -> Result<ChainVerification, StoreError> {
+    let snapshot = conn.unchecked_transaction()?;
+    let mut verifier = Verifier::new(
+        anchor(&snapshot)?,
+        checkpoints(&snapshot)?,
+        public_keys(&snapshot)?,
+        options,
+    );
+    if !verifier.failed() {
+        let mut stmt =
+            snapshot.prepare("SELECT seq, prev_hash, hash, body FROM events ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let seq = to_seq(r.get(0)?)?;
+            let prev = r.get_ref(1)?.as_blob().unwrap_or_default();
+            let hash = r.get_ref(2)?.as_blob().unwrap_or_default();
+            let body = r.get_ref(3)?.as_blob().unwrap_or_default();
+            if !verifier.entry(seq, prev, hash, body) {
+                break;
+            }
+        }
+    }
+    let report = verifier.finish();
+    drop(snapshot);
+    Ok(report)
+}
+
+/// Signed checkpoints and their public keys, for handing to an outside party.
+pub async fn export_checkpoints(pool: &Pool) -> Result<CheckpointExport, StoreError> {
+    pool.read(|conn| {
+        let snapshot = conn.unchecked_transaction()?;
+        let keys = public_keys(&snapshot)?;
+        let cps = checkpoints(&snapshot)?;
+        Ok(CheckpointExport {
+            format: CHECKPOINT_FORMAT.into(),
+            public_keys: keys
+                .iter()
+                .map(|k| ExportedKey {
+                    key_id: k.key_id(),
+                    public_key: k.to_hex(),
+                })
+                .collect(),
+            checkpoints: cps.iter().map(ExportedCheckpoint::from).collect(),
+        })
+    })
+    .await
+}
+
+/// Decoded events matching `q`, one page at a time.
+pub async fn query(pool: &Pool, q: EventQuery) -> Result<EventPage, StoreError> {
+    pool.read(move |conn| query_conn(conn, &q)).await
+}
+
+fn time_ns(t: OffsetDateTime) -> Result<i64, StoreError> {
+    i64::try_from(t.unix_timestamp_nanos())
+        .map_err(|_| StoreError::Malformed("query time is out of range".into()))
+}
+
+fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError> {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    // Each clause uses numbered parameters in the order `args` grows.
+    let mut add = |clause: &'static str, values: Vec<SqlValue>| {
+        clauses.push(clause);
+        args.extend(values);
+    };
+    if let Some(since) = q.since {
+        add("time >= ?", vec![SqlValue::Integer(time_ns(since)?)]);
+    }
+    if let Some(until) = q.until {
+        add("time < ?", vec![SqlValue::Integer(time_ns(until)?)]);
+    }
+    if let Some(team) = q.team {
+        add("team = ?", vec![SqlValue::Text(team.to_string())]);
+    }
+    if let Some(actor) = &q.actor {
+        add("actor = ?", vec![SqlValue::Text(actor.clone())]);
+    }
+    if let Some(prefix) = &q.action_prefix {
+        // Whole dotted segments: `auth` is `auth` itself or anything from
+        // `auth.` up to (not including) `auth/`, the next byte after '.'.
+        let prefix = prefix.trim_end_matches('.').to_owned();
+        add(
+            "(action = ? OR (action >= ? AND action < ?))",
+            vec![
+                SqlValue::Text(prefix.clone()),
+                SqlValue::Text(format!("{prefix}.")),
+                SqlValue::Text(format!("{prefix}/")),
+            ],
+        );
+    }
+    if let Some(outcome) = q.outcome {
+        add("outcome = ?", vec![SqlValue::Text(outcome.as_str().into())]);
+    }
+    if let Some(source) = q.source {
+        add("source = ?", vec![SqlValue::Text(source_text(source))]);
+    }
+    if let Some(request_id) = &q.request_id {
+        add("request_id = ?", vec![SqlValue::Text(request_id.clone())]);
+    }
+    let (cmp, dir) = match q.order {
+        Order::NewestFirst => ("seq < ?", "DESC"),
+        Order::OldestFirst => ("seq > ?", "ASC"),
+    };
+    if let Some(cursor) = q.cursor {
+        add(cmp, vec![SqlValue::Integer(to_i64(cursor)?)]);
+    }
+    let limit = match q.limit {
+        0 => 100,
+        n => n.min(MAX_PAGE),
+    };
+    let where_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    // Only fixed clause text is interpolated; every value is a parameter.
+    let sql = format!(
+        "SELECT seq, body FROM events {where_sql} ORDER BY seq {dir} LIMIT {}",
+        limit + 1
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut events = Vec::with_capacity(limit.min(64));
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if events.len() == limit {
+            more = true;
+            break;
+        }
+        let seq = to_seq(r.get(0)?)?;
+        let body = r.get_ref(1)?.as_blob().unwrap_or_default();
+        let event = SecurityEvent::from_json(body)
+            .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+        events.push(StoredEvent { seq, event });
+    }
+    let next_cursor = if more {
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(EventPage {
+        events,
+        next_cursor,
+    })
+}
+
+/// How a source address is stored: its canonical text, with IPv4-mapped IPv6
+/// addresses folded to IPv4 so one client has one form.
+pub(crate) fn source_text(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The largest prefix of the log (after the current anchor) whose entries are
+/// all older than `cutoff`: its last sequence number and hash.
+pub(crate) fn prunable_prefix(
+    conn: &Connection,
+    cutoff: OffsetDateTime,
+) -> Result<Option<(Seq, ChainHash)>, StoreError> {
+    let first_kept: Option<i64> = conn.query_row(
+        "SELECT min(seq) FROM events WHERE time >= ?1",
+        [time_ns(cutoff)?],
+        |r| r.get(0),
+    )?;
+    let last: Option<i64> = match first_kept {
+        Some(first) => Some(first - 1),
+        None => conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))?,
+    };
+    let Some(last) = last.filter(|&l| l > 0) else {
+        return Ok(None);
+    };
+    let last = to_seq(last)?;
+    match entry_hash(conn, last)? {
+        Some(hash) => Ok(Some((last, hash))),
+        // Already pruned up to here (or earlier).
+        None => Ok(None),
+    }
+}
+
+/// Deletes entries up to `last` and records it as the anchor. The caller has
+/// already stored a signed checkpoint at `last` in the same transaction.
+pub(crate) fn prune_to(
+    tx: &Transaction<'_>,
+    last: Seq,
+    hash: &ChainHash,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", [to_i64(last)?])?;
+    tx.execute(
+        "INSERT INTO event_anchor (id, seq, hash, pruned_at) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, pruned_at = excluded.pruned_at",
+        params![to_i64(last)?, &hash[..], now.unix_timestamp()],
+    )?;
+    Ok(removed as u64)
+}
