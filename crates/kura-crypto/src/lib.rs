@@ -2,7 +2,8 @@
 //!
 //! Every cryptographic primitive Kura uses lives here, on one backend
 //! (`aws-lc-rs`, the same library rustls uses): randomness ([`random`]),
-//! hashing and constant-time comparison ([`digest`]), authenticated encryption
+//! hashing and constant-time comparison ([`digest`]), message
+//! authentication with HMAC-SHA256 ([`hmac`]), authenticated encryption
 //! with AES-256-GCM ([`aead`]), opaque bearer secrets ([`token`]), Ed25519
 //! signatures for statements others verify later ([`signing`]), and
 //! envelope encryption through the [`Kms`] trait with the [`LocalKms`] provider.
@@ -13,6 +14,7 @@
 
 pub mod aead;
 pub mod digest;
+pub mod hmac;
 mod keys;
 pub mod kms;
 pub mod random;

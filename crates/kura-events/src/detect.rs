@@ -116,6 +116,9 @@ pub struct Alert {
     pub rule: &'static str,
     /// How bad.
     pub severity: Severity,
+    /// What it fired about (an account, an address, a key): alerts of one
+    /// rule about one subject join one incident.
+    pub subject: String,
     /// One sentence for a responder.
     pub summary: String,
     /// The events that caused it, oldest first.
@@ -147,6 +150,7 @@ impl Alert {
         .with_target(format!("rule:{}", self.rule))
         .with_detail("rule", self.rule)
         .with_detail("severity", self.severity.to_string())
+        .with_detail("subject", self.subject.clone())
         .with_detail("summary", self.summary.clone())
         .with_detail("events", json!(ids));
         event.team = self.team;
@@ -223,10 +227,11 @@ impl Detector {
     /// Evaluates every rule on one event.
     pub fn observe(&mut self, event: &SecurityEvent) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        let mut alert = |rule, severity, summary: String, events: Vec<EventId>| {
+        let mut alert = |rule, severity, subject: String, summary: String, events: Vec<EventId>| {
             alerts.push(Alert {
                 rule,
                 severity,
+                subject,
                 summary,
                 events,
                 team: event.team,
@@ -249,6 +254,7 @@ impl Detector {
                     alert(
                         "signin_failures_account",
                         Severity::Sev3,
+                        target.clone(),
                         format!(
                             "{} failed sign-ins against {target} within 10 minutes",
                             ids.len()
@@ -267,6 +273,7 @@ impl Detector {
                     alert(
                         "signin_failures_source",
                         Severity::Sev3,
+                        src.clone(),
                         format!("{} failed sign-ins from {src} within 10 minutes", ids.len()),
                         ids,
                     );
@@ -282,6 +289,7 @@ impl Detector {
                     alert(
                         "mfa_failed_after_password",
                         Severity::Sev2,
+                        actor.clone(),
                         format!(
                             "{actor} failed MFA after a correct password; the password may be known to someone else"
                         ),
@@ -296,6 +304,7 @@ impl Detector {
                         alert(
                             "operator_new_source",
                             Severity::Sev3,
+                            actor.clone(),
                             format!(
                                 "operator {actor} signed in from {src}, an address never seen for them"
                             ),
@@ -310,6 +319,7 @@ impl Detector {
                     alert(
                         "privileged_role_granted",
                         Severity::Sev2,
+                        event.target.clone().unwrap_or_else(|| role.clone()),
                         format!("{actor} granted the privileged role {role}"),
                         vec![event.id],
                     );
@@ -318,12 +328,17 @@ impl Detector {
             actions::MASTER_KEY_ROTATED if success => alert(
                 "master_key_rotated",
                 Severity::Sev3,
+                "master-key".to_owned(),
                 format!("{actor} rotated the master key"),
                 vec![event.id],
             ),
             actions::DATA_KEY_DESTROYED if success => alert(
                 "data_key_destroyed",
                 Severity::Sev2,
+                event
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| "(unnamed)".to_owned()),
                 format!(
                     "{actor} destroyed data key {}",
                     event.target.as_deref().unwrap_or("(unnamed)")
@@ -342,6 +357,7 @@ impl Detector {
                     alert(
                         "waf_spike",
                         Severity::Sev3,
+                        src.clone(),
                         format!(
                             "the WAF blocked {} requests from {src} within a minute",
                             ids.len()
@@ -363,6 +379,7 @@ impl Detector {
                     alert(
                         "mass_export",
                         Severity::Sev2,
+                        actor.clone(),
                         format!("{actor} ran {action} over {rows} rows"),
                         vec![event.id],
                     );
@@ -373,6 +390,7 @@ impl Detector {
                     alert(
                         "mass_export",
                         Severity::Sev2,
+                        actor.clone(),
                         format!(
                             "{actor} ran {} exports or deletions within 10 minutes",
                             ids.len()

@@ -57,12 +57,22 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     async fn record(&self, event: SecurityEvent) -> Result<(), EventError>;
 }
 
+/// What happens to an alert after it is recorded in the log (the incident
+/// service opens or joins an incident). Failures are the handler's to log:
+/// they never fail the event that caused the alert.
+#[async_trait]
+pub trait AlertHandler: Send + Sync + std::fmt::Debug {
+    /// Takes one alert, already recorded as a `detect.alert.raised` event.
+    async fn handle_alert(&self, alert: &Alert);
+}
+
 /// The production sink: the tamper-evident log in the platform database,
 /// with detection rules evaluated on every recorded event.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     log: EventLog,
     detector: Option<Arc<Mutex<Detector>>>,
+    alerts: Option<Arc<dyn AlertHandler>>,
 }
 
 impl LogSink {
@@ -71,6 +81,7 @@ impl LogSink {
         Self {
             log,
             detector: None,
+            alerts: None,
         }
     }
 
@@ -80,7 +91,15 @@ impl LogSink {
         Self {
             log,
             detector: Some(Arc::new(Mutex::new(detector))),
+            alerts: None,
         }
+    }
+
+    /// Hands every alert, once recorded, to `handler` (the incident service).
+    #[must_use]
+    pub fn with_alert_handler(mut self, handler: Arc<dyn AlertHandler>) -> Self {
+        self.alerts = Some(handler);
+        self
     }
 
     /// The log, for queries, checkpoints, exports and retention.
@@ -98,6 +117,8 @@ impl LogSink {
             Ok(record) => {
                 if let Err(e) = self.log.append_records(vec![record]).await {
                     tracing::error!(rule = alert.rule, error = %e, "cannot record a detection alert");
+                } else if let Some(handler) = &self.alerts {
+                    handler.handle_alert(&alert).await;
                 }
             }
             Err(e) => {

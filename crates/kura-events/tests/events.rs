@@ -303,3 +303,783 @@ async fn detection_records_alerts_linked_to_their_events() {
             .is_intact()
     );
 }
+
+/// SIEM exports (JSON lines files and signed webhooks) and incidents, on the
+/// real encrypted platform database.
+mod exports_and_incidents {
+    use super::*;
+
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use kura_crypto::hmac::HmacKey;
+    use kura_events::export::{
+        Backoff, ExporterOptions, JsonlConfig, JsonlSink, RetryPolicy, WebhookClient,
+        WebhookConfig, WebhookSink, verify_signature,
+    };
+    use kura_events::incident::{
+        CommunicationPlan, IncidentListQuery, NewIncident, Route, WebhookChannel,
+    };
+    use kura_events::{Alert, Exporter, IncidentError, IncidentService, IncidentState, Severity};
+    use kura_store::events::{GENESIS, chain_hash};
+    use kura_store::exports::ExportStore;
+    use kura_store::{SqliteExportStore, SqliteIncidentStore};
+    use parking_lot::Mutex;
+
+    const SECRET: &[u8] = b"test-webhook-secret-0123456789abcdef";
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
+    }
+
+    async fn record_n(env: &Env, from: u64, n: u64) {
+        for i in from..from + n {
+            env.sink
+                .record(event("auth.signin.succeeded", Outcome::Success).with_detail("n", i))
+                .await
+                .unwrap();
+        }
+    }
+
+    fn cursors(env: &Env) -> Arc<dyn ExportStore> {
+        Arc::new(SqliteExportStore::new(env.sink.log().pool().clone()))
+    }
+
+    fn options(batch_size: usize) -> ExporterOptions {
+        ExporterOptions {
+            batch_size,
+            poll_interval: Duration::from_millis(20),
+            backoff: Backoff {
+                initial: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
+        }
+    }
+
+    /// Every line of the JSON lines files under `dir`, oldest file first
+    /// (rotated files by name, then the current file), as (seq, hash, event
+    /// JSON text).
+    fn exported_lines(dir: &Path) -> Vec<(u64, String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap() != "events.jsonl")
+            .collect();
+        files.sort();
+        files.push(dir.join("events.jsonl"));
+        let mut out = Vec::new();
+        for f in files {
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                // The event is embedded byte for byte as the chain stores it.
+                let event = line
+                    .split_once(",\"event\":")
+                    .unwrap()
+                    .1
+                    .strip_suffix('}')
+                    .unwrap()
+                    .to_owned();
+                out.push((
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_owned(),
+                    event,
+                ));
+            }
+        }
+        out
+    }
+
+    /// An outside party can check an exported stream against the chain
+    /// without Kura: each hash binds its seq, the previous hash and the body.
+    fn check_chain(lines: &[(u64, String, String)]) {
+        let mut prev = GENESIS;
+        for (seq, hash, body) in lines {
+            let expected = chain_hash(*seq, &prev, body.as_bytes());
+            assert_eq!(hex::encode(expected), *hash, "entry {seq}");
+            prev = expected;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exporter_restarted_mid_stream_neither_misses_nor_repeats_events() {
+        let env = fresh(0, false).await;
+        let out = env._tmp.path().join("siem");
+        record_n(&env, 0, 25).await;
+
+        // First run: two batches of ten, then the process "stops".
+        let first = Exporter::new(
+            Arc::new(JsonlSink::new(JsonlConfig::new("files", &out), clock()).unwrap()),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(10),
+        );
+        assert_eq!(first.export_once().await.unwrap(), 10);
+        assert_eq!(first.export_once().await.unwrap(), 10);
+        drop(first);
+        let cursor = cursors(&env).cursor("files").await.unwrap().unwrap();
+        assert_eq!((cursor.seq, cursor.exported), (20, 20));
+
+        // More events arrive while it is down; a new process resumes from the
+        // stored cursor and runs until told to stop.
+        record_n(&env, 25, 10).await;
+        let second = Exporter::new(
+            Arc::new(JsonlSink::new(JsonlConfig::new("files", &out), clock()).unwrap()),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(10),
+        );
+        let stats = second.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = second.spawn(async move {
+            let _ = stopped.await;
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while stats.exported() < 15 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // Events recorded while it runs are picked up too.
+        record_n(&env, 35, 3).await;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while stats.exported() < 18 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        stop.send(()).unwrap();
+        task.await.unwrap();
+
+        let lines = exported_lines(&out);
+        let seqs: Vec<u64> = lines.iter().map(|l| l.0).collect();
+        assert_eq!(
+            seqs,
+            (1..=38).collect::<Vec<_>>(),
+            "each event exactly once, in order"
+        );
+        check_chain(&lines);
+        assert_eq!(stats.failed(), 0);
+        assert_eq!(
+            cursors(&env).cursor("files").await.unwrap().unwrap().seq,
+            38
+        );
+        let mode = std::fs::metadata(out.join("events.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A sink that refuses its first `fail` batches, to show a failed batch
+    /// leaves the cursor where it was.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: AtomicU32,
+        seen: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl kura_events::ExportSink for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+
+        async fn deliver(
+            &self,
+            batch: &[kura_events::StoredEvent],
+        ) -> Result<(), kura_events::ExportError> {
+            if self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(kura_events::ExportError::delivery("flaky", "receiver down"));
+            }
+            self.seen.lock().extend(batch.iter().map(|e| e.seq));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_keeps_the_cursor_and_is_retried_whole() {
+        let env = fresh(0, false).await;
+        record_n(&env, 0, 7).await;
+        let sink = Arc::new(Flaky {
+            fail: AtomicU32::new(1),
+            seen: Mutex::new(Vec::new()),
+        });
+        let exporter = Exporter::new(
+            sink.clone(),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(5),
+        );
+        assert!(exporter.export_once().await.is_err());
+        assert_eq!(cursors(&env).cursor("flaky").await.unwrap(), None);
+        assert_eq!(exporter.export_once().await.unwrap(), 5);
+        assert_eq!(exporter.export_once().await.unwrap(), 2);
+        assert_eq!(exporter.export_once().await.unwrap(), 0);
+        assert_eq!(*sink.seen.lock(), (1..=7).collect::<Vec<_>>());
+        let stats = exporter.stats();
+        assert_eq!((stats.exported(), stats.failed()), (7, 1));
+        // Two exporters under one name cannot both move the cursor.
+        let stale = cursors(&env)
+            .advance("flaky", Some(5), 6, 1, SystemClock.now())
+            .await;
+        assert!(
+            matches!(stale, Err(kura_store::StoreError::Conflict(_))),
+            "{stale:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jsonl_rotation_keeps_the_newest_n_files() {
+        let env = fresh(0, false).await;
+        let out = env._tmp.path().join("rotating");
+        record_n(&env, 0, 30).await;
+        let one_line = exported_lines_len(&env).await;
+        let mut config = JsonlConfig::new("rotating", &out);
+        // Room for three lines per file.
+        config.max_bytes = one_line * 3 + one_line / 2;
+        config.keep = 2;
+        let exporter = Exporter::new(
+            Arc::new(JsonlSink::new(config, clock()).unwrap()),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(7),
+        );
+        while exporter.export_once().await.unwrap() > 0 {}
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        // 30 lines, three per file: nine rotated files were made, the two
+        // newest are kept beside the current file.
+        assert_eq!(
+            names,
+            [
+                "events-00000000000000000022.jsonl",
+                "events-00000000000000000025.jsonl",
+                "events.jsonl"
+            ]
+        );
+        let seqs: Vec<u64> = exported_lines(&out).iter().map(|l| l.0).collect();
+        assert_eq!(seqs, (22..=30).collect::<Vec<_>>());
+        for name in names {
+            let mode = std::fs::metadata(out.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    /// The length of the longest exported line (with its newline) of the
+    /// events recorded so far; the test events differ only in a counter.
+    async fn exported_lines_len(env: &Env) -> u64 {
+        let page = env
+            .sink
+            .log()
+            .query(EventQuery {
+                limit: 1000,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        page.events
+            .iter()
+            .map(|e| kura_events::export::export_record(e).unwrap().len() as u64 + 1)
+            .max()
+            .unwrap()
+    }
+
+    /// A webhook receiver on loopback that checks signatures, fails its
+    /// first `fail` valid requests with 500, and keeps what it accepted.
+    #[derive(Clone, Default)]
+    struct Hook {
+        fail: Arc<AtomicU32>,
+        requests: Arc<Mutex<Vec<Option<String>>>>,
+        bad_signatures: Arc<AtomicU32>,
+        accepted: Arc<Mutex<Vec<serde_json::Value>>>,
+    }
+
+    async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let delivery = headers
+            .get("x-kura-delivery")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        hook.requests.lock().push(delivery);
+        let signature = headers
+            .get("x-kura-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let now = SystemClock.now().unix_timestamp();
+        if verify_signature(&HmacKey::new(SECRET), signature, &body, now, 300).is_err() {
+            hook.bad_signatures.fetch_add(1, Ordering::SeqCst);
+            return StatusCode::UNAUTHORIZED;
+        }
+        if hook
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        hook.accepted
+            .lock()
+            .push(serde_json::from_slice(&body).unwrap());
+        StatusCode::NO_CONTENT
+    }
+
+    async fn hook_server(fail: u32) -> (String, Hook) {
+        let hook = Hook::default();
+        hook.fail.store(fail, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(hook.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/hook"), hook)
+    }
+
+    fn webhook(env: &Env, name: &str, url: &str, secret: &[u8]) -> WebhookClient {
+        let mut config = WebhookConfig::new(name, url, HmacKey::new(secret));
+        config.retry = RetryPolicy {
+            max_attempts: 4,
+            backoff: Backoff {
+                initial: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
+        };
+        WebhookClient::new(config, clock(), Some(cursors(env))).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webhook_failing_twice_then_succeeding_delivers_exactly_once_with_retries() {
+        let env = fresh(0, false).await;
+        let (url, hook) = hook_server(2).await;
+        record_n(&env, 0, 5).await;
+        let exporter = Exporter::new(
+            Arc::new(WebhookSink::new(webhook(&env, "siem", &url, SECRET))),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(100),
+        );
+        assert_eq!(exporter.export_once().await.unwrap(), 5);
+        assert_eq!(
+            exporter.export_once().await.unwrap(),
+            0,
+            "nothing is sent twice"
+        );
+
+        let requests = hook.requests.lock().clone();
+        assert_eq!(requests.len(), 3, "two failures, then success");
+        assert!(
+            requests.iter().all(|d| d.as_deref() == Some("siem:1-5")),
+            "one delivery id across retries: {requests:?}"
+        );
+        assert_eq!(hook.bad_signatures.load(Ordering::SeqCst), 0);
+        let accepted = hook.accepted.lock().clone();
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(accepted[0]["sink"], "siem");
+        let seqs: Vec<u64> = accepted[0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+
+        // Every try was recorded, newest first.
+        let attempts = cursors(&env).attempts("siem", 10).await.unwrap();
+        let summary: Vec<(u32, bool, Option<u16>)> = attempts
+            .iter()
+            .map(|a| (a.attempt, a.ok, a.status))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (3, true, Some(204)),
+                (2, false, Some(500)),
+                (1, false, Some(500))
+            ]
+        );
+        assert!(attempts.iter().all(|a| a.subject == "events 1..=5"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webhook_with_the_wrong_secret_is_refused_and_not_retried() {
+        let env = fresh(0, false).await;
+        let (url, hook) = hook_server(0).await;
+        record_n(&env, 0, 2).await;
+        let exporter = Exporter::new(
+            Arc::new(WebhookSink::new(webhook(
+                &env,
+                "siem",
+                &url,
+                b"wrong secret",
+            ))),
+            env.sink.log().clone(),
+            cursors(&env),
+            clock(),
+            options(100),
+        );
+        let err = exporter.export_once().await.unwrap_err();
+        assert!(err.to_string().contains("401"), "{err}");
+        assert_eq!(hook.requests.lock().len(), 1, "a 401 is not retried");
+        assert_eq!(hook.bad_signatures.load(Ordering::SeqCst), 1);
+        assert!(hook.accepted.lock().is_empty());
+        assert_eq!(cursors(&env).cursor("siem").await.unwrap(), None);
+    }
+
+    fn incidents(env: &Env, plan: CommunicationPlan) -> IncidentService {
+        IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(env.sink.log().pool().clone())),
+            clock(),
+            plan,
+        )
+    }
+
+    async fn incident_events(env: &Env) -> Vec<SecurityEvent> {
+        env.sink
+            .log()
+            .query(EventQuery {
+                action_prefix: Some("incident".into()),
+                order: Order::OldestFirst,
+                limit: 1000,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
+    fn responder() -> Actor {
+        Actor::Account { id: "resp".into() }
+    }
+
+    fn alert(
+        rule: &'static str,
+        subject: &str,
+        severity: Severity,
+        events: Vec<kura_types::EventId>,
+    ) -> Alert {
+        Alert {
+            rule,
+            severity,
+            subject: subject.into(),
+            summary: format!("{rule} about {subject}"),
+            events,
+            team: None,
+            at: SystemClock.now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalid_incident_transition_changes_nothing_and_records_no_event() {
+        let env = fresh(0, false).await;
+        let service = incidents(&env, CommunicationPlan::default());
+        let incident = service
+            .create(
+                &responder(),
+                NewIncident {
+                    title: "Suspicious admin activity".into(),
+                    severity: Severity::Sev2,
+                    team: None,
+                    owner: None,
+                    events: Vec::new(),
+                    note: None,
+                },
+            )
+            .await
+            .unwrap();
+        let before = service.get(incident.id).await.unwrap();
+        let events_before = incident_events(&env).await;
+        assert_eq!(events_before.len(), 1);
+        assert_eq!(events_before[0].action.as_str(), "incident.opened");
+
+        for to in [
+            IncidentState::Closed,
+            IncidentState::Contained,
+            IncidentState::Open,
+        ] {
+            let err = service
+                .transition(&responder(), incident.id, to, Some("skip ahead".into()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, IncidentError::InvalidTransition { from: IncidentState::Open, to: t } if t == to),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            service.get(incident.id).await.unwrap(),
+            before,
+            "nothing changed"
+        );
+        assert_eq!(
+            incident_events(&env).await,
+            events_before,
+            "no event recorded"
+        );
+
+        // A valid path records one event per move, and the final state is
+        // final.
+        let by = responder();
+        for to in [
+            IncidentState::Triaged,
+            IncidentState::Investigating,
+            IncidentState::Contained,
+            IncidentState::Resolved,
+            IncidentState::Closed,
+        ] {
+            let moved = service
+                .transition(&by, incident.id, to, None)
+                .await
+                .unwrap();
+            assert_eq!(moved.state, to);
+        }
+        assert!(
+            service
+                .transition(&by, incident.id, IncidentState::Investigating, None)
+                .await
+                .is_err()
+        );
+        let events = incident_events(&env).await;
+        let moves: Vec<String> = events
+            .iter()
+            .filter(|e| e.action.as_str() == "incident.state.changed")
+            .map(|e| {
+                format!(
+                    "{}>{}",
+                    e.details["from"].as_str().unwrap(),
+                    e.details["to"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                "open>triaged",
+                "triaged>investigating",
+                "investigating>contained",
+                "contained>resolved",
+                "resolved>closed"
+            ]
+        );
+        assert!(
+            events.iter().all(|e| e.actor == by
+                && e.target.as_deref() == Some(&*format!("incident:{}", incident.id)))
+        );
+        assert!(
+            env.sink
+                .verify(VerifyOptions::default())
+                .await
+                .unwrap()
+                .is_intact()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alerts_open_or_join_incidents_and_notify_by_severity() {
+        let env = fresh(0, false).await;
+        let (url, hook) = hook_server(1).await;
+        let plan = CommunicationPlan {
+            routes: vec![Route {
+                channel: "pager".into(),
+                min_severity: Severity::Sev2,
+            }],
+        };
+        let service = incidents(&env, plan).with_channel(Arc::new(WebhookChannel::new(webhook(
+            &env, "pager", &url, SECRET,
+        ))));
+
+        let e1 = event(actions::SIGNIN_FAILED, Outcome::Failure);
+        let e2 = event(actions::SIGNIN_FAILED, Outcome::Failure);
+        env.sink.record(e1.clone()).await.unwrap();
+        env.sink.record(e2.clone()).await.unwrap();
+
+        let first = service
+            .handle_alert(&alert(
+                "signin_failures_account",
+                "account:ann",
+                Severity::Sev3,
+                vec![e1.id],
+            ))
+            .await
+            .unwrap();
+        assert!(first.opened);
+        // Same rule, same subject: joins, and being more severe, escalates.
+        let joined = service
+            .handle_alert(&alert(
+                "signin_failures_account",
+                "account:ann",
+                Severity::Sev2,
+                vec![e2.id],
+            ))
+            .await
+            .unwrap();
+        assert_eq!((joined.incident, joined.opened), (first.incident, false));
+        // Another subject or another rule opens its own incident.
+        let other = service
+            .handle_alert(&alert(
+                "signin_failures_account",
+                "account:bob",
+                Severity::Sev3,
+                vec![],
+            ))
+            .await
+            .unwrap();
+        assert!(other.opened && other.incident != first.incident);
+
+        let detail = service.get(first.incident).await.unwrap();
+        assert_eq!(detail.incident.severity, Severity::Sev2);
+        assert_eq!(detail.incident.state, IncidentState::Open);
+        assert_eq!(detail.alerts.len(), 2);
+        let linked: Vec<_> = detail
+            .events
+            .iter()
+            .map(|l| l.stored.as_ref().unwrap().event.id)
+            .collect();
+        assert_eq!(linked, [e1.id, e2.id]);
+        let kinds: Vec<&str> = detail.timeline.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, ["opened", "alert", "severity"]);
+        assert_eq!(
+            detail.incident.acknowledge_by - detail.incident.opened_at,
+            time::Duration::hours(1)
+        );
+        // The SEV3 opening did not page; the escalation to SEV2 did.
+        assert_eq!(detail.notifications.len(), 1);
+        assert_eq!(detail.notifications[0].reason, "escalated");
+
+        // The pager fails once; the webhook client retries within the round.
+        let report = service.deliver_notifications().await.unwrap();
+        assert_eq!(
+            (report.delivered, report.retrying, report.failed),
+            (1, 0, 0)
+        );
+        assert_eq!(hook.accepted.lock().len(), 1);
+        assert_eq!(
+            hook.accepted.lock()[0]["incident"],
+            first.incident.to_string()
+        );
+        assert_eq!(hook.accepted.lock()[0]["severity"], "sev2");
+        let n = &service.get(first.incident).await.unwrap().notifications[0];
+        assert_eq!((n.status.as_str(), n.attempts), ("delivered", 2));
+        assert_eq!(service.deliver_notifications().await.unwrap().delivered, 0);
+
+        let actions: Vec<String> = incident_events(&env)
+            .await
+            .iter()
+            .map(|e| e.action.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "incident.opened",
+                "incident.alert.joined",
+                "incident.severity.raised",
+                "incident.opened",
+                "incident.notification.delivered"
+            ]
+        );
+
+        // Listing filters by state and severity and pages by cursor.
+        let sev2 = service
+            .list(IncidentListQuery {
+                severities: vec![Severity::Sev2],
+                ..IncidentListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(sev2.incidents.len(), 1);
+        let page1 = service
+            .list(IncidentListQuery {
+                states: vec![IncidentState::Open],
+                limit: 1,
+                ..IncidentListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page1.incidents[0].id, other.incident, "newest first");
+        let page2 = service
+            .list(IncidentListQuery {
+                states: vec![IncidentState::Open],
+                limit: 1,
+                cursor: page1.next_cursor,
+                ..IncidentListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page2.incidents[0].id, first.incident);
+        assert_eq!(page2.next_cursor, None);
+
+        // Assigning and notes are events too.
+        let assigned = service
+            .assign(&responder(), first.incident, Some("account:resp".into()))
+            .await
+            .unwrap();
+        assert_eq!(assigned.owner.as_deref(), Some("account:resp"));
+        service
+            .add_note(
+                &responder(),
+                first.incident,
+                "Password reset forced for ann.",
+            )
+            .await
+            .unwrap();
+        assert!(
+            service
+                .add_note(&responder(), first.incident, "  ")
+                .await
+                .is_err()
+        );
+        let last: Vec<String> = incident_events(&env)
+            .await
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| e.action.as_str().to_owned())
+            .collect();
+        assert_eq!(last, ["incident.note.added", "incident.assigned"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_detector_feeds_alerts_into_incidents() {
+        let tmp_env = fresh(0, false).await;
+        let service = Arc::new(incidents(&tmp_env, CommunicationPlan::default()));
+        let sink = LogSink::with_detector(tmp_env.sink.log().clone(), Detector::new())
+            .with_alert_handler(service.clone());
+        for _ in 0..5 {
+            sink.record(event(actions::SIGNIN_FAILED, Outcome::Failure).with_target("account:ann"))
+                .await
+                .unwrap();
+        }
+        let open = service.list(IncidentListQuery::default()).await.unwrap();
+        assert_eq!(open.incidents.len(), 1);
+        let incident = &open.incidents[0];
+        assert_eq!(incident.rule.as_deref(), Some("signin_failures_account"));
+        assert_eq!(incident.subject.as_deref(), Some("account:ann"));
+        let detail = service.get(incident.id).await.unwrap();
+        assert_eq!(detail.events.len(), 5);
+    }
+}

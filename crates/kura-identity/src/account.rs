@@ -53,10 +53,12 @@ impl Email {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(fail("the part before `@` has a misplaced dot"));
         }
-        if local
-            .chars()
-            .any(|c| matches!(c, '@' | '<' | '>' | '(' | ')' | '[' | ']' | '\\' | ',' | ';' | ':' | '"'))
-        {
+        if local.chars().any(|c| {
+            matches!(
+                c,
+                '@' | '<' | '>' | '(' | ')' | '[' | ']' | '\\' | ',' | ';' | ':' | '"'
+            )
+        }) {
             return Err(fail("the part before `@` has characters that need quoting"));
         }
         let domain = domain.to_lowercase();
@@ -75,7 +77,9 @@ impl Email {
                 return Err(fail("a domain label starts or ends with `-`"));
             }
             if !label.chars().all(|c| c.is_alphanumeric() || c == '-') {
-                return Err(fail("the domain has characters other than letters, digits and `-`"));
+                return Err(fail(
+                    "the domain has characters other than letters, digits and `-`",
+                ));
             }
         }
         Ok(Self(format!("{local}@{domain}")))
@@ -119,10 +123,14 @@ impl DisplayName {
             return Err(AttributeError::DisplayName("it is empty"));
         }
         if n > 100 {
-            return Err(AttributeError::DisplayName("it is longer than 100 characters"));
+            return Err(AttributeError::DisplayName(
+                "it is longer than 100 characters",
+            ));
         }
         if s.chars().any(char::is_control) {
-            return Err(AttributeError::DisplayName("it contains control characters"));
+            return Err(AttributeError::DisplayName(
+                "it contains control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -144,7 +152,9 @@ impl Phone {
     pub fn parse(input: &str) -> Result<Self, AttributeError> {
         let s = input.trim();
         let Some(rest) = s.strip_prefix('+') else {
-            return Err(AttributeError::Phone("it must start with `+` and the country code"));
+            return Err(AttributeError::Phone(
+                "it must start with `+` and the country code",
+            ));
         };
         let digits: String = rest
             .chars()
@@ -154,7 +164,9 @@ impl Phone {
             return Err(AttributeError::Phone("it may hold only digits after `+`"));
         }
         if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
-            return Err(AttributeError::Phone("it must have 8 to 15 digits, not starting with 0"));
+            return Err(AttributeError::Phone(
+                "it must have 8 to 15 digits, not starting with 0",
+            ));
         }
         Ok(Self(format!("+{digits}")))
     }
@@ -258,7 +270,10 @@ mod tests {
     fn emails_are_trimmed_and_their_domain_lowercased() {
         let e = Email::parse("  Alice.Smith+kura@Example.COM ").unwrap();
         assert_eq!(e.as_str(), "Alice.Smith+kura@example.com");
-        assert_eq!(Email::parse("bob@müller.DE").unwrap().as_str(), "bob@müller.de");
+        assert_eq!(
+            Email::parse("bob@müller.DE").unwrap().as_str(),
+            "bob@müller.de"
+        );
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
     /// When a second factor was last verified in it.
     pub mfa_verified_at: Option<OffsetDateTime>,
+    /// Which kind of second factor that was (`totp`, `recovery_code`, `passkey`).
+    pub mfa_method: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
     /// The source address it was created from.
@@ -254,6 +256,15 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// One account by normalised email.
     async fn account_by_email(&self, email: &str) -> Result<Option<AccountRecord>, StoreError>;
 
+    /// Changes an account's display name and phone number.
+    async fn update_profile(
+        &self,
+        id: AccountId,
+        display_name: &str,
+        phone: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
     /// Counts accounts of a kind (`operator` or `customer`).
     async fn count_accounts(&self, kind: &str) -> Result<u64, StoreError>;
 
@@ -295,6 +306,9 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// Every role the account holds, directly or through its groups.
     async fn grants_of(&self, id: AccountId) -> Result<Vec<RoleGrant>, StoreError>;
 
+    /// The roles a group carries (with `via_group` set to it).
+    async fn grants_of_group(&self, group: GroupId) -> Result<Vec<RoleGrant>, StoreError>;
+
     /// Grants a role. Granting a role already held is not an error.
     async fn grant_role(
         &self,
@@ -315,8 +329,14 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
 
     // ----- teams, members, groups -----
 
-    /// Creates a team with its first owner (membership and owner grant).
-    async fn create_team(&self, team: TeamRecord, owner: AccountId) -> Result<(), StoreError>;
+    /// Creates a team, with its first owner (membership and owner grant)
+    /// and/or an invitation for its first owner, in one transaction.
+    async fn create_team(
+        &self,
+        team: TeamRecord,
+        owner: Option<AccountId>,
+        invitation: Option<InvitationRecord>,
+    ) -> Result<(), StoreError>;
 
     /// One team.
     async fn team(&self, id: TeamId) -> Result<Option<TeamRecord>, StoreError>;
@@ -375,6 +395,13 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// Stores a new invitation.
     async fn create_invitation(&self, invitation: InvitationRecord) -> Result<(), StoreError>;
 
+    /// One invitation by id.
+    async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError>;
+
+    /// The team's invitations that are neither accepted nor revoked
+    /// (expired ones included; the caller judges expiry).
+    async fn open_invitations(&self, team: TeamId) -> Result<Vec<InvitationRecord>, StoreError>;
+
     /// One invitation by its token hash.
     async fn invitation_by_hash(
         &self,
@@ -411,13 +438,25 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// Records use of a session (idle timeout restarts).
     async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Records a second-factor verification and the new stage.
+    /// Records a second-factor verification (of kind `method`) and the new
+    /// stage.
     async fn set_session_mfa(
         &self,
         id: SessionId,
         stage: &str,
+        method: &str,
         verified_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Replaces a session by a new one in one transaction (a new token when
+    /// sign-in advances a stage, so a token seen before MFA is worthless
+    /// after it). Returns false, inserting nothing, if `old` is not live.
+    async fn rotate_session(
+        &self,
+        old: SessionId,
+        new: SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// Revokes one session; returns whether it was live.
     async fn revoke_session(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError>;
@@ -435,8 +474,13 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
 
     // ----- MFA -----
 
-    /// The account's TOTP credential, pending or confirmed.
-    async fn totp(&self, account: AccountId) -> Result<Option<TotpRecord>, StoreError>;
+    /// The account's confirmed TOTP credential (`confirmed`), or its pending
+    /// enrolment (`!confirmed`).
+    async fn totp(
+        &self,
+        account: AccountId,
+        confirmed: bool,
+    ) -> Result<Option<TotpRecord>, StoreError>;
 
     /// Stores a pending TOTP secret, replacing an earlier pending one; a
     /// confirmed credential is kept until the new one is confirmed.

@@ -17,6 +17,10 @@
 //! - [`events`]: the tamper-evident security event log (hash chain, signed
 //!   checkpoints, group-commit [`events::EventLog`], verification, queries,
 //!   retention) in the platform database.
+//! - [`exports::ExportStore`] and [`incidents::IncidentStore`] with their
+//!   SQLite implementations [`SqliteExportStore`] and [`SqliteIncidentStore`]:
+//!   SIEM export cursors and delivery attempts; incidents, alerts, timelines
+//!   and notifications, each change committed with its security events.
 //!
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
@@ -25,7 +29,9 @@ mod apps;
 mod datadir;
 mod error;
 pub mod events;
+pub mod exports;
 mod identity;
+pub mod incidents;
 mod keys;
 mod open;
 mod platform;
@@ -44,3 +50,4 @@ pub use open::{Storage, StorageOptions, open_storage};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
 pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};
+pub use sqlite::{SqliteExportStore, SqliteIncidentStore};

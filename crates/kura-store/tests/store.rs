@@ -1,6 +1,10 @@
 //! Storage integration tests: encryption at rest, key rotation, crypto-shredding
 //! and refusal of damaged state. One binary for the crate.
 
+// Helpers outside `#[test]` functions are not covered by clippy.toml's
+// allow-*-in-tests settings; a failing helper should fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -548,5 +552,149 @@ mod event_log {
             matches!(&b.kind, BreakKind::BadSignature { .. }) && b.seq == 20,
             "{b:?}"
         );
+    }
+}
+
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod exports_and_incidents {
+    //! Export cursors and incidents on the real platform database: cursors
+    //! survive reopening and only move forward from where they are; an
+    //! incident change and its events commit together or not at all.
+
+    use super::*;
+    use kura_store::events::{EventLog, EventLogOptions, EventQuery, EventRecord};
+    use kura_store::exports::ExportStore;
+    use kura_store::incidents::{
+        IncidentRecord, IncidentStore, IncidentTarget, IncidentUpdate, IncidentWrite, TimelineEntry,
+    };
+    use kura_store::{SqliteExportStore, SqliteIncidentStore};
+    use kura_types::{Action, Actor, IncidentId, Outcome, SecurityEvent};
+
+    fn record(action: &str) -> EventRecord {
+        EventRecord::new(SecurityEvent::new(
+            SystemClock.now(),
+            Actor::Anonymous,
+            Action::parse(action).unwrap(),
+            Outcome::Success,
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn export_cursors_survive_reopening_and_move_only_forward() {
+        let env = fresh();
+        let now = SystemClock.now();
+        {
+            let storage = open(&env.dir).await.unwrap();
+            let cursors = SqliteExportStore::new(storage.sqlite.pool().clone());
+            assert_eq!(cursors.cursor("siem").await.unwrap(), None);
+            cursors.advance("siem", None, 10, 10, now).await.unwrap();
+            // A second "first" advance, a stale one and a backward one are
+            // all refused.
+            for (from, to) in [(None, 5), (Some(3), 12), (Some(10), 10)] {
+                let err = cursors.advance("siem", from, to, 1, now).await.unwrap_err();
+                assert!(
+                    matches!(err, StoreError::Conflict(_)),
+                    "{from:?}->{to}: {err}"
+                );
+            }
+            cursors.advance("siem", Some(10), 15, 5, now).await.unwrap();
+        }
+        let storage = open(&env.dir).await.unwrap();
+        let cursors = SqliteExportStore::new(storage.sqlite.pool().clone());
+        let c = cursors.cursor("siem").await.unwrap().unwrap();
+        assert_eq!((c.seq, c.exported), (15, 15));
+        assert_eq!(cursors.cursor("other").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_incident_change_and_its_events_commit_together_or_not_at_all() {
+        let env = fresh();
+        let storage = open(&env.dir).await.unwrap();
+        let log = EventLog::open(&storage, Arc::new(SystemClock), EventLogOptions::default())
+            .await
+            .unwrap();
+        let store = SqliteIncidentStore::new(storage.sqlite.pool().clone());
+        let now = SystemClock.now();
+        let id = IncidentId::new();
+        let entry = |text: &str| TimelineEntry {
+            at: now,
+            actor: "account:a".into(),
+            kind: "note".into(),
+            text: text.into(),
+        };
+        store
+            .write(IncidentWrite {
+                target: IncidentTarget::Create(IncidentRecord {
+                    id,
+                    title: "t".into(),
+                    severity: "sev3".into(),
+                    state: "open".into(),
+                    owner: None,
+                    team: None,
+                    rule: None,
+                    subject: None,
+                    opened_at: now,
+                    updated_at: now,
+                    last_alert_at: None,
+                    version: 1,
+                }),
+                alert: None,
+                link_events: Vec::new(),
+                timeline: vec![entry("opened")],
+                notifications: Vec::new(),
+                events: vec![record("incident.opened")],
+            })
+            .await
+            .unwrap();
+        let update = |expected_version, state: &str| IncidentWrite {
+            target: IncidentTarget::Update {
+                id,
+                expected_version,
+                set: IncidentUpdate {
+                    state: Some(state.into()),
+                    severity: None,
+                    owner: None,
+                    last_alert_at: None,
+                    updated_at: now,
+                },
+            },
+            alert: None,
+            link_events: Vec::new(),
+            timeline: vec![entry(state)],
+            notifications: Vec::new(),
+            events: vec![record("incident.state.changed")],
+        };
+        store.write(update(1, "triaged")).await.unwrap();
+        // Decided on version 1, which is gone: refused, nothing written.
+        let stale = store.write(update(1, "resolved")).await.unwrap_err();
+        assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
+        let mut missing = update(1, "triaged");
+        missing.target = IncidentTarget::Update {
+            id: IncidentId::new(),
+            expected_version: 1,
+            set: IncidentUpdate {
+                state: None,
+                severity: None,
+                owner: None,
+                last_alert_at: None,
+                updated_at: now,
+            },
+        };
+        let err = store.write(missing).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+
+        let incident = store.incident(id).await.unwrap().unwrap();
+        assert_eq!((incident.state.as_str(), incident.version), ("triaged", 2));
+        let timeline: Vec<String> = store
+            .timeline(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(timeline, ["opened", "triaged"]);
+        let events = log.query(EventQuery::default()).await.unwrap().events;
+        assert_eq!(events.len(), 2, "only the committed changes left events");
     }
 }

@@ -110,6 +110,21 @@ typed_id!(
     InvitationId,
     "invitation"
 );
+typed_id!(
+    /// A security incident.
+    IncidentId,
+    "incident"
+);
+typed_id!(
+    /// A stored detection alert.
+    AlertId,
+    "alert"
+);
+typed_id!(
+    /// One notification of an incident to one channel.
+    NotificationId,
+    "notification"
+);
 
 #[cfg(test)]
 mod tests {

@@ -22,5 +22,6 @@ pub use event::{
     Action, ActionParseError, Actor, EventEncodeError, Outcome, OutcomeParseError, SecurityEvent,
 };
 pub use ids::{AccountId, ApiTokenId, GroupId, InvitationId, SessionId};
+pub use ids::{AlertId, IncidentId, NotificationId};
 pub use ids::{AppId, DataKeyId, EventId, IdParseError, TeamId};
 pub use scope::{KeyScope, KeyScopeParseError};

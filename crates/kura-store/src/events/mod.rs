@@ -129,6 +129,9 @@ impl EventRecord {
 pub struct StoredEvent {
     /// Its position in the log.
     pub seq: Seq,
+    /// Its chain hash, so an exported copy can be checked against the chain
+    /// and its signed checkpoints.
+    pub hash: ChainHash,
     /// The event, decoded from the stored canonical body (the body is what
     /// the chain protects, so it is what queries return).
     pub event: SecurityEvent,

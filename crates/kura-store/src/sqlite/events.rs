@@ -345,7 +345,7 @@ fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError
     };
     // Only fixed clause text is interpolated; every value is a parameter.
     let sql = format!(
-        "SELECT seq, body FROM events {where_sql} ORDER BY seq {dir} LIMIT {}",
+        "SELECT seq, body, hash FROM events {where_sql} ORDER BY seq {dir} LIMIT {}",
         limit + 1
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -361,7 +361,8 @@ fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError
         let body = r.get_ref(1)?.as_blob().unwrap_or_default();
         let event = SecurityEvent::from_json(body)
             .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
-        events.push(StoredEvent { seq, event });
+        let hash = to_hash(r.get_ref(2)?.as_blob().unwrap_or_default(), "entry hash")?;
+        events.push(StoredEvent { seq, hash, event });
     }
     let next_cursor = if more {
         events.last().map(|e| e.seq)

@@ -184,7 +184,7 @@ fn decode_group(raw: (String, String, String, i64)) -> Result<GroupRecord, Store
     })
 }
 
-const SESSION_COLUMNS: &str = "id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source";
+const SESSION_COLUMNS: &str = "id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source, mfa_method";
 
 struct RawSession {
     id: String,
@@ -197,6 +197,7 @@ struct RawSession {
     mfa_verified_at: Option<i64>,
     revoked_at: Option<i64>,
     source: Option<String>,
+    mfa_method: Option<String>,
 }
 
 fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
@@ -211,6 +212,7 @@ fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
         mfa_verified_at: r.get(7)?,
         revoked_at: r.get(8)?,
         source: r.get(9)?,
+        mfa_method: r.get(10)?,
     })
 }
 
@@ -227,6 +229,7 @@ impl RawSession {
             mfa_verified_at: opt_ts(self.mfa_verified_at)?,
             revoked_at: opt_ts(self.revoked_at)?,
             source: self.source,
+            mfa_method: self.mfa_method,
         })
     }
 }
@@ -401,6 +404,28 @@ impl IdentityStore for SqliteIdentityStore {
             .await
     }
 
+    async fn update_profile(
+        &self,
+        id: AccountId,
+        display_name: &str,
+        phone: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (name, phone) = (display_name.to_owned(), phone.map(str::to_owned));
+        self.pool
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE accounts SET display_name = ?1, phone = ?2, updated_at = ?3 WHERE id = ?4",
+                    params![name, phone, ts(now), id.to_string()],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("account {id}")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn count_accounts(&self, kind: &str) -> Result<u64, StoreError> {
         let kind = kind.to_owned();
         self.pool
@@ -538,6 +563,34 @@ impl IdentityStore for SqliteIdentityStore {
             .await
     }
 
+    async fn grants_of_group(&self, group: GroupId) -> Result<Vec<RoleGrant>, StoreError> {
+        self.pool
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT team, role FROM role_grants
+                      WHERE subject_kind = 'group' AND subject_id = ?1 ORDER BY team, role",
+                )?;
+                let rows = stmt.query_map([group.to_string()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (team, role) = row?;
+                    out.push(RoleGrant {
+                        team: if team.is_empty() {
+                            None
+                        } else {
+                            Some(parse_id(&team, "team")?)
+                        },
+                        role,
+                        via_group: Some(group),
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn grant_role(
         &self,
         subject: GrantSubject,
@@ -586,7 +639,12 @@ impl IdentityStore for SqliteIdentityStore {
             .await
     }
 
-    async fn create_team(&self, team: TeamRecord, owner: AccountId) -> Result<(), StoreError> {
+    async fn create_team(
+        &self,
+        team: TeamRecord,
+        owner: Option<AccountId>,
+        invitation: Option<InvitationRecord>,
+    ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
                 tx.execute(
@@ -598,15 +656,20 @@ impl IdentityStore for SqliteIdentityStore {
                         ts(team.created_at)
                     ],
                 )?;
-                tx.execute(
-                    "INSERT INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
-                    params![team.id.to_string(), owner.to_string(), ts(team.created_at)],
-                )?;
-                tx.execute(
-                    "INSERT INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
-                     VALUES ('account', ?1, ?2, 'owner', ?1, ?3)",
-                    params![owner.to_string(), team.id.to_string(), ts(team.created_at)],
-                )?;
+                if let Some(owner) = owner {
+                    tx.execute(
+                        "INSERT INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
+                        params![team.id.to_string(), owner.to_string(), ts(team.created_at)],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
+                         VALUES ('account', ?1, ?2, 'owner', ?1, ?3)",
+                        params![owner.to_string(), team.id.to_string(), ts(team.created_at)],
+                    )?;
+                }
+                if let Some(inv) = &invitation {
+                    insert_invitation(tx, inv)?;
+                }
                 Ok(())
             })
             .await
@@ -835,23 +898,38 @@ impl IdentityStore for SqliteIdentityStore {
     }
 
     async fn create_invitation(&self, inv: InvitationRecord) -> Result<(), StoreError> {
+        self.pool.write(move |tx| insert_invitation(tx, &inv)).await
+    }
+
+    async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
         self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO invitations (id, token_hash, team_id, email, role, invited_by, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        inv.id.to_string(),
-                        inv.token_hash.as_str(),
-                        inv.team.to_string(),
-                        inv.email,
-                        inv.role,
-                        inv.invited_by.to_string(),
-                        ts(inv.created_at),
-                        ts(inv.expires_at)
-                    ],
-                )?;
-                Ok(())
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = ?1"),
+                    [id.to_string()],
+                    raw_invitation,
+                )
+                .optional()?
+                .map(decode_invitation)
+                .transpose()
+            })
+            .await
+    }
+
+    async fn open_invitations(&self, team: TeamId) -> Result<Vec<InvitationRecord>, StoreError> {
+        self.pool
+            .read(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {INVITATION_COLUMNS} FROM invitations
+                      WHERE team_id = ?1 AND accepted_at IS NULL AND revoked_at IS NULL
+                      ORDER BY created_at, id"
+                ))?;
+                let rows = stmt.query_map([team.to_string()], raw_invitation)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(decode_invitation(row?)?);
+                }
+                Ok(out)
             })
             .await
     }
@@ -934,27 +1012,7 @@ impl IdentityStore for SqliteIdentityStore {
     }
 
     async fn insert_session(&self, s: SessionRecord) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO sessions (id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        s.id.to_string(),
-                        s.token_hash.as_str(),
-                        s.account.to_string(),
-                        s.stage,
-                        ts(s.created_at),
-                        ts(s.last_seen_at),
-                        ts(s.expires_at),
-                        s.mfa_verified_at.map(ts),
-                        s.revoked_at.map(ts),
-                        s.source
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
+        self.pool.write(move |tx| insert_session_row(tx, &s)).await
     }
 
     async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
@@ -989,20 +1047,43 @@ impl IdentityStore for SqliteIdentityStore {
         &self,
         id: SessionId,
         stage: &str,
+        method: &str,
         verified_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let stage = stage.to_owned();
+        let (stage, method) = (stage.to_owned(), method.to_owned());
         self.pool
             .write(move |tx| {
                 let n = tx.execute(
-                    "UPDATE sessions SET stage = ?1, mfa_verified_at = ?2, last_seen_at = max(last_seen_at, ?2)
-                      WHERE id = ?3 AND revoked_at IS NULL",
-                    params![stage, ts(verified_at), id.to_string()],
+                    "UPDATE sessions SET stage = ?1, mfa_method = ?2, mfa_verified_at = ?3,
+                            last_seen_at = max(last_seen_at, ?3)
+                      WHERE id = ?4 AND revoked_at IS NULL",
+                    params![stage, method, ts(verified_at), id.to_string()],
                 )?;
                 if n == 0 {
                     return Err(StoreError::NotFound(format!("session {id}")));
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn rotate_session(
+        &self,
+        old: SessionId,
+        new: SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.pool
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                    params![ts(now), old.to_string()],
+                )?;
+                if n != 1 {
+                    return Ok(false);
+                }
+                insert_session_row(tx, &new)?;
+                Ok(true)
             })
             .await
     }
@@ -1047,14 +1128,17 @@ impl IdentityStore for SqliteIdentityStore {
             .await
     }
 
-    async fn totp(&self, account: AccountId) -> Result<Option<TotpRecord>, StoreError> {
+    async fn totp(
+        &self,
+        account: AccountId,
+        confirmed: bool,
+    ) -> Result<Option<TotpRecord>, StoreError> {
         self.pool
             .read(move |c| {
-                // A confirmed credential wins over a pending re-enrolment.
                 c.query_row(
                     "SELECT secret, confirmed_at, last_used_step, created_at FROM totp_credentials
-                      WHERE account_id = ?1 ORDER BY confirmed_at IS NULL LIMIT 1",
-                    [account.to_string()],
+                      WHERE account_id = ?1 AND (confirmed_at IS NOT NULL) = ?2",
+                    params![account.to_string(), confirmed],
                     |r| {
                         Ok((
                             r.get::<_, Vec<u8>>(0)?,
@@ -1369,6 +1453,45 @@ impl IdentityStore for SqliteIdentityStore {
     }
 }
 
+fn insert_session_row(tx: &Transaction<'_>, s: &SessionRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sessions (id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source, mfa_method)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            s.id.to_string(),
+            s.token_hash.as_str(),
+            s.account.to_string(),
+            s.stage,
+            ts(s.created_at),
+            ts(s.last_seen_at),
+            ts(s.expires_at),
+            s.mfa_verified_at.map(ts),
+            s.revoked_at.map(ts),
+            s.source,
+            s.mfa_method
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_invitation(tx: &Transaction<'_>, inv: &InvitationRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO invitations (id, token_hash, team_id, email, role, invited_by, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            inv.id.to_string(),
+            inv.token_hash.as_str(),
+            inv.team.to_string(),
+            inv.email,
+            inv.role,
+            inv.invited_by.to_string(),
+            ts(inv.created_at),
+            ts(inv.expires_at)
+        ],
+    )?;
+    Ok(())
+}
+
 fn replace_codes(
     tx: &Transaction<'_>,
     account: AccountId,
@@ -1386,4 +1509,206 @@ fn replace_codes(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kura_crypto::DataKey;
+
+    use super::*;
+    use crate::sqlite::{Durability, SqlitePlatformStore};
+
+    fn open(dir: &tempfile::TempDir) -> SqliteIdentityStore {
+        let platform = SqlitePlatformStore::open(
+            &dir.path().join("platform.db"),
+            &DataKey::from_bytes([9; 32]),
+            true,
+            Durability::Full,
+            2,
+        )
+        .unwrap();
+        SqliteIdentityStore::new(platform.pool().clone())
+    }
+
+    fn account(email: &str, now: OffsetDateTime) -> NewAccount {
+        NewAccount {
+            account: AccountRecord {
+                id: AccountId::new(),
+                email: email.into(),
+                display_name: "A".into(),
+                phone: None,
+                status: "active".into(),
+                kind: "customer".into(),
+                created_at: now,
+            },
+            password_phc: Some("$argon2id$stub".into()),
+            grants: Vec::new(),
+            teams: Vec::new(),
+        }
+    }
+
+    fn invitation(
+        team: TeamId,
+        by: AccountId,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> InvitationRecord {
+        InvitationRecord {
+            id: InvitationId::new(),
+            token_hash: TokenHash::of(token),
+            team,
+            email: "new@example.com".into(),
+            role: "member".into(),
+            invited_by: by,
+            created_at: now,
+            expires_at: now + time::Duration::days(7),
+            accepted_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multi_row_writes_are_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let owner = account("owner@example.com", now);
+        let owner_id = owner.account.id;
+        store.create_account(owner).await.unwrap();
+        let team = TeamId::new();
+        let inv = invitation(team, owner_id, "t1", now);
+        store
+            .create_team(
+                TeamRecord {
+                    id: team,
+                    name: "T".into(),
+                    mfa_policy: "{}".into(),
+                    created_at: now,
+                },
+                Some(owner_id),
+                Some(inv.clone()),
+            )
+            .await
+            .unwrap();
+
+        // A second team whose invitation collides fails as a whole: no team row.
+        let team2 = TeamId::new();
+        let mut dup = invitation(team2, owner_id, "t1", now);
+        dup.id = InvitationId::new();
+        let failed = store
+            .create_team(
+                TeamRecord {
+                    id: team2,
+                    name: "T2".into(),
+                    mfa_policy: "{}".into(),
+                    created_at: now,
+                },
+                Some(owner_id),
+                Some(dup),
+            )
+            .await;
+        assert!(failed.is_err());
+        assert!(store.team(team2).await.unwrap().is_none());
+        assert_eq!(store.teams_of(owner_id).await.unwrap().len(), 1);
+
+        // Accepting with a new account whose email is taken fails as a whole:
+        // the invitation stays open and nobody joins.
+        let taken = account("owner@example.com", now);
+        let taken_id = taken.account.id;
+        let r = store
+            .accept_invitation(inv.id, taken_id, Some(taken), now)
+            .await;
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+        let still = store.invitation(inv.id).await.unwrap().unwrap();
+        assert_eq!(still.accepted_at, None);
+        assert_eq!(store.members(team).await.unwrap().len(), 1);
+
+        // A good acceptance works once.
+        let fresh = account("new@example.com", now);
+        let fresh_id = fresh.account.id;
+        assert!(
+            store
+                .accept_invitation(inv.id, fresh_id, Some(fresh), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .accept_invitation(inv.id, fresh_id, None, now)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.members(team).await.unwrap().len(), 2);
+        let grants = store.grants_of(fresh_id).await.unwrap();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].role, "member");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn totp_steps_and_recovery_codes_are_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let a = account("a@example.com", now);
+        let id = a.account.id;
+        store.create_account(a).await.unwrap();
+        store.put_pending_totp(id, &[1; 20], now).await.unwrap();
+        assert!(store.totp(id, true).await.unwrap().is_none());
+        let codes = [TokenHash::of("c1"), TokenHash::of("c2")];
+        store.confirm_totp(id, 100, &codes, now).await.unwrap();
+        assert!(!store.advance_totp_step(id, 100).await.unwrap());
+        assert!(!store.advance_totp_step(id, 99).await.unwrap());
+        assert!(store.advance_totp_step(id, 101).await.unwrap());
+        assert!(store.use_recovery_code(id, &codes[0], now).await.unwrap());
+        assert!(!store.use_recovery_code(id, &codes[0], now).await.unwrap());
+        assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
+        // Re-enrolment keeps the confirmed secret until the new one is confirmed.
+        store.put_pending_totp(id, &[2; 20], now).await.unwrap();
+        assert_eq!(
+            store.totp(id, true).await.unwrap().unwrap().secret,
+            vec![1; 20]
+        );
+        store.confirm_totp(id, 200, &codes, now).await.unwrap();
+        assert_eq!(
+            store.totp(id, true).await.unwrap().unwrap().secret,
+            vec![2; 20]
+        );
+        assert!(store.totp(id, false).await.unwrap().is_none());
+        assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
+        assert!(!format!("{:?}", store.totp(id, true).await.unwrap()).contains("2, 2"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttle_counters_restart_after_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let w = time::Duration::minutes(15);
+        assert_eq!(
+            store
+                .throttle_failure("k", t, t - w)
+                .await
+                .unwrap()
+                .failures,
+            1
+        );
+        assert_eq!(
+            store
+                .throttle_failure("k", t, t - w)
+                .await
+                .unwrap()
+                .failures,
+            2
+        );
+        let later = t + time::Duration::minutes(16);
+        let r = store.throttle_failure("k", later, later - w).await.unwrap();
+        assert_eq!((r.failures, r.first_failure_at), (1, later));
+        store.throttle_lock("k", Some(later + w)).await.unwrap();
+        assert_eq!(
+            store.throttle("k").await.unwrap().unwrap().locked_until,
+            Some(later + w)
+        );
+        store.throttle_clear("k").await.unwrap();
+        assert!(store.throttle("k").await.unwrap().is_none());
+    }
 }

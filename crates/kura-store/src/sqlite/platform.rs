@@ -167,7 +167,8 @@ const MIGRATIONS: &[Migration] = &[
             expires_at      INTEGER NOT NULL,
             mfa_verified_at INTEGER,
             revoked_at      INTEGER,
-            source          TEXT
+            source          TEXT,
+            mfa_method      TEXT
         ) STRICT;
         CREATE INDEX sessions_by_account ON sessions(account_id);
         CREATE TABLE api_tokens (
@@ -221,6 +222,96 @@ const MIGRATIONS: &[Migration] = &[
             last_failure_at  INTEGER NOT NULL,
             locked_until     INTEGER
         ) STRICT;
+    ",
+    },
+    Migration {
+        version: 4,
+        name: "SIEM export cursors, delivery attempts, alerts and incidents",
+        // Export cursors hold the last `events.seq` each sink acknowledged.
+        // Delivery attempts are kept for every outgoing try (SIEM batches and
+        // incident notifications). Incident, alert, timeline and notification
+        // times are Unix nanoseconds (UTC) like `events.time`; states and
+        // severities are the stable names `kura-events` defines. Linked events
+        // are not foreign keys: retention may prune an event an incident still
+        // names.
+        sql: "
+        CREATE TABLE event_export_cursors (
+            name       TEXT PRIMARY KEY,
+            seq        INTEGER NOT NULL CHECK (seq >= 0),
+            exported   INTEGER NOT NULL DEFAULT 0,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE delivery_attempts (
+            id      INTEGER PRIMARY KEY,
+            channel TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            at      INTEGER NOT NULL,
+            ok      INTEGER NOT NULL,
+            status  INTEGER,
+            error   TEXT
+        ) STRICT;
+        CREATE INDEX delivery_attempts_by_channel ON delivery_attempts(channel, id);
+        CREATE TABLE incidents (
+            id            TEXT PRIMARY KEY,
+            title         TEXT NOT NULL,
+            severity      TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            owner         TEXT,
+            team          TEXT,
+            rule          TEXT,
+            subject       TEXT,
+            opened_at     INTEGER NOT NULL,
+            updated_at    INTEGER NOT NULL,
+            last_alert_at INTEGER,
+            version       INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX incidents_for_joining ON incidents(rule, subject, last_alert_at)
+            WHERE rule IS NOT NULL;
+        CREATE INDEX incidents_by_state ON incidents(state, id);
+        CREATE TABLE alerts (
+            id          TEXT PRIMARY KEY,
+            incident_id TEXT NOT NULL REFERENCES incidents(id),
+            rule        TEXT NOT NULL,
+            severity    TEXT NOT NULL,
+            subject     TEXT NOT NULL,
+            summary     TEXT NOT NULL,
+            team        TEXT,
+            raised_at   INTEGER NOT NULL,
+            events      TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX alerts_by_incident ON alerts(incident_id, raised_at);
+        CREATE TABLE incident_events (
+            incident_id TEXT NOT NULL REFERENCES incidents(id),
+            event_id    TEXT NOT NULL,
+            PRIMARY KEY (incident_id, event_id)
+        ) STRICT;
+        CREATE TABLE incident_timeline (
+            id          INTEGER PRIMARY KEY,
+            incident_id TEXT NOT NULL REFERENCES incidents(id),
+            at          INTEGER NOT NULL,
+            actor       TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            text        TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX incident_timeline_by_incident ON incident_timeline(incident_id, id);
+        CREATE TABLE incident_notifications (
+            id              TEXT PRIMARY KEY,
+            incident_id     TEXT NOT NULL REFERENCES incidents(id),
+            channel         TEXT NOT NULL,
+            reason          TEXT NOT NULL,
+            severity        TEXT NOT NULL,
+            text            TEXT NOT NULL,
+            created_at      INTEGER NOT NULL,
+            status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts        INTEGER NOT NULL,
+            last_attempt_at INTEGER,
+            last_error      TEXT,
+            delivered_at    INTEGER
+        ) STRICT;
+        CREATE INDEX incident_notifications_by_incident ON incident_notifications(incident_id);
+        CREATE INDEX incident_notifications_pending ON incident_notifications(created_at)
+            WHERE status = 'pending';
     ",
     },
 ];

@@ -205,12 +205,52 @@ fn luhn_valid(digits: &[u8]) -> bool {
 
 /// Returns `s` with every payment card number replaced, or `None` if it held
 /// none.
+/// The byte ranges of UUID-shaped tokens (8-4-4-4-12 hex digits) in
+/// `bytes`. Event ids, incident ids and the like are UUIDs whose digit groups
+/// joined by dashes are sometimes Luhn-valid (about one UUIDv7 in 750), so
+/// without this they would now and then be redacted as card numbers.
+fn uuid_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    const SHAPE: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i + 36 <= bytes.len() {
+        let boundary_before = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let boundary_after = bytes.get(i + 36).is_none_or(|b| !b.is_ascii_alphanumeric());
+        let mut at = i;
+        let mut shaped = boundary_before && boundary_after;
+        for (n, len) in SHAPE.iter().enumerate() {
+            if !shaped {
+                break;
+            }
+            shaped = bytes[at..at + len].iter().all(u8::is_ascii_hexdigit);
+            at += len;
+            if n < 4 {
+                shaped = shaped && bytes[at] == b'-';
+                at += 1;
+            }
+        }
+        if shaped {
+            spans.push((i, i + 36));
+            i += 36;
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
 pub(crate) fn redact_card_numbers(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
+    let uuids = uuid_spans(bytes);
+    let in_uuid = |i: usize| uuids.iter().find(|(start, end)| i >= *start && i < *end);
     // Runs of digit groups joined by single spaces or dashes.
     let mut runs: Vec<Vec<Group>> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(&(_, end)) = in_uuid(i) {
+            i = end;
+            continue;
+        }
         if !bytes[i].is_ascii_digit() {
             i += 1;
             continue;
@@ -228,7 +268,8 @@ pub(crate) fn redact_card_numbers(s: &str) -> Option<String> {
             });
             let joined = i + 1 < bytes.len()
                 && matches!(bytes[i], b' ' | b'-')
-                && bytes[i + 1].is_ascii_digit();
+                && bytes[i + 1].is_ascii_digit()
+                && in_uuid(i + 1).is_none();
             if !joined {
                 break;
             }
@@ -357,6 +398,22 @@ mod tests {
                 "token_id": "tok_123",
                 "cookie": null,
             }),
+        );
+    }
+
+    #[test]
+    fn uuids_are_never_taken_for_card_numbers() {
+        // The digits `7462-8156-8036` of this UUIDv7 are Luhn-valid: without
+        // the UUID rule they would be redacted.
+        let id = "01a2149c-5ad2-7462-8156-8036ba2f4be3";
+        assert!(redact_card_numbers(&format!("x{id}")).is_some());
+        assert_eq!(redact_card_numbers(id), None);
+        assert_eq!(redact_card_numbers(&format!("incident:{id}")), None);
+        // A card number beside a UUID is still found.
+        let both = format!("{id} 4111 1111 1111 1111");
+        assert_eq!(
+            redact_card_numbers(&both),
+            Some(format!("{id} {REDACTED_CARD}"))
         );
     }
 

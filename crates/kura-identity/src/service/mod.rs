@@ -1,0 +1,367 @@
+//! The [`Identity`] service: the rules of this crate applied to stored state.
+//!
+//! Split by concept: sign-in, sessions and passwords (`signin`), second
+//! factors (`mfa`), teams, members, groups, invitations and roles (`teams`),
+//! API tokens (`tokens`).
+
+mod mfa;
+mod signin;
+mod teams;
+mod tokens;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kura_crypto::token::SecretToken;
+use kura_store::{IdentityStore, PlatformStore, RoleGrant, SessionRecord};
+use kura_types::{AccountId, Clock, SessionId};
+use secrecy::SecretString;
+use time::{Duration, OffsetDateTime};
+
+use crate::account::{Account, AccountStatus};
+use crate::event::{EventOutcome, Events, IdentityEvent};
+use crate::mfa::TeamMfaPolicy;
+use crate::password::{HashParams, Passwords};
+use crate::policy::{
+    AccountTarget, Action, Credential, Decision, MfaMethod, OperatorRole, Principal, Resource,
+    SessionStage, TeamRole, authorize,
+};
+use crate::session::SessionConfig;
+use crate::throttle::ThrottlePolicy;
+use crate::{Audited, IdentityError};
+
+pub use mfa::{MfaVerified, TotpConfirmed, TotpEnrolment};
+pub use signin::{SessionInfo, SignInStep, SignedIn};
+pub use teams::{
+    Acceptance, AcceptedInvitation, Group, Invitation, IssuedInvitation, Member, Team, TeamCreated,
+};
+pub use tokens::{ApiTokenInfo, ApiTokenKind, IssuedApiToken, NewApiToken};
+
+/// Kura ID settings.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Session timing.
+    pub session: SessionConfig,
+    /// Password hashing cost for new hashes.
+    pub hash: HashParams,
+    /// Throttling of sign-in failures per account.
+    pub account_throttle: ThrottlePolicy,
+    /// Throttling of sign-in failures per source address.
+    pub source_throttle: ThrottlePolicy,
+    /// Throttling of wrong MFA codes per account.
+    pub mfa_throttle: ThrottlePolicy,
+    /// How long an invitation stays valid.
+    pub invitation_ttl: Duration,
+    /// The longest lifetime an API token may be given.
+    pub max_token_lifetime: Duration,
+    /// The issuer name shown in authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            hash: HashParams::OWASP,
+            account_throttle: ThrottlePolicy::ACCOUNT,
+            source_throttle: ThrottlePolicy::SOURCE,
+            mfa_throttle: ThrottlePolicy::ACCOUNT,
+            invitation_ttl: Duration::days(7),
+            max_token_lifetime: Duration::days(366),
+            totp_issuer: "Kura".into(),
+        }
+    }
+}
+
+/// Kura ID. Cheap to clone (shared state behind an `Arc`), so it can sit in
+/// an axum `State`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn IdentityStore>,
+    platform: Arc<dyn PlatformStore>,
+    clock: Arc<dyn Clock>,
+    passwords: Passwords,
+    config: IdentityConfig,
+}
+
+impl Identity {
+    /// The service over the given stores and clock.
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        platform: Arc<dyn PlatformStore>,
+        clock: Arc<dyn Clock>,
+        config: IdentityConfig,
+    ) -> Result<Self, IdentityError> {
+        let passwords =
+            Passwords::new(config.hash).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                platform,
+                clock,
+                passwords,
+                config,
+            }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &IdentityConfig {
+        &self.inner.config
+    }
+
+    fn store(&self) -> &dyn IdentityStore {
+        self.inner.store.as_ref()
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Checks the policy for an action this crate does not carry out itself
+    /// (hosts, apps, records, firewall, events); a denial comes with its
+    /// `authz.denied` event.
+    pub fn check(&self, principal: &Principal, action: Action, resource: &Resource) -> Audited<()> {
+        let mut ev = Events::default();
+        let r = self.require(&mut ev, principal, action, resource);
+        ev.finish(r)
+    }
+
+    /// The policy check every service call makes.
+    fn require(
+        &self,
+        ev: &mut Events,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), IdentityError> {
+        match authorize(p, action, resource) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => {
+                let mut e = IdentityEvent::new("authz.denied", EventOutcome::Denied, self.now())
+                    .actor(p.account)
+                    .detail("action", action.as_str())
+                    .detail("reason", reason.as_str());
+                match resource {
+                    Resource::Team(t) => e = e.team(*t),
+                    Resource::Account(t) => e = e.subject(t.id),
+                    Resource::Platform => {}
+                }
+                ev.push(e);
+                Err(IdentityError::Denied(reason))
+            }
+        }
+    }
+
+    async fn hash_password(&self, password: &SecretString) -> Result<String, IdentityError> {
+        let inner = Arc::clone(&self.inner);
+        let pw = password.clone();
+        tokio::task::spawn_blocking(move || inner.passwords.hash(&pw))
+            .await
+            .map_err(|e| IdentityError::Internal(e.to_string()))?
+            .map_err(|e| IdentityError::Internal(e.to_string()))
+    }
+
+    /// Verifies on a blocking thread; `None` for `phc` runs the dummy
+    /// verification and returns false.
+    async fn verify_password(&self, password: &SecretString, phc: Option<String>) -> bool {
+        let inner = Arc::clone(&self.inner);
+        let pw = password.clone();
+        tokio::task::spawn_blocking(move || match phc {
+            Some(phc) => inner.passwords.verify(&pw, &phc),
+            None => {
+                inner.passwords.verify_dummy(&pw);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Account>, IdentityError> {
+        self.store()
+            .account(id)
+            .await?
+            .map(Account::from_record)
+            .transpose()
+    }
+
+    /// Roles of an account, split into operator roles and team roles.
+    async fn roles_of(
+        &self,
+        id: AccountId,
+    ) -> Result<
+        (
+            BTreeSet<OperatorRole>,
+            BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
+        ),
+        IdentityError,
+    > {
+        let grants = self.store().grants_of(id).await?;
+        split_grants(&grants)
+    }
+
+    async fn account_target(&self, id: AccountId) -> Result<AccountTarget, IdentityError> {
+        let (operator_roles, team_roles) = self.roles_of(id).await?;
+        Ok(AccountTarget {
+            id,
+            operator_roles,
+            team_roles,
+        })
+    }
+
+    /// The teams (among `teams`) whose MFA requirement covers the account.
+    async fn mfa_requirements(
+        &self,
+        account: AccountId,
+        teams: impl Iterator<Item = kura_types::TeamId>,
+    ) -> Result<BTreeMap<kura_types::TeamId, crate::MfaStrength>, IdentityError> {
+        let groups: BTreeSet<_> = self.store().groups_of(account).await?.into_iter().collect();
+        let mut out = BTreeMap::new();
+        for team in teams {
+            if let Some(t) = self.store().team(team).await? {
+                let policy = TeamMfaPolicy::from_stored(&t.mfa_policy)?;
+                if let Some(strength) = policy.requirement_for(&groups) {
+                    out.insert(team, strength);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves everything the policy needs about an account.
+    async fn principal(
+        &self,
+        account: &Account,
+        credential: Credential,
+    ) -> Result<Principal, IdentityError> {
+        let (operator_roles, team_roles) = self.roles_of(account.id).await?;
+        let mfa_required_by = self
+            .mfa_requirements(account.id, team_roles.keys().copied())
+            .await?;
+        let mfa_enrolled = self.store().totp(account.id, true).await?.is_some();
+        Ok(Principal {
+            account: account.id,
+            kind: account.kind,
+            operator_roles,
+            team_roles,
+            mfa_required_by,
+            mfa_enrolled,
+            credential,
+        })
+    }
+
+    /// Whether an account must have a second factor before it may do
+    /// anything: operators always, customers when a team requires it.
+    async fn mfa_required(&self, account: &Account) -> Result<bool, IdentityError> {
+        if account.kind == crate::AccountKind::Operator {
+            return Ok(true);
+        }
+        let (_, team_roles) = self.roles_of(account.id).await?;
+        Ok(!self
+            .mfa_requirements(account.id, team_roles.keys().copied())
+            .await?
+            .is_empty())
+    }
+
+    /// Issues a new session.
+    async fn issue_session(
+        &self,
+        account: AccountId,
+        stage: SessionStage,
+        mfa: Option<(MfaMethod, OffsetDateTime)>,
+        source: Option<IpAddr>,
+        replaces: Option<&SessionRecord>,
+    ) -> Result<SignedIn, IdentityError> {
+        let now = self.now();
+        let token = SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let cfg = &self.inner.config.session;
+        let record = SessionRecord {
+            id: SessionId::new(),
+            token_hash: token.hash(),
+            account,
+            stage: stage.as_str().into(),
+            // A rotated session keeps its sign-in time, so rotation never
+            // extends the absolute timeout.
+            created_at: replaces.map_or(now, |r| r.created_at),
+            last_seen_at: now,
+            expires_at: replaces.map_or(now + cfg.absolute_timeout, |r| r.expires_at),
+            mfa_verified_at: mfa.map(|(_, at)| at),
+            mfa_method: mfa.map(|(m, _)| mfa_method_name(m).to_owned()),
+            revoked_at: None,
+            source: source.map(|s| s.to_string()),
+        };
+        let signed_in = SignedIn {
+            session: record.id,
+            account,
+            stage,
+            expires_at: record.expires_at,
+            idle_timeout: cfg.idle_timeout,
+            token,
+        };
+        match replaces {
+            None => self.store().insert_session(record).await?,
+            Some(old) => {
+                if !self.store().rotate_session(old.id, record, now).await? {
+                    return Err(IdentityError::Unauthenticated);
+                }
+            }
+        }
+        Ok(signed_in)
+    }
+
+    fn active(account: Option<Account>) -> Option<Account> {
+        account.filter(|a| a.status == AccountStatus::Active)
+    }
+}
+
+pub(crate) fn mfa_method_name(m: MfaMethod) -> &'static str {
+    match m {
+        MfaMethod::Totp => "totp",
+        MfaMethod::RecoveryCode => "recovery_code",
+        MfaMethod::Passkey => "passkey",
+    }
+}
+
+pub(crate) fn parse_mfa_method(s: &str) -> Option<MfaMethod> {
+    match s {
+        "totp" => Some(MfaMethod::Totp),
+        "recovery_code" => Some(MfaMethod::RecoveryCode),
+        "passkey" => Some(MfaMethod::Passkey),
+        _ => None,
+    }
+}
+
+type RoleSets = (
+    BTreeSet<OperatorRole>,
+    BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
+);
+
+fn split_grants(grants: &[RoleGrant]) -> Result<RoleSets, IdentityError> {
+    let mut ops = BTreeSet::new();
+    let mut teams: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
+    for g in grants {
+        match g.team {
+            None => {
+                ops.insert(OperatorRole::parse(&g.role).ok_or_else(|| {
+                    IdentityError::Corrupt(format!("unknown operator role `{}`", g.role))
+                })?);
+            }
+            Some(team) => {
+                teams
+                    .entry(team)
+                    .or_default()
+                    .insert(TeamRole::parse(&g.role).ok_or_else(|| {
+                        IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
+                    })?);
+            }
+        }
+    }
+    Ok((ops, teams))
+}

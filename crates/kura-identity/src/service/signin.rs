@@ -1,0 +1,717 @@
+//! Sign-in, first-operator setup, sessions and passwords.
+
+use std::net::IpAddr;
+
+use kura_crypto::token::{SecretToken, TokenHash};
+use kura_store::{NewAccount, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck};
+use kura_types::{AccountId, SessionId};
+use secrecy::SecretString;
+use time::{Duration, OffsetDateTime};
+
+use super::{Identity, parse_mfa_method};
+use crate::account::{Account, AccountKind, AccountStatus, DisplayName, Email};
+use crate::error::TokenProblem;
+use crate::event::{EventOutcome, Events, IdentityEvent};
+use crate::password::check_password_policy;
+use crate::policy::{Action, Credential, OperatorRole, Principal, Resource, SessionStage};
+use crate::session::SessionValidity;
+use crate::throttle::{ThrottlePolicy, ThrottleState, account_key, source_key};
+use crate::{Audited, IdentityError};
+
+/// A new session, with its token to hand to the client once.
+#[derive(Debug)]
+pub struct SignedIn {
+    /// The session's id (safe to show, list and log).
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// How far sign-in got.
+    pub stage: SessionStage,
+    /// The absolute expiry (for the cookie's lifetime).
+    pub expires_at: OffsetDateTime,
+    /// The idle timeout in force.
+    pub idle_timeout: Duration,
+    /// The bearer token; reveal it once to the client.
+    pub token: SecretToken,
+}
+
+/// What a password sign-in led to.
+#[derive(Debug)]
+pub enum SignInStep {
+    /// Signed in; no second factor is enrolled or required.
+    Complete(SignedIn),
+    /// The password was right; verify a second factor with this session next.
+    MfaRequired(SignedIn),
+    /// The password was right; the account must enrol a second factor
+    /// (operators, or a team requires it) before it can do anything else.
+    MfaEnrolmentRequired(SignedIn),
+}
+
+impl SignInStep {
+    /// The session, whatever the step.
+    pub fn signed_in(&self) -> &SignedIn {
+        match self {
+            Self::Complete(s) | Self::MfaRequired(s) | Self::MfaEnrolmentRequired(s) => s,
+        }
+    }
+
+    /// The session, whatever the step.
+    pub fn into_signed_in(self) -> SignedIn {
+        match self {
+            Self::Complete(s) | Self::MfaRequired(s) | Self::MfaEnrolmentRequired(s) => s,
+        }
+    }
+}
+
+/// One of an account's live sessions, for listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its id.
+    pub id: SessionId,
+    /// Whether it is the session making the request.
+    pub current: bool,
+    /// When it signed in.
+    pub created_at: OffsetDateTime,
+    /// When it was last used.
+    pub last_seen_at: OffsetDateTime,
+    /// When it ends at the latest.
+    pub expires_at: OffsetDateTime,
+    /// Where it signed in from.
+    pub source: Option<String>,
+}
+
+impl Identity {
+    /// Signs in with email and password.
+    ///
+    /// Unknown accounts, wrong passwords and accounts that cannot sign in
+    /// (disabled, invited) all fail with [`IdentityError::InvalidCredentials`]
+    /// after the same Argon2 work; failures count against the typed address
+    /// and the source address, with growing delays and a temporary lockout
+    /// ([`IdentityError::Throttled`]).
+    pub async fn sign_in_password(
+        &self,
+        email: &str,
+        password: &SecretString,
+        source: Option<IpAddr>,
+    ) -> Audited<SignInStep> {
+        let mut ev = Events::default();
+        let r = self.sign_in_inner(&mut ev, email, password, source).await;
+        ev.finish(r)
+    }
+
+    async fn sign_in_inner(
+        &self,
+        ev: &mut Events,
+        email: &str,
+        password: &SecretString,
+        source: Option<IpAddr>,
+    ) -> Result<SignInStep, IdentityError> {
+        let now = self.now();
+        // A malformed address cannot have an account, but it is refused the
+        // same way as a wrong password so the response reveals nothing.
+        let parsed = Email::parse(email).ok();
+        let typed = match &parsed {
+            Some(e) => e.as_str().to_owned(),
+            None => email.trim().chars().take(254).collect(),
+        };
+        let cfg = self.inner.config.clone();
+        let mut keys: Vec<(String, ThrottlePolicy)> =
+            vec![(account_key(&typed), cfg.account_throttle)];
+        if let Some(s) = source {
+            keys.push((source_key(s), cfg.source_throttle));
+        }
+        self.check_throttles(ev, &keys, source, now).await?;
+
+        let account = match &parsed {
+            Some(e) => Self::active(
+                self.store()
+                    .account_by_email(e.as_str())
+                    .await?
+                    .map(Account::from_record)
+                    .transpose()?,
+            ),
+            None => None,
+        };
+        let phc = match &account {
+            Some(a) => self.store().password_hash(a.id).await?,
+            None => None,
+        };
+        let had_hash = phc.clone();
+        let ok = self.verify_password(password, phc).await;
+        let (Some(account), true) = (account, ok) else {
+            let reason = if parsed.is_none() {
+                "malformed_email"
+            } else if had_hash.is_none() {
+                "unknown_or_inactive_account"
+            } else {
+                "wrong_password"
+            };
+            ev.push(
+                IdentityEvent::new("auth.signin.failed", EventOutcome::Failure, now)
+                    .source(source)
+                    .detail("email", &typed)
+                    .detail("reason", reason),
+            );
+            self.count_failures(ev, &keys, source, now).await?;
+            return Err(IdentityError::InvalidCredentials);
+        };
+        self.store().throttle_clear(&keys[0].0).await?;
+
+        if let Some(old) = had_hash
+            && self.inner.passwords.needs_rehash(&old)
+        {
+            let new = self.hash_password(password).await?;
+            if self
+                .store()
+                .rehash_password(account.id, &old, &new, now)
+                .await?
+            {
+                ev.push(
+                    IdentityEvent::new("auth.password.rehashed", EventOutcome::Success, now)
+                        .actor(account.id),
+                );
+            }
+        }
+
+        let has_totp = self.store().totp(account.id, true).await?.is_some();
+        let stage = if has_totp {
+            SessionStage::MfaPending
+        } else if self.mfa_required(&account).await? {
+            SessionStage::MfaEnrolment
+        } else {
+            SessionStage::Complete
+        };
+        let signed_in = self
+            .issue_session(account.id, stage, None, source, None)
+            .await?;
+        ev.push(
+            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                .actor(account.id)
+                .source(source)
+                .detail("method", "password")
+                .detail("session", signed_in.session)
+                .detail("stage", stage.as_str()),
+        );
+        Ok(match stage {
+            SessionStage::Complete => SignInStep::Complete(signed_in),
+            SessionStage::MfaPending => SignInStep::MfaRequired(signed_in),
+            SessionStage::MfaEnrolment => SignInStep::MfaEnrolmentRequired(signed_in),
+        })
+    }
+
+    /// Refuses while any key is delayed or locked; clears and records
+    /// lockouts that have run out.
+    pub(super) async fn check_throttles(
+        &self,
+        ev: &mut Events,
+        keys: &[(String, ThrottlePolicy)],
+        source: Option<IpAddr>,
+        now: OffsetDateTime,
+    ) -> Result<(), IdentityError> {
+        let mut wait_until: Option<OffsetDateTime> = None;
+        for (key, policy) in keys {
+            let record = self.store().throttle(key).await?;
+            match policy.state(record.as_ref(), now) {
+                ThrottleState::Open => {}
+                ThrottleState::LockoutExpired => {
+                    self.store().throttle_clear(key).await?;
+                    ev.push(
+                        IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
+                            .source(source)
+                            .detail("key", key),
+                    );
+                }
+                ThrottleState::Delayed(until) | ThrottleState::Locked(until) => {
+                    wait_until = Some(wait_until.map_or(until, |w| w.max(until)));
+                }
+            }
+        }
+        if let Some(retry_after) = wait_until {
+            ev.push(
+                IdentityEvent::new("auth.signin.throttled", EventOutcome::Failure, now)
+                    .source(source)
+                    .detail("key", &keys[0].0)
+                    .detail("retry_after", retry_after),
+            );
+            return Err(IdentityError::Throttled { retry_after });
+        }
+        Ok(())
+    }
+
+    /// Counts a failure against every key and starts lockouts that are due.
+    pub(super) async fn count_failures(
+        &self,
+        ev: &mut Events,
+        keys: &[(String, ThrottlePolicy)],
+        source: Option<IpAddr>,
+        now: OffsetDateTime,
+    ) -> Result<(), IdentityError> {
+        for (key, policy) in keys {
+            let record = self
+                .store()
+                .throttle_failure(key, now, now - policy.window)
+                .await?;
+            if let Some(until) = policy.lockout_for(&record) {
+                self.store().throttle_lock(key, Some(until)).await?;
+                ev.push(
+                    IdentityEvent::new("auth.lockout.started", EventOutcome::Success, now)
+                        .source(source)
+                        .detail("key", key)
+                        .detail("failures", record.failures)
+                        .detail("until", until),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the first operator with the one-time setup token printed at
+    /// first start, and signs it in. The operator holds every operator role
+    /// and must enrol MFA before any administrative action (its session is
+    /// at [`SessionStage::MfaEnrolment`]). Input is validated before the
+    /// token is used up, so a typo does not burn the link.
+    pub async fn create_first_operator(
+        &self,
+        setup_token: &str,
+        email: &str,
+        display_name: &str,
+        password: &SecretString,
+        source: Option<IpAddr>,
+    ) -> Audited<SignedIn> {
+        let mut ev = Events::default();
+        let r = self
+            .first_operator_inner(&mut ev, setup_token, email, display_name, password, source)
+            .await;
+        ev.finish(r)
+    }
+
+    async fn first_operator_inner(
+        &self,
+        ev: &mut Events,
+        setup_token: &str,
+        email: &str,
+        display_name: &str,
+        password: &SecretString,
+        source: Option<IpAddr>,
+    ) -> Result<SignedIn, IdentityError> {
+        let now = self.now();
+        let email = Email::parse(email)?;
+        let name = DisplayName::parse(display_name)?;
+        check_password_policy(password)?;
+        let platform = &self.inner.platform;
+        if platform.setting(SETUP_COMPLETED).await?.is_some()
+            || self.store().count_accounts("operator").await? > 0
+        {
+            ev.push(
+                IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
+                    .source(source)
+                    .detail("reason", "already_complete"),
+            );
+            return Err(IdentityError::SetupComplete);
+        }
+        let phc = self.hash_password(password).await?;
+        let check = platform
+            .check_setup_token(&TokenHash::of(setup_token), now, true)
+            .await?;
+        let problem = match check {
+            SetupTokenCheck::Valid => None,
+            SetupTokenCheck::Unknown => Some(TokenProblem::Unknown),
+            SetupTokenCheck::Expired => Some(TokenProblem::Expired),
+            SetupTokenCheck::Used => Some(TokenProblem::Used),
+        };
+        if let Some(problem) = problem {
+            ev.push(
+                IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
+                    .source(source)
+                    .detail("reason", problem.as_str()),
+            );
+            return Err(IdentityError::BadToken(problem));
+        }
+        let id = AccountId::new();
+        self.store()
+            .create_account(NewAccount {
+                account: kura_store::AccountRecord {
+                    id,
+                    email: email.as_str().to_owned(),
+                    display_name: name.as_str().to_owned(),
+                    phone: None,
+                    status: AccountStatus::Active.as_str().into(),
+                    kind: AccountKind::Operator.as_str().into(),
+                    created_at: now,
+                },
+                password_phc: Some(phc),
+                grants: OperatorRole::ALL
+                    .iter()
+                    .map(|r| RoleGrant {
+                        team: None,
+                        role: r.as_str().into(),
+                        via_group: None,
+                    })
+                    .collect(),
+                teams: Vec::new(),
+            })
+            .await?;
+        platform
+            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
+            .await?;
+        ev.push(
+            IdentityEvent::new("setup.first_operator.created", EventOutcome::Success, now)
+                .actor(id)
+                .subject(id)
+                .source(source)
+                .detail("email", &email),
+        );
+        let signed_in = self
+            .issue_session(id, SessionStage::MfaEnrolment, None, source, None)
+            .await?;
+        ev.push(
+            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                .actor(id)
+                .source(source)
+                .detail("method", "setup")
+                .detail("session", signed_in.session)
+                .detail("stage", SessionStage::MfaEnrolment.as_str()),
+        );
+        Ok(signed_in)
+    }
+
+    /// Resolves a session token into a principal, or
+    /// [`IdentityError::Unauthenticated`] when it is unknown, revoked,
+    /// expired (idle, absolute, or sign-in left unfinished) or its account
+    /// cannot sign in. A good session's idle timer restarts.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+        source: Option<IpAddr>,
+    ) -> Audited<Principal> {
+        let mut ev = Events::default();
+        let r = self
+            .authenticate_session_inner(&mut ev, token, source)
+            .await;
+        ev.finish(r)
+    }
+
+    async fn authenticate_session_inner(
+        &self,
+        ev: &mut Events,
+        token: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, IdentityError> {
+        let now = self.now();
+        let Some(session) = self.store().session_by_hash(&TokenHash::of(token)).await? else {
+            return Err(IdentityError::Unauthenticated);
+        };
+        let stage = SessionStage::parse(&session.stage)
+            .ok_or_else(|| IdentityError::Corrupt(format!("session {} stage", session.id)))?;
+        let cfg = self.inner.config.session;
+        let validity = cfg.validity(&session, stage, now);
+        if validity != SessionValidity::Valid {
+            ev.push(
+                IdentityEvent::new("auth.session.rejected", EventOutcome::Failure, now)
+                    .actor(session.account)
+                    .source(source)
+                    .detail("session", session.id)
+                    .detail("reason", validity.as_str()),
+            );
+            return Err(IdentityError::Unauthenticated);
+        }
+        let Some(account) = Self::active(self.load_account(session.account).await?) else {
+            return Err(IdentityError::Unauthenticated);
+        };
+        self.store().touch_session(session.id, now).await?;
+        let credential = Credential::Session {
+            id: session.id,
+            stage,
+            mfa: session.mfa_method.as_deref().and_then(parse_mfa_method),
+            mfa_recent: cfg.is_recent(session.mfa_verified_at, now),
+            signed_in_recently: cfg.is_recent(Some(session.created_at), now),
+        };
+        self.principal(&account, credential).await
+    }
+
+    /// Ends the principal's own session.
+    pub async fn sign_out(&self, p: &Principal) -> Audited<()> {
+        let mut ev = Events::default();
+        let r = async {
+            let id = p.session_id().ok_or(IdentityError::Unauthenticated)?;
+            self.store().revoke_session(id, self.now()).await?;
+            ev.push(
+                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
+                    .actor(p.account)
+                    .detail("session", id)
+                    .detail("reason", "sign_out"),
+            );
+            Ok(())
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Ends every session of the principal's account ("sign out everywhere").
+    pub async fn sign_out_everywhere(&self, p: &Principal) -> Audited<u64> {
+        let mut ev = Events::default();
+        let r = async {
+            p.session_id().ok_or(IdentityError::Unauthenticated)?;
+            let n = self
+                .store()
+                .revoke_sessions_of(p.account, None, self.now())
+                .await?;
+            ev.push(
+                IdentityEvent::new(
+                    "auth.session.revoked_all",
+                    EventOutcome::Success,
+                    self.now(),
+                )
+                .actor(p.account)
+                .detail("count", n)
+                .detail("reason", "sign_out_everywhere"),
+            );
+            Ok(n)
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// The principal's live sessions.
+    pub async fn sessions(&self, p: &Principal) -> Audited<Vec<SessionInfo>> {
+        let mut ev = Events::default();
+        let r = async {
+            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
+            let now = self.now();
+            let cfg = self.inner.config.session;
+            let mut out = Vec::new();
+            for s in self.store().sessions_of(p.account).await? {
+                let stage = SessionStage::parse(&s.stage).unwrap_or(SessionStage::MfaPending);
+                if cfg.validity(&s, stage, now) != SessionValidity::Valid {
+                    continue;
+                }
+                out.push(SessionInfo {
+                    id: s.id,
+                    current: p.session_id() == Some(s.id),
+                    created_at: s.created_at,
+                    last_seen_at: s.last_seen_at,
+                    expires_at: s.expires_at,
+                    source: s.source,
+                });
+            }
+            Ok(out)
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Revokes one of the principal's own sessions (from an interactive
+    /// session; tokens cannot sign sessions out).
+    pub async fn revoke_own_session(&self, p: &Principal, id: SessionId) -> Audited<()> {
+        let mut ev = Events::default();
+        let r = async {
+            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
+            p.session_id()
+                .ok_or(IdentityError::Denied(crate::DenyReason::TokenNotAllowed))?;
+            let mine = self
+                .store()
+                .sessions_of(p.account)
+                .await?
+                .iter()
+                .any(|s| s.id == id);
+            if !mine || !self.store().revoke_session(id, self.now()).await? {
+                return Err(IdentityError::NotFound("session"));
+            }
+            ev.push(
+                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
+                    .actor(p.account)
+                    .detail("session", id)
+                    .detail("reason", "revoked_by_owner"),
+            );
+            Ok(())
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Changes the principal's own password after checking the current one.
+    /// Every other session of the account is revoked in the same
+    /// transaction. Returns how many were revoked.
+    pub async fn change_password(
+        &self,
+        p: &Principal,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Audited<u64> {
+        let mut ev = Events::default();
+        let r = async {
+            self.require(
+                &mut ev,
+                p,
+                Action::OwnCredentialsChange,
+                &self.self_target(p),
+            )?;
+            check_password_policy(new)?;
+            let now = self.now();
+            let key = format!("password-change:{}", p.account);
+            let keys = [(key, self.inner.config.account_throttle)];
+            self.check_throttles(&mut ev, &keys, None, now).await?;
+            let phc = self.store().password_hash(p.account).await?;
+            if !self.verify_password(current, phc).await {
+                ev.push(
+                    IdentityEvent::new("auth.password.change_failed", EventOutcome::Failure, now)
+                        .actor(p.account)
+                        .detail("reason", "wrong_current_password"),
+                );
+                self.count_failures(&mut ev, &keys, None, now).await?;
+                return Err(IdentityError::InvalidCredentials);
+            }
+            let phc = self.hash_password(new).await?;
+            let keep = p
+                .session_id()
+                .map_or(SessionRevocation::All, SessionRevocation::AllExcept);
+            let n = self
+                .store()
+                .set_password(p.account, &phc, keep, now)
+                .await?;
+            ev.push(
+                IdentityEvent::new("auth.password.changed", EventOutcome::Success, now)
+                    .actor(p.account)
+                    .subject(p.account)
+                    .detail("sessions_revoked", n),
+            );
+            Ok(n)
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Sets another account's password (help desk / team admin). Subject to
+    /// the high-privilege rule; all of the target's sessions are revoked.
+    /// The target's MFA stays as it is, so a reset never bypasses MFA.
+    pub async fn reset_password(
+        &self,
+        actor: &Principal,
+        target: AccountId,
+        new: &SecretString,
+    ) -> Audited<()> {
+        let mut ev = Events::default();
+        let r = async {
+            let resource = Resource::Account(self.account_target(target).await?);
+            self.require(&mut ev, actor, Action::AccountManage, &resource)?;
+            self.load_account(target)
+                .await?
+                .ok_or(IdentityError::NotFound("account"))?;
+            check_password_policy(new)?;
+            let now = self.now();
+            let phc = self.hash_password(new).await?;
+            let n = self
+                .store()
+                .set_password(target, &phc, SessionRevocation::All, now)
+                .await?;
+            ev.push(
+                IdentityEvent::new("auth.password.reset", EventOutcome::Success, now)
+                    .actor(actor.account)
+                    .subject(target)
+                    .detail("sessions_revoked", n),
+            );
+            Ok(())
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Disables or re-enables another account. Disabling revokes all of its
+    /// sessions and API tokens in the same transaction.
+    pub async fn set_account_disabled(
+        &self,
+        actor: &Principal,
+        target: AccountId,
+        disabled: bool,
+    ) -> Audited<()> {
+        let mut ev = Events::default();
+        let r = async {
+            let resource = Resource::Account(self.account_target(target).await?);
+            self.require(&mut ev, actor, Action::AccountManage, &resource)?;
+            self.load_account(target)
+                .await?
+                .ok_or(IdentityError::NotFound("account"))?;
+            let now = self.now();
+            let status = if disabled {
+                AccountStatus::Disabled
+            } else {
+                AccountStatus::Active
+            };
+            self.store()
+                .set_account_status(target, status.as_str(), disabled, now)
+                .await?;
+            let action = if disabled {
+                "account.disabled"
+            } else {
+                "account.enabled"
+            };
+            ev.push(
+                IdentityEvent::new(action, EventOutcome::Success, now)
+                    .actor(actor.account)
+                    .subject(target),
+            );
+            Ok(())
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// The principal's own account.
+    pub async fn me(&self, p: &Principal) -> Audited<Account> {
+        let mut ev = Events::default();
+        let r = async {
+            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
+            self.load_account(p.account)
+                .await?
+                .ok_or(IdentityError::NotFound("account"))
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    /// Changes the principal's own display name and phone number.
+    pub async fn update_profile(
+        &self,
+        p: &Principal,
+        display_name: &str,
+        phone: Option<&str>,
+    ) -> Audited<Account> {
+        let mut ev = Events::default();
+        let r = async {
+            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
+            // Profile data is not a credential: no step-up, but not through
+            // API tokens either.
+            p.session_id()
+                .ok_or(IdentityError::Denied(crate::DenyReason::TokenNotAllowed))?;
+            let name = DisplayName::parse(display_name)?;
+            let phone = phone.map(crate::Phone::parse).transpose()?;
+            let now = self.now();
+            self.store()
+                .update_profile(
+                    p.account,
+                    name.as_str(),
+                    phone.as_ref().map(|x| x.as_str()),
+                    now,
+                )
+                .await?;
+            ev.push(
+                IdentityEvent::new("account.profile.changed", EventOutcome::Success, now)
+                    .actor(p.account)
+                    .subject(p.account),
+            );
+            self.load_account(p.account)
+                .await?
+                .ok_or(IdentityError::NotFound("account"))
+        }
+        .await;
+        ev.finish(r)
+    }
+
+    pub(super) fn self_target(&self, p: &Principal) -> Resource {
+        Resource::Account(crate::AccountTarget {
+            id: p.account,
+            operator_roles: p.operator_roles.clone(),
+            team_roles: p.team_roles.clone(),
+        })
+    }
+}
