@@ -33,6 +33,12 @@ const DEBIAN_PEERS: &[(&str, &str)] = &[
     ("openssl", "command -v openssl"),
     // Virtualenvs for the PyPI peers below.
     ("python3-venv", "python3 -c 'import venv, ensurepip'"),
+    // A real syslog implementation: it sends RFC 5424 over TLS to Kura's
+    // listener and receives Kura's syslog export.
+    ("rsyslog", "test -x /usr/sbin/rsyslogd"),
+    ("rsyslog-gnutls", "ls /usr/lib/*/rsyslog/lmnsd_gtls.so"),
+    // `logger` feeds rsyslog in the ingest test.
+    ("bsdutils", "command -v logger"),
 ];
 
 /// PyPI packages the tests use as independent implementations, pinned.
@@ -139,7 +145,13 @@ fn install_pypi_peers() -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing test peers {missing:?} from PyPI");
     let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(&missing)
         .status()
         .context("running pip install")?;

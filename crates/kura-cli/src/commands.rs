@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use kura_config::{Config, Layers};
 use kura_crypto::{Kms as _, LocalKms, SealParams};
 use kura_server::kura_events::{PublicKey, VerifyOptions, actions};
-use kura_server::{AppState, BoundServer, Installation, Platform, ShutdownSignal};
+use kura_server::{AppState, BoundServer, Installation, Pipeline, Platform, ShutdownSignal};
 use kura_types::{Clock, Outcome, SystemClock};
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -78,7 +78,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         Arc::new(platform.installation.events.clone()),
         clock,
         platform.installation.identity.clone(),
-    );
+    )
+    .with_event_log(platform.installation.events.log().clone());
     let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
     let addr = bound.local_addr();
     let base = config
@@ -99,11 +100,17 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         )
         .await?;
     let link = platform.issue_setup_link(&base).await?;
+    let pipeline = Pipeline::start(&platform).await?;
+    let shutdown = shutdown_signal()?;
     println!("Kura {} is serving {base}", env!("CARGO_PKG_VERSION"));
     println!("  data directory: {}", config.data_dir.display());
+    if let Some(syslog) = pipeline.syslog {
+        println!("  syslog listener (RFC 5425, mutual TLS): {syslog}");
+    }
     if let Some(link) = link {
-        let minutes = (link.expires_at - time::OffsetDateTime::now_utc() + time::Duration::seconds(30))
-            .whole_minutes();
+        let minutes = (link.expires_at - time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(30))
+        .whole_minutes();
         println!();
         println!(
             "Create the first operator account with this one-time link (valid {minutes} minutes, works once):"
@@ -114,7 +121,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     println!("Stop with Ctrl-C or SIGTERM; in-flight requests finish first.");
     tracing::info!(%addr, "listening");
-    bound.serve(shutdown_signal()).await;
+    bound.serve(shutdown).await;
+    pipeline.stop().await;
     Ok(())
 }
 
@@ -203,24 +211,20 @@ fn base_url(addr: SocketAddr) -> String {
     format!("https://{host}:{}", addr.port())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-fn shutdown_signal() -> ShutdownSignal {
-    Box::pin(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-            }
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// right after the banner still means a graceful stop.
+fn shutdown_signal() -> anyhow::Result<ShutdownSignal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
         tracing::info!("shutdown signal received");
-    })
+    }))
 }
 
 async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {

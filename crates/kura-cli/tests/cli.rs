@@ -2,6 +2,10 @@
 //! configuration, damaged keys and databases, signals, and key commands.
 //! One integration binary for the crate.
 
+// Helpers outside `#[test]` functions are not covered by clippy.toml's
+// allow-*-in-tests settings; a failing helper should fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -494,4 +498,82 @@ async fn key_operations_are_security_events_and_the_log_verifies_until_tampered(
     assert!(!out.status.success());
     let text = stdout(&out);
     assert!(text.contains("TAMPERED"), "{text}");
+}
+
+/// Waits (bounded) until `check` holds, polling.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn exported_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return lines;
+    };
+    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            if let Ok(v) = serde_json::from_str(line) {
+                lines.push(v);
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn security_events_stream_to_a_jsonl_export_once_each_across_restarts() {
+    let (tmp, dir) = fresh();
+    let exports = tmp.path().join("exports");
+    let config = tmp.path().join("kura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[events.export]\npoll_interval_ms = 50\n[[events.export.jsonl]]\nname = \"local\"\ndir = \"{}\"\n",
+            exports.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = kura(&dir);
+    cmd.arg("--config").arg(&config);
+    let first = Serving::start(cmd);
+    eventually("platform.started in the export", || {
+        exported_lines(&exports)
+            .iter()
+            .any(|l| l.to_string().contains("platform.started"))
+    });
+    let (status, _) = first.terminate();
+    assert!(status.success());
+
+    let mut cmd = kura(&dir);
+    cmd.arg("--config").arg(&config);
+    let second = Serving::start(cmd);
+    eventually("the second start in the export", || {
+        exported_lines(&exports)
+            .iter()
+            .filter(|l| l.to_string().contains("platform.started"))
+            .count()
+            == 2
+    });
+    let (status, _) = second.terminate();
+    assert!(status.success());
+    let lines = exported_lines(&exports);
+    let seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert!(!seqs.is_empty(), "{lines:?}");
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every event once, in order");
+    let mode = std::fs::metadata(exports.join("events.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -352,6 +352,95 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.setup.token_ttl_secs < 60 || c.setup.token_ttl_secs > 3600 {
         return err("setup.token_ttl_secs", "must be between 60 and 3600");
     }
+    let e = &c.events;
+    if !(30..=3650).contains(&e.retention_days) {
+        return err("events.retention_days", "must be between 30 and 3650");
+    }
+    if e.checkpoint_every == 0 || e.checkpoint_every > 1_000_000 {
+        return err("events.checkpoint_every", "must be between 1 and 1000000");
+    }
+    if e.export.poll_interval_ms < 10 || e.export.poll_interval_ms > 3_600_000 {
+        return err(
+            "events.export.poll_interval_ms",
+            "must be between 10 and 3600000",
+        );
+    }
+    if e.export.batch_size == 0 || e.export.batch_size > 1000 {
+        return err("events.export.batch_size", "must be between 1 and 1000");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let sinks = e
+        .export
+        .jsonl
+        .iter()
+        .map(|j| ("events.export.jsonl", j.name.as_str()))
+        .chain(
+            e.export
+                .webhook
+                .iter()
+                .map(|w| ("events.export.webhook", w.name.as_str())),
+        )
+        .chain(
+            e.export
+                .syslog
+                .iter()
+                .map(|s| ("events.export.syslog", s.name.as_str())),
+        );
+    for (key, name) in sinks {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err((
+                format!("{key}.name"),
+                format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` and `_`"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err((
+                format!("{key}.name"),
+                format!("`{name}` is used by two sinks; each needs its own cursor"),
+            ));
+        }
+    }
+    for j in &e.export.jsonl {
+        if j.keep == 0 || j.max_bytes < 4096 || j.max_age_hours == 0 {
+            return err(
+                "events.export.jsonl",
+                "keep must be at least 1, max_bytes at least 4096 and max_age_hours at least 1",
+            );
+        }
+    }
+    for s in &e.export.syslog {
+        if s.client_cert_file.is_some() != s.client_key_file.is_some() {
+            return err(
+                "events.export.syslog.client_key_file",
+                "client_cert_file and client_key_file go together",
+            );
+        }
+    }
+    if e.syslog.bind.is_some() && e.syslog.client_ca_file.is_none() {
+        return err(
+            "events.syslog.client_ca_file",
+            "must be set when events.syslog.bind is: senders authenticate with client certificates",
+        );
+    }
+    if e.syslog.max_connections == 0 || e.syslog.idle_timeout_secs == 0 {
+        return err(
+            "events.syslog",
+            "max_connections and idle_timeout_secs must be at least 1",
+        );
+    }
+    for w in &e.export.webhook {
+        if w.timeout_secs == 0 || w.max_attempts == 0 {
+            return err(
+                "events.export.webhook",
+                "timeout_secs and max_attempts must be at least 1",
+            );
+        }
+    }
     let level_ok = c.log.level.split(',').all(|d| {
         let lvl = d
             .rsplit('=')
@@ -515,6 +604,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("KURA_MASTER_KEY_PASSPHRASE"), "{e}");
+    }
+
+    #[test]
+    fn export_sinks_need_unique_valid_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        std::fs::write(
+            &file,
+            "[[events.export.jsonl]]\nname = 'siem'\ndir = '/tmp/x'\n\n[[events.export.webhook]]\nname = 'siem'\nurl = 'https://siem.example/'\nsecret_file = '/etc/s'\n",
+        )
+        .unwrap();
+        let e = Layers {
+            file: Some(file.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`events.export.webhook.name`") && e.contains("two sinks"),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            "[events]\nretention_days = 400\n[[events.export.jsonl]]\nname = 'local'\ndir = '/tmp/x'\nkeep = 3\n",
+        )
+        .unwrap();
+        let c = Layers {
+            file: Some(file),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.events.export.jsonl[0].keep, 3);
+        assert_eq!(c.events.export.jsonl[0].prefix, "events");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod model;
 
 pub use layers::{ConfigError, Layers, Source};
 pub use model::{
-    Config, Environment, KeysConfig, KmsProvider, LocalKeysConfig, LogConfig, LogFormat,
-    ServerConfig, SetupConfig, StorageBackend, StorageConfig, TlsConfig, TlsVersion,
+    Config, Environment, EventsConfig, ExportConfig, JsonlExport, KeysConfig, KmsProvider,
+    LocalKeysConfig, LogConfig, LogFormat, ServerConfig, SetupConfig, StorageBackend,
+    StorageConfig, SyslogExport, SyslogIngestConfig, TlsConfig, TlsVersion, WebhookExport,
 };

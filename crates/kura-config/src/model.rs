@@ -26,6 +26,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The first-run setup link.
     pub setup: SetupConfig,
+    /// The security event pipeline: retention and exports.
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             setup: SetupConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -246,4 +249,168 @@ impl Default for SetupConfig {
             token_ttl_secs: 3600,
         }
     }
+}
+
+/// The security event pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Days security events are kept (30 to 3650), independent of customer
+    /// content; pruning leaves a signed anchor so the rest still verifies.
+    pub retention_days: u32,
+    /// Sign a checkpoint after this many events (1 to 1,000,000).
+    pub checkpoint_every: u64,
+    /// Streaming exports to a SIEM.
+    pub export: ExportConfig,
+    /// The RFC 5425 syslog listener for events from other systems.
+    pub syslog: SyslogIngestConfig,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 400,
+            checkpoint_every: 1000,
+            export: ExportConfig::default(),
+            syslog: SyslogIngestConfig::default(),
+        }
+    }
+}
+
+/// The syslog listener (off unless `bind` is set). Senders authenticate with
+/// client certificates issued by `client_ca_file` (mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogIngestConfig {
+    /// Address to listen on, e.g. `127.0.0.1:6514`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    /// PEM CA whose certificates senders must present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Sender connections served at once.
+    pub max_connections: usize,
+    /// A connection idle this long is closed, in seconds.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SyslogIngestConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            client_ca_file: None,
+            max_connections: 64,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+/// Streaming exports. Each sink has its own durable cursor, keyed by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// How often an idle exporter looks for new events, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Most events per delivered batch.
+    pub batch_size: usize,
+    /// JSON-lines file sinks (`[[events.export.jsonl]]`).
+    pub jsonl: Vec<JsonlExport>,
+    /// Signed webhook sinks (`[[events.export.webhook]]`).
+    pub webhook: Vec<WebhookExport>,
+    /// RFC 5425 syslog-over-TLS sinks (`[[events.export.syslog]]`).
+    pub syslog: Vec<SyslogExport>,
+}
+
+/// One syslog-over-TLS export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogExport {
+    /// Unique name; the key of its cursor.
+    pub name: String,
+    /// `host:port` of the receiver.
+    pub address: String,
+    /// Name the receiver's certificate must carry (default: the host part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// PEM CA the receiver's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for receivers that authenticate senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM key of `client_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            batch_size: 500,
+            jsonl: Vec::new(),
+            webhook: Vec::new(),
+            syslog: Vec::new(),
+        }
+    }
+}
+
+/// One JSON-lines export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlExport {
+    /// Unique name; the key of its cursor.
+    pub name: String,
+    /// Directory for the files (created 0700; files 0600).
+    pub dir: PathBuf,
+    /// File name prefix.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Rotate before a file exceeds this many bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotate once a file is this many hours old.
+    #[serde(default = "default_max_age_hours")]
+    pub max_age_hours: u64,
+    /// Rotated files to keep.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_prefix() -> String {
+    "events".into()
+}
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_age_hours() -> u64 {
+    24
+}
+fn default_keep() -> usize {
+    14
+}
+
+/// One signed-webhook export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookExport {
+    /// Unique name; the key of its cursor.
+    pub name: String,
+    /// `https://` endpoint (`http://` only to a loopback address).
+    pub url: String,
+    /// File holding the HMAC signing secret (at least 32 bytes). Secrets are
+    /// never config values.
+    pub secret_file: PathBuf,
+    /// Seconds allowed per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Tries per batch before the exporter backs off.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+fn default_attempts() -> u32 {
+    5
 }

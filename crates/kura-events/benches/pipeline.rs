@@ -39,15 +39,23 @@ fn sample(i: u64, team: TeamId) -> SecurityEvent {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn open_log(dir: &std::path::Path) -> (LogSink, kura_store::Storage) {
     let data = DataDir::new(dir.join("kura-data"));
     data.prepare().unwrap();
     let kms = Arc::new(
-        LocalKms::create(&data.master_key_file(), None, SealParams::default(), OffsetDateTime::now_utc())
-            .unwrap(),
+        LocalKms::create(
+            &data.master_key_file(),
+            None,
+            SealParams::default(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap(),
     );
     let storage = open_storage(&data, kms, Arc::new(SystemClock), StorageOptions::default())
         .await

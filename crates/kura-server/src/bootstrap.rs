@@ -11,9 +11,15 @@ use std::sync::Arc;
 use kura_config::{Config, StorageBackend};
 use kura_crypto::token::SecretToken;
 use kura_crypto::{Kms, KmsError, LocalKms, SealParams};
-use kura_events::{Detector, EventError, EventLog, EventLogOptions, EventSink, LogSink};
+use kura_events::incident::CommunicationPlan;
+use kura_events::{
+    Detector, EventError, EventLog, EventLogOptions, EventSink, IncidentService, LogSink,
+};
+use kura_identity::{Identity, IdentityConfig};
+use kura_store::SqliteIncidentStore;
 use kura_store::{
-    DataDir, Durability, SETUP_COMPLETED, Storage, StorageOptions, StoreError, open_storage,
+    DataDir, Durability, SETUP_COMPLETED, SqliteIdentityStore, Storage, StorageOptions, StoreError,
+    open_storage,
 };
 use kura_types::Clock;
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
@@ -56,6 +62,9 @@ pub enum StartError {
         /// The key file.
         path: std::path::PathBuf,
     },
+    /// Kura ID cannot start (its password hashing parameters are unusable).
+    #[error("Kura ID cannot start: {0}")]
+    Identity(String),
     /// The listener cannot bind.
     #[error("cannot listen on {addr}: {detail}")]
     Bind {
@@ -78,8 +87,12 @@ pub struct Installation {
     pub storage: Storage,
     /// The security event log and the sink every component records through.
     pub events: LogSink,
+    /// Incidents, opened and joined by detection alerts.
+    pub incidents: Arc<IncidentService>,
     /// The injected clock.
     pub clock: Arc<dyn Clock>,
+    /// Kura ID over this installation's storage.
+    pub identity: Identity,
     /// Things the operator should know about this start (repaired modes,
     /// generated keys).
     pub notices: Vec<String>,
@@ -134,14 +147,38 @@ impl Installation {
                 dir.platform_db().display()
             ));
         }
-        let log = EventLog::open(&storage, Arc::clone(&clock), EventLogOptions::default()).await?;
-        let events = LogSink::with_detector(log, Detector::new());
+        let log = EventLog::open(
+            &storage,
+            Arc::clone(&clock),
+            EventLogOptions {
+                checkpoint_every: config.events.checkpoint_every,
+                ..EventLogOptions::default()
+            },
+        )
+        .await?;
+        // Detection rules raise alerts; alerts open or join incidents.
+        let incidents = Arc::new(IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(log.pool().clone())),
+            Arc::clone(&clock),
+            CommunicationPlan { routes: Vec::new() },
+        ));
+        let events = LogSink::with_detector(log, Detector::new())
+            .with_alert_handler(Arc::clone(&incidents) as Arc<dyn kura_events::AlertHandler>);
+        let identity = Identity::new(
+            Arc::new(SqliteIdentityStore::new(storage.sqlite.pool().clone())),
+            Arc::clone(&storage.platform),
+            Arc::clone(&clock),
+            IdentityConfig::default(),
+        )
+        .map_err(|e| StartError::Identity(e.to_string()))?;
         Ok(Self {
             dir,
             kms,
             storage,
             events,
+            incidents,
             clock,
+            identity,
             notices,
         })
     }

@@ -7,7 +7,12 @@
 //! - [`BoundServer`]: the HTTPS listener, bound but not yet serving, so
 //!   callers (and the test kit) can learn the port before traffic flows.
 //! - [`router`]: the axum application with its middleware stack (request
-//!   ids, JSON access logs, security headers, limits, timeouts, metrics).
+//!   ids, JSON access logs, security headers, limits, timeouts, metrics),
+//!   including Kura ID's admin API under `/api/v1/` ([`api_routes`],
+//!   [`openapi_document`]).
+//! - [`syslog::SyslogListener`] and [`syslog::SyslogExporter`]: syslog over
+//!   TLS (RFC 5425) in both directions; senders authenticate with client
+//!   certificates from a configured CA.
 //!
 //! HTTP and TLS live only here. This crate holds no SQL (it calls the
 //! [`kura_store::PlatformStore`] trait) and no cryptographic primitives (it
@@ -15,11 +20,18 @@
 
 mod bootstrap;
 mod http;
+mod pipeline;
 mod serve;
+pub mod syslog;
 mod tls;
 
 pub use bootstrap::{Installation, Platform, SetupLink, StartError};
+pub use http::api::{
+    ApiRoute, CSRF_HEADER, SESSION_COOKIE, api_routes, document as openapi_document,
+};
 pub use http::{AppState, Problem, router};
 pub use kura_events;
+pub use kura_identity;
+pub use pipeline::Pipeline;
 pub use serve::{BoundServer, ShutdownSignal};
 pub use tls::{TlsError, TlsMaterial, tls_server_config};

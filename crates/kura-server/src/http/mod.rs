@@ -1,5 +1,6 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
+pub mod api;
 mod health;
 mod metrics;
 mod middleware;
@@ -13,6 +14,7 @@ use axum::Router;
 use axum::routing::get;
 use kura_config::Config;
 use kura_events::EventSink;
+use kura_identity::Identity;
 use kura_store::PlatformStore;
 use kura_types::Clock;
 use tower::ServiceBuilder;
@@ -39,6 +41,11 @@ pub struct AppState {
     pub events: Arc<dyn EventSink>,
     /// Header policy.
     pub headers: Arc<middleware::HeaderPolicy>,
+    /// Kura ID: authentication and the one policy function.
+    pub identity: Identity,
+    /// The security event log, for `GET /api/v1/events` (attach it with
+    /// [`AppState::with_event_log`]).
+    pub event_log: Option<kura_events::EventLog>,
 }
 
 impl AppState {
@@ -48,6 +55,7 @@ impl AppState {
         platform: Arc<dyn PlatformStore>,
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
+        identity: Identity,
     ) -> Self {
         Self {
             platform,
@@ -56,7 +64,15 @@ impl AppState {
             clock,
             events,
             headers: Arc::new(middleware::HeaderPolicy::new(config.tls.hsts_max_age_secs)),
+            identity,
+            event_log: None,
         }
+    }
+
+    /// Lets the API query `log` (the log behind `events`).
+    pub fn with_event_log(mut self, log: kura_events::EventLog) -> Self {
+        self.event_log = Some(log);
+        self
     }
 }
 
@@ -66,6 +82,7 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
     let timeout = Duration::from_secs(config.server.request_timeout_secs);
     Router::new()
         .merge(routes)
+        .merge(api::api_router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

@@ -1,0 +1,202 @@
+//! Kura ID's admin API under `/api/v1/`: JSON in and out, RFC 9457 problem
+//! details on errors (mapped once, in `error`), bearer or cookie+CSRF
+//! authentication (`auth`), strict bodies (`body`), and the OpenAPI
+//! document (`openapi`) that a test holds to the routes registered here.
+//! `events` serves the security event log to those the policy lets read it.
+//!
+//! Handlers are thin: they authenticate, call one `kura_identity::Identity`
+//! method (which asks the policy function itself), record its security
+//! events with the request's facts, and render the result.
+
+mod accounts;
+mod auth;
+mod body;
+mod error;
+mod events;
+mod mfa;
+mod openapi;
+mod sessions;
+mod setup;
+mod teams;
+mod tokens;
+
+use std::str::FromStr;
+
+use axum::Router;
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+
+pub use auth::{CSRF_HEADER, SESSION_COOKIE};
+pub use openapi::document;
+
+use crate::http::AppState;
+use error::ApiError;
+
+/// One registered route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiRoute {
+    /// The HTTP method, upper case.
+    pub method: &'static str,
+    /// The path template, `{param}` style (as axum and OpenAPI write it).
+    pub path: &'static str,
+}
+
+struct Builder {
+    router: Router<AppState>,
+    routes: Vec<ApiRoute>,
+}
+
+impl Builder {
+    fn at(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.routes.push(ApiRoute { method, path });
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn build() -> Builder {
+    let b = Builder {
+        router: Router::new(),
+        routes: Vec::new(),
+    };
+    b.at("GET", "/api/v1/openapi.json", get(openapi::serve))
+        .at("POST", "/api/v1/setup", post(setup::create_first_operator))
+        .at("POST", "/api/v1/sessions", post(sessions::sign_in))
+        .at("GET", "/api/v1/sessions", get(sessions::list))
+        .at(
+            "DELETE",
+            "/api/v1/sessions",
+            delete(sessions::sign_out_everywhere),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/sessions/current",
+            delete(sessions::sign_out),
+        )
+        .at("DELETE", "/api/v1/sessions/{id}", delete(sessions::revoke))
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/totp",
+            post(sessions::verify_totp),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/recovery",
+            post(sessions::use_recovery_code),
+        )
+        .at("GET", "/api/v1/me", get(accounts::me))
+        .at("PATCH", "/api/v1/me", patch(accounts::update_me))
+        .at(
+            "POST",
+            "/api/v1/me/password",
+            post(accounts::change_password),
+        )
+        .at("POST", "/api/v1/me/mfa/totp", post(mfa::enroll_totp))
+        .at(
+            "POST",
+            "/api/v1/me/mfa/totp/confirm",
+            post(mfa::confirm_totp),
+        )
+        .at(
+            "POST",
+            "/api/v1/me/mfa/recovery-codes",
+            post(mfa::regenerate_recovery_codes),
+        )
+        .at(
+            "POST",
+            "/api/v1/accounts/{id}/password-reset",
+            post(accounts::reset_password),
+        )
+        .at(
+            "POST",
+            "/api/v1/accounts/{id}/mfa-reset",
+            post(accounts::reset_mfa),
+        )
+        .at(
+            "POST",
+            "/api/v1/accounts/{id}/disable",
+            post(accounts::disable),
+        )
+        .at("POST", "/api/v1/operators", post(accounts::create_operator))
+        .at(
+            "PUT",
+            "/api/v1/operators/{id}/roles",
+            put(accounts::set_operator_role),
+        )
+        .at("POST", "/api/v1/teams", post(teams::create))
+        .at("GET", "/api/v1/teams", get(teams::list))
+        .at("GET", "/api/v1/teams/{id}", get(teams::get))
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/mfa-policy",
+            put(teams::set_mfa_policy),
+        )
+        .at("GET", "/api/v1/teams/{id}/members", get(teams::members))
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/members/{account}",
+            delete(teams::remove_member),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/invitations",
+            post(teams::invite),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/invitations",
+            get(teams::invitations),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/invitations/{invitation}",
+            delete(teams::revoke_invitation),
+        )
+        .at("POST", "/api/v1/invitations/accept", post(teams::accept))
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/groups",
+            post(teams::create_group),
+        )
+        .at("GET", "/api/v1/teams/{id}/groups", get(teams::groups))
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/groups/{group}/members/{account}",
+            put(teams::set_group_member),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/role-grants",
+            post(teams::grant_role),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/role-grants/{kind}/{subject}/{role}",
+            delete(teams::revoke_role),
+        )
+        .at("GET", "/api/v1/events", get(events::list))
+        .at("POST", "/api/v1/tokens", post(tokens::create))
+        .at("GET", "/api/v1/tokens", get(tokens::list))
+        .at("DELETE", "/api/v1/tokens/{id}", delete(tokens::revoke))
+}
+
+/// The API's routes, for merging into the application.
+pub fn api_router() -> Router<AppState> {
+    build().router
+}
+
+/// Every route the API registers (method and path template), so tests can
+/// hold the OpenAPI document and other inventories to it.
+pub fn api_routes() -> Vec<ApiRoute> {
+    build().routes
+}
+
+/// Parses a path or body identifier, naming the field when it is malformed.
+fn parse_id<T: FromStr>(field: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid(field, "not a valid identifier"))
+}

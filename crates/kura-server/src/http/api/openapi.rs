@@ -1,0 +1,565 @@
+//! The OpenAPI 3.1 document of `/api/v1/`, written as a typed table of
+//! operations (kept apart from the router on purpose: a test checks that the
+//! two agree in both directions).
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+/// How an operation authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Nothing (the body carries a one-time token or a password).
+    None,
+    /// A session (bearer or cookie+CSRF) or an API token.
+    Required,
+}
+
+/// One documented operation.
+#[derive(Debug)]
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    /// Request body fields (name, JSON type, required); `None` for no body.
+    body: Option<&'static [(&'static str, &'static str, bool)]>,
+    /// The success status.
+    ok: u16,
+}
+
+const S: &str = "string";
+const B: &str = "boolean";
+const A: &str = "array";
+const I: &str = "integer";
+
+const CODE: &[(&str, &str, bool)] = &[("code", S, true)];
+
+const OPS: &[Op] = &[
+    Op {
+        method: "GET",
+        path: "/api/v1/openapi.json",
+        id: "getOpenApi",
+        summary: "This document",
+        auth: Auth::None,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/setup",
+        id: "createFirstOperator",
+        summary: "Create the first operator with the one-time setup token; the session must enrol TOTP next",
+        auth: Auth::None,
+        body: Some(&[
+            ("token", S, true),
+            ("email", S, true),
+            ("display_name", S, true),
+            ("password", S, true),
+            ("cookie", B, false),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions",
+        id: "signIn",
+        summary: "Sign in with email and password; answers the session and the next step",
+        auth: Auth::None,
+        body: Some(&[
+            ("email", S, true),
+            ("password", S, true),
+            ("cookie", B, false),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/sessions",
+        id: "listSessions",
+        summary: "My live sessions",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/sessions",
+        id: "signOutEverywhere",
+        summary: "End all my sessions",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/sessions/current",
+        id: "signOut",
+        summary: "End this session",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/sessions/{id}",
+        id: "revokeSession",
+        summary: "End one of my sessions",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions/mfa/totp",
+        id: "verifyTotp",
+        summary: "Verify a TOTP code (finishes sign-in with a new token, or steps up)",
+        auth: Auth::Required,
+        body: Some(CODE),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions/mfa/recovery",
+        id: "useRecoveryCode",
+        summary: "Use a single-use recovery code instead of TOTP",
+        auth: Auth::Required,
+        body: Some(CODE),
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/me",
+        id: "getMe",
+        summary: "My account",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PATCH",
+        path: "/api/v1/me",
+        id: "updateMe",
+        summary: "Change my display name or phone",
+        auth: Auth::Required,
+        body: Some(&[("display_name", S, false), ("phone", S, false)]),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/password",
+        id: "changePassword",
+        summary: "Change my password (ends my other sessions)",
+        auth: Auth::Required,
+        body: Some(&[("current_password", S, true), ("new_password", S, true)]),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/mfa/totp",
+        id: "enrollTotp",
+        summary: "Start TOTP enrolment: secret and otpauth URI",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/mfa/totp/confirm",
+        id: "confirmTotp",
+        summary: "Confirm TOTP with a first code; recovery codes are shown once",
+        auth: Auth::Required,
+        body: Some(CODE),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/mfa/recovery-codes",
+        id: "regenerateRecoveryCodes",
+        summary: "Replace my recovery codes (shown once)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/accounts/{id}/password-reset",
+        id: "resetPassword",
+        summary: "Set another account's password (equal or higher privilege only)",
+        auth: Auth::Required,
+        body: Some(&[("new_password", S, true)]),
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/accounts/{id}/mfa-reset",
+        id: "resetMfa",
+        summary: "Remove another account's TOTP (equal or higher privilege only)",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/accounts/{id}/disable",
+        id: "disableAccount",
+        summary: "Disable an account and end its sessions and tokens",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/operators",
+        id: "createOperator",
+        summary: "Create an operator with some of my own roles",
+        auth: Auth::Required,
+        body: Some(&[
+            ("email", S, true),
+            ("display_name", S, true),
+            ("password", S, true),
+            ("roles", A, true),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/operators/{id}/roles",
+        id: "setOperatorRole",
+        summary: "Grant or revoke an operator role",
+        auth: Auth::Required,
+        body: Some(&[("role", S, true), ("granted", B, true)]),
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams",
+        id: "createTeam",
+        summary: "Create a team and invite its owner",
+        auth: Auth::Required,
+        body: Some(&[("name", S, true), ("owner_email", S, true)]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams",
+        id: "listTeams",
+        summary: "Teams I belong to",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}",
+        id: "getTeam",
+        summary: "One team",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/teams/{id}/mfa-policy",
+        id: "setTeamMfaPolicy",
+        summary: "Who in the team must use MFA",
+        auth: Auth::Required,
+        body: Some(&[
+            ("applies_to", S, true),
+            ("strength", S, false),
+            ("groups", A, false),
+        ]),
+        ok: 204,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/members",
+        id: "listMembers",
+        summary: "The team's members",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/teams/{id}/members/{account}",
+        id: "removeMember",
+        summary: "Remove a member",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/invitations",
+        id: "invite",
+        summary: "Invite someone; the token is shown once",
+        auth: Auth::Required,
+        body: Some(&[("email", S, true), ("role", S, true)]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/invitations",
+        id: "listInvitations",
+        summary: "Open invitations",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/teams/{id}/invitations/{invitation}",
+        id: "revokeInvitation",
+        summary: "Revoke an invitation",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/invitations/accept",
+        id: "acceptInvitation",
+        summary: "Accept an invitation (signed in, or with a new account's name and password)",
+        auth: Auth::None,
+        body: Some(&[
+            ("token", S, true),
+            ("display_name", S, false),
+            ("password", S, false),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/groups",
+        id: "createGroup",
+        summary: "Create a group",
+        auth: Auth::Required,
+        body: Some(&[("name", S, true)]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/groups",
+        id: "listGroups",
+        summary: "The team's groups",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/teams/{id}/groups/{group}/members/{account}",
+        id: "setGroupMember",
+        summary: "Add an account to a group or remove it",
+        auth: Auth::Required,
+        body: Some(&[("member", B, true)]),
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/role-grants",
+        id: "grantTeamRole",
+        summary: "Grant a team role to an account or group",
+        auth: Auth::Required,
+        body: Some(&[
+            ("subject_kind", S, true),
+            ("subject_id", S, true),
+            ("role", S, true),
+        ]),
+        ok: 204,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/teams/{id}/role-grants/{kind}/{subject}/{role}",
+        id: "revokeTeamRole",
+        summary: "Revoke a team role",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/events",
+        id: "listEvents",
+        summary: "Security events filtered by since, until, team, actor, action prefix, outcome, source and request_id, paged by cursor, as JSON or CSV (Accept: text/csv or format=csv); each export is itself a data.export event",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/tokens",
+        id: "createToken",
+        summary: "Create an API token; the secret is shown once",
+        auth: Auth::Required,
+        body: Some(&[
+            ("name", S, true),
+            ("kind", S, true),
+            ("scopes", A, true),
+            ("expires_in_days", I, true),
+            ("team_id", S, false),
+            ("role", S, false),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/tokens",
+        id: "listTokens",
+        summary: "My API tokens (never their secrets)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/tokens/{id}",
+        id: "revokeToken",
+        summary: "Revoke an API token",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+];
+
+fn path_params(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+        })
+        .collect()
+}
+
+fn body_schema(fields: &[(&str, &str, bool)]) -> Value {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for (name, ty, req) in fields {
+        let schema = if *ty == A {
+            json!({ "type": "array", "items": { "type": "string" } })
+        } else {
+            json!({ "type": ty })
+        };
+        props.insert((*name).to_owned(), schema);
+        if *req {
+            required.push(Value::from(*name));
+        }
+    }
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": props,
+        "required": required,
+    })
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+fn operation(op: &Op) -> Value {
+    let mut o = Map::new();
+    o.insert("operationId".into(), op.id.into());
+    o.insert("summary".into(), op.summary.into());
+    let params = path_params(op.path);
+    if !params.is_empty() {
+        o.insert("parameters".into(), Value::Array(params));
+    }
+    if let Some(fields) = op.body {
+        o.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": body_schema(fields) } }
+            }),
+        );
+    }
+    let mut responses = Map::new();
+    let ok = if op.ok == 204 {
+        json!({ "description": "Done" })
+    } else {
+        json!({ "description": "Success", "content": { "application/json": { "schema": { "type": "object" } } } })
+    };
+    responses.insert(op.ok.to_string(), ok);
+    if op.body.is_some() {
+        responses.insert("415".into(), problem_response("Body is not JSON"));
+        responses.insert(
+            "422".into(),
+            problem_response("A field is missing, unknown or invalid"),
+        );
+    }
+    responses.insert(
+        "401".into(),
+        problem_response("Not signed in, or sign-in failed"),
+    );
+    responses.insert(
+        "403".into(),
+        problem_response("The policy refused, or a CSRF token is missing"),
+    );
+    responses.insert(
+        "429".into(),
+        problem_response("Too many attempts (see Retry-After)"),
+    );
+    responses.insert("default".into(), problem_response("Problem details"));
+    o.insert("responses".into(), Value::Object(responses));
+    if op.auth == Auth::Required {
+        o.insert(
+            "security".into(),
+            json!([{ "bearer": [] }, { "sessionCookie": [], "csrfToken": [] }]),
+        );
+    } else {
+        o.insert("security".into(), json!([]));
+    }
+    Value::Object(o)
+}
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPS {
+        let entry = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(methods) = entry {
+            methods.insert(op.method.to_ascii_lowercase(), operation(op));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Kura ID admin API",
+            "version": "1",
+            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles and API tokens. Errors are RFC 9457 problem details."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "description": "A session token or an API token" },
+                "sessionCookie": { "type": "apiKey", "in": "cookie", "name": "__Host-kura_session" },
+                "csrfToken": { "type": "apiKey", "in": "header", "name": "X-CSRF-Token", "description": "Required with the cookie on POST, PUT, PATCH and DELETE" }
+            },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "properties": {
+                        "type": { "type": "string" },
+                        "title": { "type": "string" },
+                        "status": { "type": "integer" },
+                        "detail": { "type": "string" },
+                        "request_id": { "type": "string" }
+                    },
+                    "required": ["type", "title", "status"]
+                }
+            }
+        }
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
