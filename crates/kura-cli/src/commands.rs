@@ -79,7 +79,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         clock,
         platform.installation.identity.clone(),
     )
-    .with_event_log(platform.installation.events.log().clone());
+    .with_event_log(platform.installation.events.log().clone())
+    .with_incidents(Arc::clone(&platform.installation.incidents));
     let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
     let addr = bound.local_addr();
     let base = config

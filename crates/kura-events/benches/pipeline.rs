@@ -6,7 +6,9 @@
 //!    compared, in the same run, with one producer recording serially (one
 //!    commit per event) to show what grouping buys;
 //! 2. verification: `verify` over a log of `KURA_BENCH_VERIFY_EVENTS` events
-//!    (default one million), in events per second.
+//!    (default one million), in events per second;
+//! 3. two queries on that log through filters without an index of their own
+//!    (the worst case and a common one), in seconds.
 //!
 //! Run with `cargo bench -p kura-events --bench pipeline`. Sizes can be
 //! lowered with `KURA_BENCH_RECORD_EVENTS` and `KURA_BENCH_VERIFY_EVENTS`.
@@ -149,6 +151,39 @@ fn main() {
         println!(
             "verify ({verify_events} events): {:>10.0} events/s  ({elapsed:.2} s)",
             verify_events as f64 / elapsed
+        );
+
+        // Filters without an index of their own walk the log by `seq`; the
+        // worst case is a selective filter whose match is at the far end.
+        let start = Instant::now();
+        let page = sink
+            .log()
+            .query(kura_store::events::EventQuery {
+                request_id: Some("req-0".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.events.len(), 1);
+        println!(
+            "query by request id, match at the far end of {verify_events} events: {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
+        let start = Instant::now();
+        let page = sink
+            .log()
+            .query(kura_store::events::EventQuery {
+                team: Some(team),
+                actor: Some("account:acct-5".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.events.len(), 100);
+        println!(
+            "query by team and actor, newest 100 matches: {:.3} s",
+            start.elapsed().as_secs_f64()
         );
     });
 }

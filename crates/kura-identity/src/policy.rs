@@ -121,6 +121,10 @@ pub enum Action {
     FirewallManage,
     /// Read the team's security events.
     SecurityEventsRead,
+    /// Feed the team's security log with events from systems outside Kura
+    /// (a firewall, a host agent). Only a service token of that team with
+    /// the `events:ingest` scope may: what it writes is always the team's.
+    EventsIngest,
     /// Create and revoke the team's service tokens.
     ServiceTokensManage,
     /// Reset another account's password or MFA, or disable it.
@@ -156,6 +160,7 @@ text_enum!(Action {
     FirewallRead => "team.firewall.read",
     FirewallManage => "team.firewall.manage",
     SecurityEventsRead => "team.events.read",
+    EventsIngest => "team.events.ingest",
     ServiceTokensManage => "team.tokens.manage",
     AccountManage => "account.manage",
     OwnAccountRead => "account.self.read",
@@ -209,6 +214,7 @@ impl Action {
             FirewallRead => "firewall:read",
             FirewallManage => "firewall:write",
             SecurityEventsRead => "events:read",
+            EventsIngest => "events:ingest",
             OwnAccountRead => "account:read",
             _ => return None,
         })
@@ -383,6 +389,8 @@ pub enum DenyReason {
     TokenScope,
     /// The target account holds more privilege than the principal.
     HigherPrivilegeTarget,
+    /// Only a team's service token may do this (event ingest).
+    ServiceTokenRequired,
 }
 
 impl DenyReason {
@@ -399,6 +407,7 @@ impl DenyReason {
             Self::TokenNotAllowed => "token_not_allowed",
             Self::TokenScope => "token_scope",
             Self::HigherPrivilegeTarget => "higher_privilege_target",
+            Self::ServiceTokenRequired => "service_token_required",
         }
     }
 }
@@ -449,9 +458,17 @@ pub fn team_role_allows(role: TeamRole, action: Action) -> bool {
     match role {
         TeamRole::Owner => true,
         TeamRole::Admin => matches!(action, TeamRead | MembersRead | MembersManage),
+        // Members use the team's hosts; the systems on them (a firewall, a
+        // host agent) feed the team's log through a member service token.
         TeamRole::Member => matches!(
             action,
-            TeamRead | MembersRead | HostsRead | AppsRead | AppRecordsRead | AppRecordsWrite
+            TeamRead
+                | MembersRead
+                | HostsRead
+                | AppsRead
+                | AppRecordsRead
+                | AppRecordsWrite
+                | EventsIngest
         ),
         TeamRole::Billing => matches!(action, TeamRead | BillingRead | BillingManage),
         TeamRole::Auditor => matches!(action, TeamRead | MembersRead | SecurityEventsRead),
@@ -506,6 +523,20 @@ fn decide(p: &Principal, action: Action, resource: &Resource) -> Result<(), Deny
             Err(other) => return Err(other),
         },
         Resource::Account(target) => account_grant(p, action, target)?,
+    }
+    // Ingested events are written as the token's team, so only a credential
+    // bound to one team (a service token; its role then only covers that
+    // team, checked above) may ingest: never a session or a personal token.
+    if action == Action::EventsIngest
+        && !matches!(
+            p.credential,
+            Credential::ApiToken {
+                service_team: Some(_),
+                ..
+            }
+        )
+    {
+        return Err(DenyReason::ServiceTokenRequired);
     }
     if action.is_sensitive() && !p.stepped_up() {
         // A first enrolment is the one sensitive action an account without
@@ -718,6 +749,9 @@ mod tests {
         (Action::FirewallRead, "..Y.Y|Y...."),
         (Action::FirewallManage, "..Y..|Y...."),
         (Action::SecurityEventsRead, "...Y.|Y...Y"),
+        // Sessions never ingest: only a team's service token with the
+        // `events:ingest` scope (see `only_a_teams_service_token_ingests`).
+        (Action::EventsIngest, ".....|....."),
         (Action::ServiceTokensManage, ".....|Y...."),
         // Self-service on one's own account: every role.
         (Action::OwnAccountRead, "YYYYY|YYYYY"),
@@ -766,6 +800,55 @@ mod tests {
             }
         }
         assert_eq!(cells, 10 * (Action::ALL.len() - 1));
+    }
+
+    #[test]
+    fn only_a_teams_service_token_ingests() {
+        let (team, other) = (TeamId::new(), TeamId::new());
+        let service = |role: TeamRole, scopes: &[&str]| {
+            let mut p = customer(team, role);
+            p.credential = Credential::ApiToken {
+                id: ApiTokenId::new(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                service_team: Some(team),
+            };
+            p
+        };
+        let ingest =
+            |p: &Principal, t: TeamId| authorize(p, Action::EventsIngest, &Resource::Team(t));
+        let member = service(TeamRole::Member, &["events:ingest"]);
+        assert!(ingest(&member, team).is_allowed());
+        assert_eq!(
+            ingest(&member, other),
+            Decision::Deny(DenyReason::OtherTeam)
+        );
+        assert_eq!(
+            ingest(&service(TeamRole::Member, &["events:read"]), team),
+            Decision::Deny(DenyReason::TokenScope)
+        );
+        for role in [TeamRole::Admin, TeamRole::Billing, TeamRole::Auditor] {
+            assert_eq!(
+                ingest(&service(role, &["events:ingest"]), team),
+                Decision::Deny(DenyReason::NoRole),
+                "{role}"
+            );
+        }
+        // A personal token (no team of its own) and a session never ingest.
+        let mut personal = customer(team, TeamRole::Owner);
+        personal.credential = Credential::ApiToken {
+            id: ApiTokenId::new(),
+            scopes: BTreeSet::from(["events:ingest".to_owned()]),
+            service_team: None,
+        };
+        assert_eq!(
+            ingest(&personal, team),
+            Decision::Deny(DenyReason::ServiceTokenRequired)
+        );
+        assert_eq!(
+            ingest(&customer(team, TeamRole::Owner), team),
+            Decision::Deny(DenyReason::ServiceTokenRequired)
+        );
+        assert!(token_scopes().contains("events:ingest"));
     }
 
     #[test]

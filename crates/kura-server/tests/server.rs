@@ -1313,24 +1313,24 @@ mod kura_id_api {
 
     const OWNER_PASSWORD: &str = "team owner passphrase 7731";
 
-    struct Reply {
-        status: StatusCode,
-        headers: reqwest::header::HeaderMap,
-        text: String,
+    pub(super) struct Reply {
+        pub(super) status: StatusCode,
+        pub(super) headers: reqwest::header::HeaderMap,
+        pub(super) text: String,
     }
 
     impl Reply {
-        fn json(&self) -> Value {
+        pub(super) fn json(&self) -> Value {
             serde_json::from_str(&self.text)
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
         }
 
-        fn header(&self, name: &str) -> Option<&str> {
+        pub(super) fn header(&self, name: &str) -> Option<&str> {
             self.headers.get(name).and_then(|v| v.to_str().ok())
         }
 
         /// Asserts a problem-details answer with `status`, returning it.
-        fn problem(&self, status: u16) -> Value {
+        pub(super) fn problem(&self, status: u16) -> Value {
             assert_eq!(self.status.as_u16(), status, "{}", self.text);
             assert_eq!(
                 self.header("content-type"),
@@ -1345,7 +1345,7 @@ mod kura_id_api {
         }
     }
 
-    async fn call(
+    pub(super) async fn call(
         server: &TestServer,
         method: Method,
         path: &str,
@@ -1370,11 +1370,16 @@ mod kura_id_api {
         }
     }
 
-    async fn get(server: &TestServer, path: &str, token: &str) -> Reply {
+    pub(super) async fn get(server: &TestServer, path: &str, token: &str) -> Reply {
         call(server, Method::GET, path, Some(token), None).await
     }
 
-    async fn post(server: &TestServer, path: &str, token: Option<&str>, body: Value) -> Reply {
+    pub(super) async fn post(
+        server: &TestServer,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Reply {
         call(server, Method::POST, path, token, Some(body)).await
     }
 
@@ -1387,7 +1392,7 @@ mod kura_id_api {
         (clock, options)
     }
 
-    async fn logged_actions(sink: &LogSink) -> Vec<kura_types::SecurityEvent> {
+    pub(super) async fn logged_actions(sink: &LogSink) -> Vec<kura_types::SecurityEvent> {
         sink.log()
             .query(EventQuery {
                 order: Order::OldestFirst,
@@ -2055,13 +2060,13 @@ mod kura_id_api {
         assert!(!dump.contains(&op.token));
     }
 
-    struct Tenant {
-        id: String,
-        owner: String,
-        owner_account: String,
+    pub(super) struct Tenant {
+        pub(super) id: String,
+        pub(super) owner: String,
+        pub(super) owner_account: String,
     }
 
-    async fn tenant(server: &TestServer, op: &SignedInOperator, name: &str) -> Tenant {
+    pub(super) async fn tenant(server: &TestServer, op: &SignedInOperator, name: &str) -> Tenant {
         let email = format!("owner@{name}.test");
         let r = post(
             server,
@@ -2608,4 +2613,589 @@ async fn repeated_sign_in_failures_open_an_incident() {
     let detail = server.incidents.get(after.incidents[0].id).await.unwrap();
     assert!(!detail.alerts.is_empty());
     assert!(detail.events.len() >= kura_server::kura_events::detect::SIGNIN_FAILURES_PER_ACCOUNT);
+}
+
+/// `/api/v1/incidents` for responders and `/api/v1/events/ingest` for
+/// outside systems holding a team's ingest token, over the real server.
+mod incident_and_ingest_api {
+    use kura_server::kura_events::VerifyOptions;
+    use kura_testkit::{SignedInOperator, TestServer};
+    use reqwest::Method;
+    use serde_json::{Value, json};
+    use time::format_description::well_known::Rfc3339;
+    use time::{Duration, OffsetDateTime};
+
+    use super::kura_id_api::{Reply, Tenant, call, get, logged_actions, post, tenant};
+
+    fn at(offset: Duration) -> String {
+        (OffsetDateTime::now_utc() + offset)
+            .format(&Rfc3339)
+            .unwrap()
+    }
+
+    fn external(action: &str) -> Value {
+        json!({
+            "time": at(Duration::minutes(-5)),
+            "action": action,
+            "outcome": "denied",
+            "actor": "fw1.example/pf",
+            "target": "port:22",
+            "source": "198.51.100.9",
+            "details": { "rule": "ssh-bruteforce" },
+        })
+    }
+
+    async fn transition(
+        server: &TestServer,
+        op: &SignedInOperator,
+        id: &str,
+        state: &str,
+        note: Option<&str>,
+    ) -> Reply {
+        let mut body = json!({ "state": state });
+        if let Some(n) = note {
+            body["note"] = json!(n);
+        }
+        post(
+            server,
+            &format!("/api/v1/incidents/{id}/transitions"),
+            Some(&op.token),
+            body,
+        )
+        .await
+    }
+
+    /// A service token of `team` created by its owner; returns (token, id).
+    async fn service_token(
+        server: &TestServer,
+        team: &Tenant,
+        scopes: &[&str],
+    ) -> (String, String) {
+        let r = post(
+            server,
+            "/api/v1/tokens",
+            Some(&team.owner),
+            json!({
+                "name": "firewall", "kind": "service", "scopes": scopes,
+                "expires_in_days": 1, "team_id": team.id, "role": "member",
+            }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let j = r.json();
+        (
+            j["token"].as_str().unwrap().to_owned(),
+            j["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn ingested(server: &TestServer) -> Vec<kura_types::SecurityEvent> {
+        logged_actions(&server.events)
+            .await
+            .into_iter()
+            .filter(|e| e.actor.key().starts_with("system:ingest:"))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn responders_run_an_incident_from_open_to_closed_and_invalid_moves_change_nothing() {
+        let server = TestServer::spawn().await;
+        let op = server.sign_up_first_operator().await;
+        let linked = logged_actions(&server.events).await[0].id.to_string();
+
+        let r = post(
+            &server,
+            "/api/v1/incidents",
+            Some(&op.token),
+            json!({
+                "title": "Suspicious sign-ins", "severity": "sev2",
+                "events": [linked], "note": "seen by the night shift",
+            }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let incident = r.json();
+        let id = incident["id"].as_str().unwrap().to_owned();
+        assert_eq!(incident["state"], "open");
+        assert_eq!(incident["severity"], "sev2");
+        assert_eq!(incident["next_states"], json!(["triaged"]));
+
+        let me = format!("account:{}", op.account_id);
+        let r = call(
+            &server,
+            Method::PUT,
+            &format!("/api/v1/incidents/{id}/owner"),
+            Some(&op.token),
+            Some(json!({ "owner": me })),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json()["owner"], me.as_str());
+
+        let steps = [
+            "triaged",
+            "investigating",
+            "contained",
+            "resolved",
+            "closed",
+        ];
+        for state in steps {
+            let r = transition(&server, &op, &id, state, Some(&format!("now {state}"))).await;
+            assert_eq!(r.status, 200, "{state}: {}", r.text);
+            assert_eq!(r.json()["state"], state);
+        }
+        let r = post(
+            &server,
+            &format!("/api/v1/incidents/{id}/notes"),
+            Some(&op.token),
+            json!({ "text": "post-incident review done" }),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+
+        let r = get(&server, &format!("/api/v1/incidents/{id}"), &op.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let detail = r.json();
+        assert_eq!(detail["incident"]["state"], "closed");
+        assert_eq!(detail["incident"]["next_states"], json!([]));
+        let timeline = detail["timeline"].as_array().unwrap();
+        let moves: Vec<&str> = timeline
+            .iter()
+            .filter(|t| t["kind"] == "state")
+            .map(|t| t["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                "open → triaged",
+                "triaged → investigating",
+                "investigating → contained",
+                "contained → resolved",
+                "resolved → closed",
+            ]
+        );
+        assert!(
+            timeline.iter().all(|t| t["actor"] == me.as_str()),
+            "{timeline:?}"
+        );
+        let notes: Vec<&str> = timeline
+            .iter()
+            .filter(|t| t["kind"] == "note")
+            .map(|t| t["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(notes.first(), Some(&"seen by the night shift"));
+        assert_eq!(notes.last(), Some(&"post-incident review done"));
+        assert_eq!(detail["events"].as_array().unwrap().len(), 1);
+        assert_eq!(detail["events"][0]["id"], linked.as_str());
+        assert!(detail["alerts"].is_array() && detail["notifications"].is_array());
+
+        // Every change is an event by the acting operator.
+        let changes: Vec<_> = logged_actions(&server.events)
+            .await
+            .into_iter()
+            .filter(|e| e.target.as_deref() == Some(&format!("incident:{id}")))
+            .collect();
+        let actions: Vec<&str> = changes.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions.first(), Some(&"incident.opened"));
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| **a == "incident.state.changed")
+                .count(),
+            5
+        );
+        assert!(actions.contains(&"incident.assigned"));
+        assert!(actions.contains(&"incident.note.added"));
+        assert!(changes.iter().all(|e| e.actor.key() == me), "{changes:?}");
+
+        // Closed is final; from open only triaged is allowed. Neither
+        // refusal changes the incident or records an event.
+        let r = post(
+            &server,
+            "/api/v1/incidents",
+            Some(&op.token),
+            json!({ "title": "Port scan", "severity": "sev4" }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let second = r.json()["id"].as_str().unwrap().to_owned();
+        let before_events = logged_actions(&server.events).await.len();
+        let before = get(&server, &format!("/api/v1/incidents/{second}"), &op.token)
+            .await
+            .json();
+        let p = transition(&server, &op, &second, "closed", Some("skip ahead"))
+            .await
+            .problem(409);
+        let detail_text = p["detail"].as_str().unwrap();
+        assert!(
+            detail_text.contains("from open it may move to triaged"),
+            "{p}"
+        );
+        transition(&server, &op, &id, "investigating", None)
+            .await
+            .problem(409);
+        let after = get(&server, &format!("/api/v1/incidents/{second}"), &op.token)
+            .await
+            .json();
+        assert_eq!(before, after);
+        assert_eq!(after["incident"]["state"], "open");
+        let changed = logged_actions(&server.events)
+            .await
+            .into_iter()
+            .skip(before_events)
+            .filter(|e| e.action.as_str().starts_with("incident."))
+            .count();
+        assert_eq!(changed, 0);
+
+        // Bad input is named; an unknown incident is 404.
+        transition(&server, &op, &second, "reopened", None)
+            .await
+            .problem(422);
+        let r = post(
+            &server,
+            "/api/v1/incidents",
+            Some(&op.token),
+            json!({ "title": "x", "severity": "sev9" }),
+        )
+        .await;
+        assert!(
+            r.problem(422)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("severity")
+        );
+        let unknown = "0190f000-0000-7000-8000-000000000000";
+        get(&server, &format!("/api/v1/incidents/{unknown}"), &op.token)
+            .await
+            .problem(404);
+
+        // Lists filter by state and severity.
+        let closed = get(&server, "/api/v1/incidents?state=closed", &op.token)
+            .await
+            .json();
+        let ids: Vec<&str> = closed["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [id.as_str()]);
+        let open = get(
+            &server,
+            "/api/v1/incidents?state=open&severity=sev4",
+            &op.token,
+        )
+        .await
+        .json();
+        assert_eq!(open["incidents"][0]["id"], second.as_str());
+        assert_eq!(open["incidents"].as_array().unwrap().len(), 1);
+        get(&server, "/api/v1/incidents?state=reopened", &op.token)
+            .await
+            .problem(400);
+        // The cursor pages through both, newest first, each once.
+        let first = get(&server, "/api/v1/incidents?limit=1", &op.token)
+            .await
+            .json();
+        assert_eq!(first["incidents"][0]["id"], second.as_str());
+        let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+        let next = get(
+            &server,
+            &format!("/api/v1/incidents?limit=1&cursor={cursor}"),
+            &op.token,
+        )
+        .await
+        .json();
+        assert_eq!(next["incidents"][0]["id"], id.as_str());
+        assert_eq!(next["incidents"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn principals_without_the_responder_role_are_refused_incidents() {
+        let server = TestServer::spawn().await;
+        let op = server.sign_up_first_operator().await;
+        let a = tenant(&server, &op, "alpha").await;
+        let r = post(
+            &server,
+            "/api/v1/incidents",
+            Some(&op.token),
+            json!({ "title": "Team alpha compromise", "severity": "sev1", "team": a.id }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+
+        // Not even a team owner, for its own team's incident.
+        get(&server, "/api/v1/incidents", &a.owner)
+            .await
+            .problem(403);
+        get(&server, &format!("/api/v1/incidents/{id}"), &a.owner)
+            .await
+            .problem(403);
+        post(
+            &server,
+            "/api/v1/incidents",
+            Some(&a.owner),
+            json!({ "title": "mine", "severity": "sev4", "team": a.id }),
+        )
+        .await
+        .problem(403);
+        post(
+            &server,
+            &format!("/api/v1/incidents/{id}/transitions"),
+            Some(&a.owner),
+            json!({ "state": "triaged" }),
+        )
+        .await
+        .problem(403);
+        post(
+            &server,
+            &format!("/api/v1/incidents/{id}/notes"),
+            Some(&a.owner),
+            json!({ "text": "hello" }),
+        )
+        .await
+        .problem(403);
+        let list = server
+            .incidents
+            .list(Default::default())
+            .await
+            .unwrap()
+            .incidents;
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].state.as_str(), "open");
+        let denied = logged_actions(&server.events)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e.action.as_str() == "authz.denied"
+                    && e.details.get("action") == Some(&json!("platform.incidents.manage"))
+            })
+            .count();
+        assert_eq!(denied, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingest_tokens_write_only_their_own_team_and_batches_are_all_or_nothing() {
+        let server = TestServer::spawn().await;
+        let op = server.sign_up_first_operator().await;
+        let a = tenant(&server, &op, "alpha").await;
+        let b = tenant(&server, &op, "bravo").await;
+        let (token_a, token_a_id) = service_token(&server, &a, &["events:ingest"]).await;
+        let (token_b, _) = service_token(&server, &b, &["events:ingest"]).await;
+        let (read_only, _) = service_token(&server, &a, &["events:read"]).await;
+        let path = "/api/v1/events/ingest";
+
+        // A scoped token lands its events as its team, by a system actor.
+        let r = post(
+            &server,
+            path,
+            Some(&token_a),
+            json!([external("edge.waf.blocked"), external("host.ssh.failed")]),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        assert_eq!(r.json()["accepted"], 2);
+        let landed = ingested(&server).await;
+        assert_eq!(landed.len(), 2, "{landed:?}");
+        let team_a: kura_types::TeamId = a.id.parse().unwrap();
+        for e in &landed {
+            assert_eq!(e.team, Some(team_a));
+            assert_eq!(e.actor.key(), format!("system:ingest:{token_a_id}"));
+            assert_eq!(e.source, Some("198.51.100.9".parse().unwrap()));
+            assert_eq!(e.details["external_actor"], "fw1.example/pf");
+            assert_eq!(e.details["ingest"], "https");
+        }
+        assert_eq!(landed[0].action.as_str(), "edge.waf.blocked");
+        let report = server
+            .events
+            .verify(VerifyOptions::default())
+            .await
+            .unwrap();
+        assert!(report.is_intact(), "{report}");
+        // The team's owner reads them among its team's events.
+        let own = get(
+            &server,
+            &format!("/api/v1/events?team={}&action=edge.waf", a.id),
+            &a.owner,
+        )
+        .await;
+        assert_eq!(own.status, 200, "{}", own.text);
+        assert_eq!(own.json()["events"].as_array().unwrap().len(), 1);
+
+        // Without the scope, with a session, or with a personal token: 403.
+        post(
+            &server,
+            path,
+            Some(&read_only),
+            json!([external("edge.waf.blocked")]),
+        )
+        .await
+        .problem(403);
+        post(
+            &server,
+            path,
+            Some(&a.owner),
+            json!([external("edge.waf.blocked")]),
+        )
+        .await
+        .problem(403);
+        let r = post(
+            &server,
+            "/api/v1/tokens",
+            Some(&a.owner),
+            json!({
+                "name": "mine", "kind": "personal", "scopes": ["events:ingest"],
+                "expires_in_days": 1,
+            }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let personal = r.json()["token"].as_str().unwrap().to_owned();
+        let p = post(
+            &server,
+            path,
+            Some(&personal),
+            json!([external("edge.waf.blocked")]),
+        )
+        .await
+        .problem(403);
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .contains("service-token-required"),
+            "{p}"
+        );
+        post(&server, path, None, json!([external("edge.waf.blocked")]))
+            .await
+            .problem(401);
+
+        // Team A's token cannot write into team B: naming a team is refused
+        // (even its own), and nothing of the batch is recorded.
+        for team in [&b.id, &a.id] {
+            let mut forged = external("edge.waf.blocked");
+            forged["team"] = json!(team);
+            let p = post(
+                &server,
+                path,
+                Some(&token_a),
+                json!([external("edge.waf.blocked"), forged]),
+            )
+            .await
+            .problem(422);
+            assert!(p["detail"].as_str().unwrap().contains("[1].team"), "{p}");
+        }
+        // A batch with one bad event is refused whole, naming the event.
+        let bad_batches = [
+            (
+                json!({ "time": at(Duration::minutes(-1)), "action": "Not An Action", "outcome": "success" }),
+                "[2].action",
+            ),
+            (
+                json!({ "time": at(Duration::minutes(30)), "action": "host.clock.skewed", "outcome": "success" }),
+                "[2].time",
+            ),
+            (
+                json!({ "time": at(Duration::hours(-25)), "action": "host.replayed.old", "outcome": "success" }),
+                "[2].time",
+            ),
+            (
+                json!({ "time": at(Duration::minutes(-1)), "action": "host.login.ok", "outcome": "maybe" }),
+                "[2].outcome",
+            ),
+        ];
+        for (bad, field) in bad_batches {
+            let p = post(
+                &server,
+                path,
+                Some(&token_a),
+                json!([
+                    external("edge.waf.blocked"),
+                    external("host.ssh.failed"),
+                    bad
+                ]),
+            )
+            .await
+            .problem(422);
+            assert!(
+                p["detail"].as_str().unwrap().contains(field),
+                "{field}: {p}"
+            );
+        }
+        let too_many: Vec<Value> = (0..501).map(|_| external("edge.waf.blocked")).collect();
+        post(&server, path, Some(&token_a), Value::Array(too_many))
+            .await
+            .problem(422);
+        let r = server
+            .client
+            .post(server.url(path))
+            .bearer_auth(&token_a)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(
+            ingested(&server).await.len(),
+            2,
+            "a refused batch left events"
+        );
+
+        // Team B's token writes team B's events, never team A's.
+        let r = post(
+            &server,
+            path,
+            Some(&token_b),
+            json!([external("edge.waf.blocked")]),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let team_b: kura_types::TeamId = b.id.parse().unwrap();
+        let all = ingested(&server).await;
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().filter(|e| e.team == Some(team_b)).count(), 1);
+        assert_eq!(all.iter().filter(|e| e.team == Some(team_a)).count(), 2);
+        let report = server
+            .events
+            .verify(VerifyOptions::default())
+            .await
+            .unwrap();
+        assert!(report.is_intact(), "{report}");
+
+        // Every refusal is counted by reason.
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for reason in [
+            "team",
+            "action",
+            "future",
+            "stale",
+            "outcome",
+            "batch",
+            "forbidden",
+        ] {
+            let line = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("kura_event_ingest_rejected")
+                        && l.contains(&format!("reason=\"{reason}\""))
+                })
+                .unwrap_or_else(|| panic!("no counter for {reason}: {metrics}"));
+            assert!(!line.ends_with(" 0"), "{line}");
+        }
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("kura_event_ingest_accepted") && l.ends_with(" 3")),
+            "{metrics}"
+        );
+    }
 }

@@ -119,7 +119,8 @@ impl TestServer {
             Arc::clone(&options.clock),
             platform.installation.identity.clone(),
         )
-        .with_event_log(platform.installation.events.log().clone());
+        .with_event_log(platform.installation.events.log().clone())
+        .with_incidents(Arc::clone(&platform.installation.incidents));
         let events = platform.installation.events.clone();
         let incidents = Arc::clone(&platform.installation.incidents);
         let bound = BoundServer::bind(&platform, state, options.routes)

@@ -28,6 +28,11 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +52,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// TLS handshakes that failed (wrong protocol, plain HTTP, timeouts).
     pub tls_handshake_failures: Counter,
+    ingest_accepted: Counter,
+    ingest_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -71,6 +78,18 @@ impl Metrics {
         let connections = Counter::default();
         let connections_open = Gauge::default();
         let tls_handshake_failures = Counter::default();
+        let ingest_accepted = Counter::default();
+        let ingest_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "event_ingest_accepted",
+            "Security events accepted over HTTPS ingest",
+            ingest_accepted.clone(),
+        );
+        registry.register(
+            "event_ingest_rejected",
+            "HTTPS ingest requests refused, by reason",
+            ingest_rejected.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -105,7 +124,32 @@ impl Metrics {
             connections,
             connections_open,
             tls_handshake_failures,
+            ingest_accepted,
+            ingest_rejected,
         }
+    }
+
+    pub(crate) fn ingest_accepted(&self, events: usize) {
+        self.ingest_accepted
+            .inc_by(u64::try_from(events).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn ingest_rejected(&self, reason: &str) {
+        self.ingest_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many ingest requests were refused for `reason` (a
+    /// `kura_event_ingest_rejected` label).
+    pub fn ingest_rejections(&self, reason: &str) -> u64 {
+        self.ingest_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
     }
 
     pub(crate) fn request_started(&self) {

@@ -46,6 +46,9 @@ pub struct AppState {
     /// The security event log, for `GET /api/v1/events` (attach it with
     /// [`AppState::with_event_log`]).
     pub event_log: Option<kura_events::EventLog>,
+    /// Incidents, for `/api/v1/incidents` (attach them with
+    /// [`AppState::with_incidents`]).
+    pub incidents: Option<Arc<kura_events::IncidentService>>,
 }
 
 impl AppState {
@@ -66,12 +69,20 @@ impl AppState {
             headers: Arc::new(middleware::HeaderPolicy::new(config.tls.hsts_max_age_secs)),
             identity,
             event_log: None,
+            incidents: None,
         }
     }
 
     /// Lets the API query `log` (the log behind `events`).
     pub fn with_event_log(mut self, log: kura_events::EventLog) -> Self {
         self.event_log = Some(log);
+        self
+    }
+
+    /// Lets the API run `incidents` (whose changes are recorded in the log
+    /// behind `events`).
+    pub fn with_incidents(mut self, incidents: Arc<kura_events::IncidentService>) -> Self {
+        self.incidents = Some(incidents);
         self
     }
 }

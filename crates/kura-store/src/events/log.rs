@@ -335,10 +335,7 @@ async fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
             shared
                 .pool
                 .write(move |tx| {
-                    let mut seqs = Vec::with_capacity(batches.len());
-                    for records in batches.iter() {
-                        seqs.push(sql::append_in_tx(tx, records)?);
-                    }
+                    let seqs = sql::append_batches(tx, &batches)?;
                     s.checkpoint_in(tx, false)?;
                     Ok(seqs)
                 })

@@ -1,11 +1,12 @@
 //! The one mapping from API failures to RFC 9457 problem details.
 //!
-//! Every [`IdentityError`] variant has its own status here and nowhere else;
-//! nothing defaults to 400. Internal failures answer with a generic message
+//! Every [`IdentityError`] and [`IncidentError`] variant has its own status
+//! here and nowhere else; nothing defaults to 400. Internal failures answer with a generic message
 //! and are logged with their detail.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use kura_events::IncidentError;
 use kura_identity::{DenyReason, IdentityError, TokenProblem};
 use time::OffsetDateTime;
 
@@ -16,6 +17,8 @@ use crate::http::Problem;
 pub enum ApiError {
     /// The identity service refused.
     Identity(IdentityError),
+    /// The incident service refused (or failed).
+    Incident(IncidentError),
     /// Too many failures: retry after this many seconds.
     Throttled(u64),
     /// No `Authorization` header and no session cookie.
@@ -47,8 +50,8 @@ pub enum ApiError {
     TooLarge,
     /// A security event could not be recorded, so the request fails.
     EventNotRecorded,
-    /// The security event log is not attached to this server.
-    Unavailable,
+    /// A service the route needs (named) is not attached to this server.
+    Unavailable(&'static str),
     /// Something internal failed (logged where it happened).
     Internal,
 }
@@ -82,6 +85,41 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String
         status: status.as_u16(),
         detail: Some(detail.into()),
         request_id: None,
+    }
+}
+
+fn incident_problem(e: &IncidentError) -> Problem {
+    use IncidentError as E;
+    match e {
+        E::NotFound(_) => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            e.to_string(),
+        ),
+        // The message names the states the incident may move to.
+        E::InvalidTransition { .. } => problem(
+            StatusCode::CONFLICT,
+            "invalid-transition",
+            "Transition not allowed",
+            e.to_string(),
+        ),
+        E::Invalid(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-incident",
+            "Invalid incident change",
+            e.to_string(),
+        ),
+        E::Conflict(_) => problem(
+            StatusCode::CONFLICT,
+            "incident-changed",
+            "Incident changed meanwhile",
+            e.to_string(),
+        ),
+        E::Event(_) | E::Store(_) => {
+            tracing::error!(error = %e, "incident service failed");
+            Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
     }
 }
 
@@ -198,6 +236,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (p, retry_after) = match &self {
             Self::Identity(e) => (identity_problem(e), None),
+            Self::Incident(e) => (incident_problem(e), None),
             Self::Throttled(secs) => (
                 problem(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -279,12 +318,12 @@ impl IntoResponse for ApiError {
                 ),
                 None,
             ),
-            Self::Unavailable => (
+            Self::Unavailable(what) => (
                 problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "Unavailable",
-                    "the security event log is not available on this server",
+                    format!("{what} is not available on this server"),
                 ),
                 None,
             ),
@@ -350,5 +389,34 @@ mod tests {
         .into_response();
         assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(throttled.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn every_incident_error_has_its_own_status() {
+        use kura_events::IncidentState;
+        use kura_types::IncidentId;
+        let id = IncidentId::new();
+        let cases: Vec<(IncidentError, u16)> = vec![
+            (IncidentError::NotFound(id), 404),
+            (
+                IncidentError::InvalidTransition {
+                    from: IncidentState::Open,
+                    to: IncidentState::Closed,
+                },
+                409,
+            ),
+            (IncidentError::Invalid("empty".into()), 422),
+            (IncidentError::Conflict(id), 409),
+        ];
+        for (e, status) in cases {
+            let name = format!("{e:?}");
+            assert_eq!(incident_problem(&e).status, status, "{name}");
+        }
+        let p = incident_problem(&IncidentError::InvalidTransition {
+            from: IncidentState::Triaged,
+            to: IncidentState::Closed,
+        });
+        let detail = p.detail.unwrap_or_default();
+        assert!(detail.contains("investigating, resolved"), "{detail}");
     }
 }

@@ -235,7 +235,7 @@ pub async fn list(
         finish(&state, &auth.ctx, audited).await?;
     }
     let Some(log) = state.event_log.clone() else {
-        return Err(ApiError::Unavailable);
+        return Err(ApiError::Unavailable("the security event log"));
     };
     let mut export = SecurityEvent::new(
         state.clock.now(),

@@ -2,7 +2,9 @@
 //! details on errors (mapped once, in `error`), bearer or cookie+CSRF
 //! authentication (`auth`), strict bodies (`body`), and the OpenAPI
 //! document (`openapi`) that a test holds to the routes registered here.
-//! `events` serves the security event log to those the policy lets read it.
+//! `events` serves the security event log to those the policy lets read it,
+//! `ingest` takes events from outside systems holding a team's ingest token,
+//! and `incidents` lets security responders run incidents to closure.
 //!
 //! Handlers are thin: they authenticate, call one `kura_identity::Identity`
 //! method (which asks the policy function itself), record its security
@@ -13,6 +15,8 @@ mod auth;
 mod body;
 mod error;
 mod events;
+mod incidents;
+mod ingest;
 mod mfa;
 mod openapi;
 mod sessions;
@@ -23,6 +27,7 @@ mod tokens;
 use std::str::FromStr;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 pub use auth::{CSRF_HEADER, SESSION_COOKIE};
@@ -179,6 +184,29 @@ fn build() -> Builder {
             delete(teams::revoke_role),
         )
         .at("GET", "/api/v1/events", get(events::list))
+        .at(
+            "POST",
+            "/api/v1/events/ingest",
+            post(ingest::ingest).layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES)),
+        )
+        .at("GET", "/api/v1/incidents", get(incidents::list))
+        .at("POST", "/api/v1/incidents", post(incidents::create))
+        .at("GET", "/api/v1/incidents/{id}", get(incidents::get))
+        .at(
+            "PUT",
+            "/api/v1/incidents/{id}/owner",
+            put(incidents::set_owner),
+        )
+        .at(
+            "POST",
+            "/api/v1/incidents/{id}/transitions",
+            post(incidents::transition),
+        )
+        .at(
+            "POST",
+            "/api/v1/incidents/{id}/notes",
+            post(incidents::add_note),
+        )
         .at("POST", "/api/v1/tokens", post(tokens::create))
         .at("GET", "/api/v1/tokens", get(tokens::list))
         .at("DELETE", "/api/v1/tokens/{id}", delete(tokens::revoke))

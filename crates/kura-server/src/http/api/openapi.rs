@@ -12,6 +12,9 @@ enum Auth {
     None,
     /// A session (bearer or cookie+CSRF) or an API token.
     Required,
+    /// A team's service token with the `events:ingest` scope, as a bearer
+    /// token; nothing else.
+    IngestToken,
 }
 
 /// One documented operation.
@@ -32,8 +35,26 @@ const S: &str = "string";
 const B: &str = "boolean";
 const A: &str = "array";
 const I: &str = "integer";
+const O: &str = "object";
 
 const CODE: &[(&str, &str, bool)] = &[("code", S, true)];
+
+/// The fields of one ingested event (the body is an array of these).
+const INGEST_EVENT: &[(&str, &str, bool)] = &[
+    ("time", S, true),
+    ("action", S, true),
+    ("outcome", S, true),
+    ("actor", S, false),
+    ("target", S, false),
+    ("source", S, false),
+    ("user_agent", S, false),
+    ("details", O, false),
+];
+
+/// The operation whose body is an array of [`INGEST_EVENT`]s.
+const INGEST_OP: &str = "ingestEvents";
+/// The operation that answers 409 for a move the state machine refuses.
+const TRANSITION_OP: &str = "transitionIncident";
 
 const OPS: &[Op] = &[
     Op {
@@ -389,6 +410,76 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "POST",
+        path: "/api/v1/events/ingest",
+        id: INGEST_OP,
+        summary: "Ingest up to 500 events from an outside system with a team's service token holding the events:ingest scope; events are written as the token's team (a team field is refused), times must lie within 24 h before and 10 min after the server's clock, and one bad event refuses the whole batch; answers 202 with the count",
+        auth: Auth::IngestToken,
+        body: Some(INGEST_EVENT),
+        ok: 202,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/incidents",
+        id: "listIncidents",
+        summary: "Incidents, newest first, filtered by state, severity (comma-separated) and team, paged by cursor (security responders)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/incidents",
+        id: "createIncident",
+        summary: "Open an incident by hand (severity sev1..sev4), linking events",
+        auth: Auth::Required,
+        body: Some(&[
+            ("title", S, true),
+            ("severity", S, true),
+            ("team", S, false),
+            ("owner", S, false),
+            ("events", A, false),
+            ("note", S, false),
+        ]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/incidents/{id}",
+        id: "getIncident",
+        summary: "One incident with its timeline, alerts, linked events and notifications",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/incidents/{id}/owner",
+        id: "setIncidentOwner",
+        summary: "Give an incident an owner (an actor key such as account:<id>), or null to unassign",
+        auth: Auth::Required,
+        body: Some(&[("owner", S, true)]),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/incidents/{id}/transitions",
+        id: TRANSITION_OP,
+        summary: "Move an incident to another state (open, triaged, investigating, contained, resolved, closed) with an optional note; a move the state machine refuses is a 409 naming the allowed next states",
+        auth: Auth::Required,
+        body: Some(&[("state", S, true), ("note", S, false)]),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/incidents/{id}/notes",
+        id: "addIncidentNote",
+        summary: "Add a note to an incident's timeline",
+        auth: Auth::Required,
+        body: Some(&[("text", S, true)]),
+        ok: 204,
+    },
+    Op {
+        method: "POST",
         path: "/api/v1/tokens",
         id: "createToken",
         summary: "Create an API token; the secret is shown once",
@@ -438,6 +529,8 @@ fn body_schema(fields: &[(&str, &str, bool)]) -> Value {
     for (name, ty, req) in fields {
         let schema = if *ty == A {
             json!({ "type": "array", "items": { "type": "string" } })
+        } else if *ty == O {
+            json!({ "type": "object" })
         } else {
             json!({ "type": ty })
         };
@@ -470,11 +563,16 @@ fn operation(op: &Op) -> Value {
         o.insert("parameters".into(), Value::Array(params));
     }
     if let Some(fields) = op.body {
+        let schema = if op.id == INGEST_OP {
+            json!({ "type": "array", "minItems": 1, "maxItems": 500, "items": body_schema(fields) })
+        } else {
+            body_schema(fields)
+        };
         o.insert(
             "requestBody".into(),
             json!({
                 "required": true,
-                "content": { "application/json": { "schema": body_schema(fields) } }
+                "content": { "application/json": { "schema": schema } }
             }),
         );
     }
@@ -492,6 +590,15 @@ fn operation(op: &Op) -> Value {
             problem_response("A field is missing, unknown or invalid"),
         );
     }
+    if op.id == TRANSITION_OP {
+        responses.insert(
+            "409".into(),
+            problem_response("The state machine does not allow this move; nothing changed"),
+        );
+    }
+    if op.id == INGEST_OP {
+        responses.insert("413".into(), problem_response("Body too large"));
+    }
     responses.insert(
         "401".into(),
         problem_response("Not signed in, or sign-in failed"),
@@ -506,14 +613,12 @@ fn operation(op: &Op) -> Value {
     );
     responses.insert("default".into(), problem_response("Problem details"));
     o.insert("responses".into(), Value::Object(responses));
-    if op.auth == Auth::Required {
-        o.insert(
-            "security".into(),
-            json!([{ "bearer": [] }, { "sessionCookie": [], "csrfToken": [] }]),
-        );
-    } else {
-        o.insert("security".into(), json!([]));
-    }
+    let security = match op.auth {
+        Auth::Required => json!([{ "bearer": [] }, { "sessionCookie": [], "csrfToken": [] }]),
+        Auth::IngestToken => json!([{ "bearer": [] }]),
+        Auth::None => json!([]),
+    };
+    o.insert("security".into(), security);
     Value::Object(o)
 }
 
@@ -533,7 +638,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Kura ID admin API",
             "version": "1",
-            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles and API tokens. Errors are RFC 9457 problem details."
+            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest) and incidents. Errors are RFC 9457 problem details."
         },
         "paths": paths,
         "components": {
