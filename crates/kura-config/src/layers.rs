@@ -352,6 +352,41 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.setup.token_ttl_secs < 60 || c.setup.token_ttl_secs > 3600 {
         return err("setup.token_ttl_secs", "must be between 60 and 3600");
     }
+    let i = &c.identity;
+    let ranges: [(&str, u32, u32, u32); 5] = [
+        (
+            "identity.session_idle_minutes",
+            i.session_idle_minutes,
+            1,
+            1440,
+        ),
+        (
+            "identity.session_absolute_hours",
+            i.session_absolute_hours,
+            1,
+            720,
+        ),
+        ("identity.step_up_minutes", i.step_up_minutes, 1, 60),
+        ("identity.invitation_days", i.invitation_days, 1, 30),
+        ("identity.max_token_days", i.max_token_days, 1, 3660),
+    ];
+    for (key, value, low, high) in ranges {
+        if !(low..=high).contains(&value) {
+            return Err((key.to_owned(), format!("must be between {low} and {high}")));
+        }
+    }
+    if u64::from(i.session_idle_minutes) > u64::from(i.session_absolute_hours) * 60 {
+        return err(
+            "identity.session_idle_minutes",
+            "must not exceed identity.session_absolute_hours",
+        );
+    }
+    if i.totp_issuer.trim().is_empty() || i.totp_issuer.contains(':') {
+        return err(
+            "identity.totp_issuer",
+            "must be non-empty and contain no `:`",
+        );
+    }
     let e = &c.events;
     if !(30..=3650).contains(&e.retention_days) {
         return err("events.retention_days", "must be between 30 and 3650");
@@ -639,6 +674,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.events.export.jsonl[0].keep, 3);
         assert_eq!(c.events.export.jsonl[0].prefix, "events");
+    }
+
+    #[test]
+    fn identity_settings_are_bounded() {
+        let c = Layers {
+            env: env(&[("KURA_IDENTITY__SESSION_IDLE_MINUTES", "15")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.identity.session_idle_minutes, 15);
+        let e = Layers {
+            env: env(&[
+                ("KURA_IDENTITY__SESSION_IDLE_MINUTES", "120"),
+                ("KURA_IDENTITY__SESSION_ABSOLUTE_HOURS", "1"),
+            ]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`identity.session_idle_minutes`"), "{e}");
+        let e = Layers {
+            env: env(&[("KURA_IDENTITY__STEP_UP_MINUTES", "0")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`identity.step_up_minutes`") && e.contains("between 1 and 60"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Config {
     pub setup: SetupConfig,
     /// The security event pipeline: retention and exports.
     pub events: EventsConfig,
+    /// Kura ID: sessions, invitations and tokens.
+    pub identity: IdentitySettings,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             log: LogConfig::default(),
             setup: SetupConfig::default(),
             events: EventsConfig::default(),
+            identity: IdentitySettings::default(),
         }
     }
 }
@@ -413,4 +416,35 @@ fn default_timeout() -> u64 {
 }
 fn default_attempts() -> u32 {
     5
+}
+
+/// Kura ID settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// A session unused this long ends, in minutes (1 to 1440).
+    pub session_idle_minutes: u32,
+    /// A session ends this long after sign-in, in hours (1 to 720).
+    pub session_absolute_hours: u32,
+    /// Sensitive actions need an MFA check this recent, in minutes (1 to 60).
+    pub step_up_minutes: u32,
+    /// How long an invitation link stays valid, in days (1 to 30).
+    pub invitation_days: u32,
+    /// The longest lifetime an API token may be given, in days (1 to 3660).
+    pub max_token_days: u32,
+    /// The issuer shown in authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            step_up_minutes: 10,
+            invitation_days: 7,
+            max_token_days: 366,
+            totp_issuer: "Kura".into(),
+        }
+    }
 }

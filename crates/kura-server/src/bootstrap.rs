@@ -168,7 +168,7 @@ impl Installation {
             Arc::new(SqliteIdentityStore::new(storage.sqlite.pool().clone())),
             Arc::clone(&storage.platform),
             Arc::clone(&clock),
-            IdentityConfig::default(),
+            identity_config(&config.identity),
         )
         .map_err(|e| StartError::Identity(e.to_string()))?;
         Ok(Self {
@@ -314,4 +314,16 @@ impl Platform {
             token,
         }))
     }
+}
+
+/// Kura ID's settings from the configuration; the rest keep their defaults.
+fn identity_config(settings: &kura_config::IdentitySettings) -> IdentityConfig {
+    let mut config = IdentityConfig::default();
+    config.session.idle_timeout = Duration::minutes(i64::from(settings.session_idle_minutes));
+    config.session.absolute_timeout = Duration::hours(i64::from(settings.session_absolute_hours));
+    config.session.step_up_window = Duration::minutes(i64::from(settings.step_up_minutes));
+    config.invitation_ttl = Duration::days(i64::from(settings.invitation_days));
+    config.max_token_lifetime = Duration::days(i64::from(settings.max_token_days));
+    config.totp_issuer = settings.totp_issuer.clone();
+    config
 }

@@ -883,8 +883,13 @@ ruleset(name="to_kura") {{
         assert_eq!(second.outcome, Outcome::Success);
         assert_eq!(second.details["message"], json!("WAF rule 942100 matched"));
 
-        let stats = kura.stats.snapshot();
-        assert_eq!(stats.accepted, 2, "{stats:?}");
+        // The listener counts an event after recording it, so the counter
+        // may trail the log by a moment.
+        let stats = eventually("both frames counted", async || {
+            let stats = kura.stats.snapshot();
+            (stats.accepted == 2).then_some(stats)
+        })
+        .await;
         assert_eq!(stats.rejected.values().sum::<u64>(), 0, "{stats:?}");
         assert!(stats.connections >= 1);
         let report = env.sink.verify(VerifyOptions::default()).await.unwrap();
