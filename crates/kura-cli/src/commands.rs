@@ -72,15 +72,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         tracing::warn!(notice = %notice, "start-up notice");
         eprintln!("notice: {notice}");
     }
-    let state = AppState::new(
-        &config,
-        Arc::clone(&platform.installation.storage.platform),
-        Arc::new(platform.installation.events.clone()),
-        clock,
-        platform.installation.identity.clone(),
-    )
-    .with_event_log(platform.installation.events.log().clone())
-    .with_incidents(Arc::clone(&platform.installation.incidents));
+    let state = AppState::new(&config, &platform.installation);
     let bound = BoundServer::bind(&platform, state, axum::Router::new()).await?;
     let addr = bound.local_addr();
     let base = config
@@ -164,7 +156,7 @@ async fn events(config: Config, cmd: EventsCommand) -> anyhow::Result<()> {
                     "entries_checked": v.entries_checked,
                     "first_seq": v.first_seq,
                     "last_seq": v.last_seq,
-                    "head_hash": v.head_hash.map(hex_string),
+                    "head_hash": v.head_hash.map(hex::encode),
                     "checkpoints_checked": v.checkpoints_checked,
                     "last_signed": v.last_signed,
                     "problem": v.problem.as_ref().map(|p| serde_json::json!({
@@ -196,10 +188,6 @@ async fn events(config: Config, cmd: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::PublicKey => println!("{}", log.public_key().to_hex()),
     }
     Ok(())
-}
-
-fn hex_string(bytes: [u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The URL people use for a bound address.

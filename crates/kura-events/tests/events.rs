@@ -1083,3 +1083,84 @@ mod exports_and_incidents {
         assert_eq!(detail.events.len(), 5);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_events_and_what_remains_still_verifies() {
+    let env = fresh(1000, false).await;
+    let log = env.sink.log().clone();
+    let old = SystemClock.now() - time::Duration::days(500);
+    for i in 0..5 {
+        let mut e = event("auth.signin.succeeded", Outcome::Success).with_detail("n", i);
+        e.time = old + time::Duration::minutes(i);
+        env.sink.record(e).await.unwrap();
+    }
+    for i in 5..8 {
+        env.sink
+            .record(event("auth.signin.succeeded", Outcome::Success).with_detail("n", i))
+            .await
+            .unwrap();
+    }
+
+    // Nothing is older than ten years: nothing changes.
+    let none = log
+        .prune_older_than(time::Duration::days(3650))
+        .await
+        .unwrap();
+    assert_eq!((none.removed, none.anchor_seq), (0, None));
+    assert_eq!(
+        env.sink
+            .verify(VerifyOptions::default())
+            .await
+            .unwrap()
+            .0
+            .entries_checked,
+        8
+    );
+
+    let report = log
+        .prune_older_than(time::Duration::days(400))
+        .await
+        .unwrap();
+    assert_eq!((report.removed, report.anchor_seq), (5, Some(5)));
+    let check = env.sink.verify(VerifyOptions::default()).await.unwrap();
+    assert!(check.is_intact(), "{check}");
+    assert_eq!((check.0.first_seq, check.0.entries_checked), (Some(6), 3));
+
+    // A second run finds nothing more and keeps the anchor.
+    let again = log
+        .prune_older_than(time::Duration::days(400))
+        .await
+        .unwrap();
+    assert_eq!((again.removed, again.anchor_seq), (0, Some(5)));
+
+    // A tampered log is never pruned: tampering must not hide behind an anchor.
+    let env = fresh(1000, false).await;
+    for i in 0..3 {
+        let mut e = event("auth.signin.succeeded", Outcome::Success).with_detail("n", i);
+        e.time = old;
+        env.sink.record(e).await.unwrap();
+    }
+    env.sink
+        .record(event("auth.signin.succeeded", Outcome::Success))
+        .await
+        .unwrap();
+    env.raw()
+        .await
+        .execute(
+            "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'ann', 'bob') AS BLOB) WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    assert!(
+        env.sink
+            .log()
+            .prune_older_than(time::Duration::days(400))
+            .await
+            .is_err()
+    );
+    let raw = env.raw().await;
+    let n: i64 = raw
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4, "nothing was deleted");
+}

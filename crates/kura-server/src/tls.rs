@@ -182,13 +182,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The rustls server configuration for Kura's policy.
-pub fn tls_server_config(
-    material: &TlsMaterial,
-    min_version: TlsVersion,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// The crypto provider with Kura's cipher-suite list. Every TLS endpoint —
+/// the HTTPS listener, the syslog listener and the syslog exporter — is built
+/// on it, so their policies cannot drift apart.
+pub(crate) fn kura_provider() -> Arc<CryptoProvider> {
     let base = provider::default_provider();
-    let provider = CryptoProvider {
+    Arc::new(CryptoProvider {
         cipher_suites: base
             .cipher_suites
             .iter()
@@ -196,13 +195,29 @@ pub fn tls_server_config(
             .copied()
             .collect(),
         ..base
-    };
-    let versions: &[&SupportedProtocolVersion] = match min_version {
-        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::V1_3 => &[&rustls::version::TLS13],
-    };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)?
+    })
+}
+
+/// The protocol versions from `min_version` up.
+pub(crate) fn protocol_versions(
+    min_version: TlsVersion,
+) -> &'static [&'static SupportedProtocolVersion] {
+    static FROM_1_2: [&SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static FROM_1_3: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min_version {
+        TlsVersion::V1_2 => &FROM_1_2,
+        TlsVersion::V1_3 => &FROM_1_3,
+    }
+}
+
+/// The rustls server configuration for Kura's policy.
+pub fn tls_server_config(
+    material: &TlsMaterial,
+    min_version: TlsVersion,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(kura_provider())
+        .with_protocol_versions(protocol_versions(min_version))?
         .with_no_client_auth()
         .with_single_cert(material.chain.clone(), material.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

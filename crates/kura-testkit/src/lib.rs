@@ -112,15 +112,7 @@ impl TestServer {
         let platform = Platform::open(config.clone(), Arc::clone(&options.clock))
             .await
             .unwrap_or_else(|e| panic!("test server cannot open: {e}"));
-        let state = AppState::new(
-            &config,
-            Arc::clone(&platform.installation.storage.platform),
-            Arc::new(platform.installation.events.clone()),
-            Arc::clone(&options.clock),
-            platform.installation.identity.clone(),
-        )
-        .with_event_log(platform.installation.events.log().clone())
-        .with_incidents(Arc::clone(&platform.installation.incidents));
+        let state = AppState::new(&config, &platform.installation);
         let events = platform.installation.events.clone();
         let incidents = Arc::clone(&platform.installation.incidents);
         let bound = BoundServer::bind(&platform, state, options.routes)

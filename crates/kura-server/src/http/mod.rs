@@ -13,6 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use kura_config::Config;
+
+use crate::bootstrap::Installation;
 use kura_events::EventSink;
 use kura_identity::Identity;
 use kura_store::PlatformStore;
@@ -43,47 +45,26 @@ pub struct AppState {
     pub headers: Arc<middleware::HeaderPolicy>,
     /// Kura ID: authentication and the one policy function.
     pub identity: Identity,
-    /// The security event log, for `GET /api/v1/events` (attach it with
-    /// [`AppState::with_event_log`]).
-    pub event_log: Option<kura_events::EventLog>,
-    /// Incidents, for `/api/v1/incidents` (attach them with
-    /// [`AppState::with_incidents`]).
-    pub incidents: Option<Arc<kura_events::IncidentService>>,
+    /// The security event log behind `events`, for queries.
+    pub event_log: kura_events::EventLog,
+    /// Incidents (their changes are recorded in the same log).
+    pub incidents: Arc<kura_events::IncidentService>,
 }
 
 impl AppState {
-    /// State for `config` over `platform`.
-    pub fn new(
-        config: &Config,
-        platform: Arc<dyn PlatformStore>,
-        events: Arc<dyn EventSink>,
-        clock: Arc<dyn Clock>,
-        identity: Identity,
-    ) -> Self {
+    /// State for serving `installation` under `config`.
+    pub fn new(config: &Config, installation: &Installation) -> Self {
         Self {
-            platform,
+            platform: Arc::clone(&installation.storage.platform),
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
-            clock,
-            events,
+            clock: Arc::clone(&installation.clock),
+            events: Arc::new(installation.events.clone()),
             headers: Arc::new(middleware::HeaderPolicy::new(config.tls.hsts_max_age_secs)),
-            identity,
-            event_log: None,
-            incidents: None,
+            identity: installation.identity.clone(),
+            event_log: installation.events.log().clone(),
+            incidents: Arc::clone(&installation.incidents),
         }
-    }
-
-    /// Lets the API query `log` (the log behind `events`).
-    pub fn with_event_log(mut self, log: kura_events::EventLog) -> Self {
-        self.event_log = Some(log);
-        self
-    }
-
-    /// Lets the API run `incidents` (whose changes are recorded in the log
-    /// behind `events`).
-    pub fn with_incidents(mut self, incidents: Arc<kura_events::IncidentService>) -> Self {
-        self.incidents = Some(incidents);
-        self
     }
 }
 

@@ -12,6 +12,8 @@
 //! has: the `seq` and `id` parameters let a SIEM drop duplicates.
 
 use std::sync::Arc;
+
+use kura_config::TlsVersion;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -119,12 +121,11 @@ impl SyslogExporter {
         if roots.is_empty() {
             return Err(bad("the CA file holds no PEM certificate".into()));
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        // rustls offers only ECDHE and AEAD suites, matching the server's
-        // policy; TLS 1.2 stays allowed because receivers such as older
-        // rsyslog builds may not speak 1.3.
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        // The server's cipher policy (ECDHE + AEAD only); TLS 1.2 stays
+        // allowed because receivers such as older rsyslog builds may not
+        // speak 1.3.
+        let builder = ClientConfig::builder_with_provider(crate::tls::kura_provider())
+            .with_protocol_versions(crate::tls::protocol_versions(TlsVersion::V1_2))
             .map_err(|e| bad(e.to_string()))?
             .with_root_certificates(roots);
         let tls = match (&config.client_cert_pem, &config.client_key_pem) {

@@ -19,7 +19,7 @@ use kura_types::{Clock, SystemClock};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::serve::ShutdownSignal;
-use crate::tls::{TlsError, TlsMaterial, tls_server_config};
+use crate::tls::{TlsError, TlsMaterial, kura_provider, protocol_versions};
 
 /// Limits of the syslog listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ impl SyslogStatsHandle {
 
 impl SyslogListener {
     /// Binds `addr` and prepares TLS: the server's certificate and cipher
-    /// policy ([`tls_server_config`]), plus mandatory client certificates
+    /// policy (`crate::tls::kura_provider`), plus mandatory client certificates
     /// that chain to a CA in `client_ca_pem`.
     pub async fn bind(
         addr: SocketAddr,
@@ -286,10 +286,8 @@ fn server_config(
     client_ca_pem: &[u8],
     min_version: TlsVersion,
 ) -> Result<Arc<ServerConfig>, SyslogListenerError> {
-    // The HTTPS policy's provider carries Kura's cipher-suite list; reusing
-    // it keeps the two listeners' policies from drifting apart.
-    let policy = tls_server_config(tls, min_version)?;
-    let provider = Arc::clone(policy.crypto_provider());
+    // The same provider and versions as the HTTPS listener.
+    let provider = kura_provider();
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(client_ca_pem) {
         let cert = cert.map_err(|e| SyslogListenerError::ClientCa(e.to_string()))?;
@@ -306,12 +304,8 @@ fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| SyslogListenerError::ClientCa(e.to_string()))?;
-    let versions: &[&SupportedProtocolVersion] = match min_version {
-        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::V1_3 => &[&rustls::version::TLS13],
-    };
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
+        .with_protocol_versions(protocol_versions(min_version))
         .map_err(TlsError::from)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(tls.chain.clone(), tls.key.clone_key())

@@ -50,8 +50,6 @@ pub enum ApiError {
     TooLarge,
     /// A security event could not be recorded, so the request fails.
     EventNotRecorded,
-    /// A service the route needs (named) is not attached to this server.
-    Unavailable(&'static str),
     /// Something internal failed (logged where it happened).
     Internal,
 }
@@ -315,15 +313,6 @@ impl IntoResponse for ApiError {
                     "too-large",
                     "Body too large",
                     "the body is larger than the limit",
-                ),
-                None,
-            ),
-            Self::Unavailable(what) => (
-                problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Unavailable",
-                    format!("{what} is not available on this server"),
                 ),
                 None,
             ),

@@ -49,10 +49,7 @@ async fn responder(state: &AppState, auth: &Auth) -> Result<Arc<IncidentService>
         &Resource::Platform,
     );
     finish(state, &auth.ctx, audited).await?;
-    state
-        .incidents
-        .clone()
-        .ok_or(ApiError::Unavailable("incident management"))
+    Ok(Arc::clone(&state.incidents))
 }
 
 fn actor(p: &Principal) -> Actor {
