@@ -93,6 +93,10 @@ pub struct Installation {
     pub clock: Arc<dyn Clock>,
     /// Kura ID over this installation's storage.
     pub identity: Identity,
+    /// Hosted apps and Data API sessions.
+    pub apps: kura_apps::Apps,
+    /// Signs container download URLs; fresh at every start.
+    pub container_key: Arc<kura_crypto::hmac::HmacKey>,
     /// Things the operator should know about this start (repaired modes,
     /// generated keys).
     pub notices: Vec<String>,
@@ -171,6 +175,16 @@ impl Installation {
             identity_config(&config.identity),
         )
         .map_err(|e| StartError::Identity(e.to_string()))?;
+        let apps = kura_apps::Apps::new(
+            kura_store::AppRegistry::new(storage.sqlite.pool().clone()),
+            storage.apps.clone(),
+            kura_identity::Passwords::owasp().map_err(|e| StartError::Identity(e.to_string()))?,
+            Arc::clone(&clock),
+        );
+        let container_key = Arc::new(kura_crypto::hmac::HmacKey::new(
+            &kura_crypto::random::array::<32>()
+                .map_err(|e| StartError::Kms(KmsError::Crypto(e.to_string())))?,
+        ));
         Ok(Self {
             dir,
             kms,
@@ -179,6 +193,8 @@ impl Installation {
             incidents,
             clock,
             identity,
+            apps,
+            container_key,
             notices,
         })
     }

@@ -7,9 +7,10 @@ use kura_types::{AppId, KeyScope};
 use parking_lot::Mutex;
 
 use crate::StoreError;
+use crate::app_data::APP_MIGRATIONS;
 use crate::datadir::DataDir;
 use crate::keys::KeyService;
-use crate::sqlite::{Durability, Pool};
+use crate::sqlite::{Durability, Pool, migrate};
 
 /// Opens, creates and destroys app databases. Each file is encrypted under
 /// its app's own data key; destroying the key makes the file (and every
@@ -49,7 +50,9 @@ impl AppDatabases {
         let key = self.keys.create(KeyScope::App(app)).await?;
         let (durability, readers) = (self.durability, self.readers);
         let pool = tokio::task::spawn_blocking(move || {
-            Pool::open(&path, Some(&key), true, durability, readers, |_| Ok(()))
+            Pool::open(&path, Some(&key), true, durability, readers, |conn| {
+                migrate(conn, &path, APP_MIGRATIONS).map(|_| ())
+            })
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))??;
@@ -66,7 +69,9 @@ impl AppDatabases {
         let path = self.dir.app_db(app);
         let (durability, readers) = (self.durability, self.readers);
         let pool = tokio::task::spawn_blocking(move || {
-            Pool::open(&path, Some(&key), false, durability, readers, |_| Ok(()))
+            Pool::open(&path, Some(&key), false, durability, readers, |conn| {
+                migrate(conn, &path, APP_MIGRATIONS).map(|_| ())
+            })
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))??;

@@ -9,6 +9,9 @@
 //!   rotation that re-wraps every data key without touching data.
 //! - [`AppDatabases`]: one encrypted database file per hosted app, each under
 //!   its own data key.
+//! - [`AppRegistry`]: hosts and apps; [`app_data`]: the record store inside
+//!   each app's file (typed cells, structured filters compiled to
+//!   parameterised SQL, containers, serials, app accounts).
 //! - [`Pool`]: many readers and one writer per database file, with all
 //!   blocking database work moved off the async runtime.
 //! - [`IdentityStore`] and [`SqliteIdentityStore`]: Kura ID's accounts,
@@ -25,6 +28,8 @@
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
 
+pub mod app_data;
+mod app_registry;
 mod apps;
 mod datadir;
 mod error;
@@ -37,6 +42,7 @@ mod open;
 mod platform;
 mod sqlite;
 
+pub use app_registry::{AppRecord, AppRegistry, AppStatus, HostRecord};
 pub use apps::AppDatabases;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;

@@ -70,6 +70,12 @@ typed_id!(
     "team"
 );
 typed_id!(
+    /// A host: a team's named place for apps, with its own settings.
+    HostId,
+    "host"
+);
+
+typed_id!(
     /// A hosted app (one encrypted database file).
     AppId,
     "app"

@@ -1,6 +1,7 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
 pub mod api;
+mod fmi;
 mod health;
 mod metrics;
 mod middleware;
@@ -49,6 +50,11 @@ pub struct AppState {
     pub event_log: kura_events::EventLog,
     /// Incidents (their changes are recorded in the same log).
     pub incidents: Arc<kura_events::IncidentService>,
+    /// Hosted apps and the Data API's sessions.
+    pub apps: kura_apps::Apps,
+    /// Signs container download URLs (a fresh key per process: URLs die
+    /// with it, as they do after an hour).
+    pub container_key: Arc<kura_crypto::hmac::HmacKey>,
 }
 
 impl AppState {
@@ -64,6 +70,8 @@ impl AppState {
             identity: installation.identity.clone(),
             event_log: installation.events.log().clone(),
             incidents: Arc::clone(&installation.incidents),
+            apps: installation.apps.clone(),
+            container_key: Arc::clone(&installation.container_key),
         }
     }
 }
@@ -75,6 +83,7 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
     Router::new()
         .merge(routes)
         .merge(api::api_router())
+        .merge(fmi::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

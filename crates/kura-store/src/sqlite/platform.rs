@@ -332,6 +332,31 @@ const MIGRATIONS: &[Migration] = &[
         DROP INDEX IF EXISTS events_by_request;
     ",
     },
+    Migration {
+        version: 6,
+        name: "hosts and hosted apps",
+        // Host names are unique across the platform because they are part
+        // of the Data API's URL; app names are unique on their host.
+        sql: "
+        CREATE TABLE hosts (
+            id         TEXT PRIMARY KEY,
+            team_id    TEXT NOT NULL REFERENCES teams(id),
+            name       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            settings   TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX hosts_by_team ON hosts(team_id);
+        CREATE TABLE apps (
+            id         TEXT PRIMARY KEY,
+            host_id    TEXT NOT NULL REFERENCES hosts(id),
+            team_id    TEXT NOT NULL REFERENCES teams(id),
+            name       TEXT NOT NULL COLLATE NOCASE,
+            status     TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+            created_at INTEGER NOT NULL,
+            UNIQUE (host_id, name)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.

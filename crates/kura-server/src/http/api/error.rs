@@ -19,6 +19,8 @@ pub enum ApiError {
     Identity(IdentityError),
     /// The incident service refused (or failed).
     Incident(IncidentError),
+    /// The hosted apps service refused (or failed).
+    Apps(kura_apps::AppsError),
     /// Too many failures: retry after this many seconds.
     Throttled(u64),
     /// No `Authorization` header and no session cookie.
@@ -116,6 +118,35 @@ fn incident_problem(e: &IncidentError) -> Problem {
         ),
         E::Event(_) | E::Store(_) => {
             tracing::error!(error = %e, "incident service failed");
+            Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+fn apps_problem(e: &kura_apps::AppsError) -> Problem {
+    use kura_apps::AppsError as E;
+    match e {
+        E::Invalid { .. } => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-app-change",
+            "Invalid input",
+            e.to_string(),
+        ),
+        E::NotFound(_) => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            e.to_string(),
+        ),
+        E::Conflict(_) => problem(StatusCode::CONFLICT, "conflict", "Conflict", e.to_string()),
+        E::DataLoss(_) => problem(
+            StatusCode::CONFLICT,
+            "data-loss",
+            "Change would discard data",
+            e.to_string(),
+        ),
+        E::Store(_) => {
+            tracing::error!(error = %e, "apps service failed");
             Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
@@ -235,6 +266,7 @@ impl IntoResponse for ApiError {
         let (p, retry_after) = match &self {
             Self::Identity(e) => (identity_problem(e), None),
             Self::Incident(e) => (incident_problem(e), None),
+            Self::Apps(e) => (apps_problem(e), None),
             Self::Throttled(secs) => (
                 problem(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -11,6 +11,8 @@
 //! events with the request's facts, and render the result.
 
 mod accounts;
+mod apps;
+mod apps_openapi;
 mod auth;
 mod body;
 mod error;
@@ -210,6 +212,74 @@ fn build() -> Builder {
         .at("POST", "/api/v1/tokens", post(tokens::create))
         .at("GET", "/api/v1/tokens", get(tokens::list))
         .at("DELETE", "/api/v1/tokens/{id}", delete(tokens::revoke))
+        .at("POST", "/api/v1/teams/{id}/hosts", post(apps::create_host))
+        .at("GET", "/api/v1/teams/{id}/hosts", get(apps::list_hosts))
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/hosts/{host}",
+            get(apps::get_host),
+        )
+        .at(
+            "PATCH",
+            "/api/v1/teams/{id}/hosts/{host}",
+            patch(apps::update_host),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/hosts/{host}",
+            delete(apps::delete_host),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/hosts/{host}/apps",
+            post(apps::create_app),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/hosts/{host}/apps",
+            get(apps::list_apps),
+        )
+        .at("GET", "/api/v1/teams/{id}/apps/{app}", get(apps::get_app))
+        .at(
+            "PATCH",
+            "/api/v1/teams/{id}/apps/{app}",
+            patch(apps::update_app),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/apps/{app}",
+            delete(apps::delete_app),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/apps/{app}/schema",
+            get(apps::get_schema),
+        )
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/apps/{app}/schema",
+            put(apps::put_schema),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/apps/{app}/accounts",
+            get(apps::list_accounts),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/apps/{app}/accounts",
+            post(apps::create_account),
+        )
+        .at(
+            "PATCH",
+            "/api/v1/teams/{id}/apps/{app}/accounts/{name}",
+            patch(apps::update_account),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/apps/{app}/accounts/{name}",
+            delete(apps::delete_account),
+        )
 }
 
 /// The API's routes, for merging into the application.

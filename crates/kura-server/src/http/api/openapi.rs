@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 /// How an operation authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Auth {
+pub(super) enum Auth {
     /// Nothing (the body carries a one-time token or a password).
     None,
     /// A session (bearer or cookie+CSRF) or an API token.
@@ -19,23 +19,23 @@ enum Auth {
 
 /// One documented operation.
 #[derive(Debug)]
-struct Op {
-    method: &'static str,
-    path: &'static str,
-    id: &'static str,
-    summary: &'static str,
-    auth: Auth,
+pub(super) struct Op {
+    pub(super) method: &'static str,
+    pub(super) path: &'static str,
+    pub(super) id: &'static str,
+    pub(super) summary: &'static str,
+    pub(super) auth: Auth,
     /// Request body fields (name, JSON type, required); `None` for no body.
-    body: Option<&'static [(&'static str, &'static str, bool)]>,
+    pub(super) body: Option<&'static [(&'static str, &'static str, bool)]>,
     /// The success status.
-    ok: u16,
+    pub(super) ok: u16,
 }
 
-const S: &str = "string";
-const B: &str = "boolean";
+pub(super) const S: &str = "string";
+pub(super) const B: &str = "boolean";
 const A: &str = "array";
 const I: &str = "integer";
-const O: &str = "object";
+pub(super) const O: &str = "object";
 
 const CODE: &[(&str, &str, bool)] = &[("code", S, true)];
 
@@ -625,7 +625,7 @@ fn operation(op: &Op) -> Value {
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for op in OPS {
+    for op in OPS.iter().chain(super::apps_openapi::OPS) {
         let entry = paths
             .entry(op.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -636,9 +636,9 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
-            "title": "Kura ID admin API",
+            "title": "Kura admin API",
             "version": "1",
-            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest) and incidents. Errors are RFC 9457 problem details."
+            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest), incidents, hosts, hosted apps, app schema and app accounts. Errors are RFC 9457 problem details."
         },
         "paths": paths,
         "components": {

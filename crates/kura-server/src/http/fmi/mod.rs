@@ -1,0 +1,162 @@
+//! The FileMaker Data API at `/hosts/{host}/fmi/data/{v1|v2|vLatest}/…`:
+//! wire-compatible with Claris FileMaker Server's, so existing clients
+//! (python-fmrest, @proofgeist/fmdapi) work unchanged when pointed at
+//! `https://server/hosts/{host}`.
+//!
+//! Every response is FileMaker's envelope (`response`, `messages` with a
+//! string `code`), with FileMaker's error codes and HTTP statuses. Sessions
+//! are bearer tokens (returned in the body and in `X-FM-Data-Access-Token`)
+//! that expire 15 minutes after their last use. App privilege sets decide
+//! every record, field and write (`kura_apps::privileges`). Sign-ins, both
+//! successful and failed, and sign-outs are security events.
+
+mod meta;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use kura_apps::sessions::FmSession;
+use kura_apps::{FmError, LoadedApp};
+use serde_json::{Map, Value, json};
+
+use crate::http::AppState;
+
+/// The Data API's routes.
+pub fn router() -> Router<AppState> {
+    let base = "/hosts/{host}/fmi/data/{version}";
+    let db = "/hosts/{host}/fmi/data/{version}/databases/{db}";
+    let layout = "/hosts/{host}/fmi/data/{version}/databases/{db}/layouts/{layout}";
+    Router::new()
+        .route(&format!("{base}/productInfo"), get(meta::product_info))
+        .route(&format!("{base}/databases"), get(meta::databases))
+        .route(
+            &format!("{base}/validateSession"),
+            get(meta::validate_session),
+        )
+        .route(&format!("{db}/sessions"), post(meta::login))
+        .route(&format!("{db}/sessions/"), post(meta::login))
+        .route(
+            &format!("{db}/sessions/{{token}}"),
+            axum::routing::delete(meta::logout),
+        )
+        .route(&format!("{db}/layouts"), get(meta::layouts))
+        .route(&format!("{db}/scripts"), get(meta::scripts))
+        .route(&format!("{db}/globals"), patch(records::globals))
+        .route(&format!("{layout}"), get(meta::layout_metadata))
+        .route(
+            &format!("{layout}/records"),
+            get(records::range).post(records::create),
+        )
+        .route(
+            &format!("{layout}/records/{{id}}"),
+            get(records::get_one)
+                .patch(records::edit)
+                .post(records::duplicate)
+                .delete(records::delete),
+        )
+        .route(&format!("{layout}/_find"), post(records::find))
+        .route(
+            &format!("{layout}/script/{{script}}"),
+            get(records::run_script),
+        )
+        .route(
+            &format!("{layout}/records/{{id}}/containers/{{field}}"),
+            post(records::upload),
+        )
+        .route(
+            &format!("{layout}/records/{{id}}/containers/{{field}}/{{repetition}}"),
+            post(records::upload_repetition),
+        )
+        .route(
+            "/hosts/{host}/fmi/containers/{app}/{table}/{rid}/{field}",
+            get(records::download),
+        )
+}
+
+/// A FileMaker envelope response.
+pub(crate) fn reply(result: Result<Value, FmError>) -> Response {
+    match result {
+        Ok(response) => envelope(StatusCode::OK, response, 0, "OK"),
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            envelope(status, json!({}), e.code, &e.message)
+        }
+    }
+}
+
+fn envelope(status: StatusCode, response: Value, code: i32, message: &str) -> Response {
+    let body = json!({
+        "response": response,
+        "messages": [{ "code": code.to_string(), "message": message }],
+    });
+    let mut r = (status, axum::Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The API versions Kura answers to (they differ only in portal details
+/// Kura treats the same way).
+pub(crate) fn check_version(version: &str) -> Result<(), FmError> {
+    match version {
+        "v1" | "v2" | "vLatest" => Ok(()),
+        _ => Err(FmError::code(1630)),
+    }
+}
+
+/// The bearer token of a request.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<String, FmError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| FmError::code(952))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| FmError::code(952))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(FmError::code(952));
+    }
+    Ok(token.trim().to_owned())
+}
+
+/// The app named in the URL and the caller's live session on it.
+pub(crate) async fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+    host: &str,
+    version: &str,
+    db: &str,
+) -> Result<(Arc<LoadedApp>, FmSession, String), FmError> {
+    check_version(version)?;
+    let token = bearer(headers)?;
+    let app = state.apps.resolve(host, db).await.map_err(|e| {
+        // An unknown or closed database with a token is still a bad token
+        // to the client's eyes only if the token is dead; report 802 else.
+        e
+    })?;
+    let session = state.apps.sessions.touch(&token, app.record().id)?;
+    Ok((app, session, token))
+}
+
+/// A JSON request body; an empty body is `{}`.
+pub(crate) fn body_json(bytes: &Bytes) -> Result<Map<String, Value>, FmError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(FmError::with(
+            1710,
+            "The request body must be a JSON object",
+        )),
+        Err(_) => Err(FmError::code(1710)),
+    }
+}
+
+/// Query parameters, last value winning.
+pub(crate) type Params = HashMap<String, String>;

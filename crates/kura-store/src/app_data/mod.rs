@@ -1,0 +1,365 @@
+//! The record store inside each hosted app's database file.
+//!
+//! The rules of hosted apps (schema, privilege sets, FileMaker semantics)
+//! live in `kura-apps`; this module only keeps typed cells in tables and
+//! answers structured filters with parameterised SQL. Tables and fields are
+//! addressed by the numeric ids the schema assigns, never by user-chosen
+//! names, so no name ever reaches SQL text and renaming costs nothing.
+//!
+//! Layout of an app file:
+//! - `kura_meta`: key/value pairs (the schema document and its version);
+//! - `kura_accounts`: app-local accounts (Argon2id hashes) and Kura ID
+//!   accounts mapped to privilege sets;
+//! - `kura_serials`: the next serial number of each auto-entered field;
+//! - `kura_containers`: container field contents, one row per cell;
+//! - `t{table}`: one table per app table, with `rid` (record id, never
+//!   reused), `mod` (modification count) and one `c{field}` column per field.
+
+mod filter;
+mod records;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+pub use filter::{Cond, Filter, SortKey, glob_literal};
+pub use records::{AccountRow, AppRead, AppWrite, ContainerCell, Row, UpdateOutcome};
+
+use crate::StoreError;
+use crate::sqlite::{Migration, Pool};
+
+/// The migrations of an app database file.
+pub(crate) const APP_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "app catalogue: meta, accounts, serials, containers",
+    sql: "
+        CREATE TABLE kura_meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE kura_accounts (
+            name          TEXT NOT NULL PRIMARY KEY COLLATE NOCASE,
+            kind          TEXT NOT NULL CHECK (kind IN ('local', 'kura_id')),
+            password_hash TEXT,
+            kura_account  TEXT UNIQUE,
+            privilege_set TEXT NOT NULL,
+            active        INTEGER NOT NULL DEFAULT 1,
+            created_at    INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE kura_serials (
+            tbl  INTEGER NOT NULL,
+            col  INTEGER NOT NULL,
+            next INTEGER NOT NULL,
+            PRIMARY KEY (tbl, col)
+        ) STRICT;
+        CREATE TABLE kura_containers (
+            tbl  INTEGER NOT NULL,
+            rid  INTEGER NOT NULL,
+            col  INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            mime TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (tbl, rid, col)
+        ) STRICT;
+    ",
+}];
+
+/// A stored value. Empty fields are `Null`: FileMaker has no distinction
+/// between an empty string and no value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// No value.
+    Null,
+    /// A whole number (serials).
+    Int(i64),
+    /// A number.
+    Real(f64),
+    /// Text, and dates/times as sortable ISO 8601 text.
+    Text(String),
+}
+
+impl rusqlite::ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Cell::Null => ToSqlOutput::Owned(Value::Null),
+            Cell::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            Cell::Real(r) => ToSqlOutput::Owned(Value::Real(*r)),
+            Cell::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        })
+    }
+}
+
+impl Cell {
+    fn from_ref(v: rusqlite::types::ValueRef<'_>) -> Cell {
+        use rusqlite::types::ValueRef;
+        match v {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Int(i),
+            ValueRef::Real(r) => Cell::Real(r),
+            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                Cell::Text(String::from_utf8_lossy(t).into_owned())
+            }
+        }
+    }
+}
+
+/// How a column stores its values (its SQLite affinity and collation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Case-insensitive text (FileMaker's default text comparison).
+    Text,
+    /// Numbers.
+    Number,
+    /// ISO 8601 text that sorts in time order (dates, times, timestamps).
+    Temporal,
+}
+
+impl ColumnKind {
+    fn ddl(self) -> &'static str {
+        match self {
+            ColumnKind::Text => "TEXT COLLATE NOCASE",
+            ColumnKind::Number => "REAL",
+            ColumnKind::Temporal => "TEXT",
+        }
+    }
+}
+
+/// One change to the physical layout, produced by `kura-apps` from a schema
+/// difference. Applied in order inside one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ddl {
+    /// Creates table `t{id}`.
+    CreateTable { table: u32 },
+    /// Drops table `t{id}` and its containers.
+    DropTable { table: u32 },
+    /// Adds column `c{col}` to `t{table}`.
+    AddColumn {
+        table: u32,
+        col: u32,
+        kind: ColumnKind,
+    },
+    /// Drops column `c{col}` (and its containers and serial).
+    DropColumn { table: u32, col: u32 },
+    /// Creates an index on one column, unique or not.
+    CreateIndex { table: u32, col: u32, unique: bool },
+    /// Drops the index on one column.
+    DropIndex { table: u32, col: u32 },
+    /// Starts (or restarts) the serial counter of a field.
+    SetSerial { table: u32, col: u32, next: i64 },
+}
+
+pub(crate) fn table_name(table: u32) -> String {
+    format!("t{table}")
+}
+
+pub(crate) fn column_name(col: u32) -> String {
+    format!("c{col}")
+}
+
+fn index_name(table: u32, col: u32) -> String {
+    format!("i{table}_{col}")
+}
+
+/// One app's database: the record store behind the Data API.
+#[derive(Debug, Clone)]
+pub struct AppData {
+    pool: Pool,
+}
+
+impl AppData {
+    /// Wraps an opened (and migrated) app database.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Reads with a consistent snapshot.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.pool
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction()?;
+                let value = f(&AppRead::new(&tx))?;
+                tx.finish()?;
+                Ok(value)
+            })
+            .await
+    }
+
+    /// Changes records in one transaction: everything `f` does commits
+    /// together, or nothing does.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppWrite<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.pool.write(move |tx| f(&AppWrite::new(tx))).await
+    }
+
+    /// Applies layout changes and stores the new schema document, in one
+    /// transaction, but only if the stored schema version is still
+    /// `expected_version` (so two concurrent applies cannot interleave).
+    pub async fn apply_schema(
+        &self,
+        expected_version: i64,
+        document: String,
+        ddl: Vec<Ddl>,
+    ) -> Result<i64, StoreError> {
+        self.pool
+            .write(move |tx| {
+                let current = schema_version(tx)?;
+                if current != expected_version {
+                    return Err(StoreError::Conflict(format!(
+                        "schema version {expected_version} (it is now {current})"
+                    )));
+                }
+                for op in &ddl {
+                    apply_ddl(tx, op)?;
+                }
+                let next = current + 1;
+                tx.execute(
+                    "INSERT INTO kura_meta(key, value) VALUES ('schema', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![document],
+                )?;
+                tx.execute(
+                    "INSERT INTO kura_meta(key, value) VALUES ('schema_version', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![next.to_string()],
+                )?;
+                Ok(next)
+            })
+            .await
+    }
+
+    /// The stored schema document and its version (`None` before the first
+    /// apply).
+    pub async fn schema(&self) -> Result<Option<(i64, String)>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let doc: Option<String> = conn
+                    .query_row(
+                        "SELECT value FROM kura_meta WHERE key = 'schema'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match doc {
+                    None => Ok(None),
+                    Some(doc) => Ok(Some((schema_version(conn)?, doc))),
+                }
+            })
+            .await
+    }
+
+    /// How many records of `table` have a value in `col`: what dropping the
+    /// field would destroy.
+    pub async fn values_in(&self, table: u32, col: u32) -> Result<u64, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE {} IS NOT NULL",
+                    table_name(table),
+                    column_name(col)
+                );
+                let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+
+    /// How many records `table` holds.
+    pub async fn count(&self, table: u32) -> Result<u64, StoreError> {
+        self.read(move |r| r.count(table)).await
+    }
+}
+
+fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM kura_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| StoreError::Malformed(format!("schema version `{v}`"))),
+    }
+}
+
+fn apply_ddl(conn: &Connection, op: &Ddl) -> Result<(), StoreError> {
+    match *op {
+        Ddl::CreateTable { table } => conn.execute_batch(&format!(
+            "CREATE TABLE {} (rid INTEGER PRIMARY KEY AUTOINCREMENT, \
+             mod INTEGER NOT NULL DEFAULT 0, owner TEXT)",
+            table_name(table)
+        ))?,
+        Ddl::DropTable { table } => {
+            conn.execute_batch(&format!("DROP TABLE {}", table_name(table)))?;
+            conn.execute("DELETE FROM kura_containers WHERE tbl = ?1", [table])?;
+            conn.execute("DELETE FROM kura_serials WHERE tbl = ?1", [table])?;
+        }
+        Ddl::AddColumn { table, col, kind } => conn.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            table_name(table),
+            column_name(col),
+            kind.ddl()
+        ))?,
+        Ddl::DropColumn { table, col } => {
+            conn.execute_batch(&format!("DROP INDEX IF EXISTS {}", index_name(table, col)))?;
+            conn.execute_batch(&format!(
+                "ALTER TABLE {} DROP COLUMN {}",
+                table_name(table),
+                column_name(col)
+            ))?;
+            conn.execute(
+                "DELETE FROM kura_containers WHERE tbl = ?1 AND col = ?2",
+                [table, col],
+            )?;
+            conn.execute(
+                "DELETE FROM kura_serials WHERE tbl = ?1 AND col = ?2",
+                [table, col],
+            )?;
+        }
+        Ddl::CreateIndex { table, col, unique } => {
+            conn.execute_batch(&format!("DROP INDEX IF EXISTS {}", index_name(table, col)))?;
+            let result = conn.execute_batch(&format!(
+                "CREATE {} INDEX {} ON {}({})",
+                if unique { "UNIQUE" } else { "" },
+                index_name(table, col),
+                table_name(table),
+                column_name(col)
+            ));
+            if let Err(e) = result {
+                if unique && is_constraint(&e) {
+                    return Err(StoreError::Conflict(
+                        "values that are not unique; the field cannot be made unique".into(),
+                    ));
+                }
+                return Err(e.into());
+            }
+        }
+        Ddl::DropIndex { table, col } => {
+            conn.execute_batch(&format!("DROP INDEX IF EXISTS {}", index_name(table, col)))?
+        }
+        Ddl::SetSerial { table, col, next } => {
+            conn.execute(
+                "INSERT INTO kura_serials(tbl, col, next) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(tbl, col) DO UPDATE SET next = excluded.next",
+                params![table, col, next],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
