@@ -176,9 +176,14 @@ pub fn start_pocketbase(binary: &Path, nice: i32, records: usize) -> anyhow::Res
     }
     std::fs::create_dir_all(&data)?;
     let log = std::fs::File::create(dir.join("bench-fm.log"))?;
+    // Schema changes made over the API must not be written out as migration
+    // files beside the shared install (a later run would replay them).
+    let migrations = data.join("pb_migrations");
     let status = Command::new(binary)
         .args(["superuser", "upsert", PB_ADMIN.0, PB_ADMIN.1, "--dir"])
         .arg(&data)
+        .arg("--migrationsDir")
+        .arg(&migrations)
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .status()?;
@@ -190,8 +195,16 @@ pub fn start_pocketbase(binary: &Path, nice: i32, records: usize) -> anyhow::Res
     }
     let port = free_port()?;
     let child = niced(nice, binary)
-        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--dir"])
+        .args([
+            "serve",
+            "--automigrate=false",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
         .arg(&data)
+        .arg("--migrationsDir")
+        .arg(&migrations)
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
