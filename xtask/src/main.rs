@@ -3,7 +3,12 @@
 //! `cargo xtask test` is the one command that runs every test: it installs
 //! the outside tools the tests talk to (on Debian, with `apt-get`, when they
 //! are missing) and then runs the whole workspace's tests.
+//! `cargo xtask bench-fm` runs the FileMaker Data API load benchmark
+//! ([`bench_fm`]).
 
+mod bench_fm;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
@@ -24,6 +29,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Load-benchmark the FileMaker Data API against a TLS ceiling and PocketBase.
+    BenchFm(Box<bench_fm::Args>),
 }
 
 /// Debian packages the tests need, each with a shell check that succeeds
@@ -39,6 +46,9 @@ const DEBIAN_PEERS: &[(&str, &str)] = &[
     ("rsyslog-gnutls", "ls /usr/lib/*/rsyslog/lmnsd_gtls.so"),
     // `logger` feeds rsyslog in the ingest test.
     ("bsdutils", "command -v logger"),
+    // Node runs the npm FileMaker Data API client (@proofgeist/fmdapi).
+    ("nodejs", "command -v node"),
+    ("npm", "command -v npm"),
 ];
 
 /// PyPI packages the tests use as independent implementations, pinned.
@@ -48,7 +58,16 @@ const PYPI_PEERS: &[&str] = &[
     // The TOTP oracle: codes in identity tests come from here, not from the
     // code under test.
     "pyotp==2.12.1",
+    // An independent FileMaker Data API client: the end-to-end script
+    // crates/kura-server/tests/peers/fmrest_e2e.py drives Kura with it.
+    "python-fmrest==1.8.0",
 ];
+
+/// npm projects of test peers, relative to the workspace root. Each has a
+/// package-lock.json; `npm ci` installs it into the project's own (git-ignored)
+/// node_modules, because Node resolves an ES module's imports from the
+/// directories above the script.
+const NPM_PEERS: &[&str] = &["crates/kura-server/tests/peers/fmdapi"];
 
 fn main() -> ExitCode {
     match run(Xtask::parse()) {
@@ -63,11 +82,21 @@ fn main() -> ExitCode {
 fn run(xtask: Xtask) -> anyhow::Result<()> {
     match xtask.command {
         Task::Test { args } => {
-            install_debian_peers()?;
+            ensure_debian_packages(DEBIAN_PEERS)?;
             install_pypi_peers()?;
+            install_npm_peers(&workspace_root())?;
             run_tests(&args)
         }
+        Task::BenchFm(args) => bench_fm::run(&workspace_root(), &args),
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn have(check: &str) -> bool {
@@ -79,8 +108,9 @@ fn have(check: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn install_debian_peers() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PEERS
+/// Installs the Debian `packages` whose check fails.
+fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, check)| !have(check))
         .map(|(package, _)| *package)
@@ -157,6 +187,38 @@ fn install_pypi_peers() -> anyhow::Result<()> {
         .context("running pip install")?;
     if !status.success() {
         bail!("pip install {missing:?} failed");
+    }
+    Ok(())
+}
+
+/// Runs `npm ci` in each npm peer project unless its node_modules was
+/// installed from the same package-lock.json (a copy of the lock is kept in
+/// node_modules as the stamp, so an unchanged tree costs one file compare).
+fn install_npm_peers(root: &Path) -> anyhow::Result<()> {
+    for project in NPM_PEERS {
+        let dir = root.join(project);
+        let lock = std::fs::read(dir.join("package-lock.json"))
+            .with_context(|| format!("reading {project}/package-lock.json"))?;
+        let stamp = dir.join("node_modules").join(".kura-installed-lock.json");
+        if std::fs::read(&stamp).is_ok_and(|installed| installed == lock) {
+            continue;
+        }
+        eprintln!("xtask: installing the npm test peers in {project} (npm ci)");
+        let status = Command::new("npm")
+            .current_dir(&dir)
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
+            .status()
+            .context("running npm ci")?;
+        if !status.success() {
+            bail!("npm ci in {project} failed");
+        }
+        std::fs::write(&stamp, &lock).with_context(|| format!("writing {}", stamp.display()))?;
     }
     Ok(())
 }
