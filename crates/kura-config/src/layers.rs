@@ -476,6 +476,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    validate_incidents(&e.incidents)?;
     let level_ok = c.log.level.split(',').all(|d| {
         let lvl = d
             .rsplit('=')
@@ -493,6 +494,68 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.env == Environment::Production && c.tls.min_version == TlsVersion::V1_2 {
         // TLS 1.2 is allowed in production; nothing lower exists in Kura.
+    }
+    Ok(())
+}
+
+fn validate_incidents(i: &crate::model::IncidentsConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+    if !(1..=300).contains(&i.poll_interval_secs) {
+        return err(
+            "events.incidents.poll_interval_secs",
+            "must be between 1 and 300",
+        );
+    }
+    if !(1..=100).contains(&i.max_attempts) {
+        return err("events.incidents.max_attempts", "must be between 1 and 100");
+    }
+    if !(1..=3600).contains(&i.backoff_initial_secs) {
+        return err(
+            "events.incidents.backoff_initial_secs",
+            "must be between 1 and 3600",
+        );
+    }
+    if i.backoff_max_secs < i.backoff_initial_secs || i.backoff_max_secs > 86_400 {
+        return err(
+            "events.incidents.backoff_max_secs",
+            "must be at least backoff_initial_secs and at most 86400",
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for w in &i.webhook {
+        let valid = !w.name.is_empty()
+            && w.name.len() <= 64
+            && w
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err((
+                "events.incidents.webhook.name".into(),
+                format!("`{}` must be 1-64 characters of a-z, 0-9, `-` and `_`", w.name),
+            ));
+        }
+        if !names.insert(w.name.as_str()) {
+            return Err((
+                "events.incidents.webhook.name".into(),
+                format!("`{}` names two channels", w.name),
+            ));
+        }
+        if !["sev1", "sev2", "sev3", "sev4"].contains(&w.min_severity.as_str()) {
+            return Err((
+                "events.incidents.webhook.min_severity".into(),
+                format!(
+                    "`{}` is not a severity (expected sev1, sev2, sev3 or sev4)",
+                    w.min_severity
+                ),
+            ));
+        }
+        if w.timeout_secs == 0 || w.timeout_secs > 300 {
+            return err(
+                "events.incidents.webhook.timeout_secs",
+                "must be between 1 and 300",
+            );
+        }
     }
     Ok(())
 }
@@ -674,6 +737,47 @@ mod tests {
         .unwrap();
         assert_eq!(c.events.export.jsonl[0].keep, 3);
         assert_eq!(c.events.export.jsonl[0].prefix, "events");
+    }
+
+    #[test]
+    fn incident_channels_are_named_once_with_a_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Layers {
+                file: Some(file.clone()),
+                ..Default::default()
+            }
+            .load()
+        };
+        let hook = |name: &str, sev: &str| {
+            format!(
+                "[[events.incidents.webhook]]\nname = '{name}'\nurl = 'https://pager.example/'\nsecret_file = '/etc/s'\nmin_severity = '{sev}'\n"
+            )
+        };
+        let c = load(&format!(
+            "[events.incidents]\nmax_attempts = 4\n{}",
+            hook("pager", "sev2")
+        ))
+        .unwrap();
+        assert_eq!(c.events.incidents.max_attempts, 4);
+        assert_eq!(c.events.incidents.webhook[0].min_severity, "sev2");
+        assert_eq!(c.events.incidents.webhook[0].timeout_secs, 10);
+        assert_eq!(c.events.incidents.backoff_initial_secs, 30);
+
+        let e = load(&hook("pager", "sev5")).unwrap_err().to_string();
+        assert!(
+            e.contains("`events.incidents.webhook.min_severity`") && e.contains("sev5"),
+            "{e}"
+        );
+        let twice = format!("{}{}", hook("pager", "sev1"), hook("pager", "sev2"));
+        let e = load(&twice).unwrap_err().to_string();
+        assert!(e.contains("names two channels"), "{e}");
+        let e = load("[events.incidents]\nbackoff_initial_secs = 60\nbackoff_max_secs = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`events.incidents.backoff_max_secs`"), "{e}");
     }
 
     #[test]

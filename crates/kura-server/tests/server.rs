@@ -3204,3 +3204,6 @@ mod incident_and_ingest_api {
         );
     }
 }
+
+#[path = "server/incident_channels.rs"]
+mod incident_channels;
