@@ -522,39 +522,62 @@ fn validate_incidents(i: &crate::model::IncidentsConfig) -> Result<(), (String, 
         );
     }
     let mut names = std::collections::BTreeSet::new();
-    for w in &i.webhook {
-        let valid = !w.name.is_empty()
-            && w.name.len() <= 64
-            && w
-                .name
+    let channels = i
+        .webhook
+        .iter()
+        .map(|w| ("webhook", &w.name, &w.min_severity, w.timeout_secs))
+        .chain(
+            i.email
+                .iter()
+                .map(|m| ("email", &m.name, &m.min_severity, m.timeout_secs)),
+        );
+    for (kind, name, min_severity, timeout_secs) in channels {
+        let key = |field: &str| format!("events.incidents.{kind}.{field}");
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid {
             return Err((
-                "events.incidents.webhook.name".into(),
-                format!("`{}` must be 1-64 characters of a-z, 0-9, `-` and `_`", w.name),
+                key("name"),
+                format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` and `_`"),
             ));
         }
-        if !names.insert(w.name.as_str()) {
+        if !names.insert(name.as_str()) {
+            return Err((key("name"), format!("`{name}` names two channels")));
+        }
+        if !["sev1", "sev2", "sev3", "sev4"].contains(&min_severity.as_str()) {
             return Err((
-                "events.incidents.webhook.name".into(),
-                format!("`{}` names two channels", w.name),
+                key("min_severity"),
+                format!("`{min_severity}` is not a severity (expected sev1, sev2, sev3 or sev4)"),
             ));
         }
-        if !["sev1", "sev2", "sev3", "sev4"].contains(&w.min_severity.as_str()) {
-            return Err((
-                "events.incidents.webhook.min_severity".into(),
-                format!(
-                    "`{}` is not a severity (expected sev1, sev2, sev3 or sev4)",
-                    w.min_severity
-                ),
-            ));
+        if timeout_secs == 0 || timeout_secs > 300 {
+            return Err((key("timeout_secs"), "must be between 1 and 300".into()));
         }
-        if w.timeout_secs == 0 || w.timeout_secs > 300 {
+    }
+    for m in &i.email {
+        if !["none", "starttls", "tls"].contains(&m.security.as_str()) {
             return err(
-                "events.incidents.webhook.timeout_secs",
-                "must be between 1 and 300",
+                "events.incidents.email.security",
+                "must be tls, starttls or none (none only to a loopback relay)",
             );
+        }
+        if m.security != "none" && m.ca_file.is_none() {
+            return err(
+                "events.incidents.email.ca_file",
+                "is required with tls or starttls (no root store is bundled)",
+            );
+        }
+        if m.username.is_some() != m.password_file.is_some() {
+            return err(
+                "events.incidents.email.password_file",
+                "username and password_file go together",
+            );
+        }
+        if m.to.is_empty() {
+            return err("events.incidents.email.to", "needs at least one recipient");
         }
     }
     Ok(())

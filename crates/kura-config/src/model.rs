@@ -301,6 +301,8 @@ pub struct IncidentsConfig {
     pub backoff_max_secs: u64,
     /// Signed-webhook channels (`[[events.incidents.webhook]]`).
     pub webhook: Vec<IncidentWebhook>,
+    /// E-mail channels through an SMTP relay (`[[events.incidents.email]]`).
+    pub email: Vec<IncidentEmail>,
 }
 
 impl Default for IncidentsConfig {
@@ -311,8 +313,40 @@ impl Default for IncidentsConfig {
             backoff_initial_secs: 30,
             backoff_max_secs: 3600,
             webhook: Vec::new(),
+            email: Vec::new(),
         }
     }
+}
+
+/// One e-mail notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentEmail {
+    /// Unique channel name (shared with webhook channels).
+    pub name: String,
+    /// `host:port` of the SMTP relay.
+    pub relay: String,
+    /// `tls` (implicit TLS), `starttls` (required), or `none` (only to a
+    /// loopback relay).
+    pub security: String,
+    /// PEM CA the relay's certificate must chain to (required with TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SMTP AUTH user, with `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the SMTP AUTH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// The least severe incidents it hears of: `sev1` .. `sev4`.
+    pub min_severity: String,
+    /// Seconds allowed per delivery.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
 }
 
 /// One signed-webhook notification channel.

@@ -707,7 +707,11 @@ mod exports_and_incidents {
         let now = SystemClock.now().unix_timestamp();
         let secret = {
             let s = hook.secret.lock();
-            if s.is_empty() { SECRET.to_vec() } else { s.clone() }
+            if s.is_empty() {
+                SECRET.to_vec()
+            } else {
+                s.clone()
+            }
         };
         if verify_signature(&HmacKey::new(&secret), signature, &body, now, 300).is_err() {
             hook.bad_signatures.fetch_add(1, Ordering::SeqCst);
@@ -1035,7 +1039,10 @@ mod exports_and_incidents {
                 .add_webhook_channel(&by, new(name, bad_url, Severity::Sev3))
                 .await
                 .unwrap_err();
-            assert!(matches!(err, IncidentError::Invalid(_)), "{name} {bad_url}: {err}");
+            assert!(
+                matches!(err, IncidentError::Invalid(_)),
+                "{name} {bad_url}: {err}"
+            );
         }
         let err = service
             .add_webhook_channel(&by, new("pager", &url, Severity::Sev3))
@@ -1090,20 +1097,24 @@ mod exports_and_incidents {
         assert_eq!((r.delivered, r.retrying, r.failed), (2, 1, 0));
         assert_eq!(hook.accepted.lock().len(), 2);
         assert_eq!(hook.bad_signatures.load(Ordering::SeqCst), 0);
-        assert_eq!(
-            service.get(sev3.id).await.unwrap().notifications.len(),
-            1
-        );
+        assert_eq!(service.get(sev3.id).await.unwrap().notifications.len(), 1);
         // The pager's second and last try fails too: it gives up.
         manual.advance(time::Duration::seconds(2));
         let r = service.deliver_notifications().await.unwrap();
         assert_eq!((r.delivered, r.retrying, r.failed), (0, 0, 1));
         let d = service.get(sev1.id).await.unwrap();
-        let pager = d.notifications.iter().find(|n| n.channel == "pager").unwrap();
+        let pager = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "pager")
+            .unwrap();
         assert_eq!((pager.status.as_str(), pager.attempts), ("failed", 2));
         assert!(pager.last_error.is_some());
         assert_eq!(
-            d.attempts.iter().filter(|a| a.notification == pager.id).count(),
+            d.attempts
+                .iter()
+                .filter(|a| a.notification == pager.id)
+                .count(),
             2
         );
         assert!(
@@ -1124,7 +1135,14 @@ mod exports_and_incidents {
             .create(&by, open("more odd traffic", Severity::Sev3))
             .await
             .unwrap();
-        assert!(service.get(later.id).await.unwrap().notifications.is_empty());
+        assert!(
+            service
+                .get(later.id)
+                .await
+                .unwrap()
+                .notifications
+                .is_empty()
+        );
 
         // Notifications of one round go out in id order, so only the
         // channel changes have a fixed place.
@@ -1148,6 +1166,131 @@ mod exports_and_incidents {
                 "incident.notification.retrying",
             ]
         );
+    }
+
+    /// Python's own SMTP server (the standard library's `smtpd`), writing
+    /// every message it receives to `out`; returns it and its port.
+    fn smtp_sink(out: &Path) -> (std::process::Child, u16) {
+        use std::io::BufRead as _;
+        const SINK: &str = r#"
+import asyncore, smtpd, sys
+class Sink(smtpd.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kw):
+        with open(sys.argv[1], "ab") as f:
+            f.write(b"MAIL FROM " + mailfrom.encode() + b" TO " + ",".join(rcpttos).encode() + b"\n" + data + b"\n.\n")
+s = Sink(("127.0.0.1", 0), None)
+print(s.socket.getsockname()[1], flush=True)
+asyncore.loop()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-W", "ignore", "-c", SINK])
+            .arg(out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the SMTP sink is its standard library's smtpd)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the SMTP sink did not start: {line:?}"));
+        (child, port)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn email_notifications_reach_a_real_smtp_server_and_failures_are_retried() {
+        use kura_events::incident::{EmailChannel, EmailConfig, SmtpSecurity};
+        let env = fresh(0, false).await;
+        let mailbox = env._tmp.path().join("mail.txt");
+        let (mut sink, port) = smtp_sink(&mailbox);
+        let email = |name: &str, port: u16| {
+            Arc::new(
+                EmailChannel::new(EmailConfig {
+                    name: name.into(),
+                    host: "127.0.0.1".into(),
+                    port,
+                    security: SmtpSecurity::None,
+                    ca_pem: None,
+                    credentials: None,
+                    from: "kura@example.org".into(),
+                    to: vec!["security@example.org".into(), "oncall@example.org".into()],
+                    timeout: Duration::from_secs(5),
+                })
+                .unwrap(),
+            )
+        };
+        // A second relay address where nothing listens, to see a failure.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let manual = kura_types::ManualClock::new(OffsetDateTime::now_utc());
+        let service = IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(env.sink.log().pool().clone())),
+            Arc::new(manual.clone()),
+            CommunicationPlan::default(),
+        )
+        .with_notification_policy(NotificationPolicy {
+            max_attempts: 5,
+            backoff: Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(10),
+            },
+        })
+        .with_routed_channel(email("security-mail", port), Severity::Sev2)
+        .with_routed_channel(email("backup-mail", closed), Severity::Sev2);
+        let by = Actor::Account { id: "ann".into() };
+        let incident = service
+            .create(
+                &by,
+                NewIncident {
+                    title: "Data key destroyed outside a change window".into(),
+                    severity: Severity::Sev2,
+                    team: None,
+                    owner: None,
+                    events: Vec::new(),
+                    note: None,
+                },
+            )
+            .await
+            .unwrap();
+        let r = service.deliver_notifications().await.unwrap();
+        assert_eq!((r.delivered, r.retrying, r.failed), (1, 1, 0));
+        sink.kill().unwrap();
+        let _ = sink.wait();
+
+        let mail = std::fs::read_to_string(&mailbox).unwrap();
+        assert!(
+            mail.starts_with(
+                "MAIL FROM kura@example.org TO security@example.org,oncall@example.org"
+            ),
+            "{mail}"
+        );
+        assert!(
+            mail.contains("Subject: [Kura SEV2] Data key destroyed outside a change window"),
+            "{mail}"
+        );
+        assert!(mail.contains(&format!("Incident: {}", incident.id)), "{mail}");
+        let d = service.get(incident.id).await.unwrap();
+        let sent = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "security-mail")
+            .unwrap();
+        assert!(mail.contains(&format!("X-Kura-Notification: {}", sent.id)), "{mail}");
+        assert_eq!(sent.status, "delivered");
+        let tries: Vec<_> = d.attempts.iter().filter(|a| a.notification == sent.id).collect();
+        assert_eq!((tries.len(), tries[0].ok, tries[0].status), (1, true, Some(250)));
+        let failed = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "backup-mail")
+            .unwrap();
+        assert_eq!((failed.status.as_str(), failed.attempts), ("pending", 1));
+        assert!(failed.last_error.is_some());
+        assert!(failed.next_attempt_at.is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1255,7 +1398,11 @@ mod exports_and_incidents {
         );
         assert_eq!(d.attempts.len(), 1);
         assert_eq!(
-            (d.attempts[0].attempt, d.attempts[0].ok, d.attempts[0].status),
+            (
+                d.attempts[0].attempt,
+                d.attempts[0].ok,
+                d.attempts[0].status
+            ),
             (1, false, Some(500))
         );
         let last = d.timeline.last().unwrap();

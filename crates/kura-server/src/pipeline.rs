@@ -167,10 +167,12 @@ impl Pipeline {
 
         // Incident notifications: due ones are sent every interval, retried
         // with back-off, and every try lands in the incident's timeline.
-        tasks.push(tokio::spawn(Arc::clone(&installation.incidents).run_notifier(
-            Duration::from_secs(config.incidents.poll_interval_secs),
-            wait_for_stop(stopped.clone()),
-        )));
+        tasks.push(tokio::spawn(
+            Arc::clone(&installation.incidents).run_notifier(
+                Duration::from_secs(config.incidents.poll_interval_secs),
+                wait_for_stop(stopped.clone()),
+            ),
+        ));
 
         let retention = time::Duration::days(i64::from(config.retention_days));
         let events = installation.events.clone();

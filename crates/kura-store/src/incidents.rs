@@ -337,8 +337,11 @@ pub trait IncidentStore: Send + Sync + std::fmt::Debug {
 
     /// Removes a channel with the events describing it; fails with
     /// [`StoreError::NotFound`] if there is none of that name.
-    async fn remove_channel(&self, name: String, events: Vec<EventRecord>)
-    -> Result<(), StoreError>;
+    async fn remove_channel(
+        &self,
+        name: String,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
 
     /// Records one delivery try with its events; fails with
     /// [`StoreError::Conflict`] if the notification left `expected_status`.

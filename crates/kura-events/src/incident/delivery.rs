@@ -52,10 +52,9 @@ impl IncidentService {
             let channel = self.channels.get(&n.channel);
             let tried = match &channel {
                 Some(channel) => channel.send(&message).await,
-                None => DeliveryTry::failed(format!(
-                    "no channel named `{}` is configured",
-                    n.channel
-                )),
+                None => {
+                    DeliveryTry::failed(format!("no channel named `{}` is configured", n.channel))
+                }
             };
             let at = self.clock.now();
             // A missing channel is no try: nothing was sent anywhere.
@@ -113,7 +112,10 @@ impl IncidentService {
                     )?],
                 }
             } else {
-                let error = tried.error.clone().unwrap_or_else(|| "not delivered".into());
+                let error = tried
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not delivered".into());
                 if channel.is_none() || total >= max {
                     report.failed += 1;
                     NotificationOutcome {

@@ -56,6 +56,7 @@
 
 mod channels;
 mod delivery;
+mod email;
 mod model;
 mod notify;
 mod service;
@@ -70,13 +71,14 @@ use time::{Duration, OffsetDateTime};
 use crate::EventError;
 pub use crate::detect::Severity;
 
-pub use model::{
-    AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
-};
 pub use channels::{
     AddedChannel, ChannelInfo, ChannelOrigin, MAX_CHANNEL_NAME, NewWebhookChannel,
     check_channel_name,
 };
+pub use model::{
+    AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
+};
+pub use email::{EmailChannel, EmailConfig, EmailConfigError, SmtpSecurity};
 pub use notify::{
     CommunicationPlan, DeliveryTry, NotificationChannel, NotificationMessage, NotificationPolicy,
     NotificationReport, Route, WebhookChannel,

@@ -16,10 +16,10 @@ use kura_types::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::channels::Channels;
 use super::model::{
     AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
 };
-use super::channels::Channels;
 use super::notify::{CommunicationPlan, NotificationChannel, NotificationPolicy, Route};
 use super::{IncidentError, IncidentState, JOIN_WINDOW, MAX_NOTE, MAX_TITLE, Severity, actions};
 use crate::detect::Alert;

@@ -53,13 +53,16 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
     let pager_url = format!("{receiver}/pager");
     let server = TestServer::spawn_with(Options {
         configure: Box::new(move |c| {
-            c.events.incidents.webhook.push(kura_config::IncidentWebhook {
-                name: "pager".into(),
-                url: pager_url,
-                secret_file,
-                min_severity: "sev1".into(),
-                timeout_secs: 5,
-            });
+            c.events
+                .incidents
+                .webhook
+                .push(kura_config::IncidentWebhook {
+                    name: "pager".into(),
+                    url: pager_url,
+                    secret_file,
+                    min_severity: "sev1".into(),
+                    timeout_secs: 5,
+                });
         }),
         ..Options::default()
     })
@@ -147,7 +150,10 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let report = server.incidents.deliver_notifications().await.unwrap();
-    assert_eq!((report.delivered, report.retrying, report.failed), (2, 0, 0));
+    assert_eq!(
+        (report.delivered, report.retrying, report.failed),
+        (2, 0, 0)
+    );
     let mut got: Vec<String> = Vec::new();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (name, signature, body) in seen.lock().unwrap().iter() {
@@ -209,5 +215,8 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
             e.action.as_str().to_owned()
         })
         .collect();
-    assert_eq!(changes, ["incident.channel.added", "incident.channel.removed"]);
+    assert_eq!(
+        changes,
+        ["incident.channel.added", "incident.channel.removed"]
+    );
 }

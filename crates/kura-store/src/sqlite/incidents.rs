@@ -687,7 +687,8 @@ impl IncidentStore for SqliteIncidentStore {
     ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
-                let removed = tx.execute("DELETE FROM incident_channels WHERE name = ?1", [&name])?;
+                let removed =
+                    tx.execute("DELETE FROM incident_channels WHERE name = ?1", [&name])?;
                 if removed != 1 {
                     return Err(StoreError::NotFound(format!("channel `{name}`")));
                 }

@@ -42,7 +42,10 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 /// Asks the policy whether the principal may work on incidents (recording
 /// the denial if not) and hands back the service.
-pub(super) async fn responder(state: &AppState, auth: &Auth) -> Result<Arc<IncidentService>, ApiError> {
+pub(super) async fn responder(
+    state: &AppState,
+    auth: &Auth,
+) -> Result<Arc<IncidentService>, ApiError> {
     let audited = state.identity.check(
         &auth.principal,
         Action::IncidentsManage,
