@@ -797,6 +797,25 @@ mod tests {
         let twice = format!("{}{}", hook("pager", "sev1"), hook("pager", "sev2"));
         let e = load(&twice).unwrap_err().to_string();
         assert!(e.contains("names two channels"), "{e}");
+        let mail = |extra: &str| {
+            format!(
+                "[[events.incidents.email]]\nname = 'mail'\nrelay = '127.0.0.1:25'\nfrom = 'kura@example.org'\nto = ['sec@example.org']\nmin_severity = 'sev2'\n{extra}"
+            )
+        };
+        let c = load(&mail("security = 'none'\n")).unwrap();
+        assert_eq!(c.events.incidents.email[0].relay, "127.0.0.1:25");
+        let e = load(&mail("security = 'tls'\n")).unwrap_err().to_string();
+        assert!(e.contains("`events.incidents.email.ca_file`"), "{e}");
+        let e = load(&mail("security = 'ssl3'\n")).unwrap_err().to_string();
+        assert!(e.contains("`events.incidents.email.security`"), "{e}");
+        let e = load(&format!(
+            "{}{}",
+            hook("mail", "sev1"),
+            mail("security = 'none'\n")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`events.incidents.email.name`"), "{e}");
         let e = load("[events.incidents]\nbackoff_initial_secs = 60\nbackoff_max_secs = 10\n")
             .unwrap_err()
             .to_string();

@@ -1272,17 +1272,30 @@ asyncore.loop()
             mail.contains("Subject: [Kura SEV2] Data key destroyed outside a change window"),
             "{mail}"
         );
-        assert!(mail.contains(&format!("Incident: {}", incident.id)), "{mail}");
+        assert!(
+            mail.contains(&format!("Incident: {}", incident.id)),
+            "{mail}"
+        );
         let d = service.get(incident.id).await.unwrap();
         let sent = d
             .notifications
             .iter()
             .find(|n| n.channel == "security-mail")
             .unwrap();
-        assert!(mail.contains(&format!("X-Kura-Notification: {}", sent.id)), "{mail}");
+        assert!(
+            mail.contains(&format!("X-Kura-Notification: {}", sent.id)),
+            "{mail}"
+        );
         assert_eq!(sent.status, "delivered");
-        let tries: Vec<_> = d.attempts.iter().filter(|a| a.notification == sent.id).collect();
-        assert_eq!((tries.len(), tries[0].ok, tries[0].status), (1, true, Some(250)));
+        let tries: Vec<_> = d
+            .attempts
+            .iter()
+            .filter(|a| a.notification == sent.id)
+            .collect();
+        assert_eq!(
+            (tries.len(), tries[0].ok, tries[0].status),
+            (1, true, Some(250))
+        );
         let failed = d
             .notifications
             .iter()

@@ -62,7 +62,10 @@ impl std::fmt::Debug for EmailConfig {
             .field("security", &self.security)
             .field("from", &self.from)
             .field("to", &self.to)
-            .field("credentials", &self.credentials.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -94,7 +97,8 @@ impl std::fmt::Debug for EmailChannel {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl EmailChannel {
@@ -175,7 +179,10 @@ impl EmailChannel {
         let subject = format!(
             "[Kura {}] {}",
             m.severity.to_uppercase(),
-            m.title.chars().filter(|c| !c.is_control()).collect::<String>()
+            m.title
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>()
         );
         Message::builder()
             .from(self.from.clone())
@@ -256,6 +263,11 @@ mod tests {
         assert!(EmailChannel::new(c).is_err());
         let mut c = config("127.0.0.1", SmtpSecurity::None);
         c.from = "not an address".into();
-        assert!(EmailChannel::new(c).unwrap_err().to_string().contains("from"));
+        assert!(
+            EmailChannel::new(c)
+                .unwrap_err()
+                .to_string()
+                .contains("from")
+        );
     }
 }

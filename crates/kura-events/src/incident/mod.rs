@@ -75,10 +75,10 @@ pub use channels::{
     AddedChannel, ChannelInfo, ChannelOrigin, MAX_CHANNEL_NAME, NewWebhookChannel,
     check_channel_name,
 };
+pub use email::{EmailChannel, EmailConfig, EmailConfigError, SmtpSecurity};
 pub use model::{
     AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
 };
-pub use email::{EmailChannel, EmailConfig, EmailConfigError, SmtpSecurity};
 pub use notify::{
     CommunicationPlan, DeliveryTry, NotificationChannel, NotificationMessage, NotificationPolicy,
     NotificationReport, Route, WebhookChannel,
