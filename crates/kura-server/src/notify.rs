@@ -20,6 +20,9 @@ use crate::bootstrap::StartError;
 /// The smallest signing secret accepted, in bytes.
 const MIN_SECRET_BYTES: usize = 32;
 
+/// A channel and the least severe incidents it hears of.
+pub(crate) type Routed = (Arc<dyn NotificationChannel>, Severity);
+
 /// Tries and back-off of incident notifications.
 pub(crate) fn policy(config: &IncidentsConfig) -> NotificationPolicy {
     NotificationPolicy {
@@ -37,7 +40,7 @@ pub(crate) fn policy(config: &IncidentsConfig) -> NotificationPolicy {
 pub(crate) fn configured_channels(
     config: &IncidentsConfig,
     clock: &Arc<dyn Clock>,
-) -> Result<Vec<(Arc<dyn NotificationChannel>, Severity)>, StartError> {
+) -> Result<Vec<Routed>, StartError> {
     let refuse = |name: &str, detail: String| {
         StartError::Event(EventError::Invalid(format!(
             "incident channel `{name}`: {detail}"
