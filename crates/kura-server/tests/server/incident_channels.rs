@@ -1,6 +1,7 @@
-//! `/api/v1/incident-channels` over the real server: a channel from the
-//! configuration file and one a responder adds both hear a SEV1 incident,
-//! each signed with its own secret, and every try shows in the incident.
+//! `/api/v1/incident-channels` over the real server: channels from the
+//! configuration file (a webhook and an e-mail relay) and one a responder
+//! adds all hear a SEV1 incident, webhooks signed each with its own secret,
+//! and every try, failed or not, shows in the incident.
 
 use std::sync::{Arc, Mutex};
 
@@ -51,18 +52,34 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
     let secret_file = secrets.path().join("pager.secret");
     std::fs::write(&secret_file, PAGER_SECRET).unwrap();
     let pager_url = format!("{receiver}/pager");
+    // A configured e-mail channel to a relay that is not there: its tries
+    // fail and are retried, beside the webhooks that succeed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let server = TestServer::spawn_with(Options {
         configure: Box::new(move |c| {
-            c.events
-                .incidents
-                .webhook
-                .push(kura_config::IncidentWebhook {
-                    name: "pager".into(),
-                    url: pager_url,
-                    secret_file,
-                    min_severity: "sev1".into(),
-                    timeout_secs: 5,
-                });
+            let incidents = &mut c.events.incidents;
+            incidents.webhook.push(kura_config::IncidentWebhook {
+                name: "pager".into(),
+                url: pager_url,
+                secret_file,
+                min_severity: "sev1".into(),
+                timeout_secs: 5,
+            });
+            incidents.email.push(kura_config::IncidentEmail {
+                name: "mail".into(),
+                relay: closed.to_string(),
+                security: "none".into(),
+                ca_file: None,
+                username: None,
+                password_file: None,
+                from: "kura@example.org".into(),
+                to: vec!["security@example.org".into()],
+                min_severity: "sev2".into(),
+                timeout_secs: 5,
+            });
         }),
         ..Options::default()
     })
@@ -77,6 +94,10 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
         json!([{
             "name": "pager", "kind": "webhook", "target": format!("{receiver}/pager"),
             "min_severity": "sev1", "origin": "config", "created_by": null, "created_at": null,
+        }, {
+            "name": "mail", "kind": "email",
+            "target": format!("smtp://{closed} → security@example.org"),
+            "min_severity": "sev2", "origin": "config", "created_by": null, "created_at": null,
         }])
     );
 
@@ -91,6 +112,7 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
         ("url", json!("http://10.0.0.1/hook")),
         ("name", json!("Chat Room")),
         ("name", json!("pager")),
+        ("name", json!("mail")),
     ] {
         let mut bad = good.clone();
         bad[field] = value.clone();
@@ -107,7 +129,7 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
     );
 
     let r = post(&server, path, Some(&op.token), good).await;
@@ -123,7 +145,7 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
     // The secret is shown once, never listed.
     let listed = get(&server, path, &op.token).await;
     assert!(!listed.text.contains(&chat_secret));
-    assert_eq!(listed.json()["channels"].as_array().unwrap().len(), 2);
+    assert_eq!(listed.json()["channels"].as_array().unwrap().len(), 3);
 
     // A configured channel is the configuration file's.
     call(
@@ -152,7 +174,7 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
     let report = server.incidents.deliver_notifications().await.unwrap();
     assert_eq!(
         (report.delivered, report.retrying, report.failed),
-        (2, 0, 0)
+        (2, 1, 0)
     );
     let mut got: Vec<String> = Vec::new();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -174,17 +196,30 @@ async fn responders_manage_channels_and_both_kinds_hear_an_incident_by_severity(
         .await
         .json();
     for n in detail["notifications"].as_array().unwrap() {
-        assert_eq!(n["status"], "delivered", "{n}");
-        assert_eq!(n["tries"][0]["ok"], true, "{n}");
-        assert_eq!(n["tries"][0]["status"], 204, "{n}");
+        if n["channel"] == "mail" {
+            assert_eq!(n["status"], "pending", "{n}");
+            assert_eq!(n["tries"][0]["ok"], false, "{n}");
+            assert!(n["next_attempt_at"].is_string(), "{n}");
+        } else {
+            assert_eq!(n["status"], "delivered", "{n}");
+            assert_eq!(n["tries"][0]["ok"], true, "{n}");
+            assert_eq!(n["tries"][0]["status"], 204, "{n}");
+        }
     }
-    let delivered = detail["timeline"]
+    let notes: Vec<&str> = detail["timeline"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|t| t["kind"] == "notification")
-        .count();
-    assert_eq!(delivered, 2, "{detail}");
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 3, "{detail}");
+    assert!(
+        notes
+            .iter()
+            .any(|t| t.contains("to mail failed (try 1 of 10)")),
+        "{notes:?}"
+    );
 
     let r = call(
         &server,
