@@ -209,7 +209,13 @@ impl Channels {
         let mut api = self.api.write();
         api.retain(|name, c| current.get(name).is_some_and(|r| **r == c.record));
         for record in records {
-            if api.contains_key(&record.name) || self.is_fixed(&record.name) {
+            if api.contains_key(&record.name) {
+                continue;
+            }
+            if self.is_fixed(&record.name) {
+                // The configuration file gained a channel of this name after
+                // a responder added theirs; the configured one wins.
+                tracing::warn!(channel = %record.name, "an added incident channel is shadowed by a configured one of the same name");
                 continue;
             }
             match build(&record, clock) {
