@@ -476,6 +476,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    validate_incidents(&e.incidents)?;
     let level_ok = c.log.level.split(',').all(|d| {
         let lvl = d
             .rsplit('=')
@@ -493,6 +494,91 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.env == Environment::Production && c.tls.min_version == TlsVersion::V1_2 {
         // TLS 1.2 is allowed in production; nothing lower exists in Kura.
+    }
+    Ok(())
+}
+
+fn validate_incidents(i: &crate::model::IncidentsConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+    if !(1..=300).contains(&i.poll_interval_secs) {
+        return err(
+            "events.incidents.poll_interval_secs",
+            "must be between 1 and 300",
+        );
+    }
+    if !(1..=100).contains(&i.max_attempts) {
+        return err("events.incidents.max_attempts", "must be between 1 and 100");
+    }
+    if !(1..=3600).contains(&i.backoff_initial_secs) {
+        return err(
+            "events.incidents.backoff_initial_secs",
+            "must be between 1 and 3600",
+        );
+    }
+    if i.backoff_max_secs < i.backoff_initial_secs || i.backoff_max_secs > 86_400 {
+        return err(
+            "events.incidents.backoff_max_secs",
+            "must be at least backoff_initial_secs and at most 86400",
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let channels = i
+        .webhook
+        .iter()
+        .map(|w| ("webhook", &w.name, &w.min_severity, w.timeout_secs))
+        .chain(
+            i.email
+                .iter()
+                .map(|m| ("email", &m.name, &m.min_severity, m.timeout_secs)),
+        );
+    for (kind, name, min_severity, timeout_secs) in channels {
+        let key = |field: &str| format!("events.incidents.{kind}.{field}");
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err((
+                key("name"),
+                format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` and `_`"),
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err((key("name"), format!("`{name}` names two channels")));
+        }
+        if !["sev1", "sev2", "sev3", "sev4"].contains(&min_severity.as_str()) {
+            return Err((
+                key("min_severity"),
+                format!("`{min_severity}` is not a severity (expected sev1, sev2, sev3 or sev4)"),
+            ));
+        }
+        if timeout_secs == 0 || timeout_secs > 300 {
+            return Err((key("timeout_secs"), "must be between 1 and 300".into()));
+        }
+    }
+    for m in &i.email {
+        if !["none", "starttls", "tls"].contains(&m.security.as_str()) {
+            return err(
+                "events.incidents.email.security",
+                "must be tls, starttls or none (none only to a loopback relay)",
+            );
+        }
+        if m.security != "none" && m.ca_file.is_none() {
+            return err(
+                "events.incidents.email.ca_file",
+                "is required with tls or starttls (no root store is bundled)",
+            );
+        }
+        if m.username.is_some() != m.password_file.is_some() {
+            return err(
+                "events.incidents.email.password_file",
+                "username and password_file go together",
+            );
+        }
+        if m.to.is_empty() {
+            return err("events.incidents.email.to", "needs at least one recipient");
+        }
     }
     Ok(())
 }
@@ -674,6 +760,66 @@ mod tests {
         .unwrap();
         assert_eq!(c.events.export.jsonl[0].keep, 3);
         assert_eq!(c.events.export.jsonl[0].prefix, "events");
+    }
+
+    #[test]
+    fn incident_channels_are_named_once_with_a_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Layers {
+                file: Some(file.clone()),
+                ..Default::default()
+            }
+            .load()
+        };
+        let hook = |name: &str, sev: &str| {
+            format!(
+                "[[events.incidents.webhook]]\nname = '{name}'\nurl = 'https://pager.example/'\nsecret_file = '/etc/s'\nmin_severity = '{sev}'\n"
+            )
+        };
+        let c = load(&format!(
+            "[events.incidents]\nmax_attempts = 4\n{}",
+            hook("pager", "sev2")
+        ))
+        .unwrap();
+        assert_eq!(c.events.incidents.max_attempts, 4);
+        assert_eq!(c.events.incidents.webhook[0].min_severity, "sev2");
+        assert_eq!(c.events.incidents.webhook[0].timeout_secs, 10);
+        assert_eq!(c.events.incidents.backoff_initial_secs, 30);
+
+        let e = load(&hook("pager", "sev5")).unwrap_err().to_string();
+        assert!(
+            e.contains("`events.incidents.webhook.min_severity`") && e.contains("sev5"),
+            "{e}"
+        );
+        let twice = format!("{}{}", hook("pager", "sev1"), hook("pager", "sev2"));
+        let e = load(&twice).unwrap_err().to_string();
+        assert!(e.contains("names two channels"), "{e}");
+        let mail = |extra: &str| {
+            format!(
+                "[[events.incidents.email]]\nname = 'mail'\nrelay = '127.0.0.1:25'\nfrom = 'kura@example.org'\nto = ['sec@example.org']\nmin_severity = 'sev2'\n{extra}"
+            )
+        };
+        let c = load(&mail("security = 'none'\n")).unwrap();
+        assert_eq!(c.events.incidents.email[0].relay, "127.0.0.1:25");
+        let e = load(&mail("security = 'tls'\n")).unwrap_err().to_string();
+        assert!(e.contains("`events.incidents.email.ca_file`"), "{e}");
+        let e = load(&mail("security = 'ssl3'\n")).unwrap_err().to_string();
+        assert!(e.contains("`events.incidents.email.security`"), "{e}");
+        let e = load(&format!(
+            "{}{}",
+            hook("mail", "sev1"),
+            mail("security = 'none'\n")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`events.incidents.email.name`"), "{e}");
+        let e = load("[events.incidents]\nbackoff_initial_secs = 60\nbackoff_max_secs = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`events.incidents.backoff_max_secs`"), "{e}");
     }
 
     #[test]

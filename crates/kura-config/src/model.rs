@@ -267,6 +267,8 @@ pub struct EventsConfig {
     pub export: ExportConfig,
     /// The RFC 5425 syslog listener for events from other systems.
     pub syslog: SyslogIngestConfig,
+    /// Incident notifications: channels by severity, retries and back-off.
+    pub incidents: IncidentsConfig,
 }
 
 impl Default for EventsConfig {
@@ -276,8 +278,93 @@ impl Default for EventsConfig {
             checkpoint_every: 1000,
             export: ExportConfig::default(),
             syslog: SyslogIngestConfig::default(),
+            incidents: IncidentsConfig::default(),
         }
     }
+}
+
+/// Incident notifications (the communication plan). Channels listed here are
+/// fixed by the operator; security responders may add more through
+/// `/api/v1/incident-channels`. Names are shared by both and unique.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsConfig {
+    /// How often pending notifications are looked for, in seconds (1 to 300).
+    pub poll_interval_secs: u64,
+    /// Tries per notification before it is marked failed (1 to 100).
+    pub max_attempts: u32,
+    /// The wait after the first failed try, in seconds; it doubles after
+    /// each further failure (1 to 3600).
+    pub backoff_initial_secs: u64,
+    /// The longest wait between tries, in seconds (at least
+    /// `backoff_initial_secs`, at most 86400).
+    pub backoff_max_secs: u64,
+    /// Signed-webhook channels (`[[events.incidents.webhook]]`).
+    pub webhook: Vec<IncidentWebhook>,
+    /// E-mail channels through an SMTP relay (`[[events.incidents.email]]`).
+    pub email: Vec<IncidentEmail>,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_secs: 5,
+            max_attempts: 10,
+            backoff_initial_secs: 30,
+            backoff_max_secs: 3600,
+            webhook: Vec::new(),
+            email: Vec::new(),
+        }
+    }
+}
+
+/// One e-mail notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentEmail {
+    /// Unique channel name (shared with webhook channels).
+    pub name: String,
+    /// `host:port` of the SMTP relay.
+    pub relay: String,
+    /// `tls` (implicit TLS), `starttls` (required), or `none` (only to a
+    /// loopback relay).
+    pub security: String,
+    /// PEM CA the relay's certificate must chain to (required with TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SMTP AUTH user, with `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the SMTP AUTH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// The least severe incidents it hears of: `sev1` .. `sev4`.
+    pub min_severity: String,
+    /// Seconds allowed per delivery.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// One signed-webhook notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentWebhook {
+    /// Unique channel name.
+    pub name: String,
+    /// `https://` endpoint (`http://` only to a loopback address).
+    pub url: String,
+    /// File holding the HMAC signing secret (at least 32 bytes).
+    pub secret_file: PathBuf,
+    /// The least severe incidents it hears of: `sev1` .. `sev4` (`sev2`
+    /// hears SEV1 and SEV2).
+    pub min_severity: String,
+    /// Seconds allowed per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
 }
 
 /// The syslog listener (off unless `bind` is set). Senders authenticate with

@@ -55,6 +55,11 @@ pub fn prepare(event: SecurityEvent) -> Result<EventRecord, EventError> {
 pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Records one event durably, or says why it could not.
     async fn record(&self, event: SecurityEvent) -> Result<(), EventError>;
+
+    /// Records several events durably and atomically, in order: either all
+    /// of them are recorded (in one transaction, next to each other in the
+    /// log) or, with an error, none is. An empty list records nothing.
+    async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError>;
 }
 
 /// What happens to an alert after it is recorded in the log (the incident
@@ -142,6 +147,28 @@ impl EventSink for LogSink {
         }
         Ok(())
     }
+
+    async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError> {
+        // Every event is checked before any is handed to the writer, so one
+        // bad event refuses the whole list; the writer then appends the list
+        // as one job, in one transaction.
+        let records = events
+            .iter()
+            .cloned()
+            .map(prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.log.append_records(records).await?;
+        if let Some(detector) = &self.detector {
+            let alerts: Vec<Alert> = {
+                let mut detector = detector.lock();
+                events.iter().flat_map(|e| detector.observe(e)).collect()
+            };
+            for alert in alerts {
+                self.raise(alert).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A sink that keeps events in memory, for tests of crates that emit events.
@@ -180,6 +207,20 @@ impl EventSink for MemorySink {
         }
         event.sanitize();
         self.events.lock().push(event);
+        Ok(())
+    }
+
+    async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError> {
+        if *self.failing.lock() {
+            return Err(EventError::Unavailable(StoreError::Worker(
+                "memory sink set to fail".into(),
+            )));
+        }
+        let events = events.into_iter().map(|mut e| {
+            e.sanitize();
+            e
+        });
+        self.events.lock().extend(events);
         Ok(())
     }
 }

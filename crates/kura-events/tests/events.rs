@@ -129,6 +129,80 @@ async fn a_thousand_concurrent_records_all_land_in_one_valid_chain() {
     assert_eq!(seen.len(), 1000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_recorded_whole_and_contiguous_or_not_at_all() {
+    let env = fresh(0, false).await;
+    let sink: Arc<dyn EventSink> = Arc::new(env.sink.clone());
+    // Single records race the batches; each batch still lands as one run
+    // of consecutive entries.
+    let mut tasks = Vec::new();
+    for b in 0..20 {
+        let batcher = Arc::clone(&sink);
+        tasks.push(tokio::spawn(async move {
+            let batch = (0..25)
+                .map(|i| {
+                    event("edge.waf.blocked", Outcome::Denied)
+                        .with_detail("batch", b)
+                        .with_detail("i", i)
+                })
+                .collect();
+            batcher.record_all(batch).await
+        }));
+        let single = Arc::clone(&sink);
+        tasks.push(tokio::spawn(async move {
+            single
+                .record(event("auth.signin.succeeded", Outcome::Success))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let page = env
+        .sink
+        .log()
+        .query(EventQuery {
+            limit: 1000,
+            order: Order::OldestFirst,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 20 * 25 + 20);
+    for b in 0..20 {
+        let seqs: Vec<(u64, i64)> = page
+            .events
+            .iter()
+            .filter(|e| e.event.details.get("batch") == Some(&serde_json::json!(b)))
+            .map(|e| (e.seq, e.event.details["i"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(seqs.len(), 25);
+        let first = seqs[0].0;
+        for (k, (seq, i)) in seqs.iter().enumerate() {
+            assert_eq!((*seq, *i), (first + k as u64, k as i64), "batch {b}");
+        }
+    }
+
+    // One event the log refuses (too large) refuses the whole batch.
+    let before = env.sink.log().query(EventQuery::default()).await.unwrap();
+    let bad = vec![
+        event("edge.waf.blocked", Outcome::Denied),
+        event("edge.waf.blocked", Outcome::Denied)
+            .with_detail("blob", "x".repeat(kura_events::MAX_EVENT_BYTES)),
+    ];
+    let err = sink.record_all(bad).await.unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    let after = env.sink.log().query(EventQuery::default()).await.unwrap();
+    assert_eq!(after.events[0].seq, before.events[0].seq, "nothing landed");
+    assert!(
+        env.sink
+            .verify(VerifyOptions::default())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
+
 /// Records 20 events, applies `tamper` to the raw store, and returns the
 /// report's first break and its text.
 async fn tampered(tamper: &str) -> (u64, BreakKind, String) {
@@ -325,7 +399,8 @@ mod exports_and_incidents {
         WebhookConfig, WebhookSink, verify_signature,
     };
     use kura_events::incident::{
-        CommunicationPlan, IncidentListQuery, NewIncident, Route, WebhookChannel,
+        CommunicationPlan, IncidentListQuery, NewIncident, NewWebhookChannel, NotificationPolicy,
+        NotificationReport, Route, WebhookChannel,
     };
     use kura_events::{Alert, Exporter, IncidentError, IncidentService, IncidentState, Severity};
     use kura_store::events::{GENESIS, chain_hash};
@@ -615,6 +690,8 @@ mod exports_and_incidents {
         requests: Arc<Mutex<Vec<Option<String>>>>,
         bad_signatures: Arc<AtomicU32>,
         accepted: Arc<Mutex<Vec<serde_json::Value>>>,
+        /// The signing secret expected (empty: [`SECRET`]).
+        secret: Arc<Mutex<Vec<u8>>>,
     }
 
     async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -628,7 +705,15 @@ mod exports_and_incidents {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let now = SystemClock.now().unix_timestamp();
-        if verify_signature(&HmacKey::new(SECRET), signature, &body, now, 300).is_err() {
+        let secret = {
+            let s = hook.secret.lock();
+            if s.is_empty() {
+                SECRET.to_vec()
+            } else {
+                s.clone()
+            }
+        };
+        if verify_signature(&HmacKey::new(&secret), signature, &body, now, 300).is_err() {
             hook.bad_signatures.fetch_add(1, Ordering::SeqCst);
             return StatusCode::UNAUTHORIZED;
         }
@@ -900,6 +985,328 @@ mod exports_and_incidents {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn responders_add_and_remove_channels_and_failing_ones_give_up_after_the_last_try() {
+        use kura_events::incident::ChannelOrigin;
+        let env = fresh(0, false).await;
+        let (url, hook) = hook_server(0).await;
+        let manual = kura_types::ManualClock::new(OffsetDateTime::now_utc());
+        let fixed = CommunicationPlan {
+            routes: vec![Route {
+                channel: "pager".into(),
+                min_severity: Severity::Sev1,
+            }],
+        };
+        // The configured pager points at a loopback port nobody listens on.
+        let service = IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(env.sink.log().pool().clone())),
+            Arc::new(manual.clone()),
+            fixed,
+        )
+        .with_notification_policy(NotificationPolicy {
+            max_attempts: 2,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+        })
+        .with_channel(Arc::new(
+            WebhookChannel::one_try(
+                "pager",
+                "http://127.0.0.1:9/none",
+                SECRET,
+                Duration::from_secs(2),
+                clock(),
+            )
+            .unwrap(),
+        ));
+        let by = Actor::Account {
+            id: "responder".into(),
+        };
+        let new = |name: &str, url: &str, min_severity| NewWebhookChannel {
+            name: name.into(),
+            url: url.into(),
+            min_severity,
+            timeout_secs: None,
+        };
+
+        // Bad input is refused and changes nothing.
+        for (name, bad_url) in [
+            ("Bad Name", url.as_str()),
+            ("chat", "http://10.0.0.1/hook"),
+            ("chat", "ftp://127.0.0.1/hook"),
+        ] {
+            let err = service
+                .add_webhook_channel(&by, new(name, bad_url, Severity::Sev3))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, IncidentError::Invalid(_)),
+                "{name} {bad_url}: {err}"
+            );
+        }
+        let err = service
+            .add_webhook_channel(&by, new("pager", &url, Severity::Sev3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, IncidentError::ChannelExists(_)), "{err}");
+        assert_eq!(service.list_channels().await.unwrap().len(), 1);
+
+        let added = service
+            .add_webhook_channel(&by, new("chat", &url, Severity::Sev3))
+            .await
+            .unwrap();
+        assert_eq!(added.secret.len(), 64);
+        assert!(!format!("{added:?}").contains(added.secret.as_str()));
+        *hook.secret.lock() = added.secret.as_bytes().to_vec();
+        let listed: Vec<(String, ChannelOrigin, Severity)> = service
+            .list_channels()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.name, c.origin, c.min_severity))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("pager".into(), ChannelOrigin::Config, Severity::Sev1),
+                ("chat".into(), ChannelOrigin::Api, Severity::Sev3)
+            ]
+        );
+        // Another node on the same store (or a restart) sees it too.
+        let other = incidents(&env, CommunicationPlan::default());
+        assert_eq!(other.list_channels().await.unwrap()[0].name, "chat");
+
+        // A SEV3 incident reaches the chat only; a SEV1 reaches both.
+        let open = |title: &str, severity| NewIncident {
+            title: title.into(),
+            severity,
+            team: None,
+            owner: None,
+            events: Vec::new(),
+            note: None,
+        };
+        let sev3 = service
+            .create(&by, open("odd traffic", Severity::Sev3))
+            .await
+            .unwrap();
+        let sev1 = service
+            .create(&by, open("keys leaked", Severity::Sev1))
+            .await
+            .unwrap();
+        let r = service.deliver_notifications().await.unwrap();
+        assert_eq!((r.delivered, r.retrying, r.failed), (2, 1, 0));
+        assert_eq!(hook.accepted.lock().len(), 2);
+        assert_eq!(hook.bad_signatures.load(Ordering::SeqCst), 0);
+        assert_eq!(service.get(sev3.id).await.unwrap().notifications.len(), 1);
+        // The pager's second and last try fails too: it gives up.
+        manual.advance(time::Duration::seconds(2));
+        let r = service.deliver_notifications().await.unwrap();
+        assert_eq!((r.delivered, r.retrying, r.failed), (0, 0, 1));
+        let d = service.get(sev1.id).await.unwrap();
+        let pager = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "pager")
+            .unwrap();
+        assert_eq!((pager.status.as_str(), pager.attempts), ("failed", 2));
+        assert!(pager.last_error.is_some());
+        assert_eq!(
+            d.attempts
+                .iter()
+                .filter(|a| a.notification == pager.id)
+                .count(),
+            2
+        );
+        assert!(
+            d.timeline
+                .iter()
+                .any(|t| t.text.contains("to pager failed for good after 2 tries")),
+            "{:?}",
+            d.timeline
+        );
+
+        // Configured channels are not the API's to remove.
+        let err = service.remove_channel(&by, "pager").await.unwrap_err();
+        assert!(matches!(err, IncidentError::ChannelFixed(_)), "{err}");
+        let err = service.remove_channel(&by, "nope").await.unwrap_err();
+        assert!(matches!(err, IncidentError::ChannelNotFound(_)), "{err}");
+        service.remove_channel(&by, "chat").await.unwrap();
+        let later = service
+            .create(&by, open("more odd traffic", Severity::Sev3))
+            .await
+            .unwrap();
+        assert!(
+            service
+                .get(later.id)
+                .await
+                .unwrap()
+                .notifications
+                .is_empty()
+        );
+
+        // Notifications of one round go out in id order, so only the
+        // channel changes have a fixed place.
+        let mut actions: Vec<String> = incident_events(&env)
+            .await
+            .iter()
+            .map(|e| e.action.as_str().to_owned())
+            .filter(|a| a.starts_with("incident.channel") || a.contains("notification"))
+            .collect();
+        assert_eq!(actions.first().unwrap(), "incident.channel.added");
+        assert_eq!(actions.last().unwrap(), "incident.channel.removed");
+        actions.sort();
+        assert_eq!(
+            actions,
+            [
+                "incident.channel.added",
+                "incident.channel.removed",
+                "incident.notification.delivered",
+                "incident.notification.delivered",
+                "incident.notification.failed",
+                "incident.notification.retrying",
+            ]
+        );
+    }
+
+    /// Python's own SMTP server (the standard library's `smtpd`), writing
+    /// every message it receives to `out`; returns it and its port.
+    fn smtp_sink(out: &Path) -> (std::process::Child, u16) {
+        use std::io::BufRead as _;
+        const SINK: &str = r#"
+import asyncore, smtpd, sys
+class Sink(smtpd.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kw):
+        with open(sys.argv[1], "ab") as f:
+            f.write(b"MAIL FROM " + mailfrom.encode() + b" TO " + ",".join(rcpttos).encode() + b"\n" + data + b"\n.\n")
+s = Sink(("127.0.0.1", 0), None)
+print(s.socket.getsockname()[1], flush=True)
+asyncore.loop()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-W", "ignore", "-c", SINK])
+            .arg(out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the SMTP sink is its standard library's smtpd)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the SMTP sink did not start: {line:?}"));
+        (child, port)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn email_notifications_reach_a_real_smtp_server_and_failures_are_retried() {
+        use kura_events::incident::{EmailChannel, EmailConfig, SmtpSecurity};
+        let env = fresh(0, false).await;
+        let mailbox = env._tmp.path().join("mail.txt");
+        let (mut sink, port) = smtp_sink(&mailbox);
+        let email = |name: &str, port: u16| {
+            Arc::new(
+                EmailChannel::new(EmailConfig {
+                    name: name.into(),
+                    host: "127.0.0.1".into(),
+                    port,
+                    security: SmtpSecurity::None,
+                    ca_pem: None,
+                    credentials: None,
+                    from: "kura@example.org".into(),
+                    to: vec!["security@example.org".into(), "oncall@example.org".into()],
+                    timeout: Duration::from_secs(5),
+                })
+                .unwrap(),
+            )
+        };
+        // A second relay address where nothing listens, to see a failure.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let manual = kura_types::ManualClock::new(OffsetDateTime::now_utc());
+        let service = IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(env.sink.log().pool().clone())),
+            Arc::new(manual.clone()),
+            CommunicationPlan::default(),
+        )
+        .with_notification_policy(NotificationPolicy {
+            max_attempts: 5,
+            backoff: Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(10),
+            },
+        })
+        .with_routed_channel(email("security-mail", port), Severity::Sev2)
+        .with_routed_channel(email("backup-mail", closed), Severity::Sev2);
+        let by = Actor::Account { id: "ann".into() };
+        let incident = service
+            .create(
+                &by,
+                NewIncident {
+                    title: "Data key destroyed outside a change window".into(),
+                    severity: Severity::Sev2,
+                    team: None,
+                    owner: None,
+                    events: Vec::new(),
+                    note: None,
+                },
+            )
+            .await
+            .unwrap();
+        let r = service.deliver_notifications().await.unwrap();
+        assert_eq!((r.delivered, r.retrying, r.failed), (1, 1, 0));
+        sink.kill().unwrap();
+        let _ = sink.wait();
+
+        let mail = std::fs::read_to_string(&mailbox).unwrap();
+        assert!(
+            mail.starts_with(
+                "MAIL FROM kura@example.org TO security@example.org,oncall@example.org"
+            ),
+            "{mail}"
+        );
+        assert!(
+            mail.contains("Subject: [Kura SEV2] Data key destroyed outside a change window"),
+            "{mail}"
+        );
+        assert!(
+            mail.contains(&format!("Incident: {}", incident.id)),
+            "{mail}"
+        );
+        let d = service.get(incident.id).await.unwrap();
+        let sent = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "security-mail")
+            .unwrap();
+        assert!(
+            mail.contains(&format!("X-Kura-Notification: {}", sent.id)),
+            "{mail}"
+        );
+        assert_eq!(sent.status, "delivered");
+        let tries: Vec<_> = d
+            .attempts
+            .iter()
+            .filter(|a| a.notification == sent.id)
+            .collect();
+        assert_eq!(
+            (tries.len(), tries[0].ok, tries[0].status),
+            (1, true, Some(250))
+        );
+        let failed = d
+            .notifications
+            .iter()
+            .find(|n| n.channel == "backup-mail")
+            .unwrap();
+        assert_eq!((failed.status.as_str(), failed.attempts), ("pending", 1));
+        assert!(failed.last_error.is_some());
+        assert!(failed.next_attempt_at.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn alerts_open_or_join_incidents_and_notify_by_severity() {
         let env = fresh(0, false).await;
         let (url, hook) = hook_server(1).await;
@@ -909,9 +1316,24 @@ mod exports_and_incidents {
                 min_severity: Severity::Sev2,
             }],
         };
-        let service = incidents(&env, plan).with_channel(Arc::new(WebhookChannel::new(webhook(
-            &env, "pager", &url, SECRET,
-        ))));
+        // The service's clock is manual so back-off can be stepped through.
+        let manual = kura_types::ManualClock::new(OffsetDateTime::now_utc());
+        let service = IncidentService::new(
+            Arc::new(SqliteIncidentStore::new(env.sink.log().pool().clone())),
+            Arc::new(manual.clone()),
+            plan,
+        )
+        .with_notification_policy(NotificationPolicy {
+            max_attempts: 3,
+            backoff: Backoff {
+                initial: Duration::from_secs(60),
+                max: Duration::from_secs(600),
+            },
+        })
+        .with_channel(Arc::new(
+            WebhookChannel::one_try("pager", &url, SECRET, Duration::from_secs(5), clock())
+                .unwrap(),
+        ));
 
         let e1 = event(actions::SIGNIN_FAILED, Outcome::Failure);
         let e2 = event(actions::SIGNIN_FAILED, Outcome::Failure);
@@ -971,20 +1393,67 @@ mod exports_and_incidents {
         assert_eq!(detail.notifications.len(), 1);
         assert_eq!(detail.notifications[0].reason, "escalated");
 
-        // The pager fails once; the webhook client retries within the round.
+        // The pager fails its first try: the notification stays pending,
+        // held back by the back-off, and the try shows in the timeline.
+        let report = service.deliver_notifications().await.unwrap();
+        assert_eq!(
+            (report.delivered, report.retrying, report.failed),
+            (0, 1, 0)
+        );
+        let d = service.get(first.incident).await.unwrap();
+        let n = &d.notifications[0];
+        assert_eq!((n.status.as_str(), n.attempts), ("pending", 1));
+        let next = n.next_attempt_at.unwrap();
+        let now = manual.now();
+        assert!(
+            next >= now + time::Duration::seconds(30) && next <= now + time::Duration::seconds(60),
+            "{next} after {now}"
+        );
+        assert_eq!(d.attempts.len(), 1);
+        assert_eq!(
+            (
+                d.attempts[0].attempt,
+                d.attempts[0].ok,
+                d.attempts[0].status
+            ),
+            (1, false, Some(500))
+        );
+        let last = d.timeline.last().unwrap();
+        assert_eq!(last.kind, "notification");
+        assert!(last.text.contains("failed (try 1 of 3)"), "{}", last.text);
+        // Not due yet: nothing is sent.
+        assert_eq!(
+            service.deliver_notifications().await.unwrap(),
+            NotificationReport::default()
+        );
+        assert_eq!(hook.requests.lock().len(), 1);
+        // Once due, the second try is delivered, signed, exactly once.
+        manual.advance(time::Duration::seconds(61));
         let report = service.deliver_notifications().await.unwrap();
         assert_eq!(
             (report.delivered, report.retrying, report.failed),
             (1, 0, 0)
         );
+        assert_eq!(hook.bad_signatures.load(Ordering::SeqCst), 0);
         assert_eq!(hook.accepted.lock().len(), 1);
         assert_eq!(
             hook.accepted.lock()[0]["incident"],
             first.incident.to_string()
         );
         assert_eq!(hook.accepted.lock()[0]["severity"], "sev2");
-        let n = &service.get(first.incident).await.unwrap().notifications[0];
+        let d = service.get(first.incident).await.unwrap();
+        let n = &d.notifications[0];
         assert_eq!((n.status.as_str(), n.attempts), ("delivered", 2));
+        let tries: Vec<(u32, bool)> = d.attempts.iter().map(|a| (a.attempt, a.ok)).collect();
+        assert_eq!(tries, [(1, false), (2, true)]);
+        assert!(
+            d.timeline
+                .last()
+                .unwrap()
+                .text
+                .contains("delivered to pager (try 2)")
+        );
+        manual.advance(time::Duration::hours(2));
         assert_eq!(service.deliver_notifications().await.unwrap().delivered, 0);
 
         let actions: Vec<String> = incident_events(&env)
@@ -999,6 +1468,7 @@ mod exports_and_incidents {
                 "incident.alert.joined",
                 "incident.severity.raised",
                 "incident.opened",
+                "incident.notification.retrying",
                 "incident.notification.delivered"
             ]
         );

@@ -160,12 +160,25 @@ impl Installation {
             },
         )
         .await?;
-        // Detection rules raise alerts; alerts open or join incidents.
-        let incidents = Arc::new(IncidentService::new(
+        // Detection rules raise alerts; alerts open or join incidents, which
+        // notify the channels of the communication plan by severity.
+        let mut incidents = IncidentService::new(
             Arc::new(SqliteIncidentStore::new(log.pool().clone())),
             Arc::clone(&clock),
             CommunicationPlan { routes: Vec::new() },
-        ));
+        )
+        .with_notification_policy(crate::notify::policy(&config.events.incidents));
+        for (channel, min_severity) in
+            crate::notify::configured_channels(&config.events.incidents, &clock)?
+        {
+            incidents = incidents.with_routed_channel(channel, min_severity);
+        }
+        let incidents = Arc::new(incidents);
+        incidents.refresh_channels().await.map_err(|e| {
+            StartError::Event(EventError::Invalid(format!(
+                "incident channels cannot be read: {e}"
+            )))
+        })?;
         let events = LogSink::with_detector(log, Detector::new())
             .with_alert_handler(Arc::clone(&incidents) as Arc<dyn kura_events::AlertHandler>);
         let identity = Identity::new(

@@ -20,6 +20,7 @@
 
 mod bootstrap;
 mod http;
+mod notify;
 mod pipeline;
 mod serve;
 pub mod syslog;

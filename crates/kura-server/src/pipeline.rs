@@ -1,7 +1,8 @@
 //! The background half of the security event pipeline, started with the
 //! server: SIEM exporters (one task per configured sink — JSON lines, signed
 //! webhooks, syslog over TLS — each with its own durable cursor), the RFC 5425
-//! syslog listener for events from other systems, and the retention job that
+//! syslog listener for events from other systems, the incident notifier
+//! (channels by severity, retried with back-off), and the retention job that
 //! prunes events older than the configured period while keeping the rest
 //! verifiable.
 
@@ -163,6 +164,15 @@ impl Pipeline {
                 listener.serve(Box::pin(wait_for_stop(stopped.clone()))),
             ));
         }
+
+        // Incident notifications: due ones are sent every interval, retried
+        // with back-off, and every try lands in the incident's timeline.
+        tasks.push(tokio::spawn(
+            Arc::clone(&installation.incidents).run_notifier(
+                Duration::from_secs(config.incidents.poll_interval_secs),
+                wait_for_stop(stopped.clone()),
+            ),
+        ));
 
         let retention = time::Duration::days(i64::from(config.retention_days));
         let events = installation.events.clone();

@@ -2193,6 +2193,24 @@ mod kura_id_api {
         .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let b_invitation = r.json()["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/hosts", b.id),
+            Some(&b.owner),
+            json!({ "name": "bravo" }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_host = r.json()["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/hosts/{b_host}/apps", b.id),
+            Some(&b.owner),
+            json!({ "name": "Ledger" }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_app = r.json()["id"].as_str().unwrap().to_owned();
         let b_before = (
             get(&server, &format!("/api/v1/teams/{}", b.id), &b.owner)
                 .await
@@ -2231,7 +2249,10 @@ mod kura_id_api {
                 .replace("{group}", &b_group)
                 .replace("{kind}", "account")
                 .replace("{subject}", &b.owner_account)
-                .replace("{role}", "owner");
+                .replace("{role}", "owner")
+                .replace("{host}", &b_host)
+                .replace("{app}", &b_app)
+                .replace("{name}", "admin");
             assert!(
                 !path.contains('{'),
                 "no test value for a parameter of {path}"
@@ -2251,6 +2272,19 @@ mod kura_id_api {
                 ("POST", "/api/v1/teams/{id}/role-grants") => Some(json!({
                     "subject_kind": "account", "subject_id": a.owner_account, "role": "owner",
                 })),
+                ("POST", "/api/v1/teams/{id}/hosts") => Some(json!({ "name": "evil" })),
+                ("PATCH", "/api/v1/teams/{id}/hosts/{host}") => Some(json!({ "name": "evil" })),
+                ("POST", "/api/v1/teams/{id}/hosts/{host}/apps") => Some(json!({ "name": "Evil" })),
+                ("PATCH", "/api/v1/teams/{id}/apps/{app}") => Some(json!({ "status": "closed" })),
+                ("PUT", "/api/v1/teams/{id}/apps/{app}/schema") => {
+                    Some(json!({ "definition": {}, "allow_data_loss": true }))
+                }
+                ("POST", "/api/v1/teams/{id}/apps/{app}/accounts") => Some(json!({
+                    "name": "evil", "password": "evil password 12345", "privilege_set": "[Full Access]",
+                })),
+                ("PATCH", "/api/v1/teams/{id}/apps/{app}/accounts/{name}") => {
+                    Some(json!({ "active": false }))
+                }
                 other => panic!("add a valid body for the new team-scoped route {other:?}"),
             };
             let method = Method::from_bytes(route.method.as_bytes()).unwrap();
@@ -3207,3 +3241,6 @@ mod incident_and_ingest_api {
 
 #[path = "server/fmi.rs"]
 mod fmi;
+
+#[path = "server/incident_channels.rs"]
+mod incident_channels;

@@ -111,6 +111,59 @@ pub struct NotificationRecord {
     pub last_error: Option<String>,
     /// When it was delivered.
     pub delivered_at: Option<OffsetDateTime>,
+    /// When a pending notification is tried next (`None`: now).
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// One delivery try of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationAttempt {
+    /// Which notification.
+    pub notification: NotificationId,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// When.
+    pub at: OffsetDateTime,
+    /// Whether the receiver acknowledged it.
+    pub ok: bool,
+    /// The receiver's status code (HTTP status, SMTP reply), if it answered.
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A notification channel added through the API. Channels from the
+/// configuration file are not stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Unique name.
+    pub name: String,
+    /// `webhook` (the kinds are `kura-events`' to define).
+    pub kind: String,
+    /// `sev1` .. `sev4`: the least severe incidents it hears of.
+    pub min_severity: String,
+    /// The channel's settings as JSON, without secrets.
+    pub settings: String,
+    /// The signing secret, for kinds that sign.
+    pub secret: Option<Vec<u8>>,
+    /// Who added it, as an actor key.
+    pub created_by: String,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ChannelRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelRecord")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("min_severity", &self.min_severity)
+            .field("settings", &self.settings)
+            .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
+            .field("created_by", &self.created_by)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// Filters for [`IncidentStore::list`]; all set filters must match.
@@ -197,6 +250,10 @@ pub struct NotificationOutcome {
     pub status: String,
     /// Tries this outcome adds.
     pub attempts: u32,
+    /// The tries themselves, kept beside the notification.
+    pub tries: Vec<NotificationAttempt>,
+    /// For a notification left pending: not before this time.
+    pub next_attempt_at: Option<OffsetDateTime>,
     /// When.
     pub at: OffsetDateTime,
     /// Why it failed.
@@ -253,11 +310,38 @@ pub trait IncidentStore: Send + Sync + std::fmt::Debug {
     /// The notifications, oldest first.
     async fn notifications(&self, id: IncidentId) -> Result<Vec<NotificationRecord>, StoreError>;
 
-    /// Pending notifications, oldest first.
+    /// Pending notifications due at `now` (never tried, or held back until
+    /// at most `now`), oldest first.
     async fn pending_notifications(
         &self,
         limit: usize,
+        now: OffsetDateTime,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
+
+    /// Every delivery try of the incident's notifications, oldest first.
+    async fn notification_attempts(
+        &self,
+        id: IncidentId,
+    ) -> Result<Vec<NotificationAttempt>, StoreError>;
+
+    /// The channels added through the API, by name.
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+
+    /// Adds a channel with the events describing it; fails with
+    /// [`StoreError::Conflict`] if the name is taken.
+    async fn add_channel(
+        &self,
+        channel: ChannelRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a channel with the events describing it; fails with
+    /// [`StoreError::NotFound`] if there is none of that name.
+    async fn remove_channel(
+        &self,
+        name: String,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
 
     /// Records one delivery try with its events; fails with
     /// [`StoreError::Conflict`] if the notification left `expected_status`.

@@ -239,6 +239,15 @@ impl WebhookClient {
         &self.name
     }
 
+    /// The endpoint for people: scheme, host, port and path, without the
+    /// query (which may carry a token).
+    pub fn target(&self) -> String {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.to_string()
+    }
+
     /// POSTs `body` (JSON) until a try is acknowledged or the retry policy
     /// is spent. `delivery` is sent as [`DELIVERY_HEADER`] on every try so
     /// the receiver can drop repeats; `subject` names the delivery in the

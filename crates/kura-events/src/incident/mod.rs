@@ -54,6 +54,9 @@
 //! incident with the alert's severity. A joining alert more severe than its
 //! incident raises the incident's severity.
 
+mod channels;
+mod delivery;
+mod email;
 mod model;
 mod notify;
 mod service;
@@ -68,12 +71,17 @@ use time::{Duration, OffsetDateTime};
 use crate::EventError;
 pub use crate::detect::Severity;
 
+pub use channels::{
+    AddedChannel, ChannelInfo, ChannelOrigin, MAX_CHANNEL_NAME, NewWebhookChannel,
+    check_channel_name,
+};
+pub use email::{EmailChannel, EmailConfig, EmailConfigError, SmtpSecurity};
 pub use model::{
     AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
 };
 pub use notify::{
-    CommunicationPlan, NotificationChannel, NotificationMessage, NotificationReport, Route,
-    WebhookChannel,
+    CommunicationPlan, DeliveryTry, NotificationChannel, NotificationMessage, NotificationPolicy,
+    NotificationReport, Route, WebhookChannel,
 };
 pub use service::IncidentService;
 
@@ -104,6 +112,12 @@ pub mod actions {
     pub const NOTIFICATION_DELIVERED: &str = "incident.notification.delivered";
     /// A notification about an incident gave up.
     pub const NOTIFICATION_FAILED: &str = "incident.notification.failed";
+    /// A try of a notification failed; it is retried later.
+    pub const NOTIFICATION_RETRYING: &str = "incident.notification.retrying";
+    /// A security responder added a notification channel.
+    pub const CHANNEL_ADDED: &str = "incident.channel.added";
+    /// A security responder removed a notification channel.
+    pub const CHANNEL_REMOVED: &str = "incident.channel.removed";
 }
 
 /// Response-time targets of one severity.
@@ -304,6 +318,15 @@ pub enum IncidentError {
     /// retry.
     #[error("incident {0} changed meanwhile; reload it and try again")]
     Conflict(IncidentId),
+    /// No notification channel of that name was added through the API.
+    #[error("no notification channel named `{0}` was added through the API")]
+    ChannelNotFound(String),
+    /// A channel of that name exists already.
+    #[error("a notification channel named `{0}` exists already")]
+    ChannelExists(String),
+    /// The channel comes from the configuration file, which owns it.
+    #[error("notification channel `{0}` comes from the configuration file; change it there")]
+    ChannelFixed(String),
     /// The change's security event could not be prepared.
     #[error(transparent)]
     Event(#[from] EventError),

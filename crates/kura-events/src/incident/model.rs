@@ -2,7 +2,8 @@
 
 use kura_store::StoreError;
 use kura_store::incidents::{
-    AlertRecord, IncidentRecord, LinkedEvent, NotificationRecord, TimelineEntry,
+    AlertRecord, IncidentRecord, LinkedEvent, NotificationAttempt, NotificationRecord,
+    TimelineEntry,
 };
 use kura_types::{AlertId, EventId, IncidentId, TeamId};
 use time::OffsetDateTime;
@@ -99,6 +100,8 @@ pub struct IncidentDetail {
     pub events: Vec<LinkedEvent>,
     /// Its notifications and their delivery state.
     pub notifications: Vec<NotificationRecord>,
+    /// Every delivery try of its notifications, oldest first.
+    pub attempts: Vec<NotificationAttempt>,
 }
 
 /// Filters for [`IncidentService::list`].

@@ -3,20 +3,28 @@
 //!
 //! Notifications are queued as rows in the same transaction as the incident
 //! change that calls for them (an outbox), and [`IncidentService`]'s
-//! `deliver_notifications` sends pending ones and records each outcome, so
-//! none is lost to a restart and each shows its delivery state. Webhooks are
-//! the channel today ([`WebhookChannel`], signed like SIEM exports); email
-//! through SMTP will be another [`NotificationChannel`].
+//! `deliver_notifications` sends the ones that are due, one try each, and
+//! records every try. A failed try leaves the notification pending and holds
+//! it back with exponential back-off ([`NotificationPolicy`]); after
+//! `max_attempts` tries it is marked failed. Every try shows in the
+//! incident's timeline, so none is lost to a restart and responders see
+//! each delivery state. Webhooks are the channel today ([`WebhookChannel`],
+//! signed like SIEM exports); channels come from the configuration file or
+//! are added by security responders through the API (see `channels`).
 //!
 //! [`IncidentService`]: super::IncidentService
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use kura_types::{IncidentId, NotificationId};
+use kura_crypto::hmac::HmacKey;
+use kura_types::{Clock, IncidentId, NotificationId};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use super::Severity;
-use crate::export::WebhookClient;
+use crate::export::{Backoff, ExportError, RetryPolicy, WebhookClient, WebhookConfig};
 
 /// One channel's place in the plan: it hears of incidents at `min_severity`
 /// or worse (`Sev2` hears SEV1 and SEV2).
@@ -65,29 +73,103 @@ pub struct NotificationMessage {
     pub created_at: OffsetDateTime,
 }
 
+/// What one try of one notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTry {
+    /// Whether the receiver acknowledged it.
+    pub ok: bool,
+    /// The receiver's status code (HTTP status), if it answered.
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl DeliveryTry {
+    /// A try that failed before or without an answer.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            status: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
 /// Somewhere notifications go.
 #[async_trait]
 pub trait NotificationChannel: Send + Sync + std::fmt::Debug {
     /// The channel's name in the plan.
     fn name(&self) -> &str;
 
-    /// Sends one notification; returns how many tries it took, or the tries
-    /// and the last failure.
-    async fn send(&self, message: &NotificationMessage) -> Result<u32, (u32, String)>;
+    /// The channel's kind (`webhook`).
+    fn kind(&self) -> &'static str;
+
+    /// Where it delivers, for people (a webhook's URL without its query).
+    fn target(&self) -> String;
+
+    /// Tries once to deliver one notification. Retries are the service's:
+    /// it schedules them with back-off and records each try.
+    async fn send(&self, message: &NotificationMessage) -> DeliveryTry;
+}
+
+/// How patiently notifications are retried across delivery rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationPolicy {
+    /// Tries before a notification is marked failed (at least 1).
+    pub max_attempts: u32,
+    /// The wait after each failed try (doubling, with jitter).
+    pub backoff: Backoff,
+}
+
+impl Default for NotificationPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            backoff: Backoff {
+                initial: Duration::from_secs(30),
+                max: Duration::from_secs(3600),
+            },
+        }
+    }
 }
 
 /// Notifications as signed webhooks, through the same client as SIEM
-/// exports: `{"kind":"kura.incident.notification","id":…,"incident":…,
+/// exports (`X-Kura-Signature: t=…,v1=…`, `X-Kura-Delivery: <notification
+/// id>`): `{"kind":"kura.incident.notification","id":…,"incident":…,
 /// "title":…,"severity":…,"reason":…,"text":…,"created_at":…}`.
 #[derive(Debug, Clone)]
 pub struct WebhookChannel {
     client: WebhookClient,
+    target: String,
 }
 
 impl WebhookChannel {
-    /// A channel posting through `client` (named as the channel).
+    /// A channel posting through `client` (named as the channel). The
+    /// client's own retries add to the service's; build it with
+    /// [`WebhookChannel::one_try`] to leave every retry to the service.
     pub fn new(client: WebhookClient) -> Self {
-        Self { client }
+        let target = client.target();
+        Self { client, target }
+    }
+
+    /// A channel named `name` posting to `url`, signed with `secret`, one
+    /// try per delivery round. Refuses URLs other than `https://` (or
+    /// `http://` to a loopback address).
+    pub fn one_try(
+        name: &str,
+        url: &str,
+        secret: &[u8],
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ExportError> {
+        let mut config = WebhookConfig::new(name, url, HmacKey::new(secret));
+        config.timeout = timeout;
+        config.connect_timeout = timeout.min(Duration::from_secs(5));
+        config.retry = RetryPolicy {
+            max_attempts: 1,
+            backoff: Backoff::default(),
+        };
+        Ok(Self::new(WebhookClient::new(config, clock, None)?))
     }
 }
 
@@ -97,7 +179,15 @@ impl NotificationChannel for WebhookChannel {
         self.client.name()
     }
 
-    async fn send(&self, m: &NotificationMessage) -> Result<u32, (u32, String)> {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+
+    async fn send(&self, m: &NotificationMessage) -> DeliveryTry {
         let created_at = m
             .created_at
             .format(&time::format_description::well_known::Rfc3339)
@@ -112,14 +202,28 @@ impl NotificationChannel for WebhookChannel {
             "text": m.text,
             "created_at": created_at,
         });
-        let body = serde_json::to_vec(&body).map_err(|e| (0, e.to_string()))?;
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            Err(e) => return DeliveryTry::failed(e.to_string()),
+        };
         let id = m.id.to_string();
         let outcome = self
             .client
             .post(&id, &format!("notification {id}"), body)
             .await;
-        let tries = u32::try_from(outcome.attempts.len()).unwrap_or(u32::MAX);
-        outcome.result.map(|()| tries).map_err(|e| (tries, e))
+        let status = outcome.attempts.last().and_then(|a| a.status);
+        match outcome.result {
+            Ok(()) => DeliveryTry {
+                ok: true,
+                status,
+                error: None,
+            },
+            Err(error) => DeliveryTry {
+                ok: false,
+                status,
+                error: Some(error),
+            },
+        }
     }
 }
 

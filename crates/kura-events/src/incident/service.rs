@@ -1,8 +1,6 @@
 //! [`IncidentService`]: the incident API the HTTP layer and the detector
 //! call.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +8,7 @@ use kura_store::StoreError;
 use kura_store::events::EventRecord;
 use kura_store::incidents::{
     AlertRecord, IncidentFilter, IncidentRecord, IncidentStore, IncidentTarget, IncidentUpdate,
-    IncidentWrite, NotificationOutcome, NotificationRecord, TimelineEntry,
+    IncidentWrite, NotificationRecord, TimelineEntry,
 };
 use kura_types::{
     Action, Actor, AlertId, Clock, IncidentId, NotificationId, Outcome, SecurityEvent, TeamId,
@@ -18,12 +16,11 @@ use kura_types::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::channels::Channels;
 use super::model::{
     AlertOutcome, Incident, IncidentDetail, IncidentList, IncidentListQuery, NewIncident,
 };
-use super::notify::{
-    CommunicationPlan, NotificationChannel, NotificationMessage, NotificationReport,
-};
+use super::notify::{CommunicationPlan, NotificationChannel, NotificationPolicy, Route};
 use super::{IncidentError, IncidentState, JOIN_WINDOW, MAX_NOTE, MAX_TITLE, Severity, actions};
 use crate::detect::Alert;
 use crate::sink::{AlertHandler, prepare};
@@ -31,17 +28,16 @@ use crate::sink::{AlertHandler, prepare};
 /// Incidents: the rules over an [`IncidentStore`].
 #[derive(Debug)]
 pub struct IncidentService {
-    store: Arc<dyn IncidentStore>,
-    clock: Arc<dyn Clock>,
-    plan: CommunicationPlan,
-    channels: HashMap<String, Arc<dyn NotificationChannel>>,
-    max_notification_attempts: u32,
+    pub(super) store: Arc<dyn IncidentStore>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) channels: Channels,
+    pub(super) policy: NotificationPolicy,
     // Alerts are handled one at a time so two alerts about one subject
     // cannot both open an incident.
     alerts: tokio::sync::Mutex<()>,
 }
 
-const SYSTEM: &str = "incidents";
+pub(super) const SYSTEM: &str = "incidents";
 
 fn system() -> Actor {
     Actor::System {
@@ -99,9 +95,8 @@ impl IncidentService {
         Self {
             store,
             clock,
-            plan,
-            channels: HashMap::new(),
-            max_notification_attempts: 10,
+            channels: Channels::new(plan),
+            policy: NotificationPolicy::default(),
             alerts: tokio::sync::Mutex::new(()),
         }
     }
@@ -109,7 +104,34 @@ impl IncidentService {
     /// Adds a notification channel (by its name in the plan).
     #[must_use]
     pub fn with_channel(mut self, channel: Arc<dyn NotificationChannel>) -> Self {
-        self.channels.insert(channel.name().to_owned(), channel);
+        self.channels.add_fixed(channel);
+        self
+    }
+
+    /// Adds a channel and its route to the fixed plan (a channel from the
+    /// configuration file).
+    #[must_use]
+    pub fn with_routed_channel(
+        mut self,
+        channel: Arc<dyn NotificationChannel>,
+        min_severity: Severity,
+    ) -> Self {
+        self.channels.add_fixed_route(Route {
+            channel: channel.name().to_owned(),
+            min_severity,
+        });
+        self.channels.add_fixed(channel);
+        self
+    }
+
+    /// How many tries (across delivery rounds) a notification gets before it
+    /// is marked failed, and how long to wait between them.
+    #[must_use]
+    pub fn with_notification_policy(mut self, policy: NotificationPolicy) -> Self {
+        self.policy = NotificationPolicy {
+            max_attempts: policy.max_attempts.max(1),
+            ..policy
+        };
         self
     }
 
@@ -117,11 +139,11 @@ impl IncidentService {
     /// is marked failed. Default 10.
     #[must_use]
     pub fn with_max_notification_attempts(mut self, attempts: u32) -> Self {
-        self.max_notification_attempts = attempts.max(1);
+        self.policy.max_attempts = attempts.max(1);
         self
     }
 
-    fn event(
+    pub(super) fn event(
         &self,
         by: &Actor,
         action: &str,
@@ -150,13 +172,13 @@ impl IncidentService {
         text: &str,
         now: OffsetDateTime,
     ) -> Vec<NotificationRecord> {
-        self.plan
+        self.channels
             .channels_for(severity)
             .into_iter()
             .map(|channel| NotificationRecord {
                 id: NotificationId::new(),
                 incident,
-                channel: channel.to_owned(),
+                channel,
                 reason: reason.to_owned(),
                 severity: severity.as_str().to_owned(),
                 text: text.to_owned(),
@@ -166,11 +188,12 @@ impl IncidentService {
                 last_attempt_at: None,
                 last_error: None,
                 delivered_at: None,
+                next_attempt_at: None,
             })
             .collect()
     }
 
-    fn entry(&self, by: &Actor, kind: &str, text: String) -> TimelineEntry {
+    pub(super) fn entry(&self, by: &Actor, kind: &str, text: String) -> TimelineEntry {
         TimelineEntry {
             at: self.clock.now(),
             actor: by.key(),
@@ -179,7 +202,7 @@ impl IncidentService {
         }
     }
 
-    async fn load(&self, id: IncidentId) -> Result<Incident, IncidentError> {
+    pub(super) async fn load(&self, id: IncidentId) -> Result<Incident, IncidentError> {
         self.store
             .incident(id)
             .await?
@@ -318,6 +341,7 @@ impl IncidentService {
             alerts: self.store.alerts(id).await?,
             events: self.store.linked_events(id).await?,
             notifications: self.store.notifications(id).await?,
+            attempts: self.store.notification_attempts(id).await?,
         })
     }
 
@@ -636,134 +660,6 @@ impl IncidentService {
             || IncidentError::Invalid("the alert could not be stored".into()),
             IncidentError::Conflict,
         ))
-    }
-
-    /// Sends pending notifications once and records each outcome (a
-    /// delivered or finally failed notification is an event).
-    pub async fn deliver_notifications(&self) -> Result<NotificationReport, IncidentError> {
-        let mut report = NotificationReport::default();
-        let by = Actor::System {
-            component: format!("{SYSTEM}.notify"),
-        };
-        for n in self.store.pending_notifications(100).await? {
-            let incident = self.load(n.incident).await?;
-            let message = NotificationMessage {
-                id: n.id,
-                incident: n.incident,
-                title: incident.title.clone(),
-                severity: n.severity.clone(),
-                reason: n.reason.clone(),
-                text: n.text.clone(),
-                created_at: n.created_at,
-            };
-            let (result, give_up_now) = match self.channels.get(&n.channel) {
-                Some(channel) => (channel.send(&message).await, false),
-                None => (
-                    Err((0, format!("no channel named `{}` is configured", n.channel))),
-                    true,
-                ),
-            };
-            let now = self.clock.now();
-            let details = |extra: Vec<(&'static str, Value)>| {
-                let mut d = vec![
-                    ("notification", Value::from(n.id.to_string())),
-                    ("channel", Value::from(n.channel.clone())),
-                    ("reason", Value::from(n.reason.clone())),
-                ];
-                d.extend(extra);
-                d
-            };
-            let outcome = match result {
-                Ok(tries) => {
-                    report.delivered += 1;
-                    NotificationOutcome {
-                        id: n.id,
-                        expected_status: n.status.clone(),
-                        status: "delivered".into(),
-                        attempts: tries,
-                        at: now,
-                        error: None,
-                        timeline: Some(self.entry(
-                            &by,
-                            "notification",
-                            format!("{} notification delivered to {}", n.reason, n.channel),
-                        )),
-                        events: vec![self.event(
-                            &by,
-                            actions::NOTIFICATION_DELIVERED,
-                            n.incident,
-                            incident.team,
-                            details(vec![("attempts", (n.attempts + tries).into())]),
-                        )?],
-                    }
-                }
-                Err((tries, error)) => {
-                    let total = n.attempts.saturating_add(tries);
-                    if give_up_now || total >= self.max_notification_attempts {
-                        report.failed += 1;
-                        NotificationOutcome {
-                            id: n.id,
-                            expected_status: n.status.clone(),
-                            status: "failed".into(),
-                            attempts: tries,
-                            at: now,
-                            error: Some(error.clone()),
-                            timeline: Some(self.entry(
-                                &by,
-                                "notification",
-                                format!(
-                                    "{} notification to {} failed: {error}",
-                                    n.reason, n.channel
-                                ),
-                            )),
-                            events: vec![self.event(
-                                &by,
-                                actions::NOTIFICATION_FAILED,
-                                n.incident,
-                                incident.team,
-                                details(vec![("attempts", total.into()), ("error", error.into())]),
-                            )?],
-                        }
-                    } else {
-                        report.retrying += 1;
-                        NotificationOutcome {
-                            id: n.id,
-                            expected_status: n.status.clone(),
-                            status: n.status.clone(),
-                            attempts: tries,
-                            at: now,
-                            error: Some(error),
-                            timeline: None,
-                            events: Vec::new(),
-                        }
-                    }
-                }
-            };
-            match self.store.record_notification(outcome).await {
-                Ok(()) | Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(report)
-    }
-
-    /// Delivers notifications every `interval` until `shutdown` completes.
-    pub async fn run_notifier(
-        self: Arc<Self>,
-        interval: std::time::Duration,
-        shutdown: impl Future<Output = ()> + Send,
-    ) {
-        tokio::pin!(shutdown);
-        loop {
-            if let Err(e) = self.deliver_notifications().await {
-                tracing::warn!(error = %e, "incident notifications could not be delivered");
-            }
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(interval) => {}
-            }
-        }
     }
 }
 

@@ -1031,18 +1031,18 @@ async fn schema_changes_never_lose_data_silently_and_apps_are_isolated() {
     let r = call(
         s,
         Method::DELETE,
-        &app_path,
+        &format!("{app_path}?confirm=contacts"),
         Some(&f.operator),
-        Some(json!({ "confirm": "contacts" })),
+        None,
     )
     .await;
     r.problem(422);
     let r = call(
         s,
         Method::DELETE,
-        &app_path,
+        &format!("{app_path}?confirm=Contacts"),
         Some(&f.operator),
-        Some(json!({ "confirm": "Contacts" })),
+        None,
     )
     .await;
     assert_eq!(r.status, 204, "{}", r.text);

@@ -11,11 +11,12 @@ use time::OffsetDateTime;
 use super::Pool;
 use super::events::append_in_tx;
 use crate::StoreError;
-use crate::events::{ChainHash, StoredEvent};
+use crate::events::{ChainHash, EventRecord, StoredEvent};
 use crate::incidents::{
     AlertRecord, IncidentFilter, IncidentPage, IncidentRecord, IncidentStore, IncidentTarget,
     IncidentWrite, LinkedEvent, NotificationOutcome, NotificationRecord, TimelineEntry,
 };
+use crate::incidents::{ChannelRecord, NotificationAttempt};
 
 /// Incidents in the platform database.
 #[derive(Debug, Clone)]
@@ -100,11 +101,37 @@ fn notification_row(r: &Row<'_>) -> Result<NotificationRecord, StoreError> {
         last_attempt_at: opt_from_ns(r.get(9)?)?,
         last_error: r.get(10)?,
         delivered_at: opt_from_ns(r.get(11)?)?,
+        next_attempt_at: opt_from_ns(r.get(12)?)?,
     })
 }
 
 const NOTIFICATION_COLUMNS: &str = "id, incident_id, channel, reason, severity, text, created_at, \
-     status, attempts, last_attempt_at, last_error, delivered_at";
+     status, attempts, last_attempt_at, last_error, delivered_at, next_attempt_at";
+
+fn attempt_row(r: &Row<'_>) -> Result<NotificationAttempt, StoreError> {
+    let id: String = r.get(0)?;
+    let status: Option<i64> = r.get(4)?;
+    Ok(NotificationAttempt {
+        notification: parse(&id, "notification id")?,
+        attempt: r.get(1)?,
+        at: from_ns(r.get(2)?)?,
+        ok: r.get::<_, i64>(3)? != 0,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        error: r.get(5)?,
+    })
+}
+
+fn channel_row(r: &Row<'_>) -> Result<ChannelRecord, StoreError> {
+    Ok(ChannelRecord {
+        name: r.get(0)?,
+        kind: r.get(1)?,
+        min_severity: r.get(2)?,
+        settings: r.get(3)?,
+        secret: r.get(4)?,
+        created_by: r.get(5)?,
+        created_at: from_ns(r.get(6)?)?,
+    })
+}
 
 fn insert_timeline(
     tx: &Transaction<'_>,
@@ -229,8 +256,9 @@ fn apply(tx: &Transaction<'_>, change: &IncidentWrite) -> Result<(), StoreError>
     for n in &change.notifications {
         tx.execute(
             "INSERT INTO incident_notifications (id, incident_id, channel, reason, severity, text,
-                 created_at, status, attempts, last_attempt_at, last_error, delivered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 created_at, status, attempts, last_attempt_at, last_error, delivered_at,
+                 next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 n.id.to_string(),
                 id.to_string(),
@@ -244,6 +272,7 @@ fn apply(tx: &Transaction<'_>, change: &IncidentWrite) -> Result<(), StoreError>
                 opt_ns(n.last_attempt_at)?,
                 n.last_error,
                 opt_ns(n.delivered_at)?,
+                opt_ns(n.next_attempt_at)?,
             ],
         )?;
     }
@@ -491,15 +520,19 @@ impl IncidentStore for SqliteIncidentStore {
     async fn pending_notifications(
         &self,
         limit: usize,
+        now: OffsetDateTime,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(100);
+        let now = ns(now)?;
         self.pool
             .read(move |conn| {
                 let mut stmt = conn.prepare(&format!(
                     "SELECT {NOTIFICATION_COLUMNS} FROM incident_notifications
-                      WHERE status = 'pending' ORDER BY created_at, id LIMIT ?1"
+                      WHERE status = 'pending'
+                        AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
+                      ORDER BY created_at, id LIMIT ?1"
                 ))?;
-                let mut rows = stmt.query([limit])?;
+                let mut rows = stmt.query(params![limit, now])?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     out.push(notification_row(r)?);
@@ -517,7 +550,8 @@ impl IncidentStore for SqliteIncidentStore {
                 let changed = tx.execute(
                     "UPDATE incident_notifications
                         SET status = ?3, attempts = attempts + ?4, last_attempt_at = ?5,
-                            last_error = ?6, delivered_at = coalesce(?7, delivered_at)
+                            last_error = ?6, delivered_at = coalesce(?7, delivered_at),
+                            next_attempt_at = ?8
                       WHERE id = ?1 AND status = ?2",
                     params![
                         o.id.to_string(),
@@ -527,6 +561,7 @@ impl IncidentStore for SqliteIncidentStore {
                         ns(o.at)?,
                         o.error,
                         opt_ns(delivered_at)?,
+                        opt_ns(o.next_attempt_at)?,
                     ],
                 )?;
                 if changed != 1 {
@@ -547,7 +582,117 @@ impl IncidentStore for SqliteIncidentStore {
                         std::slice::from_ref(entry),
                     )?;
                 }
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO incident_notification_attempts
+                             (notification_id, attempt, at, ok, status, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for t in &o.tries {
+                        stmt.execute(params![
+                            t.notification.to_string(),
+                            t.attempt,
+                            ns(t.at)?,
+                            i64::from(t.ok),
+                            t.status.map(i64::from),
+                            t.error,
+                        ])?;
+                    }
+                }
                 append_in_tx(tx, &o.events)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn notification_attempts(
+        &self,
+        id: IncidentId,
+    ) -> Result<Vec<NotificationAttempt>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT a.notification_id, a.attempt, a.at, a.ok, a.status, a.error
+                       FROM incident_notification_attempts a
+                       JOIN incident_notifications n ON n.id = a.notification_id
+                      WHERE n.incident_id = ?1
+                      ORDER BY a.at, a.notification_id, a.attempt",
+                )?;
+                let mut rows = stmt.query([id.to_string()])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(attempt_row(r)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT name, kind, min_severity, settings, secret, created_by, created_at
+                       FROM incident_channels ORDER BY name",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(channel_row(r)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn add_channel(
+        &self,
+        channel: ChannelRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .write(move |tx| {
+                let c = &channel;
+                let added = tx.execute(
+                    "INSERT INTO incident_channels
+                         (name, kind, min_severity, settings, secret, created_by, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![
+                        c.name,
+                        c.kind,
+                        c.min_severity,
+                        c.settings,
+                        c.secret,
+                        c.created_by,
+                        ns(c.created_at)?,
+                    ],
+                )?;
+                if added != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "a channel named `{}` exists",
+                        c.name
+                    )));
+                }
+                append_in_tx(tx, &events)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_channel(
+        &self,
+        name: String,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .write(move |tx| {
+                let removed =
+                    tx.execute("DELETE FROM incident_channels WHERE name = ?1", [&name])?;
+                if removed != 1 {
+                    return Err(StoreError::NotFound(format!("channel `{name}`")));
+                }
+                append_in_tx(tx, &events)?;
                 Ok(())
             })
             .await

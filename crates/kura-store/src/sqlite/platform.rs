@@ -357,6 +357,38 @@ const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 7,
+        name: "incident notification channels, per-try delivery records and back-off",
+        // Channels added by security responders through the API (channels in
+        // the configuration file are not stored). `settings` is the channel's
+        // JSON as `kura-events` defines it, without secrets; a webhook's
+        // signing secret is kept as raw bytes, protected at rest like TOTP
+        // secrets by this file's SQLCipher encryption. Each delivery try of a
+        // notification is one row; `next_attempt_at` (Unix nanoseconds, NULL:
+        // due now) holds a pending notification back after a failure.
+        sql: "
+        CREATE TABLE incident_channels (
+            name         TEXT PRIMARY KEY,
+            kind         TEXT NOT NULL,
+            min_severity TEXT NOT NULL,
+            settings     TEXT NOT NULL,
+            secret       BLOB,
+            created_by   TEXT NOT NULL,
+            created_at   INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE incident_notification_attempts (
+            notification_id TEXT NOT NULL REFERENCES incident_notifications(id),
+            attempt         INTEGER NOT NULL,
+            at              INTEGER NOT NULL,
+            ok              INTEGER NOT NULL,
+            status          INTEGER,
+            error           TEXT,
+            PRIMARY KEY (notification_id, attempt)
+        ) STRICT;
+        ALTER TABLE incident_notifications ADD COLUMN next_attempt_at INTEGER;
+    ",
+    },
 ];
 
 /// The embedded platform store.

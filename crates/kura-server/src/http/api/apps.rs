@@ -7,7 +7,7 @@
 //! records a security event for each change before answering.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use kura_apps::schema::Definition;
@@ -382,26 +382,19 @@ pub async fn update_app(
     }
 }
 
-/// `DELETE /api/v1/teams/{team}/apps/{app}` with `{"confirm": "<name>"}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppDeletion {
-    confirm: String,
-}
-
-/// Deletes an app and destroys its data key. The body must repeat the
-/// app's name.
+/// Deletes an app and destroys its data key:
+/// `DELETE /api/v1/teams/{team}/apps/{app}?confirm=<the app's name>`.
 pub async fn delete_app(
     State(state): State<AppState>,
     auth: Auth,
     Path((team, app)): Path<(String, String)>,
-    ApiJson(req): ApiJson<AppDeletion>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let team: TeamId = parse_id("team", &team)?;
     let id: AppId = parse_id("app", &app)?;
     allow(&state, &auth, Action::AppsOperate, team).await?;
     let record = state.apps.app(team, id).await.map_err(apps_err)?;
-    if record.name != req.confirm {
+    if query.get("confirm") != Some(&record.name) {
         return Err(ApiError::invalid(
             "confirm",
             "type the app's name to delete it",

@@ -89,9 +89,9 @@ pub(super) const OPS: &[Op] = &[
         method: "DELETE",
         path: "/api/v1/teams/{id}/apps/{app}",
         id: "deleteApp",
-        summary: "Delete an app and destroy its data key; `confirm` repeats its name",
+        summary: "Delete an app and destroy its data key; the query parameter `confirm` repeats its name",
         auth: Auth::Required,
-        body: Some(&[("confirm", S, true)]),
+        body: None,
         ok: 204,
     },
     Op {

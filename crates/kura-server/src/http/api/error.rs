@@ -116,6 +116,24 @@ fn incident_problem(e: &IncidentError) -> Problem {
             "Incident changed meanwhile",
             e.to_string(),
         ),
+        E::ChannelNotFound(_) => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            e.to_string(),
+        ),
+        E::ChannelExists(_) => problem(
+            StatusCode::CONFLICT,
+            "channel-exists",
+            "Channel exists",
+            e.to_string(),
+        ),
+        E::ChannelFixed(_) => problem(
+            StatusCode::CONFLICT,
+            "channel-configured",
+            "Channel comes from the configuration file",
+            e.to_string(),
+        ),
         E::Event(_) | E::Store(_) => {
             tracing::error!(error = %e, "incident service failed");
             Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -428,6 +446,9 @@ mod tests {
             ),
             (IncidentError::Invalid("empty".into()), 422),
             (IncidentError::Conflict(id), 409),
+            (IncidentError::ChannelNotFound("x".into()), 404),
+            (IncidentError::ChannelExists("x".into()), 409),
+            (IncidentError::ChannelFixed("x".into()), 409),
         ];
         for (e, status) in cases {
             let name = format!("{e:?}");

@@ -42,7 +42,10 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 /// Asks the policy whether the principal may work on incidents (recording
 /// the denial if not) and hands back the service.
-async fn responder(state: &AppState, auth: &Auth) -> Result<Arc<IncidentService>, ApiError> {
+pub(super) async fn responder(
+    state: &AppState,
+    auth: &Auth,
+) -> Result<Arc<IncidentService>, ApiError> {
     let audited = state.identity.check(
         &auth.principal,
         Action::IncidentsManage,
@@ -52,13 +55,13 @@ async fn responder(state: &AppState, auth: &Auth) -> Result<Arc<IncidentService>
     Ok(Arc::clone(&state.incidents))
 }
 
-fn actor(p: &Principal) -> Actor {
+pub(super) fn actor(p: &Principal) -> Actor {
     Actor::Account {
         id: p.account.to_string(),
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(super) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -147,6 +150,18 @@ struct NotificationOut {
     last_attempt_at: Option<String>,
     last_error: Option<String>,
     delivered_at: Option<String>,
+    next_attempt_at: Option<String>,
+    /// Every try, oldest first.
+    tries: Vec<TryOut>,
+}
+
+#[derive(Debug, Serialize)]
+struct TryOut {
+    attempt: u32,
+    at: String,
+    ok: bool,
+    status: Option<u16>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +175,20 @@ struct DetailOut {
 
 impl From<IncidentDetail> for DetailOut {
     fn from(d: IncidentDetail) -> Self {
+        let attempts = d.attempts;
+        let tries = |id| {
+            attempts
+                .iter()
+                .filter(|a| a.notification == id)
+                .map(|a| TryOut {
+                    attempt: a.attempt,
+                    at: rfc3339(a.at),
+                    ok: a.ok,
+                    status: a.status,
+                    error: a.error.clone(),
+                })
+                .collect()
+        };
         Self {
             incident: d.incident.into(),
             timeline: d
@@ -199,6 +228,8 @@ impl From<IncidentDetail> for DetailOut {
                 .notifications
                 .into_iter()
                 .map(|n| NotificationOut {
+                    tries: tries(n.id),
+                    next_attempt_at: n.next_attempt_at.map(rfc3339),
                     id: n.id.to_string(),
                     channel: n.channel,
                     reason: n.reason,

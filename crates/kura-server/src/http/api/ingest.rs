@@ -250,8 +250,9 @@ fn validate(
         .collect()
 }
 
-/// `POST /api/v1/events/ingest`: answers 202 with the count once every
-/// event of the batch is durable.
+/// `POST /api/v1/events/ingest`: answers 202 with the count once the whole
+/// batch is durable; the batch commits in one transaction, so a failure
+/// leaves none of it in the log.
 pub async fn ingest(
     State(state): State<AppState>,
     auth: Result<Auth, ApiError>,
@@ -321,21 +322,27 @@ pub async fn ingest(
         e
     })?;
     let accepted = events.len();
-    for event in events {
-        // The request id and user agent join the events to the access log;
-        // the sender's own source address is kept as it sent it.
-        let mut event = event.with_detail("token", token.to_string());
-        if let Some(peer) = auth.ctx.source {
-            event = event.with_detail("peer", peer.to_string());
-        }
-        if let Some(id) = &auth.ctx.request_id {
-            event = event.with_request_id(id.clone());
-        }
-        state.events.record(event).await.map_err(|e| {
-            tracing::error!(error = %e, "ingested event not recorded");
-            ApiError::EventNotRecorded
-        })?;
-    }
+    // The request id and user agent join the events to the access log; the
+    // sender's own source address is kept as it sent it.
+    let events = events
+        .into_iter()
+        .map(|event| {
+            let mut event = event.with_detail("token", token.to_string());
+            if let Some(peer) = auth.ctx.source {
+                event = event.with_detail("peer", peer.to_string());
+            }
+            if let Some(id) = &auth.ctx.request_id {
+                event = event.with_request_id(id.clone());
+            }
+            event
+        })
+        .collect();
+    // One transaction for the whole batch: all of it is in the log, next to
+    // each other, or none of it.
+    state.events.record_all(events).await.map_err(|e| {
+        tracing::error!(error = %e, "ingested batch not recorded");
+        ApiError::EventNotRecorded
+    })?;
     state.metrics.ingest_accepted(accepted);
     Ok((StatusCode::ACCEPTED, axum::Json(Accepted { accepted })).into_response())
 }

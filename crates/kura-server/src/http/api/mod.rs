@@ -17,6 +17,7 @@ mod auth;
 mod body;
 mod error;
 mod events;
+mod incident_channels;
 mod incidents;
 mod ingest;
 mod mfa;
@@ -208,6 +209,21 @@ fn build() -> Builder {
             "POST",
             "/api/v1/incidents/{id}/notes",
             post(incidents::add_note),
+        )
+        .at(
+            "GET",
+            "/api/v1/incident-channels",
+            get(incident_channels::list),
+        )
+        .at(
+            "POST",
+            "/api/v1/incident-channels",
+            post(incident_channels::add),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/incident-channels/{name}",
+            delete(incident_channels::remove),
         )
         .at("POST", "/api/v1/tokens", post(tokens::create))
         .at("GET", "/api/v1/tokens", get(tokens::list))
