@@ -16,7 +16,7 @@ use kura_events::{
     Detector, EventError, EventLog, EventLogOptions, EventSink, IncidentService, LogSink,
 };
 use kura_identity::{Identity, IdentityConfig};
-use kura_store::SqliteIncidentStore;
+use kura_store::{SqliteEdgeStore, SqliteIncidentStore};
 use kura_store::{
     DataDir, Durability, SETUP_COMPLETED, SqliteIdentityStore, Storage, StorageOptions, StoreError,
     open_storage,
@@ -25,6 +25,7 @@ use kura_types::Clock;
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use time::{Duration, OffsetDateTime};
 
+use crate::edge::{BodyLimits, Edge};
 use crate::tls::{CertificateOrigin, TlsError, TlsMaterial};
 
 /// Why Kura cannot start. Every message says which file or setting is at
@@ -62,6 +63,13 @@ pub enum StartError {
         /// The key file.
         path: std::path::PathBuf,
     },
+    /// The edge cannot start (a stored policy or a trusted-proxy range is
+    /// unusable).
+    #[error(transparent)]
+    Edge(#[from] crate::edge::EdgeError),
+    /// The hardened baseline refuses this installation in production.
+    #[error("refusing to start with env = production:\n{0}\nrun `kura doctor` for the full report")]
+    Baseline(String),
     /// Kura ID cannot start (its password hashing parameters are unusable).
     #[error("Kura ID cannot start: {0}")]
     Identity(String),
@@ -93,6 +101,8 @@ pub struct Installation {
     pub clock: Arc<dyn Clock>,
     /// Kura ID over this installation's storage.
     pub identity: Identity,
+    /// The edge's policies and engines.
+    pub edge: Arc<Edge>,
     /// Things the operator should know about this start (repaired modes,
     /// generated keys).
     pub notices: Vec<String>,
@@ -171,6 +181,23 @@ impl Installation {
             identity_config(&config.identity),
         )
         .map_err(|e| StartError::Identity(e.to_string()))?;
+        let edge = Arc::new(
+            Edge::open(
+                Arc::new(SqliteEdgeStore::new(events.log().pool().clone())),
+                Arc::new(events.clone()),
+                Arc::clone(&clock),
+                &config.edge.trusted_proxies,
+                BodyLimits {
+                    sign_in: config.edge.sign_in_body_limit_bytes,
+                    other: config
+                        .server
+                        .body_limit_bytes
+                        .max(crate::http::api::LARGEST_ROUTE_BODY),
+                },
+                config.edge.enabled,
+            )
+            .await?,
+        );
         Ok(Self {
             dir,
             kms,
@@ -179,6 +206,7 @@ impl Installation {
             incidents,
             clock,
             identity,
+            edge,
             notices,
         })
     }

@@ -75,6 +75,11 @@ typed_id!(
     "app"
 );
 typed_id!(
+    /// A host: a named hosting unit inside a team that serves its apps.
+    HostId,
+    "host"
+);
+typed_id!(
     /// A data key record in the key registry.
     DataKeyId,
     "data key"

@@ -3,7 +3,7 @@
 pub mod api;
 mod health;
 mod metrics;
-mod middleware;
+pub(crate) mod middleware;
 mod problem;
 
 use std::sync::Arc;
@@ -49,6 +49,10 @@ pub struct AppState {
     pub event_log: kura_events::EventLog,
     /// Incidents (their changes are recorded in the same log).
     pub incidents: Arc<kura_events::IncidentService>,
+    /// The edge: firewall, rate limits and WAF, and their policies.
+    pub edge: Arc<crate::edge::Edge>,
+    /// Kura ID's records, for existence checks the policy does not make.
+    pub identity_store: Arc<dyn kura_store::IdentityStore>,
 }
 
 impl AppState {
@@ -64,6 +68,10 @@ impl AppState {
             identity: installation.identity.clone(),
             event_log: installation.events.log().clone(),
             incidents: Arc::clone(&installation.incidents),
+            edge: Arc::clone(&installation.edge),
+            identity_store: Arc::new(kura_store::SqliteIdentityStore::new(
+                installation.storage.sqlite.pool().clone(),
+            )),
         }
     }
 }
@@ -99,6 +107,12 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
                 .layer(TimeoutLayer::with_status_code(
                     http::StatusCode::REQUEST_TIMEOUT,
                     timeout,
+                ))
+                // The edge refuses before any handler runs, and reads a body
+                // it inspects under the request timeout.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::edge::layer::edge,
                 ))
                 .layer(RequestBodyLimitLayer::new(config.server.body_limit_bytes)),
         )

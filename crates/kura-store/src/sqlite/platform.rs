@@ -332,6 +332,25 @@ const MIGRATIONS: &[Migration] = &[
         DROP INDEX IF EXISTS events_by_request;
     ",
     },
+    Migration {
+        version: 6,
+        name: "edge policies: firewall lists, rate limits and WAF rule modes per scope",
+        // One row per (scope, kind): the policy's JSON as the server parsed
+        // and validated it. The store does not interpret it; `version` is
+        // bumped by every replacement so a change decided on a stale copy
+        // fails instead of overwriting a newer one.
+        sql: "
+        CREATE TABLE edge_policies (
+            scope      TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('firewall', 'rate_limits', 'waf')),
+            body       TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            updated_by TEXT NOT NULL,
+            PRIMARY KEY (scope, kind)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.
