@@ -211,6 +211,11 @@ impl Installation {
         })
     }
 
+    /// Kura ID's records, for checks and lookups the policy does not make.
+    pub fn identity_store(&self) -> Arc<dyn kura_store::IdentityStore> {
+        Arc::new(SqliteIdentityStore::new(self.storage.sqlite.pool().clone()))
+    }
+
     /// Records a security event by a system component, durably, before the
     /// caller reports the action as done.
     pub async fn record_system_event(
@@ -272,7 +277,16 @@ pub struct Platform {
 impl Platform {
     /// Opens everything `config` names, creating what a first run needs.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        // Production refuses an insecure installation instead of repairing
+        // it, so the files are judged before the start tightens any mode.
+        let production = config.env == kura_config::Environment::Production;
+        if production {
+            refuse_failures(&crate::doctor::file_checks(&config, clock.now()))?;
+        }
         let mut installation = Installation::open(&config, clock).await?;
+        if production {
+            refuse_failures(&crate::doctor::state_checks(&config, &installation).await)?;
+        }
         installation
             .dir
             .ensure_private_dir(&installation.dir.tls_dir())?;
@@ -341,6 +355,27 @@ impl Platform {
             expires_at,
             token,
         }))
+    }
+}
+
+/// The failed baseline checks as one start error.
+fn refuse_failures(checks: &[crate::doctor::Check]) -> Result<(), StartError> {
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == crate::doctor::Status::Fail)
+        .map(|c| {
+            format!(
+                "  {}: {} ({})",
+                c.id,
+                c.summary,
+                c.remediation.as_deref().unwrap_or("see kura doctor")
+            )
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(StartError::Baseline(failures.join("\n")))
     }
 }
 

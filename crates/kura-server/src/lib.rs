@@ -13,6 +13,8 @@
 //! - [`edge::Edge`]: the network firewall, rate limits and WAF every
 //!   request passes before a handler (platform firewall lists also before
 //!   the TLS handshake), with policies kept in the platform database.
+//! - [`doctor`]: the hardened baseline as pass/warn/fail checks, shared by
+//!   `kura doctor` and the production start.
 //! - [`syslog::SyslogListener`] and [`syslog::SyslogExporter`]: syslog over
 //!   TLS (RFC 5425) in both directions; senders authenticate with client
 //!   certificates from a configured CA.
@@ -22,6 +24,7 @@
 //! calls `kura-crypto`); TLS policy is configured here, on rustls.
 
 mod bootstrap;
+pub mod doctor;
 pub mod edge;
 mod http;
 mod pipeline;

@@ -2251,6 +2251,10 @@ mod kura_id_api {
                 ("POST", "/api/v1/teams/{id}/role-grants") => Some(json!({
                     "subject_kind": "account", "subject_id": a.owner_account, "role": "owner",
                 })),
+                ("PUT", "/api/v1/teams/{id}/firewall") => {
+                    Some(json!({ "allow": ["203.0.113.0/24"] }))
+                }
+                ("PUT", "/api/v1/teams/{id}/waf") => Some(json!({ "rules": { "150": "off" } })),
                 other => panic!("add a valid body for the new team-scoped route {other:?}"),
             };
             let method = Method::from_bytes(route.method.as_bytes()).unwrap();

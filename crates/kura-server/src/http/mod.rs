@@ -69,9 +69,7 @@ impl AppState {
             event_log: installation.events.log().clone(),
             incidents: Arc::clone(&installation.incidents),
             edge: Arc::clone(&installation.edge),
-            identity_store: Arc::new(kura_store::SqliteIdentityStore::new(
-                installation.storage.sqlite.pool().clone(),
-            )),
+            identity_store: installation.identity_store(),
         }
     }
 }
