@@ -20,6 +20,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+#[path = "server/edge.rs"]
+mod edge;
+
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "strict-transport-security",
