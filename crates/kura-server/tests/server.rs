@@ -22,6 +22,8 @@ use tokio::net::TcpStream;
 
 #[path = "server/edge.rs"]
 mod edge;
+#[path = "server/scanners.rs"]
+mod scanners;
 
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
