@@ -30,12 +30,21 @@ fn cargo_metadata(root: &Path) -> anyhow::Result<Value> {
         .context("rustc -vV printed no host triple")?;
     let out = Command::new(cargo)
         .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+        ])
         .arg(&host)
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     serde_json::from_slice(&out.stdout).context("cargo metadata printed invalid JSON")
 }
@@ -45,7 +54,12 @@ fn checksums(root: &Path) -> anyhow::Result<BTreeMap<(String, String), String>> 
     let text = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
     let lock: toml::Table = text.parse().context("parsing Cargo.lock")?;
     let mut out = BTreeMap::new();
-    for p in lock.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+    for p in lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
         let field = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         if let (Some(n), Some(v), Some(c)) = (field("name"), field("version"), field("checksum")) {
             out.insert((n, v), c);
@@ -128,11 +142,20 @@ pub fn generate(root: &Path) -> anyhow::Result<Value> {
         let p = packages.get(id)?;
         Some(purl(p["name"].as_str()?, p["version"].as_str()?))
     };
-    let components: Vec<Value> = seen.iter().filter(|id| **id != root_id).filter_map(|id| component(id)).collect();
+    let components: Vec<Value> = seen
+        .iter()
+        .filter(|id| **id != root_id)
+        .filter_map(|id| component(id))
+        .collect();
     let dependencies: Vec<Value> = seen
         .iter()
         .filter_map(|id| {
-            let depends: Vec<String> = edges.get(id).into_iter().flatten().filter_map(|d| reference(d)).collect();
+            let depends: Vec<String> = edges
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| reference(d))
+                .collect();
             Some(json!({ "ref": reference(id)?, "dependsOn": depends }))
         })
         .collect();
@@ -161,7 +184,10 @@ mod tests {
         assert_eq!(bom["specVersion"], "1.5");
         assert_eq!(bom["metadata"]["component"]["name"], ROOT);
         let components = bom["components"].as_array().unwrap();
-        let names: BTreeSet<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: BTreeSet<&str> = components
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         for shipped in ["kura-server", "rustls", "aws-lc-rs", "governor", "rusqlite"] {
             assert!(names.contains(shipped), "{shipped} missing");
         }
@@ -176,6 +202,10 @@ mod tests {
                 assert!(c["licenses"][0]["expression"].is_string(), "{c}");
             }
         }
-        assert_eq!(bom, generate(root).unwrap(), "the same lock file gives the same SBOM");
+        assert_eq!(
+            bom,
+            generate(root).unwrap(),
+            "the same lock file gives the same SBOM"
+        );
     }
 }

@@ -45,7 +45,8 @@ async fn doctor(mut config: Config, json: bool) -> anyhow::Result<()> {
         checks.push(Check {
             id: "state",
             status: Status::Warn,
-            summary: "the installation's state was not checked because of the failures above".into(),
+            summary: "the installation's state was not checked because of the failures above"
+                .into(),
             remediation: Some("fix them and run `kura doctor` again".into()),
         });
     } else if dir.is_initialised() {
@@ -56,12 +57,18 @@ async fn doctor(mut config: Config, json: bool) -> anyhow::Result<()> {
                 id: "state",
                 status: Status::Fail,
                 summary: format!("the installation cannot be opened: {e}"),
-                remediation: Some("see the message; set KURA_MASTER_KEY_PASSPHRASE for a sealed key".into()),
+                remediation: Some(
+                    "see the message; set KURA_MASTER_KEY_PASSPHRASE for a sealed key".into(),
+                ),
             }),
         }
     }
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
-    let (passed, warned, failed) = (count(Status::Pass), count(Status::Warn), count(Status::Fail));
+    let (passed, warned, failed) = (
+        count(Status::Pass),
+        count(Status::Warn),
+        count(Status::Fail),
+    );
     if json {
         let doc = serde_json::json!({
             "checks": checks,
@@ -70,7 +77,12 @@ async fn doctor(mut config: Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for c in &checks {
-            println!("{:<5} {:<24} {}", c.status.as_str().to_ascii_uppercase(), c.id, c.summary);
+            println!(
+                "{:<5} {:<24} {}",
+                c.status.as_str().to_ascii_uppercase(),
+                c.id,
+                c.summary
+            );
             if let Some(fix) = &c.remediation {
                 println!("{:<30} fix: {fix}", "");
             }

@@ -501,7 +501,9 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         if !is_cidr(entry) {
             return Err((
                 "edge.trusted_proxies".into(),
-                format!("`{entry}` is not an IPv4 or IPv6 address or CIDR range such as 10.0.0.0/8"),
+                format!(
+                    "`{entry}` is not an IPv4 or IPv6 address or CIDR range such as 10.0.0.0/8"
+                ),
             ));
         }
     }
@@ -517,7 +519,12 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
 /// where the data directory and the stored policies are known.)
 fn production(c: &Config) -> Result<(), (String, String)> {
     let verbose = c.log.level.split(',').any(|d| {
-        let lvl = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let lvl = d
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         lvl == "debug" || lvl == "trace"
     });
     if verbose {
@@ -529,7 +536,8 @@ fn production(c: &Config) -> Result<(), (String, String)> {
     if !c.edge.enabled {
         return Err((
             "edge.enabled".into(),
-            "the edge (firewall, rate limits, WAF) cannot be turned off when env = production".into(),
+            "the edge (firewall, rate limits, WAF) cannot be turned off when env = production"
+                .into(),
         ));
     }
     Ok(())
@@ -812,7 +820,9 @@ mod tests {
 
     #[test]
     fn trusted_proxies_must_be_ranges() {
-        let c = load_toml("[edge]\ntrusted_proxies = ['10.0.0.0/8', '2001:db8::/32', '192.0.2.1']\n").unwrap();
+        let c =
+            load_toml("[edge]\ntrusted_proxies = ['10.0.0.0/8', '2001:db8::/32', '192.0.2.1']\n")
+                .unwrap();
         assert_eq!(c.edge.trusted_proxies.len(), 3);
         for bad in ["10.0.0.0/33", "proxy.example", "2001:db8::/129"] {
             let e = load_toml(&format!("[edge]\ntrusted_proxies = ['{bad}']\n"))

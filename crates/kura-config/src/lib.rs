@@ -14,7 +14,8 @@ mod model;
 
 pub use layers::{ConfigError, Layers, Source};
 pub use model::{
-    Config, EdgeConfig, Environment, EventsConfig, ExportConfig, IdentitySettings, JsonlExport, KeysConfig,
-    KmsProvider, LocalKeysConfig, LogConfig, LogFormat, ServerConfig, SetupConfig, StorageBackend,
-    StorageConfig, SyslogExport, SyslogIngestConfig, TlsConfig, TlsVersion, WebhookExport,
+    Config, EdgeConfig, Environment, EventsConfig, ExportConfig, IdentitySettings, JsonlExport,
+    KeysConfig, KmsProvider, LocalKeysConfig, LogConfig, LogFormat, ServerConfig, SetupConfig,
+    StorageBackend, StorageConfig, SyslogExport, SyslogIngestConfig, TlsConfig, TlsVersion,
+    WebhookExport,
 };

@@ -12,7 +12,12 @@
 //! `EDGE_BENCH_REQUESTS` per round (default 4000), `EDGE_BENCH_ROUNDS`
 //! (default 3), `EDGE_BENCH_CONCURRENCY` (default 16).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +26,10 @@ use kura_testkit::{Options, TestServer};
 use serde_json::{Value, json};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +43,13 @@ enum Kind {
 
 async fn one(server: &TestServer, token: &str, kind: Kind, i: usize) {
     let r = match kind {
-        Kind::Me => server.client.get(server.url("/api/v1/me")).bearer_auth(token).send().await.unwrap(),
+        Kind::Me => server
+            .client
+            .get(server.url("/api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
         Kind::UpdateMe => server
             .client
             .patch(server.url("/api/v1/me"))
@@ -50,7 +64,13 @@ async fn one(server: &TestServer, token: &str, kind: Kind, i: usize) {
 }
 
 /// Requests per second for `n` requests at `concurrency`.
-async fn round(server: Arc<TestServer>, token: Arc<String>, kind: Kind, n: usize, concurrency: usize) -> f64 {
+async fn round(
+    server: Arc<TestServer>,
+    token: Arc<String>,
+    kind: Kind,
+    n: usize,
+    concurrency: usize,
+) -> f64 {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
@@ -79,11 +99,31 @@ async fn prepare(edge: bool) -> (Arc<TestServer>, Arc<String>) {
     let op = server.sign_up_first_operator().await;
     if edge {
         let put = |path: &str, body: Value| {
-            server.client.put(server.url(path)).bearer_auth(&op.token).json(&body).send()
+            server
+                .client
+                .put(server.url(path))
+                .bearer_auth(&op.token)
+                .json(&body)
+                .send()
         };
-        let r = put("/api/v1/edge/firewall", json!({ "allow": ["127.0.0.0/8", "10.0.0.0/8"], "deny": ["192.0.2.0/24"] })).await.unwrap();
+        let r = put(
+            "/api/v1/edge/firewall",
+            json!({ "allow": ["127.0.0.0/8", "10.0.0.0/8"], "deny": ["192.0.2.0/24"] }),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status(), 200);
-        let mut limits: Value = server.client.get(server.url("/api/v1/edge")).bearer_auth(&op.token).send().await.unwrap().json::<Value>().await.unwrap()["rate_limits"].clone();
+        let mut limits: Value = server
+            .client
+            .get(server.url("/api/v1/edge"))
+            .bearer_auth(&op.token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["rate_limits"]
+            .clone();
         for family in ["sign_in", "data_api", "admin_api", "webhooks"] {
             for key in ["per_source", "per_credential", "per_team"] {
                 limits[family][key] = json!({ "per_minute": 1_000_000, "burst": 1_000_000 });
@@ -99,7 +139,10 @@ async fn prepare(edge: bool) -> (Arc<TestServer>, Arc<String>) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let n = env("EDGE_BENCH_REQUESTS", 4000);
         let rounds = env("EDGE_BENCH_ROUNDS", 3);
@@ -111,16 +154,48 @@ fn main() {
         println!("|---|---:|---:|---:|");
         for kind in [Kind::Me, Kind::UpdateMe] {
             // Warm both up (connections, caches).
-            round(Arc::clone(&with), Arc::clone(&with_token), kind, n / 10 + 1, concurrency).await;
-            round(Arc::clone(&without), Arc::clone(&without_token), kind, n / 10 + 1, concurrency).await;
+            round(
+                Arc::clone(&with),
+                Arc::clone(&with_token),
+                kind,
+                n / 10 + 1,
+                concurrency,
+            )
+            .await;
+            round(
+                Arc::clone(&without),
+                Arc::clone(&without_token),
+                kind,
+                n / 10 + 1,
+                concurrency,
+            )
+            .await;
             let n = match kind {
                 Kind::Me => n,
                 Kind::UpdateMe => (n / 8).max(1),
             };
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                a.push(round(Arc::clone(&with), Arc::clone(&with_token), kind, n, concurrency).await);
-                b.push(round(Arc::clone(&without), Arc::clone(&without_token), kind, n, concurrency).await);
+                a.push(
+                    round(
+                        Arc::clone(&with),
+                        Arc::clone(&with_token),
+                        kind,
+                        n,
+                        concurrency,
+                    )
+                    .await,
+                );
+                b.push(
+                    round(
+                        Arc::clone(&without),
+                        Arc::clone(&without_token),
+                        kind,
+                        n,
+                        concurrency,
+                    )
+                    .await,
+                );
             }
             let median = |v: &mut Vec<f64>| {
                 v.sort_by(f64::total_cmp);

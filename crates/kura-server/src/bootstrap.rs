@@ -16,11 +16,11 @@ use kura_events::{
     Detector, EventError, EventLog, EventLogOptions, EventSink, IncidentService, LogSink,
 };
 use kura_identity::{Identity, IdentityConfig};
-use kura_store::{SqliteEdgeStore, SqliteIncidentStore};
 use kura_store::{
     DataDir, Durability, SETUP_COMPLETED, SqliteIdentityStore, Storage, StorageOptions, StoreError,
     open_storage,
 };
+use kura_store::{SqliteEdgeStore, SqliteIncidentStore};
 use kura_types::Clock;
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use time::{Duration, OffsetDateTime};

@@ -62,7 +62,12 @@ fn pass(id: &'static str, summary: impl Into<String>) -> Check {
     }
 }
 
-fn flag(id: &'static str, status: Status, summary: impl Into<String>, fix: impl Into<String>) -> Check {
+fn flag(
+    id: &'static str,
+    status: Status,
+    summary: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
     Check {
         id,
         status,
@@ -89,7 +94,15 @@ pub fn file_checks(config: &Config, now: time::OffsetDateTime) -> Vec<Check> {
         ("files.master_key", dir.master_key_file(), false),
         ("files.platform_key", dir.platform_key_file(), false),
         ("files.platform_db", dir.platform_db(), false),
-        ("files.tls_key", config.tls.key_file.clone().unwrap_or_else(|| dir.tls_dir().join("key.pem")), false),
+        (
+            "files.tls_key",
+            config
+                .tls
+                .key_file
+                .clone()
+                .unwrap_or_else(|| dir.tls_dir().join("key.pem")),
+            false,
+        ),
     ];
     for (id, path, is_dir) in private {
         checks.push(mode_check(id, &path, is_dir));
@@ -107,21 +120,35 @@ pub fn file_checks(config: &Config, now: time::OffsetDateTime) -> Vec<Check> {
     ));
     checks.push(certificate(config, &dir, now));
     let verbose = config.log.level.split(',').any(|d| {
-        let lvl = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let lvl = d
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         lvl == "debug" || lvl == "trace"
     });
     checks.push(if verbose {
         flag(
             "logging.level",
             severe(config),
-            format!("log.level is `{}`: debug and trace may write request details", config.log.level),
+            format!(
+                "log.level is `{}`: debug and trace may write request details",
+                config.log.level
+            ),
             "set log.level = \"info\"",
         )
     } else {
-        pass("logging.level", format!("log.level is `{}`", config.log.level))
+        pass(
+            "logging.level",
+            format!("log.level is `{}`", config.log.level),
+        )
     });
     checks.push(if config.edge.enabled {
-        pass("edge.enabled", "the firewall, rate limits and WAF inspect every request")
+        pass(
+            "edge.enabled",
+            "the firewall, rate limits and WAF inspect every request",
+        )
     } else {
         flag(
             "edge.enabled",
@@ -153,7 +180,13 @@ pub fn file_checks(config: &Config, now: time::OffsetDateTime) -> Vec<Check> {
 
 fn mode_check(id: &'static str, path: &Path, is_dir: bool) -> Check {
     let Ok(meta) = std::fs::metadata(path) else {
-        return pass(id, format!("{} does not exist yet (created private on first run)", path.display()));
+        return pass(
+            id,
+            format!(
+                "{} does not exist yet (created private on first run)",
+                path.display()
+            ),
+        );
     };
     let mode = meta.permissions().mode() & 0o777;
     let want = if is_dir { 0o700 } else { 0o600 };
@@ -161,14 +194,20 @@ fn mode_check(id: &'static str, path: &Path, is_dir: bool) -> Check {
         flag(
             id,
             Status::Fail,
-            format!("{} has mode {mode:04o}: other users can reach it", path.display()),
+            format!(
+                "{} has mode {mode:04o}: other users can reach it",
+                path.display()
+            ),
             format!("chmod {want:o} {}", path.display()),
         )
     } else if mode & 0o070 != 0 {
         flag(
             id,
             Status::Warn,
-            format!("{} has mode {mode:04o}: its group can reach it", path.display()),
+            format!(
+                "{} has mode {mode:04o}: its group can reach it",
+                path.display()
+            ),
             format!("chmod {want:o} {}", path.display()),
         )
     } else {
@@ -187,7 +226,10 @@ fn sealing(config: &Config, dir: &DataDir) -> Check {
         );
     }
     match LocalKms::file_is_sealed(&path) {
-        Ok(true) => pass("keys.sealing", "the master key file is sealed with a passphrase"),
+        Ok(true) => pass(
+            "keys.sealing",
+            "the master key file is sealed with a passphrase",
+        ),
         Ok(false) if config.keys.local.require_sealed => flag(
             "keys.sealing",
             Status::Fail,
@@ -200,7 +242,12 @@ fn sealing(config: &Config, dir: &DataDir) -> Check {
             "the master key file is not sealed: anyone who copies the data directory can read it",
             "run `kura keys seal` and set keys.local.require_sealed = true",
         ),
-        Err(e) => flag("keys.sealing", Status::Fail, format!("the master key file cannot be read: {e}"), "restore master.key from your key backup"),
+        Err(e) => flag(
+            "keys.sealing",
+            Status::Fail,
+            format!("the master key file cannot be read: {e}"),
+            "restore master.key from your key backup",
+        ),
     }
 }
 
@@ -218,20 +265,44 @@ fn certificate(config: &Config, dir: &DataDir, now: time::OffsetDateTime) -> Che
                 "set tls.cert_file and tls.key_file to a certificate clients trust",
             )
         } else {
-            flag("tls.certificate", Status::Fail, format!("{} cannot be read", path.display()), "check tls.cert_file")
+            flag(
+                "tls.certificate",
+                Status::Fail,
+                format!("{} cannot be read", path.display()),
+                "check tls.cert_file",
+            )
         };
     };
     let expiry = x509_parser::pem::parse_x509_pem(&pem)
         .ok()
-        .and_then(|(_, p)| p.parse_x509().ok().map(|c| c.validity().not_after.timestamp()));
+        .and_then(|(_, p)| {
+            p.parse_x509()
+                .ok()
+                .map(|c| c.validity().not_after.timestamp())
+        });
     let Some(not_after) = expiry else {
-        return flag("tls.certificate", Status::Fail, format!("{} is not a PEM certificate", path.display()), "check tls.cert_file");
+        return flag(
+            "tls.certificate",
+            Status::Fail,
+            format!("{} is not a PEM certificate", path.display()),
+            "check tls.cert_file",
+        );
     };
     let days = (not_after - now.unix_timestamp()) / 86_400;
     if days < 0 {
-        flag("tls.certificate", Status::Fail, format!("{} expired {} days ago", path.display(), -days), "renew the certificate")
+        flag(
+            "tls.certificate",
+            Status::Fail,
+            format!("{} expired {} days ago", path.display(), -days),
+            "renew the certificate",
+        )
     } else if days < 30 {
-        flag("tls.certificate", Status::Warn, format!("{} expires in {days} days", path.display()), "renew the certificate soon")
+        flag(
+            "tls.certificate",
+            Status::Warn,
+            format!("{} expires in {days} days", path.display()),
+            "renew the certificate soon",
+        )
     } else if generated {
         // Behind a load balancer that re-encrypts, a self-signed
         // certificate can be right; clients that reach Kura directly
@@ -243,7 +314,10 @@ fn certificate(config: &Config, dir: &DataDir, now: time::OffsetDateTime) -> Che
             "set tls.cert_file and tls.key_file to a certificate clients trust",
         )
     } else {
-        pass("tls.certificate", format!("{} is valid for {days} more days", path.display()))
+        pass(
+            "tls.certificate",
+            format!("{} is valid for {days} more days", path.display()),
+        )
     }
 }
 
@@ -265,7 +339,10 @@ pub async fn state_checks(config: &Config, installation: &Installation) -> Vec<C
             "PUT /api/v1/edge/firewall with an allow list, set edge.trusted_proxies to your load balancer, or bind to a private address",
         )
     });
-    let operators = installation.identity_store().count_accounts("operator").await;
+    let operators = installation
+        .identity_store()
+        .count_accounts("operator")
+        .await;
     checks.push(match operators {
         Ok(0) => flag(
             "identity.operator_mfa",
@@ -314,7 +391,10 @@ mod tests {
         let c = file_checks(&config(&dir), time::OffsetDateTime::now_utc());
         let k = find(&c, "files.master_key");
         assert_eq!(k.status, Status::Fail);
-        assert!(k.remediation.as_deref().unwrap().starts_with("chmod 600"), "{k:?}");
+        assert!(
+            k.remediation.as_deref().unwrap().starts_with("chmod 600"),
+            "{k:?}"
+        );
         assert_eq!(find(&c, "files.data_dir").status, Status::Pass);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
         let c = file_checks(&config(&dir), time::OffsetDateTime::now_utc());
@@ -327,9 +407,30 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = config(tmp.path());
         c.log.level = "debug".into();
-        assert_eq!(find(&file_checks(&c, time::OffsetDateTime::now_utc()), "logging.level").status, Status::Warn);
+        assert_eq!(
+            find(
+                &file_checks(&c, time::OffsetDateTime::now_utc()),
+                "logging.level"
+            )
+            .status,
+            Status::Warn
+        );
         c.env = Environment::Production;
-        assert_eq!(find(&file_checks(&c, time::OffsetDateTime::now_utc()), "logging.level").status, Status::Fail);
-        assert_eq!(find(&file_checks(&c, time::OffsetDateTime::now_utc()), "tls.certificate").status, Status::Warn);
+        assert_eq!(
+            find(
+                &file_checks(&c, time::OffsetDateTime::now_utc()),
+                "logging.level"
+            )
+            .status,
+            Status::Fail
+        );
+        assert_eq!(
+            find(
+                &file_checks(&c, time::OffsetDateTime::now_utc()),
+                "tls.certificate"
+            )
+            .status,
+            Status::Warn
+        );
     }
 }

@@ -43,7 +43,11 @@ async fn refuse_connection(edge: &crate::edge::Edge, ip: std::net::IpAddr) {
     if let Some(first) = edge.reporter().first_of(refusal)
         && let Err(e) = edge
             .reporter()
-            .record_first(&first, None, vec![("stage", serde_json::json!("connection"))])
+            .record_first(
+                &first,
+                None,
+                vec![("stage", serde_json::json!("connection"))],
+            )
             .await
     {
         tracing::error!(error = %e, "firewall refusal not recorded");

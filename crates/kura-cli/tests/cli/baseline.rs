@@ -10,8 +10,13 @@ fn doctor_json(dir: &Path, extra_env: &[(&str, &str)]) -> (bool, serde_json::Val
         cmd.env(k, v);
     }
     let out = run(&mut cmd);
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&out))
-        .unwrap_or_else(|e| panic!("doctor --json printed no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json printed no JSON ({e}): {}{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
     (out.status.success(), doc)
 }
 
@@ -44,13 +49,23 @@ fn doctor_passes_a_fresh_installation_and_fails_loose_key_modes() {
         "events.export",
     ] {
         let c = check(&doc, id);
-        assert!(["pass", "warn"].contains(&c["status"].as_str().unwrap()), "{c}");
+        assert!(
+            ["pass", "warn"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
         if c["status"] == "warn" {
-            assert!(c["remediation"].is_string(), "a warning says what to do: {c}");
+            assert!(
+                c["remediation"].is_string(),
+                "a warning says what to do: {c}"
+            );
         }
     }
     assert_eq!(check(&doc, "files.master_key")["status"], "pass");
-    assert_eq!(check(&doc, "keys.sealing")["status"], "warn", "unsealed by default");
+    assert_eq!(
+        check(&doc, "keys.sealing")["status"],
+        "warn",
+        "unsealed by default"
+    );
 
     // A world-readable key file fails, with the fix, and a non-zero exit.
     let key = dir.join("master.key");
@@ -59,27 +74,45 @@ fn doctor_passes_a_fresh_installation_and_fails_loose_key_modes() {
     assert!(!ok, "doctor exits non-zero on a failure");
     let c = check(&doc, "files.master_key");
     assert_eq!(c["status"], "fail", "{c}");
-    assert!(c["remediation"].as_str().unwrap().contains("chmod 600"), "{c}");
+    assert!(
+        c["remediation"].as_str().unwrap().contains("chmod 600"),
+        "{c}"
+    );
     let text = run(kura(&dir).arg("doctor"));
     assert!(!text.status.success());
-    assert!(stdout(&text).contains("FAIL  files.master_key"), "{}", stdout(&text));
+    assert!(
+        stdout(&text).contains("FAIL  files.master_key"),
+        "{}",
+        stdout(&text)
+    );
 
     // Production refuses to start on it rather than repairing it, and says why.
-    let out = run(kura(&dir).env("KURA_ENV", "production").args(["serve", "--bind", "127.0.0.1:0"]));
+    let out =
+        run(kura(&dir)
+            .env("KURA_ENV", "production")
+            .args(["serve", "--bind", "127.0.0.1:0"]));
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("refusing to start with env = production") && err.contains("master.key"), "{err}");
+    assert!(
+        err.contains("refusing to start with env = production") && err.contains("master.key"),
+        "{err}"
+    );
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "the refused start changed nothing");
 
     // Debug logging and an edge turned off are refused by the configuration.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = run(kura(&dir).env("KURA_ENV", "production").env("KURA_LOG__LEVEL", "debug").args(["config", "check"]));
+    let out = run(kura(&dir)
+        .env("KURA_ENV", "production")
+        .env("KURA_LOG__LEVEL", "debug")
+        .args(["config", "check"]));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("`log.level`"), "{}", stderr(&out));
 
     // Listening on every interface needs an allow list or trusted proxies.
-    let out = run(kura(&dir).env("KURA_ENV", "production").args(["serve", "--bind", "0.0.0.0:0"]));
+    let out = run(kura(&dir)
+        .env("KURA_ENV", "production")
+        .args(["serve", "--bind", "0.0.0.0:0"]));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("edge.firewall"), "{}", stderr(&out));
 }
@@ -126,7 +159,11 @@ fn the_systemd_unit_is_sandboxed_and_verifies() {
         .filter(|(k, _)| *k == "ReadWritePaths")
         .map(|(_, v)| *v)
         .collect();
-    assert_eq!(writable, ["/var/lib/kura"], "the data directory is the only writable path");
+    assert_eq!(
+        writable,
+        ["/var/lib/kura"],
+        "the data directory is the only writable path"
+    );
 
     let Some(analyze) = systemd_analyze() else {
         eprintln!("systemd-analyze not installed: verified the unit's settings only");
@@ -137,7 +174,11 @@ fn the_systemd_unit_is_sandboxed_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("kura.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/kura", KURA)).unwrap();
-    let out = Command::new(&analyze).arg("verify").arg(&copy).output().unwrap();
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify: {}{}",
@@ -145,7 +186,16 @@ fn the_systemd_unit_is_sandboxed_and_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A unit with a typo in a directive does not verify: the check is real.
-    std::fs::write(&copy, unit.replace("/usr/local/bin/kura", KURA).replace("ProtectSystem=strict", "ProtectSystem=stritc")).unwrap();
-    let out = Command::new(&analyze).arg("verify").arg(&copy).output().unwrap();
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/kura", KURA)
+            .replace("ProtectSystem=strict", "ProtectSystem=stritc"),
+    )
+    .unwrap();
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(!out.stderr.is_empty(), "a bad value is reported");
 }

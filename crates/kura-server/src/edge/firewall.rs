@@ -20,7 +20,9 @@ pub const MAX_RANGES: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FirewallError {
     /// An entry is not a CIDR range or address.
-    #[error("`{entry}` in {list} is not an IPv4 or IPv6 address or CIDR range (such as 203.0.113.0/24 or 2001:db8::/32)")]
+    #[error(
+        "`{entry}` in {list} is not an IPv4 or IPv6 address or CIDR range (such as 203.0.113.0/24 or 2001:db8::/32)"
+    )]
     InvalidRange {
         /// `allow` or `deny`.
         list: &'static str,
@@ -47,7 +49,9 @@ pub enum FirewallError {
     },
     /// An allowed range is entirely inside a denied one, so it can never
     /// allow anything: the policy contradicts itself.
-    #[error("allow entry `{allow}` lies entirely inside deny entry `{deny}`, so it would never allow anything; remove one of them")]
+    #[error(
+        "allow entry `{allow}` lies entirely inside deny entry `{deny}`, so it would never allow anything; remove one of them"
+    )]
     Contradiction {
         /// The allow entry.
         allow: String,
@@ -260,7 +264,9 @@ impl TrustedProxies {
                 return canonical_ip(*hop);
             }
         }
-        hops.first().copied().map_or(canonical_ip(peer), canonical_ip)
+        hops.first()
+            .copied()
+            .map_or(canonical_ip(peer), canonical_ip)
     }
 }
 
@@ -332,8 +338,14 @@ mod tests {
         assert!(matches!(e, FirewallError::Duplicate { .. }), "{e}");
         // A deny carved out of a wider allow is fine.
         assert!(rules(&["10.0.0.0/8"], &["10.1.0.0/16"]).is_ok());
-        let many: Vec<String> = (0..=MAX_RANGES).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)).collect();
-        let e = FirewallRules::parse(&FirewallPolicy { allow: many, deny: vec![] }).unwrap_err();
+        let many: Vec<String> = (0..=MAX_RANGES)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let e = FirewallRules::parse(&FirewallPolicy {
+            allow: many,
+            deny: vec![],
+        })
+        .unwrap_err();
         assert!(matches!(e, FirewallError::TooMany { .. }), "{e}");
     }
 
@@ -358,7 +370,11 @@ mod tests {
             "a client-supplied left-most entry is not believed"
         );
         assert_eq!(
-            t.client_ip(proxy, &["for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.3"], &["6.6.6.6"]),
+            t.client_ip(
+                proxy,
+                &["for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.3"],
+                &["6.6.6.6"]
+            ),
             "2001:db8::1".parse::<IpAddr>().unwrap(),
             "Forwarded takes precedence over X-Forwarded-For"
         );

@@ -36,7 +36,10 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 fn header_values<'a>(h: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
-    h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 fn credential(h: &HeaderMap) -> Option<[u8; 16]> {
@@ -55,7 +58,13 @@ fn credential(h: &HeaderMap) -> Option<[u8; 16]> {
 fn inspectable(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|t| {
             t == "application/json"
                 || t.ends_with("+json")
@@ -65,7 +74,10 @@ fn inspectable(h: &HeaderMap) -> bool {
 }
 
 async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let client = peer.map(|p| {
         edge.proxies().client_ip(
             p,
@@ -88,14 +100,18 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
             team: target.team,
         };
         let request_id = request_id.clone();
-        async move {
-            refused(edge, refusal, status, request_id, details).await
-        }
+        async move { refused(edge, refusal, status, request_id, details).await }
     };
 
     // The firewall: platform, team and host lists.
     if let Some(scope) = snapshot.refusing_scope(client, target) {
-        return refuse(FIREWALL_BLOCKED, scope.to_string(), StatusCode::FORBIDDEN, vec![("path", json!(path))]).await;
+        return refuse(
+            FIREWALL_BLOCKED,
+            scope.to_string(),
+            StatusCode::FORBIDDEN,
+            vec![("path", json!(path))],
+        )
+        .await;
     }
 
     // Rate limits.
@@ -182,11 +198,15 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                     };
                     return judge(edge, &[finding], client, target, &request_id)
                         .await
-                        .unwrap_or_else(|| Problem::status(StatusCode::PAYLOAD_TOO_LARGE).into_response());
+                        .unwrap_or_else(|| {
+                            Problem::status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
+                        });
                 }
             };
             let verdict = edge.waf().inspect_body(&parts.headers, &bytes, modes);
-            if let Some(response) = judge(edge, &verdict.findings, client, target, &request_id).await {
+            if let Some(response) =
+                judge(edge, &verdict.findings, client, target, &request_id).await
+            {
                 return response;
             }
             req = Request::from_parts(parts, Body::from(bytes));
@@ -203,7 +223,14 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
     } = decision
         && limit > 0
     {
-        rate_headers(response.headers_mut(), family, limit, per_minute, remaining, reset_secs);
+        rate_headers(
+            response.headers_mut(),
+            family,
+            limit,
+            per_minute,
+            remaining,
+            reset_secs,
+        );
     }
     response
 }
@@ -235,11 +262,15 @@ async fn judge(
             ("mode", json!(f.mode.as_str())),
         ];
         if f.mode == Mode::Block {
-            blocked = Some(refused(edge, refusal, f.rule.status(), request_id.clone(), details).await);
+            blocked =
+                Some(refused(edge, refusal, f.rule.status(), request_id.clone(), details).await);
             break;
         }
         if let Some(first) = edge.reporter().first_of(refusal)
-            && let Err(e) = edge.reporter().record_first(&first, request_id.as_deref(), details).await
+            && let Err(e) = edge
+                .reporter()
+                .record_first(&first, request_id.as_deref(), details)
+                .await
         {
             // A detect-only match describes a request that goes ahead anyway;
             // failing it because the log is unavailable would turn detect
@@ -260,7 +291,10 @@ async fn refused(
     details: Vec<(&'static str, Value)>,
 ) -> Response {
     if let Some(first) = edge.reporter().first_of(refusal)
-        && let Err(e) = edge.reporter().record_first(&first, request_id.as_deref(), details).await
+        && let Err(e) = edge
+            .reporter()
+            .record_first(&first, request_id.as_deref(), details)
+            .await
     {
         // The refusal stands whether or not it could be recorded: failing
         // open would let an attacker who fills the disk through the log.
@@ -275,7 +309,8 @@ async fn refused(
     problem.detail = Some(if status == StatusCode::TOO_MANY_REQUESTS {
         "slow down and retry after the time in Retry-After".into()
     } else {
-        "the request was refused by the platform's security rules; quote the request id to support".into()
+        "the request was refused by the platform's security rules; quote the request id to support"
+            .into()
     });
     problem.request_id = request_id;
     problem.into_response()
@@ -283,9 +318,19 @@ async fn refused(
 
 /// `RateLimit-Policy` and `RateLimit` (the IETF HTTPAPI rate-limit header
 /// fields): the family's quota, what is left and when it is full again.
-fn rate_headers(h: &mut HeaderMap, family: Family, limit: u32, per_minute: u32, remaining: u32, reset_secs: u64) {
+fn rate_headers(
+    h: &mut HeaderMap,
+    family: Family,
+    limit: u32,
+    per_minute: u32,
+    remaining: u32,
+    reset_secs: u64,
+) {
     let name = family.as_str();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={limit};w={}", window_secs(limit, per_minute))) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "\"{name}\";q={limit};w={}",
+        window_secs(limit, per_minute)
+    )) {
         h.insert(RATELIMIT_POLICY, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={remaining};t={reset_secs}")) {
@@ -298,5 +343,7 @@ fn window_secs(limit: u32, per_minute: u32) -> u64 {
     if per_minute == 0 {
         return 60;
     }
-    (u64::from(limit) * 60).div_ceil(u64::from(per_minute)).max(1)
+    (u64::from(limit) * 60)
+        .div_ceil(u64::from(per_minute))
+        .max(1)
 }

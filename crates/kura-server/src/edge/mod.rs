@@ -117,8 +117,12 @@ impl Target {
         let mut segments = path.split('/');
         while let Some(s) = segments.next() {
             match s {
-                "teams" if t.team.is_none() => t.team = segments.next().and_then(|id| id.parse().ok()),
-                "hosts" if t.host.is_none() => t.host = segments.next().and_then(|id| id.parse().ok()),
+                "teams" if t.team.is_none() => {
+                    t.team = segments.next().and_then(|id| id.parse().ok())
+                }
+                "hosts" if t.host.is_none() => {
+                    t.host = segments.next().and_then(|id| id.parse().ok())
+                }
                 _ => {}
             }
         }
@@ -138,7 +142,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Whether `ip` passes the platform lists (the check made before TLS).
     pub fn platform_permits(&self, ip: IpAddr) -> bool {
-        self.firewall.get(&Scope::Platform).is_none_or(|r| r.permits(Some(ip)))
+        self.firewall
+            .get(&Scope::Platform)
+            .is_none_or(|r| r.permits(Some(ip)))
     }
 
     /// The first scope whose lists refuse `ip` for `target`, if any.
@@ -157,9 +163,13 @@ impl Snapshot {
     /// The WAF modes for `target`: platform, then team, then host.
     pub fn modes(&self, target: Target) -> Modes {
         let mut modes = Modes::default();
-        for scope in [Some(Scope::Platform), target.team.map(Scope::Team), target.host.map(Scope::Host)]
-            .into_iter()
-            .flatten()
+        for scope in [
+            Some(Scope::Platform),
+            target.team.map(Scope::Team),
+            target.host.map(Scope::Host),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(overrides) = self.waf.get(&scope) {
                 modes.apply(overrides);
@@ -180,7 +190,9 @@ impl Snapshot {
 
     /// Whether the platform has an allow list.
     pub fn platform_allow_list(&self) -> bool {
-        self.firewall.get(&Scope::Platform).is_some_and(FirewallRules::has_allow_list)
+        self.firewall
+            .get(&Scope::Platform)
+            .is_some_and(FirewallRules::has_allow_list)
     }
 }
 
@@ -230,11 +242,16 @@ pub struct Edge {
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Edge").field("enabled", &self.enabled).finish_non_exhaustive()
+        f.debug_struct("Edge")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
     }
 }
 
-fn build(records: Vec<EdgePolicyRecord>, previous: Option<&Snapshot>) -> Result<Snapshot, EdgeError> {
+fn build(
+    records: Vec<EdgePolicyRecord>,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, EdgeError> {
     let mut firewall = HashMap::new();
     let mut waf = HashMap::new();
     let mut rate_policy = RateLimitPolicy::default();
@@ -249,15 +266,26 @@ fn build(records: Vec<EdgePolicyRecord>, previous: Option<&Snapshot>) -> Result<
         let kind = Kind::parse(&record.kind).ok_or_else(|| unusable("unknown kind".into()))?;
         match kind {
             Kind::Firewall => {
-                let policy: FirewallPolicy = serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
-                firewall.insert(scope, FirewallRules::parse(&policy).map_err(|e| unusable(e.to_string()))?);
+                let policy: FirewallPolicy =
+                    serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
+                firewall.insert(
+                    scope,
+                    FirewallRules::parse(&policy).map_err(|e| unusable(e.to_string()))?,
+                );
             }
             Kind::Waf => {
-                let policy: WafPolicy = serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
-                waf.insert(scope, policy.modes(scope != Scope::Platform).map_err(|e| unusable(e.to_string()))?);
+                let policy: WafPolicy =
+                    serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
+                waf.insert(
+                    scope,
+                    policy
+                        .modes(scope != Scope::Platform)
+                        .map_err(|e| unusable(e.to_string()))?,
+                );
             }
             Kind::RateLimits => {
-                let policy: RateLimitPolicy = serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
+                let policy: RateLimitPolicy =
+                    serde_json::from_str(&record.body).map_err(|e| unusable(e.to_string()))?;
                 policy.validate().map_err(|e| unusable(e.to_string()))?;
                 rate_policy = policy;
             }
@@ -292,8 +320,10 @@ impl Edge {
         Ok(Self {
             snapshot: RwLock::new(Arc::new(snapshot)),
             store,
-            waf: Waf::new(waf::Limits::default()).map_err(|e| EdgeError::Signatures(e.to_string()))?,
-            proxies: TrustedProxies::parse(trusted_proxies).map_err(|e| EdgeError::Proxies(e.to_string()))?,
+            waf: Waf::new(waf::Limits::default())
+                .map_err(|e| EdgeError::Signatures(e.to_string()))?,
+            proxies: TrustedProxies::parse(trusted_proxies)
+                .map_err(|e| EdgeError::Proxies(e.to_string()))?,
             reporter: report::Reporter::new(events, clock),
             body_limits,
             enabled,
@@ -393,7 +423,16 @@ mod tests {
         assert!("team:nope".parse::<Scope>().is_err());
         assert!("galaxy".parse::<Scope>().is_err());
         let t = Target::of(&format!("/api/v1/teams/{team}/hosts/{host}/apps"));
-        assert_eq!(t, Target { team: Some(team), host: Some(host) });
-        assert_eq!(Target::of("/api/v1/teams/not-an-id/members"), Target::default());
+        assert_eq!(
+            t,
+            Target {
+                team: Some(team),
+                host: Some(host)
+            }
+        );
+        assert_eq!(
+            Target::of("/api/v1/teams/not-an-id/members"),
+            Target::default()
+        );
     }
 }

@@ -205,7 +205,12 @@ impl RateLimitPolicy {
     /// Checks every budget: rates and bursts between 1 and
     /// [`MAX_PER_MINUTE`].
     pub fn validate(&self) -> Result<(), RateLimitError> {
-        for family in [Family::SignIn, Family::DataApi, Family::AdminApi, Family::Webhooks] {
+        for family in [
+            Family::SignIn,
+            Family::DataApi,
+            Family::AdminApi,
+            Family::Webhooks,
+        ] {
             let b = self.family(family);
             for (kind, budget) in [
                 ("per_source", b.per_source),
@@ -226,7 +231,8 @@ impl RateLimitPolicy {
     }
 }
 
-type Keyed = RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
+type Keyed =
+    RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
 
 /// What the limiter decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +285,9 @@ pub struct RateLimits {
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimits").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("RateLimits")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -294,10 +302,18 @@ impl RateLimits {
     pub fn new(policy: RateLimitPolicy) -> Self {
         let clock = DefaultClock::default();
         let mut limiters = Vec::with_capacity(12);
-        for family in [Family::SignIn, Family::DataApi, Family::AdminApi, Family::Webhooks] {
+        for family in [
+            Family::SignIn,
+            Family::DataApi,
+            Family::AdminApi,
+            Family::Webhooks,
+        ] {
             let b = policy.family(family);
             for budget in [b.per_source, b.per_credential, b.per_team] {
-                limiters.push(RateLimiter::keyed(quota(budget)).with_middleware::<StateInformationMiddleware>());
+                limiters.push(
+                    RateLimiter::keyed(quota(budget))
+                        .with_middleware::<StateInformationMiddleware>(),
+                );
             }
         }
         Self {
@@ -347,14 +363,16 @@ impl RateLimits {
                     return Decision::Limited {
                         family,
                         kind,
-                        retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                        retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+                            .max(1),
                         limit: budget.burst,
                         per_minute: budget.per_minute,
                     };
                 }
             }
         }
-        let (limit, remaining, budget) = tightest.unwrap_or((0, 0, self.budget(family, KeyKind::Source)));
+        let (limit, remaining, budget) =
+            tightest.unwrap_or((0, 0, self.budget(family, KeyKind::Source)));
         Decision::Allowed {
             family,
             limit,
@@ -418,16 +436,25 @@ mod tests {
         };
         for expected_left in [2, 1, 0] {
             match limits.check(Family::AdminApi, keys) {
-                Decision::Allowed { remaining, limit, .. } => {
+                Decision::Allowed {
+                    remaining, limit, ..
+                } => {
                     assert_eq!((remaining, limit), (expected_left, 3));
                 }
                 other => panic!("{other:?}"),
             }
         }
         match limits.check(Family::AdminApi, keys) {
-            Decision::Limited { retry_after_secs, kind, .. } => {
+            Decision::Limited {
+                retry_after_secs,
+                kind,
+                ..
+            } => {
                 assert_eq!(kind, KeyKind::Source);
-                assert!((1..=1).contains(&retry_after_secs), "one per second refills");
+                assert!(
+                    (1..=1).contains(&retry_after_secs),
+                    "one per second refills"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -436,18 +463,39 @@ mod tests {
             source: Some("192.0.2.2".parse().unwrap()),
             ..RateKeys::default()
         };
-        assert!(matches!(limits.check(Family::AdminApi, other), Decision::Allowed { .. }));
-        assert!(matches!(limits.check(Family::DataApi, keys), Decision::Allowed { .. }));
+        assert!(matches!(
+            limits.check(Family::AdminApi, other),
+            Decision::Allowed { .. }
+        ));
+        assert!(matches!(
+            limits.check(Family::DataApi, keys),
+            Decision::Allowed { .. }
+        ));
         assert!(limits.buckets() >= 2);
     }
 
     #[test]
     fn families_follow_the_path() {
         use http::Method;
-        assert_eq!(Family::of(&Method::POST, "/api/v1/sessions"), Family::SignIn);
-        assert_eq!(Family::of(&Method::GET, "/api/v1/sessions"), Family::AdminApi);
-        assert_eq!(Family::of(&Method::POST, "/fmi/data/vLatest/databases/x/sessions"), Family::SignIn);
-        assert_eq!(Family::of(&Method::GET, "/fmi/data/vLatest/databases/x/layouts/y/records"), Family::DataApi);
+        assert_eq!(
+            Family::of(&Method::POST, "/api/v1/sessions"),
+            Family::SignIn
+        );
+        assert_eq!(
+            Family::of(&Method::GET, "/api/v1/sessions"),
+            Family::AdminApi
+        );
+        assert_eq!(
+            Family::of(&Method::POST, "/fmi/data/vLatest/databases/x/sessions"),
+            Family::SignIn
+        );
+        assert_eq!(
+            Family::of(
+                &Method::GET,
+                "/fmi/data/vLatest/databases/x/layouts/y/records"
+            ),
+            Family::DataApi
+        );
         assert_eq!(Family::of(&Method::POST, "/hooks/abc"), Family::Webhooks);
     }
 

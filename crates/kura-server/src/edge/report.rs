@@ -131,10 +131,18 @@ impl Reporter {
         } else {
             Outcome::Denied
         };
-        let Some(mut e) = event(self.clock.now(), refusal.action, outcome, refusal.source, refusal.team) else {
+        let Some(mut e) = event(
+            self.clock.now(),
+            refusal.action,
+            outcome,
+            refusal.source,
+            refusal.team,
+        ) else {
             return Ok(());
         };
-        e = e.with_detail("rule", refusal.rule.clone()).with_detail("count", 1);
+        e = e
+            .with_detail("rule", refusal.rule.clone())
+            .with_detail("count", 1);
         if let Some(id) = request_id {
             e = e.with_request_id(id);
         }
@@ -161,7 +169,11 @@ impl Reporter {
         let window_secs = closed.started.map_or(0, |s| (now - s).whole_seconds());
         let mut recorded = 0;
         for (r, n) in closed.repeats.into_iter().filter(|(_, n)| *n > 0) {
-            let outcome = if r.action == WAF_DETECTED { Outcome::Success } else { Outcome::Denied };
+            let outcome = if r.action == WAF_DETECTED {
+                Outcome::Success
+            } else {
+                Outcome::Denied
+            };
             if let Some(e) = event(now, r.action, outcome, r.source, r.team) {
                 let e = e
                     .with_detail("rule", r.rule)
@@ -196,7 +208,9 @@ mod tests {
     #[tokio::test]
     async fn a_flood_becomes_one_event_plus_one_summary_per_key() {
         let sink = Arc::new(MemorySink::new());
-        let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH + time::Duration::days(20000)));
+        let clock = Arc::new(ManualClock::new(
+            OffsetDateTime::UNIX_EPOCH + time::Duration::days(20000),
+        ));
         let r = Reporter::new(sink.clone(), clock.clone());
         let refusal = |ip: &str| Refusal {
             action: WAF_BLOCKED,
@@ -207,20 +221,32 @@ mod tests {
         for i in 0..10_000 {
             if let Some(first) = r.first_of(refusal("192.0.2.1")) {
                 assert_eq!(i, 0);
-                r.record_first(&first, Some("req-1"), vec![("location", json!("query"))]).await.unwrap();
+                r.record_first(&first, Some("req-1"), vec![("location", json!("query"))])
+                    .await
+                    .unwrap();
             }
         }
         let first = r.first_of(refusal("192.0.2.2")).unwrap();
         r.record_first(&first, None, vec![]).await.unwrap();
         assert_eq!(r.flush(false).await.unwrap(), 0, "the window is still open");
         clock.advance(time::Duration::seconds(61));
-        assert_eq!(r.flush(false).await.unwrap(), 1, "only the repeating key gets a summary");
+        assert_eq!(
+            r.flush(false).await.unwrap(),
+            1,
+            "only the repeating key gets a summary"
+        );
         let events = sink.events();
         assert_eq!(events.len(), 3);
-        let total: u64 = events.iter().map(|e| e.details["count"].as_u64().unwrap()).sum();
+        let total: u64 = events
+            .iter()
+            .map(|e| e.details["count"].as_u64().unwrap())
+            .sum();
         assert_eq!(total, 10_001, "counts add up to every refusal");
         assert_eq!(events[2].details["aggregated"], json!(true));
-        assert!(r.first_of(refusal("192.0.2.1")).is_some(), "a new window starts over");
+        assert!(
+            r.first_of(refusal("192.0.2.1")).is_some(),
+            "a new window starts over"
+        );
     }
 
     #[tokio::test]
@@ -231,7 +257,14 @@ mod tests {
         let mut firsts = 0;
         for i in 0..(MAX_KEYS as u32 + 500) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            if r.first_of(Refusal { action: FIREWALL_BLOCKED, source: Some(ip), rule: "platform".into(), team: None }).is_some() {
+            if r.first_of(Refusal {
+                action: FIREWALL_BLOCKED,
+                source: Some(ip),
+                rule: "platform".into(),
+                team: None,
+            })
+            .is_some()
+            {
                 firsts += 1;
             }
         }

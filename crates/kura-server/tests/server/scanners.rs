@@ -26,7 +26,9 @@ fn tool(name: &str, package: &str) -> PathBuf {
 
 /// Runs a scanner off the async runtime, so the server keeps answering.
 async fn scan(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,15 +38,27 @@ async fn testssl_finds_only_tls_1_2_and_up_with_pfs_aead_suites_and_no_known_vul
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("testssl.json");
     let mut cmd = Command::new(testssl);
-    cmd.args(["--quiet", "--color", "0", "--warnings", "batch", "--ip", "one"])
-        // Protocols, cipher categories, forward secrecy, vulnerabilities.
-        .args(["-p", "-s", "-f", "-U"])
-        .arg("--jsonfile")
-        .arg(&report)
-        .arg(format!("127.0.0.1:{}", server.addr.port()));
+    cmd.args([
+        "--quiet",
+        "--color",
+        "0",
+        "--warnings",
+        "batch",
+        "--ip",
+        "one",
+    ])
+    // Protocols, cipher categories, forward secrecy, vulnerabilities.
+    .args(["-p", "-s", "-f", "-U"])
+    .arg("--jsonfile")
+    .arg(&report)
+    .arg(format!("127.0.0.1:{}", server.addr.port()));
     let out = scan(cmd).await;
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!("testssl wrote no report ({e}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "testssl wrote no report ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     let findings: Vec<Value> = serde_json::from_str(&text).unwrap();
     let finding = |id: &str| -> String {
@@ -56,23 +70,58 @@ async fn testssl_finds_only_tls_1_2_and_up_with_pfs_aead_suites_and_no_known_vul
             .to_owned()
     };
     for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
-        assert!(finding(old).starts_with("not offered"), "{old}: {}", finding(old));
+        assert!(
+            finding(old).starts_with("not offered"),
+            "{old}: {}",
+            finding(old)
+        );
     }
     assert!(finding("TLS1_2").starts_with("offered"));
     assert!(finding("TLS1_3").starts_with("offered"));
     // NULL, anonymous, export, low, 3DES/IDEA and CBC ("average") suites:
     // only AEAD suites remain.
-    for weak in ["cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"] {
-        assert!(finding(weak).starts_with("not offered"), "{weak}: {}", finding(weak));
+    for weak in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        assert!(
+            finding(weak).starts_with("not offered"),
+            "{weak}: {}",
+            finding(weak)
+        );
     }
     assert!(finding("PFS").starts_with("offered"));
-    for vuln in ["heartbleed", "CCS", "ticketbleed", "ROBOT", "CRIME_TLS", "POODLE_SSL", "SWEET32", "FREAK", "DROWN", "LOGJAM", "BEAST", "LUCKY13", "RC4"] {
-        let f = findings.iter().find(|f| f["id"] == vuln).unwrap_or_else(|| panic!("no {vuln} result"));
+    for vuln in [
+        "heartbleed",
+        "CCS",
+        "ticketbleed",
+        "ROBOT",
+        "CRIME_TLS",
+        "POODLE_SSL",
+        "SWEET32",
+        "FREAK",
+        "DROWN",
+        "LOGJAM",
+        "BEAST",
+        "LUCKY13",
+        "RC4",
+    ] {
+        let f = findings
+            .iter()
+            .find(|f| f["id"] == vuln)
+            .unwrap_or_else(|| panic!("no {vuln} result"));
         assert_eq!(f["severity"], "OK", "{vuln}: {f}");
     }
     let bad: Vec<&Value> = findings
         .iter()
-        .filter(|f| ["LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL"].contains(&f["severity"].as_str().unwrap_or("")))
+        .filter(|f| {
+            ["LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL"]
+                .contains(&f["severity"].as_str().unwrap_or(""))
+        })
         .collect();
     assert!(bad.is_empty(), "testssl findings: {bad:?}");
 }
@@ -97,7 +146,14 @@ async fn sqlmap_finds_no_injectable_parameter_in_the_admin_api_list_endpoints() 
     // Let sqlmap's payloads reach the handlers: the WAF's injection rules
     // only record (detect mode) and the budgets are large, so what is
     // tested is the endpoints' own handling of hostile input.
-    let r = call(&server, Method::PUT, "/api/v1/edge/waf", Some(&op.token), Some(json!({ "rules": { "150": "detect", "160": "detect", "140": "detect" } }))).await;
+    let r = call(
+        &server,
+        Method::PUT,
+        "/api/v1/edge/waf",
+        Some(&op.token),
+        Some(json!({ "rules": { "150": "detect", "160": "detect", "140": "detect" } })),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let mut limits = get(&server, "/api/v1/edge", &op.token).await.json()["rate_limits"].clone();
     for family in ["sign_in", "data_api", "admin_api", "webhooks"] {
@@ -108,7 +164,14 @@ async fn sqlmap_finds_no_injectable_parameter_in_the_admin_api_list_endpoints() 
     for k in ["scope", "version", "updated_at", "updated_by"] {
         limits.as_object_mut().unwrap().remove(k);
     }
-    let r = call(&server, Method::PUT, "/api/v1/edge/rate-limits", Some(&op.token), Some(limits)).await;
+    let r = call(
+        &server,
+        Method::PUT,
+        "/api/v1/edge/rate-limits",
+        Some(&op.token),
+        Some(limits),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
 
     let dir = tempfile::tempdir().unwrap();
@@ -124,20 +187,41 @@ async fn sqlmap_finds_no_injectable_parameter_in_the_admin_api_list_endpoints() 
     let mut cmd = Command::new(sqlmap);
     cmd.arg("-m")
         .arg(&bulk)
-        .args(["--batch", "--level", "1", "--risk", "1", "--technique", "BEU", "--flush-session", "--disable-coloring", "--skip-waf"])
+        .args([
+            "--batch",
+            "--level",
+            "1",
+            "--risk",
+            "1",
+            "--technique",
+            "BEU",
+            "--flush-session",
+            "--disable-coloring",
+            "--skip-waf",
+        ])
         .arg(format!("--headers=Authorization: Bearer {}", op.token))
         .arg("--output-dir")
         .arg(dir.path().join("out"))
         .arg("--results-file")
         .arg(&results);
     let out = scan(cmd).await;
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(results.exists(), "sqlmap wrote no results file: {log}");
-    assert!(csv_rows(&results).is_empty(), "sqlmap found injectable parameters: {:?}\n{log}", csv_rows(&results));
+    assert!(
+        csv_rows(&results).is_empty(),
+        "sqlmap found injectable parameters: {:?}\n{log}",
+        csv_rows(&results)
+    );
     // It really tested each endpoint's parameters.
     for param in ["action", "outcome", "state", "severity", "#1*"] {
         assert!(
-            log.contains(&format!("parameter '{param}' does not seem to be injectable")),
+            log.contains(&format!(
+                "parameter '{param}' does not seem to be injectable"
+            )),
             "sqlmap did not test {param}: {log}"
         );
     }
@@ -147,5 +231,8 @@ async fn sqlmap_finds_no_injectable_parameter_in_the_admin_api_list_endpoints() 
         .into_iter()
         .filter(|e| e.action.as_str() == "edge.waf.detected" && e.details["rule"] == "150")
         .count();
-    assert!(detected > 0, "no SQL injection was detected in sqlmap's requests");
+    assert!(
+        detected > 0,
+        "no SQL injection was detected in sqlmap's requests"
+    );
 }

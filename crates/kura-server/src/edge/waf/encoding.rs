@@ -120,23 +120,55 @@ mod tests {
         assert_eq!(decode("caf%C3%A9", false).unwrap(), "café");
         assert_eq!(decode("%zz", false), Err(RuleId::BadEncoding));
         assert_eq!(decode("%4", false), Err(RuleId::BadEncoding));
-        assert_eq!(decode("%c0%af", false), Err(RuleId::BadEncoding), "overlong /");
-        assert_eq!(decode("%e0%80%ae", false), Err(RuleId::BadEncoding), "overlong .");
+        assert_eq!(
+            decode("%c0%af", false),
+            Err(RuleId::BadEncoding),
+            "overlong /"
+        );
+        assert_eq!(
+            decode("%e0%80%ae", false),
+            Err(RuleId::BadEncoding),
+            "overlong ."
+        );
         assert_eq!(decode("%ff", false), Err(RuleId::BadEncoding));
         assert_eq!(decode("a%00b", false), Err(RuleId::NulByte));
     }
 
     #[test]
     fn traversal_and_double_encoding_are_caught() {
-        assert_eq!(check_path("/api/v1/x/..").unwrap_err().0, RuleId::PathTraversal);
-        assert_eq!(check_path("/a/%2e%2e/b").unwrap_err().0, RuleId::PathTraversal);
-        assert_eq!(check_path("/a/..%2fetc").unwrap_err().0, RuleId::PathTraversal);
-        assert_eq!(check_path("/a/..%5cwin").unwrap_err().0, RuleId::PathTraversal);
-        assert_eq!(check_path("/a/%252e%252e/b").unwrap_err().0, RuleId::DoubleEncoding);
+        assert_eq!(
+            check_path("/api/v1/x/..").unwrap_err().0,
+            RuleId::PathTraversal
+        );
+        assert_eq!(
+            check_path("/a/%2e%2e/b").unwrap_err().0,
+            RuleId::PathTraversal
+        );
+        assert_eq!(
+            check_path("/a/..%2fetc").unwrap_err().0,
+            RuleId::PathTraversal
+        );
+        assert_eq!(
+            check_path("/a/..%5cwin").unwrap_err().0,
+            RuleId::PathTraversal
+        );
+        assert_eq!(
+            check_path("/a/%252e%252e/b").unwrap_err().0,
+            RuleId::DoubleEncoding
+        );
         assert_eq!(check_path("/a/%u002e").unwrap_err().0, RuleId::BadEncoding);
-        assert_eq!(check_path("/a/%c0%ae%c0%ae/").unwrap_err().0, RuleId::BadEncoding);
-        assert_eq!(check_query("file=../../etc/passwd").unwrap_err().0, RuleId::PathTraversal);
-        assert_eq!(check_query("f=%252e%252e%252f").unwrap_err().0, RuleId::DoubleEncoding);
+        assert_eq!(
+            check_path("/a/%c0%ae%c0%ae/").unwrap_err().0,
+            RuleId::BadEncoding
+        );
+        assert_eq!(
+            check_query("file=../../etc/passwd").unwrap_err().0,
+            RuleId::PathTraversal
+        );
+        assert_eq!(
+            check_query("f=%252e%252e%252f").unwrap_err().0,
+            RuleId::DoubleEncoding
+        );
         assert!(check_path("/api/v1/teams/0190/members").is_ok());
         assert!(check_path("/files/report..final.pdf").is_ok());
         let q = check_query("action=auth.signin&note=100%25+sure&x").unwrap();

@@ -135,14 +135,20 @@ impl RuleId {
     /// Whether teams and hosts may relax it (the content rules); the size,
     /// protocol and encoding rules protect the platform itself.
     pub fn tenant_tunable(self) -> bool {
-        self.id() >= 110 && !matches!(self, Self::Smuggling | Self::NulByte | Self::BadEncoding | Self::DoubleEncoding)
+        self.id() >= 110
+            && !matches!(
+                self,
+                Self::Smuggling | Self::NulByte | Self::BadEncoding | Self::DoubleEncoding
+            )
     }
 
     /// The status a blocked request gets.
     pub fn status(self) -> StatusCode {
         match self {
             Self::UrlTooLong => StatusCode::URI_TOO_LONG,
-            Self::HeaderTooLarge | Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HeaderTooLarge | Self::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContentType | Self::Charset => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::FORBIDDEN,
@@ -194,7 +200,9 @@ pub enum WafPolicyError {
     #[error("`{0}` is not a WAF rule id (ids: 100-104, 110, 111, 120, 130-132, 140, 150, 160)")]
     UnknownRule(String),
     /// A tenant tried to relax a platform rule.
-    #[error("rule {0} protects the platform itself; only a network admin can change it, at platform scope")]
+    #[error(
+        "rule {0} protects the platform itself; only a network admin can change it, at platform scope"
+    )]
     PlatformOnly(u16),
 }
 
@@ -322,7 +330,11 @@ impl Report {
         if mode == Mode::Off || self.findings.iter().any(|f| f.rule == rule) {
             return false;
         }
-        self.findings.push(Finding { rule, location, mode });
+        self.findings.push(Finding {
+            rule,
+            location,
+            mode,
+        });
         mode == Mode::Block
     }
 }
@@ -337,7 +349,10 @@ pub struct Verdict {
 impl Verdict {
     /// The blocking match, if any.
     pub fn blocked(&self) -> Option<Finding> {
-        self.findings.iter().copied().find(|f| f.mode == Mode::Block)
+        self.findings
+            .iter()
+            .copied()
+            .find(|f| f.mode == Mode::Block)
     }
 }
 
@@ -357,7 +372,9 @@ impl Waf {
             findings: Vec::new(),
         };
         let _ = self.head(view, &mut r);
-        Verdict { findings: r.findings }
+        Verdict {
+            findings: r.findings,
+        }
     }
 
     fn head(&self, view: RequestView<'_>, r: &mut Report) -> bool {
@@ -422,7 +439,9 @@ impl Waf {
             return true;
         }
         let has_body = h.contains_key(header::TRANSFER_ENCODING)
-            || h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
+            || h.get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
         if has_body {
             match media_type(h) {
                 MediaType::Missing if view.api && view.method != Method::GET => {
@@ -435,7 +454,9 @@ impl Waf {
                         return true;
                     }
                 }
-                MediaType::Parsed { charset_ok: false, .. } => {
+                MediaType::Parsed {
+                    charset_ok: false, ..
+                } => {
                     if r.hit(RuleId::Charset, "headers") {
                         return true;
                     }
@@ -448,10 +469,15 @@ impl Waf {
 
     /// Runs the signatures over one decoded value.
     fn value(&self, v: &str, location: &'static str, r: &mut Report) -> bool {
-        if r.on(RuleId::SqlInjection) && self.signatures.sql(v) && r.hit(RuleId::SqlInjection, location) {
+        if r.on(RuleId::SqlInjection)
+            && self.signatures.sql(v)
+            && r.hit(RuleId::SqlInjection, location)
+        {
             return true;
         }
-        r.on(RuleId::ScriptInjection) && self.signatures.script(v) && r.hit(RuleId::ScriptInjection, location)
+        r.on(RuleId::ScriptInjection)
+            && self.signatures.script(v)
+            && r.hit(RuleId::ScriptInjection, location)
     }
 
     /// Inspects a buffered body of the declared media type.
@@ -461,14 +487,19 @@ impl Waf {
             findings: Vec::new(),
         };
         let _ = self.body(headers, body, &mut r);
-        Verdict { findings: r.findings }
+        Verdict {
+            findings: r.findings,
+        }
     }
 
     fn body(&self, headers: &HeaderMap, body: &[u8], r: &mut Report) -> bool {
         if body.is_empty() {
             return false;
         }
-        let MediaType::Parsed { essence, boundary, .. } = media_type(headers) else {
+        let MediaType::Parsed {
+            essence, boundary, ..
+        } = media_type(headers)
+        else {
             return false;
         };
         if essence == "application/json" || essence.ends_with("+json") {
@@ -483,7 +514,9 @@ impl Waf {
                 return r.hit(RuleId::BadEncoding, "body");
             };
             return match encoding::check_query(text) {
-                Ok(pairs) => pairs.iter().any(|(k, v)| self.value(k, "body", r) || self.value(v, "body", r)),
+                Ok(pairs) => pairs
+                    .iter()
+                    .any(|(k, v)| self.value(k, "body", r) || self.value(v, "body", r)),
                 Err((rule, _)) => r.hit(rule, "body"),
             };
         }
@@ -503,7 +536,9 @@ impl Waf {
         match value {
             Value::String(s) => self.value(s, "body", r),
             Value::Array(items) => items.iter().any(|v| self.json(v, r)),
-            Value::Object(map) => map.iter().any(|(k, v)| self.value(k, "body", r) || self.json(v, r)),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| self.value(k, "body", r) || self.json(v, r)),
             _ => false,
         }
     }
@@ -513,22 +548,40 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
     if needle.is_empty() {
         return 0;
     }
-    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
 }
 
 /// `Content-Length` together with `Transfer-Encoding`, several differing
 /// lengths, or a transfer coding other than a lone `chunked`.
 fn smuggling(h: &HeaderMap) -> bool {
-    let te: Vec<&[u8]> = h.get_all(header::TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();
-    let cl: Vec<&[u8]> = h.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()).collect();
+    let te: Vec<&[u8]> = h
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let cl: Vec<&[u8]> = h
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
     if !te.is_empty() && !cl.is_empty() {
         return true;
     }
-    if te.len() > 1 || te.first().is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+    if te.len() > 1
+        || te
+            .first()
+            .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
         return true;
     }
-    cl.windows(2).any(|w| w[0].trim_ascii() != w[1].trim_ascii())
-        || cl.iter().any(|v| v.contains(&b',') || !v.trim_ascii().iter().all(u8::is_ascii_digit))
+    cl.windows(2)
+        .any(|w| w[0].trim_ascii() != w[1].trim_ascii())
+        || cl
+            .iter()
+            .any(|v| v.contains(&b',') || !v.trim_ascii().iter().all(u8::is_ascii_digit))
 }
 
 enum MediaType {
@@ -542,7 +595,9 @@ enum MediaType {
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
 fn media_type(h: &HeaderMap) -> MediaType {
@@ -572,7 +627,9 @@ fn media_type(h: &HeaderMap) -> MediaType {
         let v = v.trim().trim_matches('"');
         match k.trim().to_ascii_lowercase().as_str() {
             "charset" => {
-                charset_ok = v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8") || v.eq_ignore_ascii_case("us-ascii");
+                charset_ok = v.eq_ignore_ascii_case("utf-8")
+                    || v.eq_ignore_ascii_case("utf8")
+                    || v.eq_ignore_ascii_case("us-ascii");
             }
             "boundary" => boundary = Some(v.to_owned()),
             _ => {}

@@ -111,7 +111,11 @@ impl Signatures {
 
     /// Whether `value` looks like script injection.
     pub fn script(&self, value: &str) -> bool {
-        value.len() >= 6 && (value.contains('<') || value.contains(':') || value.contains('=') || value.contains('.'))
+        value.len() >= 6
+            && (value.contains('<')
+                || value.contains(':')
+                || value.contains('=')
+                || value.contains('.'))
             && self.script.is_match(value)
     }
 }

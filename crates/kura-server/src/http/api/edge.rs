@@ -140,7 +140,15 @@ async fn store<T: Serialize>(
     })?;
     state
         .edge
-        .write(scope, kind, Some(body), stored, actor.key(), vec![record], state.clock.now())
+        .write(
+            scope,
+            kind,
+            Some(body),
+            stored,
+            actor.key(),
+            vec![record],
+            state.clock.now(),
+        )
         .await
         .map_err(|e| match e {
             EdgeError::Store(StoreError::Conflict(m)) => ApiError::Conflict(m),
@@ -164,7 +172,12 @@ fn lockout(auth: &Auth, rules: &FirewallRules) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn require(state: &AppState, auth: &Auth, action: Action, resource: Resource) -> Result<(), ApiError> {
+async fn require(
+    state: &AppState,
+    auth: &Auth,
+    action: Action,
+    resource: Resource,
+) -> Result<(), ApiError> {
     let audited = state.identity.check(&auth.principal, action, &resource);
     finish(state, &auth.ctx, audited).await
 }
@@ -172,7 +185,9 @@ async fn require(state: &AppState, auth: &Auth, action: Action, resource: Resour
 async fn team_exists(state: &AppState, team: TeamId) -> Result<(), ApiError> {
     match state.identity_store.team(team).await {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ApiError::Identity(kura_identity::IdentityError::NotFound("team".into()))),
+        Ok(None) => Err(ApiError::Identity(kura_identity::IdentityError::NotFound(
+            "team".into(),
+        ))),
         Err(e) => {
             tracing::error!(error = %e, "team lookup failed");
             Err(ApiError::Internal)
@@ -183,7 +198,8 @@ async fn team_exists(state: &AppState, team: TeamId) -> Result<(), ApiError> {
 /// `GET /api/v1/edge`.
 pub async fn show(State(state): State<AppState>, auth: Auth) -> Result<Json<EdgeOut>, ApiError> {
     require(&state, &auth, Action::EdgeManage, Resource::Platform).await?;
-    let mut rate_limits: PolicyOut<RateLimitPolicy> = current(&state, Scope::Platform, Kind::RateLimits)?;
+    let mut rate_limits: PolicyOut<RateLimitPolicy> =
+        current(&state, Scope::Platform, Kind::RateLimits)?;
     if rate_limits.version == 0 {
         rate_limits.policy = RateLimitPolicy::default();
     }
@@ -209,11 +225,23 @@ pub async fn set_platform_firewall(
     ApiJson(body): ApiJson<Versioned<FirewallPolicy>>,
 ) -> Result<Json<Value>, ApiError> {
     require(&state, &auth, Action::EdgeManage, Resource::Platform).await?;
-    let rules = FirewallRules::parse(&body.policy).map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
+    let rules = FirewallRules::parse(&body.policy)
+        .map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
     lockout(&auth, &rules)?;
     let policy = rules.to_policy();
-    let version = store(&state, &auth, Scope::Platform, Kind::Firewall, &policy, body.version, None).await?;
-    Ok(Json(json!({"scope": "platform", "version": version, "allow": policy.allow, "deny": policy.deny})))
+    let version = store(
+        &state,
+        &auth,
+        Scope::Platform,
+        Kind::Firewall,
+        &policy,
+        body.version,
+        None,
+    )
+    .await?;
+    Ok(Json(
+        json!({"scope": "platform", "version": version, "allow": policy.allow, "deny": policy.deny}),
+    ))
 }
 
 /// `PUT /api/v1/edge/rate-limits`.
@@ -226,8 +254,19 @@ pub async fn set_rate_limits(
     body.policy
         .validate()
         .map_err(|e| ApiError::invalid(format!("rate_limits.{}", e.field), e.message))?;
-    let version = store(&state, &auth, Scope::Platform, Kind::RateLimits, &body.policy, body.version, None).await?;
-    Ok(Json(json!({"scope": "platform", "version": version, "policy": body.policy})))
+    let version = store(
+        &state,
+        &auth,
+        Scope::Platform,
+        Kind::RateLimits,
+        &body.policy,
+        body.version,
+        None,
+    )
+    .await?;
+    Ok(Json(
+        json!({"scope": "platform", "version": version, "policy": body.policy}),
+    ))
 }
 
 /// `PUT /api/v1/edge/waf`.
@@ -240,8 +279,19 @@ pub async fn set_platform_waf(
     body.policy
         .modes(false)
         .map_err(|e| ApiError::invalid("rules", e.to_string()))?;
-    let version = store(&state, &auth, Scope::Platform, Kind::Waf, &body.policy, body.version, None).await?;
-    Ok(Json(json!({"scope": "platform", "version": version, "rules": body.policy.rules})))
+    let version = store(
+        &state,
+        &auth,
+        Scope::Platform,
+        Kind::Waf,
+        &body.policy,
+        body.version,
+        None,
+    )
+    .await?;
+    Ok(Json(
+        json!({"scope": "platform", "version": version, "rules": body.policy.rules}),
+    ))
 }
 
 /// `GET /api/v1/teams/{id}/firewall`.
@@ -266,12 +316,24 @@ pub async fn set_team_firewall(
     let team: TeamId = parse_id("id", &id)?;
     require(&state, &auth, Action::FirewallManage, Resource::Team(team)).await?;
     team_exists(&state, team).await?;
-    let rules = FirewallRules::parse(&body.policy).map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
+    let rules = FirewallRules::parse(&body.policy)
+        .map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
     lockout(&auth, &rules)?;
     let policy = rules.to_policy();
     let scope = Scope::Team(team);
-    let version = store(&state, &auth, scope, Kind::Firewall, &policy, body.version, Some(team)).await?;
-    Ok(Json(json!({"scope": scope.to_string(), "version": version, "allow": policy.allow, "deny": policy.deny})))
+    let version = store(
+        &state,
+        &auth,
+        scope,
+        Kind::Firewall,
+        &policy,
+        body.version,
+        Some(team),
+    )
+    .await?;
+    Ok(Json(
+        json!({"scope": scope.to_string(), "version": version, "allow": policy.allow, "deny": policy.deny}),
+    ))
 }
 
 /// `GET /api/v1/teams/{id}/waf`.
@@ -301,6 +363,17 @@ pub async fn set_team_waf(
         .modes(true)
         .map_err(|e| ApiError::invalid("rules", e.to_string()))?;
     let scope = Scope::Team(team);
-    let version = store(&state, &auth, scope, Kind::Waf, &body.policy, body.version, Some(team)).await?;
-    Ok(Json(json!({"scope": scope.to_string(), "version": version, "rules": body.policy.rules})))
+    let version = store(
+        &state,
+        &auth,
+        scope,
+        Kind::Waf,
+        &body.policy,
+        body.version,
+        Some(team),
+    )
+    .await?;
+    Ok(Json(
+        json!({"scope": scope.to_string(), "version": version, "rules": body.policy.rules}),
+    ))
 }

@@ -210,11 +210,27 @@ fn build() -> Builder {
             post(incidents::add_note),
         )
         .at("GET", "/api/v1/edge", get(edge::show))
-        .at("PUT", "/api/v1/edge/firewall", put(edge::set_platform_firewall))
-        .at("PUT", "/api/v1/edge/rate-limits", put(edge::set_rate_limits))
+        .at(
+            "PUT",
+            "/api/v1/edge/firewall",
+            put(edge::set_platform_firewall),
+        )
+        .at(
+            "PUT",
+            "/api/v1/edge/rate-limits",
+            put(edge::set_rate_limits),
+        )
         .at("PUT", "/api/v1/edge/waf", put(edge::set_platform_waf))
-        .at("GET", "/api/v1/teams/{id}/firewall", get(edge::team_firewall))
-        .at("PUT", "/api/v1/teams/{id}/firewall", put(edge::set_team_firewall))
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/firewall",
+            get(edge::team_firewall),
+        )
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/firewall",
+            put(edge::set_team_firewall),
+        )
         .at("GET", "/api/v1/teams/{id}/waf", get(edge::team_waf))
         .at("PUT", "/api/v1/teams/{id}/waf", put(edge::set_team_waf))
         .at("POST", "/api/v1/tokens", post(tokens::create))

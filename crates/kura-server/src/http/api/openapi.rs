@@ -52,7 +52,11 @@ const INGEST_EVENT: &[(&str, &str, bool)] = &[
 ];
 
 /// An edge firewall policy.
-const FIREWALL: &[(&str, &str, bool)] = &[("allow", A, false), ("deny", A, false), ("version", I, false)];
+const FIREWALL: &[(&str, &str, bool)] = &[
+    ("allow", A, false),
+    ("deny", A, false),
+    ("version", I, false),
+];
 /// An edge WAF policy.
 const WAF: &[(&str, &str, bool)] = &[("rules", O, true), ("version", I, false)];
 
