@@ -220,6 +220,25 @@ pub enum EdgeError {
     Proxies(String),
 }
 
+/// One policy change.
+#[derive(Debug)]
+pub struct Change {
+    /// Where it applies.
+    pub scope: Scope,
+    /// Which policy.
+    pub kind: Kind,
+    /// The validated policy as JSON, or `None` to remove it.
+    pub body: Option<String>,
+    /// The version it was decided on (0: none was stored).
+    pub expected_version: u64,
+    /// Who, as an actor key.
+    pub by: String,
+    /// When.
+    pub at: time::OffsetDateTime,
+    /// The security events describing it, committed with it.
+    pub events: Vec<EventRecord>,
+}
+
 /// Route-family body limits the edge buffers up to before inspecting.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -369,29 +388,20 @@ impl Edge {
         Ok(())
     }
 
-    /// Stores one validated policy (`body` `None` removes it) with its
-    /// events, then applies it. Fails with a conflict when the policy
-    /// changed since `expected_version` was read.
-    pub async fn write(
-        &self,
-        scope: Scope,
-        kind: Kind,
-        body: Option<String>,
-        expected_version: u64,
-        by: String,
-        events: Vec<EventRecord>,
-        at: time::OffsetDateTime,
-    ) -> Result<u64, EdgeError> {
+    /// Stores one validated policy with its events, then applies it.
+    /// Fails with a conflict when the policy changed since
+    /// `expected_version` was read.
+    pub async fn write(&self, change: Change) -> Result<u64, EdgeError> {
         let version = self
             .store
             .write_policy(EdgePolicyWrite {
-                scope: scope.to_string(),
-                kind: kind.as_str().into(),
-                body,
-                expected_version,
-                at,
-                by,
-                events,
+                scope: change.scope.to_string(),
+                kind: change.kind.as_str().into(),
+                body: change.body,
+                expected_version: change.expected_version,
+                at: change.at,
+                by: change.by,
+                events: change.events,
             })
             .await?;
         self.reload().await?;

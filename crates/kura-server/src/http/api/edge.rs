@@ -25,7 +25,7 @@ use super::parse_id;
 use crate::edge::firewall::{FirewallPolicy, FirewallRules};
 use crate::edge::ratelimit::RateLimitPolicy;
 use crate::edge::waf::{RuleId, WafPolicy};
-use crate::edge::{EdgeError, Kind, Scope};
+use crate::edge::{Change, EdgeError, Kind, Scope};
 use crate::http::AppState;
 
 /// A policy as shown: its content and version (0: never set).
@@ -140,15 +140,15 @@ async fn store<T: Serialize>(
     })?;
     state
         .edge
-        .write(
+        .write(Change {
             scope,
             kind,
-            Some(body),
-            stored,
-            actor.key(),
-            vec![record],
-            state.clock.now(),
-        )
+            body: Some(body),
+            expected_version: stored,
+            by: actor.key(),
+            at: state.clock.now(),
+            events: vec![record],
+        })
         .await
         .map_err(|e| match e {
             EdgeError::Store(StoreError::Conflict(m)) => ApiError::Conflict(m),
