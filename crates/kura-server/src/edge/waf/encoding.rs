@@ -12,7 +12,7 @@ pub type Problem = (RuleId, &'static str);
 /// a `%` must start two hex digits and the result must be UTF-8 without
 /// NUL bytes.
 pub fn decode(raw: &str, plus_as_space: bool) -> Result<String, RuleId> {
-    if !raw.contains('%') && !(plus_as_space && raw.contains('+')) {
+    if !(raw.contains('%') || plus_as_space && raw.contains('+')) {
         if raw.contains('\0') {
             return Err(RuleId::NulByte);
         }

@@ -443,25 +443,20 @@ impl Waf {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() != "0");
         if has_body {
-            match media_type(h) {
+            let refused = match media_type(h) {
                 MediaType::Missing if view.api && view.method != Method::GET => {
-                    if r.hit(RuleId::ContentType, "headers") {
-                        return true;
-                    }
+                    Some(RuleId::ContentType)
                 }
-                MediaType::Malformed => {
-                    if r.hit(RuleId::ContentType, "headers") {
-                        return true;
-                    }
-                }
+                MediaType::Malformed => Some(RuleId::ContentType),
                 MediaType::Parsed {
                     charset_ok: false, ..
-                } => {
-                    if r.hit(RuleId::Charset, "headers") {
-                        return true;
-                    }
-                }
-                _ => {}
+                } => Some(RuleId::Charset),
+                _ => None,
+            };
+            if let Some(rule) = refused
+                && r.hit(rule, "headers")
+            {
+                return true;
             }
         }
         false

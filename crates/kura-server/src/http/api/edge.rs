@@ -186,7 +186,7 @@ async fn team_exists(state: &AppState, team: TeamId) -> Result<(), ApiError> {
     match state.identity_store.team(team).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ApiError::Identity(kura_identity::IdentityError::NotFound(
-            "team".into(),
+            "team",
         ))),
         Err(e) => {
             tracing::error!(error = %e, "team lookup failed");
