@@ -2,11 +2,14 @@
 //!
 //! `cargo xtask test` is the one command that runs every test: it installs
 //! the outside tools the tests talk to (on Debian, with `apt-get`, when they
-//! are missing) and then runs the whole workspace's tests.
+//! are missing) and then runs the whole workspace's tests. `cargo xtask deny`
+//! checks licences, bans and sources of every dependency with `cargo deny`
+//! (offline); `cargo xtask sbom` writes a CycloneDX SBOM of the binary.
 //! `cargo xtask bench-fm` runs the FileMaker Data API load benchmark
 //! ([`bench_fm`]).
 
 mod bench_fm;
+mod sbom;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,7 +34,19 @@ enum Task {
     },
     /// Load-benchmark the FileMaker Data API against a TLS ceiling and PocketBase.
     BenchFm(Box<bench_fm::Args>),
+    /// Check dependency licences, bans and sources with `cargo deny`
+    /// (installed if missing); works without network access to advisories.
+    Deny,
+    /// Write a CycloneDX 1.5 SBOM of the `kura` binary.
+    Sbom {
+        /// Where to write it.
+        #[arg(long, default_value = "kura.cdx.json")]
+        output: PathBuf,
+    },
 }
+
+/// The cargo-deny release the checks are written for.
+const CARGO_DENY: &str = "cargo-deny@0.20.2";
 
 /// Debian packages the tests need, each with a shell check that succeeds
 /// when it (or an equivalent) is already there.
@@ -49,6 +64,12 @@ const DEBIAN_PEERS: &[(&str, &str)] = &[
     // Node runs the npm FileMaker Data API client (@proofgeist/fmdapi).
     ("nodejs", "command -v node"),
     ("npm", "command -v npm"),
+    // TLS scanner run against `kura serve` (binary `testssl`).
+    ("testssl.sh", "command -v testssl"),
+    // SQL-injection scanner run against the admin API.
+    ("sqlmap", "command -v sqlmap"),
+    // `systemd-analyze verify` checks the unit file under deploy/.
+    ("systemd", "command -v systemd-analyze"),
 ];
 
 /// PyPI packages the tests use as independent implementations, pinned.
@@ -88,6 +109,19 @@ fn run(xtask: Xtask) -> anyhow::Result<()> {
             run_tests(&args)
         }
         Task::BenchFm(args) => bench_fm::run(&workspace_root(), &args),
+        Task::Deny => deny(),
+        Task::Sbom { output } => {
+            let bom = sbom::generate(&workspace_root())?;
+            let text = serde_json::to_string_pretty(&bom)?;
+            std::fs::write(&output, text + "\n")
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "xtask: wrote {} ({} components)",
+                output.display(),
+                bom["components"].as_array().map_or(0, Vec::len)
+            );
+            Ok(())
+        }
     }
 }
 
@@ -97,6 +131,36 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn deny() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("xtask: installing {CARGO_DENY} (takes a while the first time)");
+        let status = Command::new(&cargo)
+            .args(["install", "--locked", CARGO_DENY])
+            .status()
+            .context("running cargo install")?;
+        if !status.success() {
+            bail!("cargo install {CARGO_DENY} failed");
+        }
+    }
+    // Advisories need the RustSec database from the network; licences, bans
+    // and sources need only the lock file and crate metadata.
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["deny", "--locked", "check", "licenses", "bans", "sources"])
+        .status()
+        .context("running cargo deny")?;
+    if !status.success() {
+        bail!("cargo deny found problems (see above); deny.toml says what is allowed");
+    }
+    Ok(())
 }
 
 fn have(check: &str) -> bool {

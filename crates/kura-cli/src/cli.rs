@@ -39,6 +39,14 @@ pub enum Command {
     /// Check and export the tamper-evident security event log.
     #[command(subcommand, visible_alias = "audit")]
     Events(EventsCommand),
+    /// Check the data directory and configuration against the hardened
+    /// baseline: each check passes, warns or fails with what to do. Exits
+    /// non-zero when any check fails.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -27,7 +27,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(load(&cli.global, None)?, cmd).await,
         Command::Events(cmd) => events(load(&cli.global, None)?, cmd).await,
+        Command::Doctor { json } => doctor(load(&cli.global, None)?, json).await,
     }
+}
+
+/// `kura doctor`: the file and configuration checks, then (when those found
+/// nothing failing and an installation exists) the checks of its state.
+async fn doctor(mut config: Config, json: bool) -> anyhow::Result<()> {
+    use kura_server::doctor::{self, Check, Status};
+    logging::init(&kura_config::LogConfig {
+        level: "error".into(),
+        format: kura_config::LogFormat::Pretty,
+    });
+    let mut checks = doctor::file_checks(&config, time::OffsetDateTime::now_utc());
+    let dir = kura_store::DataDir::new(&config.data_dir);
+    if doctor::failed(&checks) {
+        checks.push(Check {
+            id: "state",
+            status: Status::Warn,
+            summary: "the installation's state was not checked because of the failures above"
+                .into(),
+            remediation: Some("fix them and run `kura doctor` again".into()),
+        });
+    } else if dir.is_initialised() {
+        ask_passphrase_if_sealed(&mut config)?;
+        match Installation::open(&config, Arc::new(SystemClock)).await {
+            Ok(installation) => checks.extend(doctor::state_checks(&config, &installation).await),
+            Err(e) => checks.push(Check {
+                id: "state",
+                status: Status::Fail,
+                summary: format!("the installation cannot be opened: {e}"),
+                remediation: Some(
+                    "see the message; set KURA_MASTER_KEY_PASSPHRASE for a sealed key".into(),
+                ),
+            }),
+        }
+    }
+    let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
+    let (passed, warned, failed) = (
+        count(Status::Pass),
+        count(Status::Warn),
+        count(Status::Fail),
+    );
+    if json {
+        let doc = serde_json::json!({
+            "checks": checks,
+            "summary": { "pass": passed, "warn": warned, "fail": failed },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for c in &checks {
+            println!(
+                "{:<5} {:<24} {}",
+                c.status.as_str().to_ascii_uppercase(),
+                c.id,
+                c.summary
+            );
+            if let Some(fix) = &c.remediation {
+                println!("{:<30} fix: {fix}", "");
+            }
+        }
+        println!("{passed} passed, {warned} warned, {failed} failed");
+    }
+    if failed > 0 {
+        bail!("{failed} baseline check(s) failed");
+    }
+    Ok(())
 }
 
 /// Layers defaults, the config file, `KURA_*` variables and flags.

@@ -13,6 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "cli/baseline.rs"]
+mod baseline;
+
 const KURA: &str = env!("CARGO_BIN_EXE_kura");
 
 fn kura(data_dir: &Path) -> Command {

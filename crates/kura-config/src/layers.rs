@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use crate::model::{Config, Environment, TlsVersion};
+use crate::model::{Config, Environment};
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,10 +492,70 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be error, warn, info, debug, trace or a filter such as `info,kura_server=debug`",
         );
     }
-    if c.env == Environment::Production && c.tls.min_version == TlsVersion::V1_2 {
-        // TLS 1.2 is allowed in production; nothing lower exists in Kura.
+    if !(1024..=1024 * 1024).contains(&c.edge.sign_in_body_limit_bytes) {
+        return err(
+            "edge.sign_in_body_limit_bytes",
+            "must be between 1024 and 1048576",
+        );
+    }
+    for entry in &c.edge.trusted_proxies {
+        if !is_cidr(entry) {
+            return Err((
+                "edge.trusted_proxies".into(),
+                format!(
+                    "`{entry}` is not an IPv4 or IPv6 address or CIDR range such as 10.0.0.0/8"
+                ),
+            ));
+        }
+    }
+    if c.env == Environment::Production {
+        production(c)?;
     }
     Ok(())
+}
+
+/// The hardened baseline's configuration part: settings production refuses.
+/// (TLS cannot be turned off or set below 1.2 in any mode: no such setting
+/// exists. File modes, the firewall and key sealing are checked at start,
+/// where the data directory and the stored policies are known.)
+fn production(c: &Config) -> Result<(), (String, String)> {
+    let verbose = c.log.level.split(',').any(|d| {
+        let lvl = d
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        lvl == "debug" || lvl == "trace"
+    });
+    if verbose {
+        return Err((
+            "log.level".into(),
+            "debug and trace logging may write request details and are refused when env = production; use info".into(),
+        ));
+    }
+    if !c.edge.enabled {
+        return Err((
+            "edge.enabled".into(),
+            "the edge (firewall, rate limits, WAF) cannot be turned off when env = production"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` is an address or a CIDR range (`a.b.c.d/n`, `x::/n`).
+fn is_cidr(s: &str) -> bool {
+    let s = s.trim();
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max))
 }
 
 fn validate_incidents(i: &crate::model::IncidentsConfig) -> Result<(), (String, String)> {
@@ -602,6 +662,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TlsVersion;
     use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -873,5 +934,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("https://"), "{e}");
+    }
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kura.toml");
+        std::fs::write(&file, text).unwrap();
+        Layers {
+            file: Some(file),
+            ..Default::default()
+        }
+        .load()
+    }
+
+    #[test]
+    fn production_refuses_the_insecure_settings() {
+        let e = load_toml("env = 'production'\n[log]\nlevel = 'info,kura_server=debug'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`log.level`") && e.contains("production"), "{e}");
+        let e = load_toml("env = 'production'\n[edge]\nenabled = false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`edge.enabled`"), "{e}");
+        // The same settings are allowed in development.
+        let c = load_toml("[log]\nlevel = 'debug'\n[edge]\nenabled = false\n").unwrap();
+        assert!(!c.edge.enabled);
+        let c = load_toml("env = 'production'\n").unwrap();
+        assert_eq!(c.env, Environment::Production);
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_ranges() {
+        let c =
+            load_toml("[edge]\ntrusted_proxies = ['10.0.0.0/8', '2001:db8::/32', '192.0.2.1']\n")
+                .unwrap();
+        assert_eq!(c.edge.trusted_proxies.len(), 3);
+        for bad in ["10.0.0.0/33", "proxy.example", "2001:db8::/129"] {
+            let e = load_toml(&format!("[edge]\ntrusted_proxies = ['{bad}']\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`edge.trusted_proxies`"), "{e}");
+        }
     }
 }

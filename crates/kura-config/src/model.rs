@@ -30,6 +30,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Kura ID: sessions, invitations and tokens.
     pub identity: IdentitySettings,
+    /// The edge: firewall, rate limits and WAF in front of every handler.
+    pub edge: EdgeConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             setup: SetupConfig::default(),
             events: EventsConfig::default(),
             identity: IdentitySettings::default(),
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -532,6 +535,32 @@ impl Default for IdentitySettings {
             invitation_days: 7,
             max_token_days: 366,
             totp_issuer: "Kura".into(),
+        }
+    }
+}
+
+/// The edge. Firewall lists, rate limits and WAF rule modes are changed at
+/// run time through the admin API; these settings are the fixed part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Inspect requests at all. Only for measuring what the edge costs;
+    /// production refuses `false`.
+    pub enabled: bool,
+    /// CIDR ranges of reverse proxies whose `Forwarded` and
+    /// `X-Forwarded-For` headers are believed; from anyone else they are
+    /// ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Largest sign-in request body, in bytes (1024 to 1048576).
+    pub sign_in_body_limit_bytes: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            sign_in_body_limit_bytes: 16 * 1024,
         }
     }
 }

@@ -190,6 +190,28 @@ impl Windows {
         }
         None
     }
+
+    /// Like `push`, for an event that stands for `weight` occurrences (an
+    /// aggregated summary with a `count`); the alert lists each event once.
+    fn push_weighted(
+        &mut self,
+        key: String,
+        event: &SecurityEvent,
+        window: Duration,
+        threshold: usize,
+        weight: usize,
+    ) -> Option<Vec<EventId>> {
+        let mut fired = None;
+        for _ in 0..weight.clamp(1, threshold) {
+            if let Some(ids) = self.push(key.clone(), event, window, threshold) {
+                fired = Some(ids);
+            }
+        }
+        fired.map(|mut ids: Vec<EventId>| {
+            ids.dedup();
+            ids
+        })
+    }
 }
 
 /// The rules and their state.
@@ -346,12 +368,20 @@ impl Detector {
                 vec![event.id],
             ),
             actions::WAF_BLOCKED => {
+                // The edge aggregates floods: one event per address and rule
+                // a minute, then a summary whose `count` is the repeats.
+                let weight = event
+                    .details
+                    .get("count")
+                    .and_then(Value::as_u64)
+                    .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX));
                 if let Some(src) = source
-                    && let Some(ids) = self.waf_by_source.push(
+                    && let Some(ids) = self.waf_by_source.push_weighted(
                         src.clone(),
                         event,
                         WAF_WINDOW,
                         WAF_BLOCKS_PER_SOURCE,
+                        weight,
                     )
                 {
                     alert(
@@ -359,8 +389,7 @@ impl Detector {
                         Severity::Sev3,
                         src.clone(),
                         format!(
-                            "the WAF blocked {} requests from {src} within a minute",
-                            ids.len()
+                            "the WAF blocked at least {WAF_BLOCKS_PER_SOURCE} requests from {src} within a minute"
                         ),
                         ids,
                     );
@@ -632,6 +661,23 @@ mod tests {
         check(&evs, &[(100, "waf_spike", 100)]);
         let slow: Vec<Ev> = (0..150).map(|i| block(i, "192.0.2.66")).collect();
         check(&slow, &[]);
+    }
+
+    #[test]
+    fn aggregated_waf_blocks_count_with_their_weight() {
+        let counted = |at, n: u64| {
+            Ev(
+                at,
+                "x",
+                actions::WAF_BLOCKED,
+                Outcome::Denied,
+                Some("192.0.2.66"),
+                json!({ "count": n }),
+            )
+        };
+        // The edge's first event, then its summary of 99 repeats.
+        check(&[counted(0, 1), counted(59, 99)], &[(1, "waf_spike", 2)]);
+        check(&[counted(0, 1), counted(59, 50)], &[]);
     }
 
     #[test]

@@ -16,15 +16,16 @@ use kura_events::{
     Detector, EventError, EventLog, EventLogOptions, EventSink, IncidentService, LogSink,
 };
 use kura_identity::{Identity, IdentityConfig};
-use kura_store::SqliteIncidentStore;
 use kura_store::{
     DataDir, Durability, SETUP_COMPLETED, SqliteIdentityStore, Storage, StorageOptions, StoreError,
     open_storage,
 };
+use kura_store::{SqliteEdgeStore, SqliteIncidentStore};
 use kura_types::Clock;
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use time::{Duration, OffsetDateTime};
 
+use crate::edge::{BodyLimits, Edge};
 use crate::tls::{CertificateOrigin, TlsError, TlsMaterial};
 
 /// Why Kura cannot start. Every message says which file or setting is at
@@ -62,6 +63,13 @@ pub enum StartError {
         /// The key file.
         path: std::path::PathBuf,
     },
+    /// The edge cannot start (a stored policy or a trusted-proxy range is
+    /// unusable).
+    #[error(transparent)]
+    Edge(#[from] crate::edge::EdgeError),
+    /// The hardened baseline refuses this installation in production.
+    #[error("refusing to start with env = production:\n{0}\nrun `kura doctor` for the full report")]
+    Baseline(String),
     /// Kura ID cannot start (its password hashing parameters are unusable).
     #[error("Kura ID cannot start: {0}")]
     Identity(String),
@@ -97,6 +105,8 @@ pub struct Installation {
     pub apps: kura_apps::Apps,
     /// Signs container download URLs; fresh at every start.
     pub container_key: Arc<kura_crypto::hmac::HmacKey>,
+    /// The edge's policies and engines.
+    pub edge: Arc<Edge>,
     /// Things the operator should know about this start (repaired modes,
     /// generated keys).
     pub notices: Vec<String>,
@@ -198,6 +208,23 @@ impl Installation {
             &kura_crypto::random::array::<32>()
                 .map_err(|e| StartError::Kms(KmsError::Crypto(e.to_string())))?,
         ));
+        let edge = Arc::new(
+            Edge::open(
+                Arc::new(SqliteEdgeStore::new(events.log().pool().clone())),
+                Arc::new(events.clone()),
+                Arc::clone(&clock),
+                &config.edge.trusted_proxies,
+                BodyLimits {
+                    sign_in: config.edge.sign_in_body_limit_bytes,
+                    other: config
+                        .server
+                        .body_limit_bytes
+                        .max(crate::http::api::LARGEST_ROUTE_BODY),
+                },
+                config.edge.enabled,
+            )
+            .await?,
+        );
         Ok(Self {
             dir,
             kms,
@@ -208,8 +235,14 @@ impl Installation {
             identity,
             apps,
             container_key,
+            edge,
             notices,
         })
+    }
+
+    /// Kura ID's records, for checks and lookups the policy does not make.
+    pub fn identity_store(&self) -> Arc<dyn kura_store::IdentityStore> {
+        Arc::new(SqliteIdentityStore::new(self.storage.sqlite.pool().clone()))
     }
 
     /// Records a security event by a system component, durably, before the
@@ -273,7 +306,16 @@ pub struct Platform {
 impl Platform {
     /// Opens everything `config` names, creating what a first run needs.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        // Production refuses an insecure installation instead of repairing
+        // it, so the files are judged before the start tightens any mode.
+        let production = config.env == kura_config::Environment::Production;
+        if production {
+            refuse_failures(&crate::doctor::file_checks(&config, clock.now()))?;
+        }
         let mut installation = Installation::open(&config, clock).await?;
+        if production {
+            refuse_failures(&crate::doctor::state_checks(&config, &installation).await)?;
+        }
         installation
             .dir
             .ensure_private_dir(&installation.dir.tls_dir())?;
@@ -342,6 +384,27 @@ impl Platform {
             expires_at,
             token,
         }))
+    }
+}
+
+/// The failed baseline checks as one start error.
+fn refuse_failures(checks: &[crate::doctor::Check]) -> Result<(), StartError> {
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == crate::doctor::Status::Fail)
+        .map(|c| {
+            format!(
+                "  {}: {} ({})",
+                c.id,
+                c.summary,
+                c.remediation.as_deref().unwrap_or("see kura doctor")
+            )
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(StartError::Baseline(failures.join("\n")))
     }
 }
 

@@ -10,6 +10,11 @@
 //!   ids, JSON access logs, security headers, limits, timeouts, metrics),
 //!   including Kura ID's admin API under `/api/v1/` ([`api_routes`],
 //!   [`openapi_document`]).
+//! - [`edge::Edge`]: the network firewall, rate limits and WAF every
+//!   request passes before a handler (platform firewall lists also before
+//!   the TLS handshake), with policies kept in the platform database.
+//! - [`doctor`]: the hardened baseline as pass/warn/fail checks, shared by
+//!   `kura doctor` and the production start.
 //! - [`syslog::SyslogListener`] and [`syslog::SyslogExporter`]: syslog over
 //!   TLS (RFC 5425) in both directions; senders authenticate with client
 //!   certificates from a configured CA.
@@ -19,6 +24,8 @@
 //! calls `kura-crypto`); TLS policy is configured here, on rustls.
 
 mod bootstrap;
+pub mod doctor;
+pub mod edge;
 mod http;
 mod notify;
 mod pipeline;

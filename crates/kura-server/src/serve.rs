@@ -28,6 +28,33 @@ use crate::bootstrap::{Platform, StartError};
 use crate::http::{AppState, router};
 use crate::tls::tls_server_config;
 
+/// How often the edge's housekeeping runs.
+const EDGE_MAINTENANCE: Duration = Duration::from_secs(10);
+
+/// Records a connection refused by the platform firewall (aggregated).
+async fn refuse_connection(edge: &crate::edge::Edge, ip: std::net::IpAddr) {
+    use crate::edge::report::{FIREWALL_BLOCKED, Refusal};
+    let refusal = Refusal {
+        action: FIREWALL_BLOCKED,
+        source: Some(crate::edge::firewall::canonical_ip(ip)),
+        rule: "platform".into(),
+        team: None,
+    };
+    if let Some(first) = edge.reporter().first_of(refusal)
+        && let Err(e) = edge
+            .reporter()
+            .record_first(
+                &first,
+                None,
+                vec![("stage", serde_json::json!("connection"))],
+            )
+            .await
+    {
+        tracing::error!(error = %e, "firewall refusal not recorded");
+    }
+    tracing::debug!(%ip, "connection refused by the platform firewall");
+}
+
 /// A future that resolves when the server should stop.
 pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -117,6 +144,25 @@ impl BoundServer {
             .header_read_timeout(Duration::from_secs(10));
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        // Edge housekeeping: refusal summaries, idle rate buckets, policy
+        // changes made on other nodes.
+        let (maintenance_stop, mut maintenance_stopped) = tokio::sync::watch::channel(false);
+        let edge = Arc::clone(&state.edge);
+        let maintenance = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(EDGE_MAINTENANCE);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = maintenance_stopped.changed() => break,
+                }
+                if let Err(e) = edge.maintain().await {
+                    tracing::error!(error = %e, "edge maintenance failed");
+                }
+            }
+            if let Err(e) = edge.reporter().flush(true).await {
+                tracing::error!(error = %e, "edge refusal summaries not recorded at shutdown");
+            }
+        });
         let permits = Arc::new(Semaphore::new(max_connections));
         let mut shutdown = shutdown;
         loop {
@@ -148,8 +194,20 @@ impl BoundServer {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let metrics = Arc::clone(&state.metrics);
+            let edge = Arc::clone(&state.edge);
             tokio::spawn(async move {
                 let _permit = permit;
+                // The platform's lists refuse a connection before any TLS
+                // work. A trusted proxy's connection carries other clients,
+                // judged one request at a time at the HTTP layer.
+                if edge.enabled()
+                    && !edge.proxies().client_is_proxy(peer.ip())
+                    && !edge.snapshot().platform_permits(peer.ip())
+                {
+                    refuse_connection(&edge, peer.ip()).await;
+                    metrics.connections_open.dec();
+                    return;
+                }
                 let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,
@@ -180,6 +238,8 @@ impl BoundServer {
         }
         drop(listener);
         state.ready.store(false, Ordering::Release);
+        let _ = maintenance_stop.send(true);
+        let _ = maintenance.await;
         tracing::info!("shutting down: draining in-flight requests");
         if tokio::time::timeout(shutdown_grace, graceful.shutdown())
             .await

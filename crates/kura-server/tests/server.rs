@@ -20,6 +20,11 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+#[path = "server/edge.rs"]
+mod edge;
+#[path = "server/scanners.rs"]
+mod scanners;
+
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "strict-transport-security",
@@ -2285,6 +2290,10 @@ mod kura_id_api {
                 ("PATCH", "/api/v1/teams/{id}/apps/{app}/accounts/{name}") => {
                     Some(json!({ "active": false }))
                 }
+                ("PUT", "/api/v1/teams/{id}/firewall") => {
+                    Some(json!({ "allow": ["203.0.113.0/24"] }))
+                }
+                ("PUT", "/api/v1/teams/{id}/waf") => Some(json!({ "rules": { "150": "off" } })),
                 other => panic!("add a valid body for the new team-scoped route {other:?}"),
             };
             let method = Method::from_bytes(route.method.as_bytes()).unwrap();

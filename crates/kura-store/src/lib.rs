@@ -24,6 +24,8 @@
 //!   SQLite implementations [`SqliteExportStore`] and [`SqliteIncidentStore`]:
 //!   SIEM export cursors and delivery attempts; incidents, alerts, timelines
 //!   and notifications, each change committed with its security events.
+//! - [`edge::EdgeStore`] and [`SqliteEdgeStore`]: the edge's firewall lists,
+//!   rate limits and WAF rule modes, each change committed with its events.
 //!
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
@@ -32,6 +34,7 @@ pub mod app_data;
 mod app_registry;
 mod apps;
 mod datadir;
+pub mod edge;
 mod error;
 pub mod events;
 pub mod exports;
@@ -56,4 +59,4 @@ pub use open::{Storage, StorageOptions, open_storage};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
 pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};
-pub use sqlite::{SqliteExportStore, SqliteIncidentStore};
+pub use sqlite::{SqliteEdgeStore, SqliteExportStore, SqliteIncidentStore};

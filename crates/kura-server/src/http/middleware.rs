@@ -121,13 +121,23 @@ impl HeaderPolicy {
     }
 }
 
-/// Adds the security headers; API responses default to a deny-all CSP and
-/// `no-store` unless a handler chose otherwise. No `Server` banner is sent.
+/// The console's Content-Security-Policy: its own scripts, styles and
+/// images only, no inline script or style, no plugins, never framed.
+pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// The API's Content-Security-Policy: nothing may load or frame a response.
+pub const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Adds the security headers; console pages get [`CONSOLE_CSP`], everything
+/// else a deny-all CSP and `no-store`, unless a handler chose otherwise. No
+/// `Server` banner is sent.
 pub async fn security_headers(
     State(policy): State<Arc<HeaderPolicy>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let console = req.uri().path() == "/console" || req.uri().path().starts_with("/console/");
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     for (name, value) in &policy.fixed {
@@ -135,9 +145,11 @@ pub async fn security_headers(
     }
     headers
         .entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ));
+        .or_insert(HeaderValue::from_static(if console {
+            CONSOLE_CSP
+        } else {
+            API_CSP
+        }));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

@@ -4,7 +4,7 @@ pub mod api;
 mod fmi;
 mod health;
 mod metrics;
-mod middleware;
+pub(crate) mod middleware;
 mod problem;
 
 use std::sync::Arc;
@@ -55,6 +55,10 @@ pub struct AppState {
     /// Signs container download URLs (a fresh key per process: URLs die
     /// with it, as they do after an hour).
     pub container_key: Arc<kura_crypto::hmac::HmacKey>,
+    /// The edge: firewall, rate limits and WAF, and their policies.
+    pub edge: Arc<crate::edge::Edge>,
+    /// Kura ID's records, for existence checks the policy does not make.
+    pub identity_store: Arc<dyn kura_store::IdentityStore>,
 }
 
 impl AppState {
@@ -72,6 +76,8 @@ impl AppState {
             incidents: Arc::clone(&installation.incidents),
             apps: installation.apps.clone(),
             container_key: Arc::clone(&installation.container_key),
+            edge: Arc::clone(&installation.edge),
+            identity_store: installation.identity_store(),
         }
     }
 }
@@ -108,6 +114,12 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
                 .layer(TimeoutLayer::with_status_code(
                     http::StatusCode::REQUEST_TIMEOUT,
                     timeout,
+                ))
+                // The edge refuses before any handler runs, and reads a body
+                // it inspects under the request timeout.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::edge::layer::edge,
                 ))
                 .layer(RequestBodyLimitLayer::new(config.server.body_limit_bytes)),
         )

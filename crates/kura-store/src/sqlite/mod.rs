@@ -1,5 +1,6 @@
 //! The embedded backend: SQLite with SQLCipher.
 
+mod edge;
 pub(crate) mod events;
 mod exports;
 mod identity;
@@ -16,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::StoreError;
 
+pub use edge::SqliteEdgeStore;
 pub use exports::SqliteExportStore;
 pub use identity::SqliteIdentityStore;
 pub use incidents::SqliteIncidentStore;

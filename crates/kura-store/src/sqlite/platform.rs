@@ -389,6 +389,25 @@ const MIGRATIONS: &[Migration] = &[
         ALTER TABLE incident_notifications ADD COLUMN next_attempt_at INTEGER;
     ",
     },
+    Migration {
+        version: 8,
+        name: "edge policies: firewall lists, rate limits and WAF rule modes per scope",
+        // One row per (scope, kind): the policy's JSON as the server parsed
+        // and validated it. The store does not interpret it; `version` is
+        // bumped by every replacement so a change decided on a stale copy
+        // fails instead of overwriting a newer one.
+        sql: "
+        CREATE TABLE edge_policies (
+            scope      TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('firewall', 'rate_limits', 'waf')),
+            body       TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            updated_by TEXT NOT NULL,
+            PRIMARY KEY (scope, kind)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.

@@ -45,10 +45,17 @@ impl Ctx {
     fn of(parts: &Parts) -> Self {
         Self {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            // The edge resolved the client behind trusted proxies.
             source: parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .get::<crate::edge::layer::ClientAddr>()
+                .map(|c| c.0)
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0.ip())
+                }),
             user_agent: parts
                 .headers
                 .get(header::USER_AGENT)
@@ -57,7 +64,8 @@ impl Ctx {
         }
     }
 
-    fn decorate(&self, mut e: SecurityEvent) -> SecurityEvent {
+    /// Adds the request's facts (request id, user agent, source) to an event.
+    pub fn decorate(&self, mut e: SecurityEvent) -> SecurityEvent {
         if let Some(id) = &self.request_id {
             e = e.with_request_id(id.clone());
         }

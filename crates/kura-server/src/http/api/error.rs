@@ -50,6 +50,9 @@ pub enum ApiError {
     },
     /// The body is larger than the limit.
     TooLarge,
+    /// The change was decided on a stale copy, or would contradict the
+    /// state it applies to (409).
+    Conflict(String),
     /// A security event could not be recorded, so the request fails.
     EventNotRecorded,
     /// Something internal failed (logged where it happened).
@@ -364,6 +367,10 @@ impl IntoResponse for ApiError {
                     "Body too large",
                     "the body is larger than the limit",
                 ),
+                None,
+            ),
+            Self::Conflict(m) => (
+                problem(StatusCode::CONFLICT, "conflict", "Conflict", m.clone()),
                 None,
             ),
             Self::Internal => (Problem::status(StatusCode::INTERNAL_SERVER_ERROR), None),

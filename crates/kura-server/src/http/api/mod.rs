@@ -4,7 +4,8 @@
 //! document (`openapi`) that a test holds to the routes registered here.
 //! `events` serves the security event log to those the policy lets read it,
 //! `ingest` takes events from outside systems holding a team's ingest token,
-//! and `incidents` lets security responders run incidents to closure.
+//! `incidents` lets security responders run incidents to closure, and `edge`
+//! changes the firewall, rate-limit and WAF policies.
 //!
 //! Handlers are thin: they authenticate, call one `kura_identity::Identity`
 //! method (which asks the policy function itself), record its security
@@ -15,6 +16,7 @@ mod apps;
 mod apps_openapi;
 mod auth;
 mod body;
+mod edge;
 mod error;
 mod events;
 mod incident_channels;
@@ -225,6 +227,30 @@ fn build() -> Builder {
             "/api/v1/incident-channels/{name}",
             delete(incident_channels::remove),
         )
+        .at("GET", "/api/v1/edge", get(edge::show))
+        .at(
+            "PUT",
+            "/api/v1/edge/firewall",
+            put(edge::set_platform_firewall),
+        )
+        .at(
+            "PUT",
+            "/api/v1/edge/rate-limits",
+            put(edge::set_rate_limits),
+        )
+        .at("PUT", "/api/v1/edge/waf", put(edge::set_platform_waf))
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/firewall",
+            get(edge::team_firewall),
+        )
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/firewall",
+            put(edge::set_team_firewall),
+        )
+        .at("GET", "/api/v1/teams/{id}/waf", get(edge::team_waf))
+        .at("PUT", "/api/v1/teams/{id}/waf", put(edge::set_team_waf))
         .at("POST", "/api/v1/tokens", post(tokens::create))
         .at("GET", "/api/v1/tokens", get(tokens::list))
         .at("DELETE", "/api/v1/tokens/{id}", delete(tokens::revoke))
@@ -297,6 +323,10 @@ fn build() -> Builder {
             delete(apps::delete_account),
         )
 }
+
+/// The largest body any route accepts (event ingest's), so the edge
+/// buffers at least that much before inspecting.
+pub const LARGEST_ROUTE_BODY: usize = ingest::MAX_BODY_BYTES;
 
 /// The API's routes, for merging into the application.
 pub fn api_router() -> Router<AppState> {

@@ -51,6 +51,15 @@ const INGEST_EVENT: &[(&str, &str, bool)] = &[
     ("details", O, false),
 ];
 
+/// An edge firewall policy.
+const FIREWALL: &[(&str, &str, bool)] = &[
+    ("allow", A, false),
+    ("deny", A, false),
+    ("version", I, false),
+];
+/// An edge WAF policy.
+const WAF: &[(&str, &str, bool)] = &[("rules", O, true), ("version", I, false)];
+
 /// The operation whose body is an array of [`INGEST_EVENT`]s.
 const INGEST_OP: &str = "ingestEvents";
 /// The operation that answers 409 for a move the state machine refuses.
@@ -512,6 +521,84 @@ const OPS: &[Op] = &[
         ok: 204,
     },
     Op {
+        method: "GET",
+        path: "/api/v1/edge",
+        id: "getEdge",
+        summary: "The platform's edge policies (firewall lists, rate-limit budgets, WAF rule modes) with their versions, and the WAF rule catalogue (network admins)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/edge/firewall",
+        id: "setPlatformFirewall",
+        summary: "Replace the platform's allow and deny CIDR lists (deny wins; an empty allow list allows all); refused when invalid, contradictory, stale (version) or when it would block the requester",
+        auth: Auth::Required,
+        body: Some(FIREWALL),
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/edge/rate-limits",
+        id: "setRateLimits",
+        summary: "Replace the rate-limit budgets (per_minute and burst per source, credential and team for sign_in, data_api, admin_api and webhooks; 1 to 1000000)",
+        auth: Auth::Required,
+        body: Some(&[
+            ("sign_in", O, true),
+            ("data_api", O, true),
+            ("admin_api", O, true),
+            ("webhooks", O, true),
+            ("version", I, false),
+        ]),
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/edge/waf",
+        id: "setPlatformWaf",
+        summary: "Set WAF rule modes (block, detect, off) by rule id for every request",
+        auth: Auth::Required,
+        body: Some(WAF),
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/firewall",
+        id: "getTeamFirewall",
+        summary: "The team's allow and deny CIDR lists",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/teams/{id}/firewall",
+        id: "setTeamFirewall",
+        summary: "Replace the team's allow and deny CIDR lists (team admins)",
+        auth: Auth::Required,
+        body: Some(FIREWALL),
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/waf",
+        id: "getTeamWaf",
+        summary: "The team's WAF rule modes",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "PUT",
+        path: "/api/v1/teams/{id}/waf",
+        id: "setTeamWaf",
+        summary: "Relax content rules (110 and up, except the encoding and smuggling rules) for the team's requests, to avoid false positives",
+        auth: Auth::Required,
+        body: Some(WAF),
+        ok: 200,
+    },
+    Op {
         method: "POST",
         path: "/api/v1/tokens",
         id: "createToken",
@@ -671,7 +758,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Kura admin API",
             "version": "1",
-            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest), incidents, hosts, hosted apps, app schema and app accounts. Errors are RFC 9457 problem details."
+            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest), incidents and their notification channels, the edge's firewall, rate-limit and WAF policies, hosts, hosted apps, app schema and app accounts. Errors are RFC 9457 problem details."
         },
         "paths": paths,
         "components": {

