@@ -50,6 +50,7 @@ pub const EVENT_ACTIONS: &[&str] = &[
     "auth.mfa.failed",
     "auth.mfa.recovery_regenerated",
     "auth.mfa.recovery_used",
+    "auth.mfa.removed",
     "auth.mfa.reset",
     "auth.mfa.verified",
     "auth.password.change_failed",
@@ -242,6 +243,7 @@ mod tests {
             include_str!("service/mod.rs"),
             include_str!("service/signin.rs"),
             include_str!("service/mfa.rs"),
+            include_str!("service/passkeys.rs"),
             include_str!("service/teams.rs"),
             include_str!("service/tokens.rs"),
         ];

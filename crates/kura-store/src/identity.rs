@@ -121,6 +121,15 @@ pub enum SessionRevocation {
     AllExcept(SessionId),
 }
 
+/// What a password change revoked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PasswordSet {
+    /// Sessions revoked.
+    pub sessions_revoked: u64,
+    /// Personal API tokens revoked.
+    pub tokens_revoked: u64,
+}
+
 /// A TOTP credential row. The secret is stored as raw bytes: the platform
 /// database is a SQLCipher file encrypted with AES-256 under the platform data
 /// key, which the KMS keeps wrapped, so the secret is encrypted at rest
@@ -243,7 +252,7 @@ pub struct NewAccount {
 
 /// Kura ID state, whatever the backend.
 #[async_trait]
-pub trait IdentityStore: Send + Sync + std::fmt::Debug {
+pub trait IdentityStore: crate::PasskeyStore + Send + Sync + std::fmt::Debug {
     // ----- accounts and passwords -----
 
     /// Creates an account with its password, memberships and roles.
@@ -281,15 +290,17 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// The account's password hash.
     async fn password_hash(&self, id: AccountId) -> Result<Option<String>, StoreError>;
 
-    /// Replaces the password hash and revokes sessions as asked, in one
-    /// transaction.
+    /// Replaces the password hash, revokes sessions as asked and, unless
+    /// `revoke` is [`SessionRevocation::None`], the account's personal API
+    /// tokens (service tokens belong to their team and stay), in one
+    /// transaction. Returns how many sessions and tokens were revoked.
     async fn set_password(
         &self,
         id: AccountId,
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<PasswordSet, StoreError>;
 
     /// Replaces the hash only if it is still `expected` (re-hash on sign-in
     /// must not overwrite a password changed meanwhile).

@@ -34,6 +34,7 @@ mod identity;
 pub mod incidents;
 mod keys;
 mod open;
+mod passkeys;
 mod platform;
 mod sqlite;
 
@@ -42,9 +43,10 @@ pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
 pub use identity::{
     AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    MemberRecord, NewAccount, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
+    MemberRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
     ThrottleRecord, TotpRecord,
 };
+pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};

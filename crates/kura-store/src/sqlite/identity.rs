@@ -11,14 +11,14 @@ use super::Pool;
 use crate::StoreError;
 use crate::identity::{
     AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    MemberRecord, NewAccount, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
+    MemberRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
     ThrottleRecord, TotpRecord,
 };
 
 /// Kura ID state in the embedded platform database.
 #[derive(Debug, Clone)]
 pub struct SqliteIdentityStore {
-    pool: Pool,
+    pub(super) pool: Pool,
 }
 
 impl SqliteIdentityStore {
@@ -29,19 +29,19 @@ impl SqliteIdentityStore {
     }
 }
 
-fn ts(t: OffsetDateTime) -> i64 {
+pub(super) fn ts(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
-fn from_ts(secs: i64) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn from_ts(secs: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
-fn opt_ts(secs: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
+pub(super) fn opt_ts(secs: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
     secs.map(from_ts).transpose()
 }
 
-fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Malformed(format!("bad {what} id `{s}`")))
 }
@@ -58,7 +58,7 @@ fn subject_cols(subject: GrantSubject) -> (&'static str, String) {
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ConstraintViolation)
@@ -488,7 +488,7 @@ impl IdentityStore for SqliteIdentityStore {
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<PasswordSet, StoreError> {
         let phc = phc.to_owned();
         self.pool
             .write(move |tx| {
@@ -497,11 +497,22 @@ impl IdentityStore for SqliteIdentityStore {
                      ON CONFLICT(account_id) DO UPDATE SET phc = excluded.phc, changed_at = excluded.changed_at",
                     params![id.to_string(), phc, ts(now)],
                 )?;
-                match revoke {
-                    SessionRevocation::None => Ok(0),
-                    SessionRevocation::All => revoke_sessions(tx, id, None, now),
-                    SessionRevocation::AllExcept(keep) => revoke_sessions(tx, id, Some(keep), now),
-                }
+                let sessions_revoked = match revoke {
+                    SessionRevocation::None => return Ok(PasswordSet::default()),
+                    SessionRevocation::All => revoke_sessions(tx, id, None, now)?,
+                    SessionRevocation::AllExcept(keep) => {
+                        revoke_sessions(tx, id, Some(keep), now)?
+                    }
+                };
+                let tokens_revoked = tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ?1
+                      WHERE account_id = ?2 AND kind = 'personal' AND revoked_at IS NULL",
+                    params![ts(now), id.to_string()],
+                )? as u64;
+                Ok(PasswordSet {
+                    sessions_revoked,
+                    tokens_revoked,
+                })
             })
             .await
     }

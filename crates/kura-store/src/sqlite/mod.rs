@@ -5,6 +5,7 @@ mod exports;
 mod identity;
 mod incidents;
 mod migrate;
+mod passkeys;
 mod platform;
 mod pool;
 

@@ -2,7 +2,7 @@
 //! details on errors (mapped once, in `error`), bearer or cookie+CSRF
 //! authentication (`auth`), strict bodies (`body`), and the OpenAPI
 //! document (`openapi`) that a test holds to the routes registered here.
-//! `events` serves the security event log to those the policy lets read it,
+//! `passkeys` runs WebAuthn ceremonies; `events` serves the security event log to those the policy lets read it,
 //! `ingest` takes events from outside systems holding a team's ingest token,
 //! and `incidents` lets security responders run incidents to closure.
 //!
@@ -19,6 +19,7 @@ mod incidents;
 mod ingest;
 mod mfa;
 mod openapi;
+mod passkeys;
 mod sessions;
 mod setup;
 mod teams;
@@ -93,6 +94,42 @@ fn build() -> Builder {
             "/api/v1/sessions/mfa/recovery",
             post(sessions::use_recovery_code),
         )
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/passkey/challenge",
+            post(passkeys::start_mfa),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/passkey",
+            post(passkeys::finish_mfa),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/passkey/challenge",
+            post(passkeys::start_sign_in),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/passkey",
+            post(passkeys::finish_sign_in),
+        )
+        .at(
+            "POST",
+            "/api/v1/me/mfa/passkeys/challenge",
+            post(passkeys::start_registration),
+        )
+        .at(
+            "POST",
+            "/api/v1/me/mfa/passkeys",
+            post(passkeys::finish_registration),
+        )
+        .at("GET", "/api/v1/me/mfa/passkeys", get(passkeys::list))
+        .at(
+            "DELETE",
+            "/api/v1/me/mfa/passkeys/{id}",
+            delete(passkeys::remove),
+        )
         .at("GET", "/api/v1/me", get(accounts::me))
         .at("PATCH", "/api/v1/me", patch(accounts::update_me))
         .at(
@@ -125,6 +162,11 @@ fn build() -> Builder {
             "POST",
             "/api/v1/accounts/{id}/disable",
             post(accounts::disable),
+        )
+        .at(
+            "POST",
+            "/api/v1/accounts/{id}/enable",
+            post(accounts::enable),
         )
         .at("POST", "/api/v1/operators", post(accounts::create_operator))
         .at(

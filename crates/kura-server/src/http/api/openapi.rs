@@ -39,6 +39,14 @@ const O: &str = "object";
 
 const CODE: &[(&str, &str, bool)] = &[("code", S, true)];
 
+/// An answer to a passkey challenge: the ceremony id and the WebAuthn
+/// `PublicKeyCredential` JSON.
+const PASSKEY_ASSERTION: &[(&str, &str, bool)] = &[
+    ("ceremony_id", S, true),
+    ("credential", O, true),
+    ("cookie", B, false),
+];
+
 /// The fields of one ingested event (the body is an array of these).
 const INGEST_EVENT: &[(&str, &str, bool)] = &[
     ("time", S, true),
@@ -149,6 +157,78 @@ const OPS: &[Op] = &[
         ok: 200,
     },
     Op {
+        method: "POST",
+        path: "/api/v1/sessions/mfa/passkey/challenge",
+        id: "startPasskeyMfa",
+        summary: "A WebAuthn challenge for my passkeys (second factor or step-up)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions/mfa/passkey",
+        id: "verifyPasskeyMfa",
+        summary: "Verify a passkey assertion (finishes sign-in with a new token, or steps up)",
+        auth: Auth::Required,
+        body: Some(PASSKEY_ASSERTION),
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions/passkey/challenge",
+        id: "startPasskeySignIn",
+        summary: "A WebAuthn challenge for passwordless sign-in with a discoverable passkey",
+        auth: Auth::None,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/sessions/passkey",
+        id: "passkeySignIn",
+        summary: "Sign in with a passkey alone: a complete, MFA-verified session",
+        auth: Auth::None,
+        body: Some(PASSKEY_ASSERTION),
+        ok: 201,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/mfa/passkeys/challenge",
+        id: "startPasskeyRegistration",
+        summary: "Start registering a passkey: WebAuthn creation options",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/me/mfa/passkeys",
+        id: "finishPasskeyRegistration",
+        summary: "Register a passkey with the authenticator's attestation; recovery codes when it is the first factor",
+        auth: Auth::Required,
+        body: Some(&[("ceremony_id", S, true), ("name", S, true), ("credential", O, true)]),
+        ok: 201,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/me/mfa/passkeys",
+        id: "listPasskeys",
+        summary: "My passkeys (counters and backup flags)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "DELETE",
+        path: "/api/v1/me/mfa/passkeys/{id}",
+        id: "removePasskey",
+        summary: "Remove one of my passkeys (needs a recent MFA check)",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
         method: "GET",
         path: "/api/v1/me",
         id: "getMe",
@@ -170,7 +250,7 @@ const OPS: &[Op] = &[
         method: "POST",
         path: "/api/v1/me/password",
         id: "changePassword",
-        summary: "Change my password (ends my other sessions)",
+        summary: "Change my password (ends my other sessions and my personal API tokens)",
         auth: Auth::Required,
         body: Some(&[("current_password", S, true), ("new_password", S, true)]),
         ok: 200,
@@ -215,7 +295,7 @@ const OPS: &[Op] = &[
         method: "POST",
         path: "/api/v1/accounts/{id}/mfa-reset",
         id: "resetMfa",
-        summary: "Remove another account's TOTP (equal or higher privilege only)",
+        summary: "Remove another account's TOTP, recovery codes and passkeys (equal or higher privilege only)",
         auth: Auth::Required,
         body: None,
         ok: 204,
@@ -225,6 +305,15 @@ const OPS: &[Op] = &[
         path: "/api/v1/accounts/{id}/disable",
         id: "disableAccount",
         summary: "Disable an account and end its sessions and tokens",
+        auth: Auth::Required,
+        body: None,
+        ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/accounts/{id}/enable",
+        id: "enableAccount",
+        summary: "Re-enable a disabled account (revoked sessions and tokens stay revoked)",
         auth: Auth::Required,
         body: None,
         ok: 204,
