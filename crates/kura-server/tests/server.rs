@@ -2533,6 +2533,32 @@ mod kura_id_api {
         .await;
         r.problem(401);
         assert_eq!(get(&server, "/api/v1/me", &a.owner).await.status, 200);
+        // The member cannot re-enable itself or anyone; the owner can, once.
+        let enable = format!("/api/v1/accounts/{member}/enable");
+        let r = call(&server, Method::POST, &enable, Some(&a.owner), None).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let p = call(&server, Method::POST, &enable, Some(&a.owner), None)
+            .await
+            .problem(409);
+        assert_eq!(p["type"], "urn:kura:problem:account-status");
+        let r = post(
+            &server,
+            "/api/v1/sessions",
+            None,
+            json!({ "email": "member@alpha.test", "password": OWNER_PASSWORD }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        // Revoked sessions and tokens stay revoked.
+        get(&server, "/api/v1/me", &session).await.problem(401);
+        get(&server, "/api/v1/me", &token).await.problem(401);
+        let session = r.json()["token"].as_str().unwrap().to_owned();
+        let owner_enable = format!("/api/v1/accounts/{}/enable", a.owner_account);
+        let status = call(&server, Method::POST, &owner_enable, Some(&session), None)
+            .await
+            .status
+            .as_u16();
+        assert!(status == 403 || status == 404, "{status}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
