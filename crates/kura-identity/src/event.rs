@@ -78,6 +78,8 @@ pub const EVENT_ACTIONS: &[&str] = &[
     "team.group.member_removed",
     "team.member.removed",
     "team.mfa_policy.changed",
+    "team.operator_access.granted",
+    "team.operator_access.revoked",
     "team.role.granted",
     "team.role.revoked",
     "token.created",
@@ -244,6 +246,7 @@ mod tests {
             include_str!("service/signin.rs"),
             include_str!("service/mfa.rs"),
             include_str!("service/passkeys.rs"),
+            include_str!("service/access.rs"),
             include_str!("service/teams.rs"),
             include_str!("service/tokens.rs"),
         ];

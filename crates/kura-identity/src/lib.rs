@@ -97,7 +97,8 @@ pub use policy::{
 };
 pub use service::{
     Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, Identity, IdentityConfig,
-    Invitation, IssuedApiToken, IssuedInvitation, Member, MfaVerified, NewApiToken,
+    Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member, MfaVerified,
+    NewApiToken, OperatorAccess,
     PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
     SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,
 };

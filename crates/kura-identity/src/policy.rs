@@ -575,6 +575,18 @@ fn team_grant(p: &Principal, action: Action, team: TeamId) -> Result<(), DenyRea
     if !roles.iter().any(|r| team_role_allows(*r, action)) {
         return Err(DenyReason::NoRole);
     }
+    // An operator holds a team role only through access the team granted
+    // for a while; like every operator action it needs an MFA-verified
+    // interactive session.
+    if p.kind == AccountKind::Operator {
+        match &p.credential {
+            Credential::ApiToken { .. } => return Err(DenyReason::TokenNotAllowed),
+            Credential::Session { .. } if p.session_mfa().is_none() => {
+                return Err(DenyReason::MfaRequired);
+            }
+            Credential::Session { .. } => {}
+        }
+    }
     team_mfa_satisfied(p, team)
 }
 
@@ -645,7 +657,8 @@ fn account_grant(p: &Principal, action: Action, target: &AccountTarget) -> Resul
             }
             // Customers: the principal must be able to manage members in
             // every team the target belongs to, and must own every team the
-            // target owns. Operators never manage customer accounts.
+            // target owns. Operators manage customer accounts only through
+            // time-boxed access a team granted them (never as owners).
             for (team, roles) in &target.team_roles {
                 team_grant(p, Action::MembersManage, *team)?;
                 let principal_owns = p

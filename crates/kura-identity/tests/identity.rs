@@ -27,6 +27,8 @@ use secrecy::{ExposeSecret, SecretString};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+#[path = "identity/access.rs"]
+mod access;
 #[path = "identity/passkeys.rs"]
 mod passkeys;
 

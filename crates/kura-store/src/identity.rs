@@ -252,7 +252,9 @@ pub struct NewAccount {
 
 /// Kura ID state, whatever the backend.
 #[async_trait]
-pub trait IdentityStore: crate::PasskeyStore + Send + Sync + std::fmt::Debug {
+pub trait IdentityStore:
+    crate::PasskeyStore + crate::OperatorAccessStore + Send + Sync + std::fmt::Debug
+{
     // ----- accounts and passwords -----
 
     /// Creates an account with its password, memberships and roles.

@@ -25,6 +25,7 @@
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
 
+mod access;
 mod apps;
 mod datadir;
 mod error;
@@ -38,6 +39,7 @@ mod passkeys;
 mod platform;
 mod sqlite;
 
+pub use access::{OperatorAccessRecord, OperatorAccessStore};
 pub use apps::AppDatabases;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;

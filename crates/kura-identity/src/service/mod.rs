@@ -1,9 +1,11 @@
 //! The [`Identity`] service: the rules of this crate applied to stored state.
 //!
 //! Split by concept: sign-in, sessions and passwords (`signin`), second
-//! factors (`mfa`), WebAuthn passkeys (`passkeys`), teams, members, groups, invitations and roles (`teams`),
+//! factors (`mfa`), WebAuthn passkeys (`passkeys`), time-boxed operator
+//! access to teams (`access`), teams, members, groups, invitations and roles (`teams`),
 //! API tokens (`tokens`).
 
+mod access;
 mod mfa;
 mod passkeys;
 mod signin;
@@ -33,6 +35,7 @@ use crate::session::SessionConfig;
 use crate::throttle::ThrottlePolicy;
 use crate::{Audited, IdentityError};
 
+pub use access::{MAX_OPERATOR_ACCESS, OperatorAccess};
 pub use mfa::{MfaVerified, TotpConfirmed, TotpEnrolment};
 pub use passkeys::{PasskeyChallenge, PasskeyInfo, PasskeyRegistered};
 pub use signin::{SessionInfo, SignInStep, SignedIn};
@@ -218,7 +221,22 @@ impl Identity {
         IdentityError,
     > {
         let grants = self.store().grants_of(id).await?;
-        split_grants(&grants)
+        let (operator_roles, mut team_roles) = split_grants(&grants)?;
+        // Time-boxed access a team gave an operator counts as that team role
+        // until it ends; expired or revoked grants are not returned.
+        if !operator_roles.is_empty() {
+            for g in self
+                .store()
+                .active_operator_access(id, self.now())
+                .await?
+            {
+                let role = TeamRole::parse(&g.role).ok_or_else(|| {
+                    IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
+                })?;
+                team_roles.entry(g.team).or_default().insert(role);
+            }
+        }
+        Ok((operator_roles, team_roles))
     }
 
     async fn account_target(&self, id: AccountId) -> Result<AccountTarget, IdentityError> {

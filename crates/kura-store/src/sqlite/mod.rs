@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite with SQLCipher.
 
 pub(crate) mod events;
+mod access;
 mod exports;
 mod identity;
 mod incidents;

@@ -334,7 +334,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "Kura ID: WebAuthn passkeys and ceremony state",
+        name: "Kura ID: WebAuthn passkeys, ceremony state, time-boxed operator access to teams",
         // `data` and `state` are the WebAuthn library's serialised forms,
         // opaque here; the columns beside them are what the rules read.
         // Credential ids are unique across accounts: one authenticator
@@ -363,6 +363,20 @@ const MIGRATIONS: &[Migration] = &[
             expires_at INTEGER NOT NULL
         ) STRICT;
         CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies(expires_at);
+        CREATE TABLE team_operator_access (
+            id          TEXT PRIMARY KEY,
+            team_id     TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            operator_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            role        TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            granted_by  TEXT NOT NULL,
+            granted_at  INTEGER NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            revoked_at  INTEGER,
+            CHECK (expires_at > granted_at)
+        ) STRICT;
+        CREATE INDEX team_operator_access_by_operator ON team_operator_access(operator_id, expires_at);
+        CREATE INDEX team_operator_access_by_team ON team_operator_access(team_id, granted_at);
     ",
     },
 ];
