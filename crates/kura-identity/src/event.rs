@@ -247,6 +247,8 @@ mod tests {
             include_str!("service/mfa.rs"),
             include_str!("service/passkeys.rs"),
             include_str!("service/access.rs"),
+            include_str!("service/operators.rs"),
+            include_str!("service/invitations.rs"),
             include_str!("service/teams.rs"),
             include_str!("service/tokens.rs"),
         ];

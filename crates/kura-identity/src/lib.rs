@@ -46,6 +46,15 @@
 //!   return a *new* token), or one that must enrol a second factor with
 //!   [`Identity::enroll_totp`] and [`Identity::confirm_totp`] (which also
 //!   return a new token and the recovery codes).
+//! - **Passkeys.** Each WebAuthn ceremony is a challenge and an answer:
+//!   [`Identity::start_passkey_registration`] /
+//!   [`Identity::finish_passkey_registration`],
+//!   [`Identity::start_passkey_mfa`] / [`Identity::finish_passkey_mfa`] (a
+//!   second factor like `verify_totp`), and
+//!   [`Identity::start_passkey_sign_in`] / [`Identity::finish_passkey_sign_in`]
+//!   (passwordless, discoverable credentials). The challenge's state is
+//!   stored and taken once; user verification is required, so a passkey
+//!   sign-in is a complete, MFA-verified session.
 //! - **Step-up.** Sensitive actions answer `Denied(StepUpRequired)` when the
 //!   last MFA check is older than [`SessionConfig::step_up_window`]; the
 //!   client then calls [`Identity::verify_totp`] with its complete session

@@ -6,7 +6,9 @@
 //! API tokens (`tokens`).
 
 mod access;
+mod invitations;
 mod mfa;
+mod operators;
 mod passkeys;
 mod signin;
 mod teams;
@@ -43,6 +45,13 @@ pub use teams::{
     Acceptance, AcceptedInvitation, Group, Invitation, IssuedInvitation, Member, Team, TeamCreated,
 };
 pub use tokens::{ApiTokenInfo, ApiTokenKind, IssuedApiToken, NewApiToken};
+
+/// How stale a session's last-seen time (and a token's last-used time) may
+/// get before a request writes it again. Skipping the write for requests
+/// closer together than this keeps authenticated requests off the write
+/// path (one fsync each otherwise); a session then looks at most this much
+/// older than it is, so its idle timeout can only come early, never late.
+pub(crate) const TOUCH_EVERY: Duration = Duration::seconds(30);
 
 /// Kura ID settings.
 #[derive(Debug, Clone)]

@@ -418,7 +418,9 @@ impl Identity {
         let Some(account) = Self::active(self.load_account(session.account).await?) else {
             return Err(IdentityError::Unauthenticated);
         };
-        self.store().touch_session(session.id, now).await?;
+        if now - session.last_seen_at >= super::TOUCH_EVERY {
+            self.store().touch_session(session.id, now).await?;
+        }
         let credential = Credential::Session {
             id: session.id,
             stage,

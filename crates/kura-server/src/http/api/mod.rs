@@ -2,7 +2,8 @@
 //! details on errors (mapped once, in `error`), bearer or cookie+CSRF
 //! authentication (`auth`), strict bodies (`body`), and the OpenAPI
 //! document (`openapi`) that a test holds to the routes registered here.
-//! `passkeys` runs WebAuthn ceremonies; `events` serves the security event log to those the policy lets read it,
+//! `passkeys` runs WebAuthn ceremonies; `access` is a team's time-boxed
+//! operator access; `events` serves the security event log to those the policy lets read it,
 //! `ingest` takes events from outside systems holding a team's ingest token,
 //! and `incidents` lets security responders run incidents to closure.
 //!
@@ -10,6 +11,7 @@
 //! method (which asks the policy function itself), record its security
 //! events with the request's facts, and render the result.
 
+mod access;
 mod accounts;
 mod auth;
 mod body;
@@ -31,7 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
-pub use auth::{CSRF_HEADER, SESSION_COOKIE};
+pub use auth::{Auth, CSRF_HEADER, SESSION_COOKIE};
 pub use openapi::document;
 
 use crate::http::AppState;
@@ -202,6 +204,21 @@ fn build() -> Builder {
             "DELETE",
             "/api/v1/teams/{id}/invitations/{invitation}",
             delete(teams::revoke_invitation),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/operator-access",
+            post(access::grant),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/operator-access",
+            get(access::list),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/operator-access/{grant}",
+            delete(access::revoke),
         )
         .at("POST", "/api/v1/invitations/accept", post(teams::accept))
         .at(
