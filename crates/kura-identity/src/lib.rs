@@ -91,8 +91,8 @@ pub use event::{Audited, EVENT_ACTIONS, EventOutcome, IdentityEvent};
 /// as is by [`Identity::grant_team_role`]).
 pub use kura_store::GrantSubject;
 pub use mfa::{
-    MfaStrength, RECOVERY_CODE_COUNT, RecoveryCodes, TOTP_DIGITS,
-    TOTP_SKEW_STEPS, TOTP_STEP_SECONDS, TeamMfaPolicy, TotpError, TotpSecret, recovery_code_hash,
+    MfaStrength, RECOVERY_CODE_COUNT, RecoveryCodes, TOTP_DIGITS, TOTP_SKEW_STEPS,
+    TOTP_STEP_SECONDS, TeamMfaPolicy, TotpError, TotpSecret, recovery_code_hash,
 };
 pub use passkey::PasskeyConfig;
 pub use password::{
@@ -107,8 +107,7 @@ pub use policy::{
 pub use service::{
     Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, Identity, IdentityConfig,
     Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member, MfaVerified,
-    NewApiToken, OperatorAccess,
-    PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
+    NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
     SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,
 };
 pub use session::{SessionConfig, SessionValidity};

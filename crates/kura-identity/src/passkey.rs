@@ -147,7 +147,10 @@ impl RelyingParty {
         display_name: &str,
         existing: &[StoredPasskey],
     ) -> Result<Started, IdentityError> {
-        let exclude = existing.iter().map(|p| p.passkey.cred_id().clone()).collect();
+        let exclude = existing
+            .iter()
+            .map(|p| p.passkey.cred_id().clone())
+            .collect();
         let (options, state) = self
             .webauthn
             .start_passkey_registration(user, name, display_name, Some(exclude))

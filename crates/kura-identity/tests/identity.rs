@@ -15,12 +15,12 @@ use kura_crypto::token::SecretToken;
 use kura_crypto::{LocalKms, SealParams};
 use kura_identity::{
     Acceptance, Action, ApiTokenKind, Audited, DenyReason, HashParams, Identity, IdentityConfig,
-    IdentityError, IssuedApiToken, MfaStrength, NewApiToken, OperatorRole, Principal, Resource, SignInStep,
-    TeamMfaPolicy, TeamRole, TokenProblem,
+    IdentityError, IssuedApiToken, MfaStrength, NewApiToken, OperatorRole, Principal, Resource,
+    SignInStep, TeamMfaPolicy, TeamRole, TokenProblem,
 };
 use kura_store::{
-    DataDir, GrantSubject, IdentityStore, SETUP_COMPLETED, SetupTokenCheck, SqliteIdentityStore,
-    Storage, StorageOptions, open_storage,
+    CredentialStore, DataDir, GrantSubject, IdentityStore, SETUP_COMPLETED, SetupTokenCheck,
+    SqliteIdentityStore, Storage, StorageOptions, TeamStore, open_storage,
 };
 use kura_types::{AccountId, Clock, ManualClock, TeamId};
 use secrecy::{ExposeSecret, SecretString};

@@ -123,7 +123,13 @@ async fn run() {
         })
         .await,
     );
-    let setup = server.setup_link.as_ref().unwrap().token.reveal().to_owned();
+    let setup = server
+        .setup_link
+        .as_ref()
+        .unwrap()
+        .token
+        .reveal()
+        .to_owned();
     let r = server
         .client
         .post(server.url("/api/v1/setup"))

@@ -27,6 +27,7 @@
 
 mod access;
 mod apps;
+mod credentials;
 mod datadir;
 mod error;
 pub mod events;
@@ -38,9 +39,11 @@ mod open;
 mod passkeys;
 mod platform;
 mod sqlite;
+mod teams;
 
 pub use access::{OperatorAccessRecord, OperatorAccessStore};
 pub use apps::AppDatabases;
+pub use credentials::CredentialStore;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
 pub use identity::{
@@ -48,10 +51,11 @@ pub use identity::{
     MemberRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
     ThrottleRecord, TotpRecord,
 };
-pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};
+pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
 pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};
 pub use sqlite::{SqliteExportStore, SqliteIncidentStore};
+pub use teams::TeamStore;

@@ -151,8 +151,7 @@ fn only_a_teams_service_token_ingests() {
         };
         p
     };
-    let ingest =
-        |p: &Principal, t: TeamId| authorize(p, Action::EventsIngest, &Resource::Team(t));
+    let ingest = |p: &Principal, t: TeamId| authorize(p, Action::EventsIngest, &Resource::Team(t));
     let member = service(TeamRole::Member, &["events:ingest"]);
     assert!(ingest(&member, team).is_allowed());
     assert_eq!(

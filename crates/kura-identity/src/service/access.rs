@@ -112,10 +112,9 @@ impl Identity {
             // Only active operator accounts can be let in; anything else
             // looks like an unknown operator.
             let target = self.load_account(operator).await?;
-            if !target
-                .as_ref()
-                .is_some_and(|a| a.kind == AccountKind::Operator && a.status == AccountStatus::Active)
-            {
+            if !target.as_ref().is_some_and(|a| {
+                a.kind == AccountKind::Operator && a.status == AccountStatus::Active
+            }) {
                 return Err(IdentityError::NotFound("operator"));
             }
             let now = self.now();

@@ -234,11 +234,7 @@ impl Identity {
         // Time-boxed access a team gave an operator counts as that team role
         // until it ends; expired or revoked grants are not returned.
         if !operator_roles.is_empty() {
-            for g in self
-                .store()
-                .active_operator_access(id, self.now())
-                .await?
-            {
+            for g in self.store().active_operator_access(id, self.now()).await? {
                 let role = TeamRole::parse(&g.role).ok_or_else(|| {
                     IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
                 })?;

@@ -159,8 +159,7 @@ impl Identity {
             .ok_or(IdentityError::PasskeyChallengeUnknown)?;
         let same = match p {
             Some(p) => {
-                c.account == Some(p.account)
-                    && c.session == p.session_id().map(|s| s.to_string())
+                c.account == Some(p.account) && c.session == p.session_id().map(|s| s.to_string())
             }
             None => c.account.is_none() && c.session.is_none(),
         };
@@ -509,7 +508,10 @@ impl Identity {
             .stored_passkeys(account)
             .await
             .map_err(|e| (named, e))?;
-        let Some((_, key)) = stored.iter().find(|(r, _)| r.credential_id == credential_id) else {
+        let Some((_, key)) = stored
+            .iter()
+            .find(|(r, _)| r.credential_id == credential_id)
+        else {
             return Err((
                 named,
                 IdentityError::PasskeyRejected("unknown credential".into()),
@@ -565,7 +567,9 @@ impl Identity {
             .await?
         {
             // Removed between the check and now: the sign-in does not count.
-            return Err(IdentityError::PasskeyRejected("the passkey was removed".into()));
+            return Err(IdentityError::PasskeyRejected(
+                "the passkey was removed".into(),
+            ));
         }
         Ok(())
     }
@@ -598,7 +602,9 @@ fn ceremony_id() -> Result<String, IdentityError> {
 
 fn passkey_name(name: &str) -> Result<String, IdentityError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control)
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
     {
         return Err(IdentityError::InvalidInput(format!(
             "name: 1 to {MAX_NAME_CHARS} characters, no control characters"

@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::{NewAccount, PasswordSet, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck};
+use kura_store::{
+    NewAccount, PasswordSet, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck,
+};
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 
 use kura_crypto::token::SecretToken;
-use kura_store::{
-    GrantSubject, GroupRecord, StoreError, TeamRecord,
-};
+use kura_store::{GrantSubject, GroupRecord, StoreError, TeamRecord};
 use kura_types::{AccountId, GroupId, InvitationId, TeamId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -608,7 +606,11 @@ enum Without {
     Membership(GroupId, AccountId),
 }
 
-pub(super) fn invitation_event(i: &IssuedInvitation, by: AccountId, now: OffsetDateTime) -> IdentityEvent {
+pub(super) fn invitation_event(
+    i: &IssuedInvitation,
+    by: AccountId,
+    now: OffsetDateTime,
+) -> IdentityEvent {
     IdentityEvent::new("invitation.created", EventOutcome::Success, now)
         .actor(by)
         .team(i.team)

@@ -13,8 +13,14 @@ async fn operators_act_in_a_team_only_while_the_team_lets_them() {
     let (team, owner) = team_with_owner(&env, &op, "Acme", "owner@acme.test").await;
     let (other_team, other_owner) = team_with_owner(&env, &op, "Beta", "owner@beta.test").await;
     let member = add_member(&env, &owner, team, "m@acme.test", TeamRole::Member).await;
-    let other_member =
-        add_member(&env, &other_owner, other_team, "m@beta.test", TeamRole::Member).await;
+    let other_member = add_member(
+        &env,
+        &other_owner,
+        other_team,
+        "m@beta.test",
+        TeamRole::Member,
+    )
+    .await;
     let pop = env.principal(&op.token).await;
 
     // Without a grant, an operator cannot touch a team's accounts.
@@ -41,7 +47,11 @@ async fn operators_act_in_a_team_only_while_the_team_lets_them() {
     for (role, duration, reason) in [
         (TeamRole::Owner, Duration::hours(1), "ticket 1"),
         (TeamRole::Billing, Duration::hours(1), "ticket 1"),
-        (TeamRole::Admin, MAX_OPERATOR_ACCESS + Duration::minutes(1), "ticket 1"),
+        (
+            TeamRole::Admin,
+            MAX_OPERATOR_ACCESS + Duration::minutes(1),
+            "ticket 1",
+        ),
         (TeamRole::Admin, Duration::minutes(1), "ticket 1"),
         (TeamRole::Admin, Duration::hours(1), "   "),
     ] {
@@ -50,7 +60,14 @@ async fn operators_act_in_a_team_only_while_the_team_lets_them() {
     }
     let (e, _) = err(env
         .id
-        .grant_operator_access(&po, team, member.account, TeamRole::Admin, Duration::hours(1), "x")
+        .grant_operator_access(
+            &po,
+            team,
+            member.account,
+            TeamRole::Admin,
+            Duration::hours(1),
+            "x",
+        )
         .await);
     assert!(matches!(e, IdentityError::NotFound("operator")), "{e:?}");
     assert!(ok(env.id.operator_access(&po, team).await).is_empty());
@@ -58,13 +75,25 @@ async fn operators_act_in_a_team_only_while_the_team_lets_them() {
     let pm = env.principal(&member.token).await;
     let (e, actions) = err(env
         .id
-        .grant_operator_access(&pm, team, op.account, TeamRole::Admin, Duration::hours(1), "x")
+        .grant_operator_access(
+            &pm,
+            team,
+            op.account,
+            TeamRole::Admin,
+            Duration::hours(1),
+            "x",
+        )
         .await);
     assert!(matches!(e, IdentityError::Denied(_)), "{e:?}");
     assert_eq!(actions, ["authz.denied"]);
 
     // Granted for five minutes, as a team admin.
-    let granted = grant(TeamRole::Admin, Duration::minutes(5), "ticket 4711: locked out").await;
+    let granted = grant(
+        TeamRole::Admin,
+        Duration::minutes(5),
+        "ticket 4711: locked out",
+    )
+    .await;
     assert_eq!(granted.actions(), ["team.operator_access.granted"]);
     assert_eq!(
         granted.events[0].detail_value("reason"),
@@ -115,16 +144,27 @@ async fn operators_act_in_a_team_only_while_the_team_lets_them() {
     let po = env.fresh_principal(&owner.email).await;
     let g = ok(env
         .id
-        .grant_operator_access(&po, team, op.account, TeamRole::Member, Duration::hours(1), "x")
+        .grant_operator_access(
+            &po,
+            team,
+            op.account,
+            TeamRole::Member,
+            Duration::hours(1),
+            "x",
+        )
         .await);
     let pop = env.principal(&op.token).await;
-    ok(env.id.check(&pop, Action::AppRecordsRead, &Resource::Team(team)));
+    ok(env
+        .id
+        .check(&pop, Action::AppRecordsRead, &Resource::Team(team)));
     let revoked = env.id.revoke_operator_access(&po, team, &g.id).await;
     assert_eq!(revoked.actions(), ["team.operator_access.revoked"]);
     ok(revoked);
     let (e, _) = err(env.id.revoke_operator_access(&po, team, &g.id).await);
     assert!(matches!(e, IdentityError::NotFound(_)), "{e:?}");
     let pop = env.principal(&op.token).await;
-    let (e, _) = err(env.id.check(&pop, Action::AppRecordsRead, &Resource::Team(team)));
+    let (e, _) = err(env
+        .id
+        .check(&pop, Action::AppRecordsRead, &Resource::Team(team)));
     assert!(matches!(e, IdentityError::Denied(_)), "{e:?}");
 }

@@ -43,7 +43,11 @@ fn register(auth: &mut SoftPasskey, c: &PasskeyChallenge, origin: &str) -> serde
     serde_json::to_value(answer).unwrap()
 }
 
-fn assert_with(auth: &mut SoftPasskey, options: serde_json::Value, origin: &str) -> serde_json::Value {
+fn assert_with(
+    auth: &mut SoftPasskey,
+    options: serde_json::Value,
+    origin: &str,
+) -> serde_json::Value {
     let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
     let answer = auth
         .do_authentication(Url::parse(origin).unwrap(), options)
@@ -174,7 +178,10 @@ async fn wrong_origins_wrong_challenges_and_other_sessions_are_refused() {
     // A wrong origin in the assertion.
     let c = ok(env.id.start_passkey_mfa(&pending).await);
     let answer = assert_with(&mut auth, c.options.clone(), "https://localhost:9443");
-    let (e, _) = err(env.id.finish_passkey_mfa(&pending, &c.ceremony, answer).await);
+    let (e, _) = err(env
+        .id
+        .finish_passkey_mfa(&pending, &c.ceremony, answer)
+        .await);
     assert!(matches!(e, IdentityError::PasskeyRejected(_)), "{e:?}");
 
     // A challenge issued to one session cannot be answered by another.
@@ -197,7 +204,10 @@ async fn wrong_origins_wrong_challenges_and_other_sessions_are_refused() {
     let c = ok(env.id.start_passkey_mfa(&pending).await);
     let answer = assert_with(&mut auth, c.options.clone(), ORIGIN);
     env.advance(Duration::minutes(6));
-    let (e, _) = err(env.id.finish_passkey_mfa(&pending, &c.ceremony, answer).await);
+    let (e, _) = err(env
+        .id
+        .finish_passkey_mfa(&pending, &c.ceremony, answer)
+        .await);
     assert!(matches!(e, IdentityError::PasskeyChallengeUnknown), "{e:?}");
 }
 
@@ -220,9 +230,8 @@ async fn passwordless_answer(
     options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": credential_id}]);
     let mut answer = assert_with(auth, options, ORIGIN);
     use base64::Engine as _;
-    answer["response"]["userHandle"] = json!(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.as_uuid().as_bytes())
-    );
+    answer["response"]["userHandle"] =
+        json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.as_uuid().as_bytes()));
     (c.ceremony, answer)
 }
 
@@ -242,10 +251,7 @@ async fn a_passkey_signs_in_alone_with_a_complete_mfa_session() {
         .finish_passkey_sign_in(&ceremony, answer.clone(), Some(ip("192.0.2.20")))
         .await;
     assert_eq!(signed.actions(), ["auth.signin.succeeded"]);
-    assert_eq!(
-        signed.events[0].detail_value("method"),
-        Some("passkey")
-    );
+    assert_eq!(signed.events[0].detail_value("method"), Some("passkey"));
     let SignInStep::Complete(s) = ok(signed) else {
         panic!("a passkey sign-in is complete");
     };
@@ -280,8 +286,14 @@ async fn a_passkey_signs_in_alone_with_a_complete_mfa_session() {
         .await);
     assert!(matches!(e, IdentityError::PasskeyRejected(_)), "{e:?}");
     // Re-enabled, it can again; re-enabling an active account is refused.
-    ok(env.id.set_account_disabled(&pop, owner.account, false).await);
-    let (e, _) = err(env.id.set_account_disabled(&pop, owner.account, false).await);
+    ok(env
+        .id
+        .set_account_disabled(&pop, owner.account, false)
+        .await);
+    let (e, _) = err(env
+        .id
+        .set_account_disabled(&pop, owner.account, false)
+        .await);
     assert!(matches!(e, IdentityError::AccountStatus("active")), "{e:?}");
     let (ceremony, answer) = passwordless_answer(&env, &mut auth, &cred, owner.account).await;
     ok(env
@@ -305,9 +317,12 @@ async fn passkeys_are_removed_by_their_owner_or_an_mfa_reset() {
     let pending = env.principal(s.token.reveal()).await;
     let c = ok(env.id.start_passkey_mfa(&pending).await);
     let answer = assert_with(&mut laptop, c.options.clone(), ORIGIN);
-    let s = ok(env.id.finish_passkey_mfa(&pending, &c.ceremony, answer).await)
-        .session
-        .unwrap();
+    let s = ok(env
+        .id
+        .finish_passkey_mfa(&pending, &c.ceremony, answer)
+        .await)
+    .session
+    .unwrap();
     let p = env.principal(s.token.reveal()).await;
     enrol(&env, &p, &mut phone, "Phone").await;
     let keys = ok(env.id.passkeys(&p).await);

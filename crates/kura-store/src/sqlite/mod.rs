@@ -1,7 +1,8 @@
 //! The embedded backend: SQLite with SQLCipher.
 
-pub(crate) mod events;
 mod access;
+mod credentials;
+pub(crate) mod events;
 mod exports;
 mod identity;
 mod incidents;
@@ -9,6 +10,7 @@ mod migrate;
 mod passkeys;
 mod platform;
 mod pool;
+mod teams;
 
 use std::path::Path;
 

@@ -193,7 +193,16 @@ impl PasskeyStore for SqliteIdentityStore {
                         "SELECT kind, account_id, session_id, state, created_at, expires_at
                            FROM webauthn_ceremonies WHERE id = ?1",
                         [&id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                            ))
+                        },
                     )
                     .optional()?;
                 let Some((found_kind, account, session, state, created, expires)) = row else {

@@ -207,7 +207,11 @@ const OPS: &[Op] = &[
         id: "finishPasskeyRegistration",
         summary: "Register a passkey with the authenticator's attestation; recovery codes when it is the first factor",
         auth: Auth::Required,
-        body: Some(&[("ceremony_id", S, true), ("name", S, true), ("credential", O, true)]),
+        body: Some(&[
+            ("ceremony_id", S, true),
+            ("name", S, true),
+            ("credential", O, true),
+        ]),
         ok: 201,
     },
     Op {

@@ -14,7 +14,9 @@ use kura_identity::{PasskeyChallenge, PasskeyInfo};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::auth::{Auth, Ctx, SessionOut, Via, finish, session_parts, session_response, with_cookie};
+use super::auth::{
+    Auth, Ctx, SessionOut, Via, finish, session_parts, session_response, with_cookie,
+};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::sessions::verified_response;

@@ -3,8 +3,11 @@
 
 use kura_crypto::DataKey;
 
+use kura_types::InvitationId;
+
 use super::*;
 use crate::sqlite::{Durability, SqlitePlatformStore};
+use crate::{CredentialStore, TeamStore};
 
 fn open(dir: &tempfile::TempDir) -> SqliteIdentityStore {
     let platform = SqlitePlatformStore::open(
@@ -35,12 +38,7 @@ fn account(email: &str, now: OffsetDateTime) -> NewAccount {
     }
 }
 
-fn invitation(
-    team: TeamId,
-    by: AccountId,
-    token: &str,
-    now: OffsetDateTime,
-) -> InvitationRecord {
+fn invitation(team: TeamId, by: AccountId, token: &str, now: OffsetDateTime) -> InvitationRecord {
     InvitationRecord {
         id: InvitationId::new(),
         token_hash: TokenHash::of(token),
