@@ -2231,7 +2231,8 @@ mod kura_id_api {
                 .replace("{group}", &b_group)
                 .replace("{kind}", "account")
                 .replace("{subject}", &b.owner_account)
-                .replace("{role}", "owner");
+                .replace("{role}", "owner")
+                .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
                 "no test value for a parameter of {path}"
@@ -2250,6 +2251,10 @@ mod kura_id_api {
                 }
                 ("POST", "/api/v1/teams/{id}/role-grants") => Some(json!({
                     "subject_kind": "account", "subject_id": a.owner_account, "role": "owner",
+                })),
+                ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
+                    "operator_id": a.owner_account, "role": "admin", "minutes": 60,
+                    "reason": "let me in",
                 })),
                 other => panic!("add a valid body for the new team-scoped route {other:?}"),
             };
