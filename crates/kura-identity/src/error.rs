@@ -64,6 +64,19 @@ pub enum IdentityError {
     /// A TOTP or recovery code is wrong or was already used (401).
     #[error("the code is wrong or was already used")]
     InvalidCode,
+    /// A WebAuthn answer failed verification: wrong origin or challenge, a
+    /// bad signature, no user verification, an unknown credential, a
+    /// counter that went backwards (401).
+    #[error("the passkey was not accepted: {0}")]
+    PasskeyRejected(String),
+    /// A passkey challenge is unknown, expired, already answered, or was
+    /// issued to another session (400).
+    #[error("the passkey challenge is unknown, expired or already answered")]
+    PasskeyChallengeUnknown,
+    /// Passkeys cannot be used: the relying party is not configured (a
+    /// public URL without a domain name) (503).
+    #[error("passkeys are unavailable: {0}")]
+    PasskeysUnavailable(String),
     /// There is no TOTP enrolment to verify or confirm (409).
     #[error("no authenticator app is enrolled for this account")]
     MfaNotEnrolled,
@@ -79,6 +92,10 @@ pub enum IdentityError {
     /// The record does not exist, or the principal may not know it does (404).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The account's status does not allow the change, such as re-enabling
+    /// an account that is not disabled (409).
+    #[error("the account is {0}")]
+    AccountStatus(&'static str),
     /// The change would leave a team without an owner (409).
     #[error("a team must keep at least one owner")]
     LastOwner,

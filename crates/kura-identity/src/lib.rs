@@ -5,7 +5,8 @@
 //! Argon2id hashing ([`Passwords`], [`check_password_policy`]), roles and the
 //! one policy function ([`authorize`] with [`Principal`], [`Action`],
 //! [`Resource`] and [`Decision`]), session lifetimes ([`SessionConfig`]),
-//! second factors ([`TotpSecret`], [`RecoveryCodes`], [`TeamMfaPolicy`]),
+//! second factors ([`TotpSecret`], [`RecoveryCodes`], [`TeamMfaPolicy`],
+//! WebAuthn passkeys through `webauthn-rs` with [`PasskeyConfig`]),
 //! brute-force throttling ([`ThrottlePolicy`]) and the descriptions of the
 //! security events all of these produce ([`IdentityEvent`], returned inside
 //! [`Audited`]). The [`Identity`] service joins the rules to storage through
@@ -45,6 +46,15 @@
 //!   return a *new* token), or one that must enrol a second factor with
 //!   [`Identity::enroll_totp`] and [`Identity::confirm_totp`] (which also
 //!   return a new token and the recovery codes).
+//! - **Passkeys.** Each WebAuthn ceremony is a challenge and an answer:
+//!   [`Identity::start_passkey_registration`] /
+//!   [`Identity::finish_passkey_registration`],
+//!   [`Identity::start_passkey_mfa`] / [`Identity::finish_passkey_mfa`] (a
+//!   second factor like `verify_totp`), and
+//!   [`Identity::start_passkey_sign_in`] / [`Identity::finish_passkey_sign_in`]
+//!   (passwordless, discoverable credentials). The challenge's state is
+//!   stored and taken once; user verification is required, so a passkey
+//!   sign-in is a complete, MFA-verified session.
 //! - **Step-up.** Sensitive actions answer `Denied(StepUpRequired)` when the
 //!   last MFA check is older than [`SessionConfig::step_up_window`]; the
 //!   client then calls [`Identity::verify_totp`] with its complete session
@@ -65,6 +75,7 @@ mod account;
 mod error;
 mod event;
 mod mfa;
+mod passkey;
 mod password;
 mod policy;
 mod service;
@@ -80,9 +91,10 @@ pub use event::{Audited, EVENT_ACTIONS, EventOutcome, IdentityEvent};
 /// as is by [`Identity::grant_team_role`]).
 pub use kura_store::GrantSubject;
 pub use mfa::{
-    MfaStrength, PasskeyCredential, RECOVERY_CODE_COUNT, RecoveryCodes, TOTP_DIGITS,
-    TOTP_SKEW_STEPS, TOTP_STEP_SECONDS, TeamMfaPolicy, TotpError, TotpSecret, recovery_code_hash,
+    MfaStrength, RECOVERY_CODE_COUNT, RecoveryCodes, TOTP_DIGITS, TOTP_SKEW_STEPS,
+    TOTP_STEP_SECONDS, TeamMfaPolicy, TotpError, TotpSecret, recovery_code_hash,
 };
+pub use passkey::PasskeyConfig;
 pub use password::{
     HashError, HashParams, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordRejection, Passwords,
     check_password_policy, common_password_count, is_common_password,
@@ -94,7 +106,8 @@ pub use policy::{
 };
 pub use service::{
     Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, Identity, IdentityConfig,
-    Invitation, IssuedApiToken, IssuedInvitation, Member, MfaVerified, NewApiToken, SessionInfo,
+    Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member, MfaVerified,
+    NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
     SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,
 };
 pub use session::{SessionConfig, SessionValidity};

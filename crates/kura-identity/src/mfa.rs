@@ -1,5 +1,5 @@
-//! Second factors: TOTP, recovery codes, team MFA requirements, and the
-//! place passkeys will take.
+//! Second factors: TOTP, recovery codes and team MFA requirements
+//! (passkeys have their own module, `passkey`).
 
 use std::collections::BTreeSet;
 
@@ -72,22 +72,6 @@ impl TeamMfaPolicy {
         serde_json::from_str(s)
             .map_err(|e| crate::IdentityError::Corrupt(format!("team MFA policy: {e}")))
     }
-}
-
-/// A registered WebAuthn passkey, as it will be stored once the passkey
-/// ceremonies (webauthn-rs) are built. Nothing creates these yet; the type
-/// fixes where they fit: a second factor of [`MfaStrength::PasskeyOnly`]
-/// strength that can also sign in on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasskeyCredential {
-    /// The credential id the authenticator chose (base64url).
-    pub credential_id: String,
-    /// A name the user gave it.
-    pub name: String,
-    /// When it was registered.
-    pub created_at: time::OffsetDateTime,
-    /// When it was last used.
-    pub last_used_at: Option<time::OffsetDateTime>,
 }
 
 /// A TOTP shared secret; zeroized on drop, never printed.

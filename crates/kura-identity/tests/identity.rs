@@ -15,17 +15,22 @@ use kura_crypto::token::SecretToken;
 use kura_crypto::{LocalKms, SealParams};
 use kura_identity::{
     Acceptance, Action, ApiTokenKind, Audited, DenyReason, HashParams, Identity, IdentityConfig,
-    IdentityError, MfaStrength, NewApiToken, OperatorRole, Principal, Resource, SignInStep,
-    TeamMfaPolicy, TeamRole, TokenProblem,
+    IdentityError, IssuedApiToken, MfaStrength, NewApiToken, OperatorRole, Principal, Resource,
+    SignInStep, TeamMfaPolicy, TeamRole, TokenProblem,
 };
 use kura_store::{
-    DataDir, GrantSubject, IdentityStore, SETUP_COMPLETED, SetupTokenCheck, SqliteIdentityStore,
-    Storage, StorageOptions, open_storage,
+    CredentialStore, DataDir, GrantSubject, IdentityStore, SETUP_COMPLETED, SetupTokenCheck,
+    SqliteIdentityStore, Storage, StorageOptions, TeamStore, open_storage,
 };
 use kura_types::{AccountId, Clock, ManualClock, TeamId};
 use secrecy::{ExposeSecret, SecretString};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
+
+#[path = "identity/access.rs"]
+mod access;
+#[path = "identity/passkeys.rs"]
+mod passkeys;
 
 // ----- the independent TOTP oracle -----
 
@@ -655,12 +660,45 @@ async fn a_password_change_revokes_the_other_sessions() {
         .change_password(&p, &secret(PASSWORD), &secret("password1234"))
         .await);
     assert!(matches!(e, IdentityError::WeakPassword(_)));
+    // A personal token dies with the old password; a team's service token
+    // (the team's, not the person's) stays.
+    let token = |kind, service| NewApiToken {
+        name: "t".into(),
+        kind,
+        scopes: BTreeSet::from(["hosts:read".to_owned()]),
+        lifetime: Duration::days(30),
+        service,
+    };
+    let personal = ok(env
+        .id
+        .create_api_token(&p, token(ApiTokenKind::Personal, None))
+        .await);
+    let service = ok(env
+        .id
+        .create_api_token(
+            &p,
+            token(ApiTokenKind::Service, Some((team, TeamRole::Member))),
+        )
+        .await);
     let changed = env
         .id
         .change_password(&p, &secret(PASSWORD), &secret("a-brand-new-passphrase"))
         .await;
     assert_eq!(changed.actions(), ["auth.password.changed"]);
-    assert_eq!(ok(changed), 1);
+    assert_eq!(changed.events[0].detail_value("tokens_revoked"), Some("1"));
+    let changed = ok(changed);
+    assert_eq!(changed.sessions_revoked, 1);
+    assert_eq!(changed.tokens_revoked, 1);
+    let auth_token = |t: &IssuedApiToken| {
+        let text = t.token.expose_secret().to_owned();
+        let id = env.id.clone();
+        async move { id.authenticate_api_token(&text, None).await.result }
+    };
+    assert!(matches!(
+        auth_token(&personal).await,
+        Err(IdentityError::Unauthenticated)
+    ));
+    auth_token(&service).await.unwrap();
     assert!(
         env.id
             .authenticate_session(other.token.reveal(), None)

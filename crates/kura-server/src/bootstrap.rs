@@ -15,7 +15,7 @@ use kura_events::incident::CommunicationPlan;
 use kura_events::{
     Detector, EventError, EventLog, EventLogOptions, EventSink, IncidentService, LogSink,
 };
-use kura_identity::{Identity, IdentityConfig};
+use kura_identity::{Identity, IdentityConfig, PasskeyConfig};
 use kura_store::{
     DataDir, Durability, SETUP_COMPLETED, SqliteIdentityStore, Storage, StorageOptions, StoreError,
     open_storage,
@@ -195,7 +195,7 @@ impl Installation {
             Arc::new(SqliteIdentityStore::new(storage.sqlite.pool().clone())),
             Arc::clone(&storage.platform),
             Arc::clone(&clock),
-            identity_config(&config.identity),
+            identity_config(&config.identity, &config.server),
         )
         .map_err(|e| StartError::Identity(e.to_string()))?;
         let apps = kura_apps::Apps::new(
@@ -409,8 +409,25 @@ fn refuse_failures(checks: &[crate::doctor::Check]) -> Result<(), StartError> {
 }
 
 /// Kura ID's settings from the configuration; the rest keep their defaults.
-fn identity_config(settings: &kura_config::IdentitySettings) -> IdentityConfig {
+fn identity_config(
+    settings: &kura_config::IdentitySettings,
+    server: &kura_config::ServerConfig,
+) -> IdentityConfig {
     let mut config = IdentityConfig::default();
+    // Passkeys are bound to the name people reach Kura at: the public URL,
+    // or `localhost` on the listening port. A public URL without a domain
+    // name leaves passkeys unavailable (the rest of Kura ID works).
+    let url = server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://localhost:{}", server.bind.port()));
+    match PasskeyConfig::for_public_url(&url) {
+        Ok(p) => config.passkeys = p,
+        Err(reason) => {
+            tracing::warn!(%reason, "passkeys are unavailable");
+            config.passkeys.rp_id = String::new();
+        }
+    }
     config.session.idle_timeout = Duration::minutes(i64::from(settings.session_idle_minutes));
     config.session.absolute_timeout = Duration::hours(i64::from(settings.session_absolute_hours));
     config.session.step_up_window = Duration::minutes(i64::from(settings.step_up_minutes));

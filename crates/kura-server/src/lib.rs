@@ -35,7 +35,8 @@ mod tls;
 
 pub use bootstrap::{Installation, Platform, SetupLink, StartError};
 pub use http::api::{
-    ApiRoute, CSRF_HEADER, SESSION_COOKIE, api_routes, document as openapi_document,
+    ApiRoute, Auth as Authenticated, CSRF_HEADER, SESSION_COOKIE, api_routes,
+    document as openapi_document,
 };
 pub use http::{AppState, Problem, router};
 pub use kura_events;

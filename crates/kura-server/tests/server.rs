@@ -2257,7 +2257,8 @@ mod kura_id_api {
                 .replace("{role}", "owner")
                 .replace("{host}", &b_host)
                 .replace("{app}", &b_app)
-                .replace("{name}", "admin");
+                .replace("{name}", "admin")
+                .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
                 "no test value for a parameter of {path}"
@@ -2294,6 +2295,10 @@ mod kura_id_api {
                     Some(json!({ "allow": ["203.0.113.0/24"] }))
                 }
                 ("PUT", "/api/v1/teams/{id}/waf") => Some(json!({ "rules": { "150": "off" } })),
+                ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
+                    "operator_id": a.owner_account, "role": "admin", "minutes": 60,
+                    "reason": "let me in",
+                })),
                 other => panic!("add a valid body for the new team-scoped route {other:?}"),
             };
             let method = Method::from_bytes(route.method.as_bytes()).unwrap();
@@ -2576,6 +2581,32 @@ mod kura_id_api {
         .await;
         r.problem(401);
         assert_eq!(get(&server, "/api/v1/me", &a.owner).await.status, 200);
+        // The member cannot re-enable itself or anyone; the owner can, once.
+        let enable = format!("/api/v1/accounts/{member}/enable");
+        let r = call(&server, Method::POST, &enable, Some(&a.owner), None).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let p = call(&server, Method::POST, &enable, Some(&a.owner), None)
+            .await
+            .problem(409);
+        assert_eq!(p["type"], "urn:kura:problem:account-status");
+        let r = post(
+            &server,
+            "/api/v1/sessions",
+            None,
+            json!({ "email": "member@alpha.test", "password": OWNER_PASSWORD }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        // Revoked sessions and tokens stay revoked.
+        get(&server, "/api/v1/me", &session).await.problem(401);
+        get(&server, "/api/v1/me", &token).await.problem(401);
+        let session = r.json()["token"].as_str().unwrap().to_owned();
+        let owner_enable = format!("/api/v1/accounts/{}/enable", a.owner_account);
+        let status = call(&server, Method::POST, &owner_enable, Some(&session), None)
+            .await
+            .status
+            .as_u16();
+        assert!(status == 403 || status == 404, "{status}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

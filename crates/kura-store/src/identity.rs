@@ -121,6 +121,15 @@ pub enum SessionRevocation {
     AllExcept(SessionId),
 }
 
+/// What a password change revoked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PasswordSet {
+    /// Sessions revoked.
+    pub sessions_revoked: u64,
+    /// Personal API tokens revoked.
+    pub tokens_revoked: u64,
+}
+
 /// A TOTP credential row. The secret is stored as raw bytes: the platform
 /// database is a SQLCipher file encrypted with AES-256 under the platform data
 /// key, which the KMS keeps wrapped, so the secret is encrypted at rest
@@ -243,7 +252,15 @@ pub struct NewAccount {
 
 /// Kura ID state, whatever the backend.
 #[async_trait]
-pub trait IdentityStore: Send + Sync + std::fmt::Debug {
+pub trait IdentityStore:
+    crate::CredentialStore
+    + crate::TeamStore
+    + crate::PasskeyStore
+    + crate::OperatorAccessStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
     // ----- accounts and passwords -----
 
     /// Creates an account with its password, memberships and roles.
@@ -281,15 +298,17 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// The account's password hash.
     async fn password_hash(&self, id: AccountId) -> Result<Option<String>, StoreError>;
 
-    /// Replaces the password hash and revokes sessions as asked, in one
-    /// transaction.
+    /// Replaces the password hash, revokes sessions as asked and, unless
+    /// `revoke` is [`SessionRevocation::None`], the account's personal API
+    /// tokens (service tokens belong to their team and stay), in one
+    /// transaction. Returns how many sessions and tokens were revoked.
     async fn set_password(
         &self,
         id: AccountId,
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<PasswordSet, StoreError>;
 
     /// Replaces the hash only if it is still `expected` (re-hash on sign-in
     /// must not overwrite a password changed meanwhile).
@@ -326,255 +345,4 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
         team: Option<TeamId>,
         role: &str,
     ) -> Result<bool, StoreError>;
-
-    // ----- teams, members, groups -----
-
-    /// Creates a team, with its first owner (membership and owner grant)
-    /// and/or an invitation for its first owner, in one transaction.
-    async fn create_team(
-        &self,
-        team: TeamRecord,
-        owner: Option<AccountId>,
-        invitation: Option<InvitationRecord>,
-    ) -> Result<(), StoreError>;
-
-    /// One team.
-    async fn team(&self, id: TeamId) -> Result<Option<TeamRecord>, StoreError>;
-
-    /// The teams an account belongs to.
-    async fn teams_of(&self, id: AccountId) -> Result<Vec<TeamRecord>, StoreError>;
-
-    /// Sets a team's serialised MFA requirement.
-    async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError>;
-
-    /// Adds a member with a role (membership and grant in one transaction).
-    async fn add_member(
-        &self,
-        team: TeamId,
-        account: AccountId,
-        role: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Removes a member with its roles and group memberships in that team;
-    /// returns whether it was a member.
-    async fn remove_member(&self, team: TeamId, account: AccountId) -> Result<bool, StoreError>;
-
-    /// The team's members.
-    async fn members(&self, team: TeamId) -> Result<Vec<MemberRecord>, StoreError>;
-
-    /// Creates a group. Fails with [`StoreError::Conflict`] on a duplicate name.
-    async fn create_group(&self, group: GroupRecord) -> Result<(), StoreError>;
-
-    /// One group.
-    async fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StoreError>;
-
-    /// The team's groups.
-    async fn groups(&self, team: TeamId) -> Result<Vec<GroupRecord>, StoreError>;
-
-    /// Adds a team member to a group.
-    async fn add_group_member(
-        &self,
-        group: GroupId,
-        account: AccountId,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Removes an account from a group; returns whether it was in it.
-    async fn remove_group_member(
-        &self,
-        group: GroupId,
-        account: AccountId,
-    ) -> Result<bool, StoreError>;
-
-    /// The groups (of any team) an account is in.
-    async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupId>, StoreError>;
-
-    // ----- invitations -----
-
-    /// Stores a new invitation.
-    async fn create_invitation(&self, invitation: InvitationRecord) -> Result<(), StoreError>;
-
-    /// One invitation by id.
-    async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError>;
-
-    /// The team's invitations that are neither accepted nor revoked
-    /// (expired ones included; the caller judges expiry).
-    async fn open_invitations(&self, team: TeamId) -> Result<Vec<InvitationRecord>, StoreError>;
-
-    /// One invitation by its token hash.
-    async fn invitation_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<InvitationRecord>, StoreError>;
-
-    /// Accepts an invitation: marks it used (only if still unused and not
-    /// revoked), optionally creates the invitee's account, adds the
-    /// membership and the role, all in one transaction. Returns false, and
-    /// changes nothing, if it was already used or revoked.
-    async fn accept_invitation(
-        &self,
-        id: InvitationId,
-        account: AccountId,
-        new_account: Option<NewAccount>,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-
-    /// Revokes an unused invitation; returns whether it was open.
-    async fn revoke_invitation(
-        &self,
-        id: InvitationId,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-
-    // ----- sessions -----
-
-    /// Stores a new session.
-    async fn insert_session(&self, session: SessionRecord) -> Result<(), StoreError>;
-
-    /// One session by its token hash (revoked ones included).
-    async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
-
-    /// Records use of a session (idle timeout restarts).
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError>;
-
-    /// Records a second-factor verification (of kind `method`) and the new
-    /// stage.
-    async fn set_session_mfa(
-        &self,
-        id: SessionId,
-        stage: &str,
-        method: &str,
-        verified_at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Replaces a session by a new one in one transaction (a new token when
-    /// sign-in advances a stage, so a token seen before MFA is worthless
-    /// after it). Returns false, inserting nothing, if `old` is not live.
-    async fn rotate_session(
-        &self,
-        old: SessionId,
-        new: SessionRecord,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-
-    /// Revokes one session; returns whether it was live.
-    async fn revoke_session(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError>;
-
-    /// Revokes an account's sessions (except one, if given); returns how many.
-    async fn revoke_sessions_of(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        now: OffsetDateTime,
-    ) -> Result<u64, StoreError>;
-
-    /// The account's sessions that are not revoked.
-    async fn sessions_of(&self, account: AccountId) -> Result<Vec<SessionRecord>, StoreError>;
-
-    // ----- MFA -----
-
-    /// The account's confirmed TOTP credential (`confirmed`), or its pending
-    /// enrolment (`!confirmed`).
-    async fn totp(
-        &self,
-        account: AccountId,
-        confirmed: bool,
-    ) -> Result<Option<TotpRecord>, StoreError>;
-
-    /// Stores a pending TOTP secret, replacing an earlier pending one; a
-    /// confirmed credential is kept until the new one is confirmed.
-    async fn put_pending_totp(
-        &self,
-        account: AccountId,
-        secret: &[u8],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Confirms the pending secret at `step` and replaces the recovery codes
-    /// with `recovery_hashes`, in one transaction.
-    async fn confirm_totp(
-        &self,
-        account: AccountId,
-        step: i64,
-        recovery_hashes: &[TokenHash],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Accepts `step` only if it is later than the last accepted step
-    /// (compare-and-swap, so one code cannot be used twice even concurrently).
-    async fn advance_totp_step(&self, account: AccountId, step: i64) -> Result<bool, StoreError>;
-
-    /// Removes the TOTP credential and the recovery codes.
-    async fn delete_totp(&self, account: AccountId) -> Result<bool, StoreError>;
-
-    /// Uses up a recovery code; returns false if it is unknown or used.
-    async fn use_recovery_code(
-        &self,
-        account: AccountId,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-
-    /// Replaces all recovery codes.
-    async fn replace_recovery_codes(
-        &self,
-        account: AccountId,
-        hashes: &[TokenHash],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// How many unused recovery codes the account has.
-    async fn recovery_codes_left(&self, account: AccountId) -> Result<u64, StoreError>;
-
-    // ----- API tokens -----
-
-    /// Stores a new API token.
-    async fn insert_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError>;
-
-    /// One API token by hash.
-    async fn api_token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<ApiTokenRecord>, StoreError>;
-
-    /// One API token by id.
-    async fn api_token(&self, id: ApiTokenId) -> Result<Option<ApiTokenRecord>, StoreError>;
-
-    /// Records use of a token.
-    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> Result<(), StoreError>;
-
-    /// Revokes a token; returns whether it was live.
-    async fn revoke_api_token(
-        &self,
-        id: ApiTokenId,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-
-    /// Tokens owned by an account.
-    async fn api_tokens_of(&self, account: AccountId) -> Result<Vec<ApiTokenRecord>, StoreError>;
-
-    // ----- throttling -----
-
-    /// The counter of a key.
-    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
-
-    /// Counts a failure atomically. A counter whose last failure is before
-    /// `window_start` starts again from one.
-    async fn throttle_failure(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window_start: OffsetDateTime,
-    ) -> Result<ThrottleRecord, StoreError>;
-
-    /// Sets (or clears) a key's lockout.
-    async fn throttle_lock(
-        &self,
-        key: &str,
-        until: Option<OffsetDateTime>,
-    ) -> Result<(), StoreError>;
-
-    /// Forgets a key's failures (after a success or an expired lockout).
-    async fn throttle_clear(&self, key: &str) -> Result<(), StoreError>;
 }

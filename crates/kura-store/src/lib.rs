@@ -30,9 +30,11 @@
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
 
+mod access;
 pub mod app_data;
 mod app_registry;
 mod apps;
+mod credentials;
 mod datadir;
 pub mod edge;
 mod error;
@@ -42,21 +44,27 @@ mod identity;
 pub mod incidents;
 mod keys;
 mod open;
+mod passkeys;
 mod platform;
 mod sqlite;
+mod teams;
 
+pub use access::{OperatorAccessRecord, OperatorAccessStore};
 pub use app_registry::{AppRecord, AppRegistry, AppStatus, HostRecord};
 pub use apps::AppDatabases;
+pub use credentials::CredentialStore;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
 pub use identity::{
     AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    MemberRecord, NewAccount, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
+    MemberRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
     ThrottleRecord, TotpRecord,
 };
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};
+pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
 pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};
 pub use sqlite::{SqliteEdgeStore, SqliteExportStore, SqliteIncidentStore};
+pub use teams::TeamStore;

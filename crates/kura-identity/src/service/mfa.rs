@@ -218,7 +218,7 @@ impl Identity {
 
     /// Records a verified factor in the principal's session; a session that
     /// was not yet complete is replaced by a new, complete one.
-    async fn mark_verified(
+    pub(super) async fn mark_verified(
         &self,
         p: &Principal,
         method: MfaMethod,
@@ -285,7 +285,8 @@ impl Identity {
         ev.finish(r)
     }
 
-    /// Removes another account's second factors (for someone who lost their
+    /// Removes another account's second factors (TOTP, recovery codes and
+    /// passkeys, for someone who lost their
     /// device), under the high-privilege rule; its sessions are revoked and
     /// it must enrol again at the next sign-in if MFA is required of it.
     pub async fn reset_mfa(&self, actor: &Principal, target: AccountId) -> Audited<()> {
@@ -294,8 +295,9 @@ impl Identity {
             let resource = Resource::Account(self.account_target(target).await?);
             self.require(&mut ev, actor, Action::AccountManage, &resource)?;
             let now = self.now();
-            let removed = self.store().delete_totp(target).await?;
-            if !removed {
+            let totp_removed = self.store().delete_totp(target).await?;
+            let passkeys_removed = self.store().delete_passkeys_of(target).await?;
+            if !totp_removed && passkeys_removed == 0 {
                 return Err(IdentityError::MfaNotEnrolled);
             }
             let n = self.store().revoke_sessions_of(target, None, now).await?;
@@ -303,6 +305,7 @@ impl Identity {
                 IdentityEvent::new("auth.mfa.reset", EventOutcome::Success, now)
                     .actor(actor.account)
                     .subject(target)
+                    .detail("passkeys_removed", passkeys_removed)
                     .detail("sessions_revoked", n),
             );
             Ok(())

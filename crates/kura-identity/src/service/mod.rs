@@ -1,10 +1,15 @@
 //! The [`Identity`] service: the rules of this crate applied to stored state.
 //!
 //! Split by concept: sign-in, sessions and passwords (`signin`), second
-//! factors (`mfa`), teams, members, groups, invitations and roles (`teams`),
+//! factors (`mfa`), WebAuthn passkeys (`passkeys`), time-boxed operator
+//! access to teams (`access`), teams, members, groups, invitations and roles (`teams`),
 //! API tokens (`tokens`).
 
+mod access;
+mod invitations;
 mod mfa;
+mod operators;
+mod passkeys;
 mod signin;
 mod teams;
 mod tokens;
@@ -22,6 +27,7 @@ use time::{Duration, OffsetDateTime};
 use crate::account::{Account, AccountStatus};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::TeamMfaPolicy;
+use crate::passkey::{PasskeyConfig, RelyingParty};
 use crate::password::{HashParams, Passwords};
 use crate::policy::{
     AccountTarget, Action, Credential, Decision, MfaMethod, OperatorRole, Principal, Resource,
@@ -31,12 +37,21 @@ use crate::session::SessionConfig;
 use crate::throttle::ThrottlePolicy;
 use crate::{Audited, IdentityError};
 
+pub use access::{MAX_OPERATOR_ACCESS, OperatorAccess};
 pub use mfa::{MfaVerified, TotpConfirmed, TotpEnrolment};
+pub use passkeys::{PasskeyChallenge, PasskeyInfo, PasskeyRegistered};
 pub use signin::{SessionInfo, SignInStep, SignedIn};
 pub use teams::{
     Acceptance, AcceptedInvitation, Group, Invitation, IssuedInvitation, Member, Team, TeamCreated,
 };
 pub use tokens::{ApiTokenInfo, ApiTokenKind, IssuedApiToken, NewApiToken};
+
+/// How stale a session's last-seen time (and a token's last-used time) may
+/// get before a request writes it again. Skipping the write for requests
+/// closer together than this keeps authenticated requests off the write
+/// path (one fsync each otherwise); a session then looks at most this much
+/// older than it is, so its idle timeout can only come early, never late.
+pub(crate) const TOUCH_EVERY: Duration = Duration::seconds(30);
 
 /// Kura ID settings.
 #[derive(Debug, Clone)]
@@ -57,6 +72,8 @@ pub struct IdentityConfig {
     pub max_token_lifetime: Duration,
     /// The issuer name shown in authenticator apps.
     pub totp_issuer: String,
+    /// The WebAuthn relying party passkeys are bound to.
+    pub passkeys: PasskeyConfig,
 }
 
 impl Default for IdentityConfig {
@@ -70,6 +87,7 @@ impl Default for IdentityConfig {
             invitation_ttl: Duration::days(7),
             max_token_lifetime: Duration::days(366),
             totp_issuer: "Kura".into(),
+            passkeys: PasskeyConfig::default(),
         }
     }
 }
@@ -87,6 +105,9 @@ struct Inner {
     platform: Arc<dyn PlatformStore>,
     clock: Arc<dyn Clock>,
     passwords: Passwords,
+    /// The WebAuthn relying party, or why there is none (passkey calls
+    /// then fail with `PasskeysUnavailable`; everything else works).
+    relying_party: Result<RelyingParty, String>,
     config: IdentityConfig,
 }
 
@@ -100,12 +121,17 @@ impl Identity {
     ) -> Result<Self, IdentityError> {
         let passwords =
             Passwords::new(config.hash).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let relying_party = RelyingParty::new(config.passkeys.clone());
+        if let Err(reason) = &relying_party {
+            tracing::warn!(%reason, "passkeys are unavailable");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 platform,
                 clock,
                 passwords,
+                relying_party,
                 config,
             }),
         })
@@ -204,7 +230,18 @@ impl Identity {
         IdentityError,
     > {
         let grants = self.store().grants_of(id).await?;
-        split_grants(&grants)
+        let (operator_roles, mut team_roles) = split_grants(&grants)?;
+        // Time-boxed access a team gave an operator counts as that team role
+        // until it ends; expired or revoked grants are not returned.
+        if !operator_roles.is_empty() {
+            for g in self.store().active_operator_access(id, self.now()).await? {
+                let role = TeamRole::parse(&g.role).ok_or_else(|| {
+                    IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
+                })?;
+                team_roles.entry(g.team).or_default().insert(role);
+            }
+        }
+        Ok((operator_roles, team_roles))
     }
 
     async fn account_target(&self, id: AccountId) -> Result<AccountTarget, IdentityError> {
@@ -245,7 +282,7 @@ impl Identity {
         let mfa_required_by = self
             .mfa_requirements(account.id, team_roles.keys().copied())
             .await?;
-        let mfa_enrolled = self.store().totp(account.id, true).await?.is_some();
+        let mfa_enrolled = self.has_second_factor(account.id).await?;
         Ok(Principal {
             account: account.id,
             kind: account.kind,
@@ -314,6 +351,12 @@ impl Identity {
             }
         }
         Ok(signed_in)
+    }
+
+    /// Whether the account has a confirmed TOTP app or a passkey.
+    async fn has_second_factor(&self, id: AccountId) -> Result<bool, IdentityError> {
+        Ok(self.store().totp(id, true).await?.is_some()
+            || !self.store().passkeys_of(id).await?.is_empty())
     }
 
     fn active(account: Option<Account>) -> Option<Account> {

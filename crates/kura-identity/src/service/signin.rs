@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::{NewAccount, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck};
+use kura_store::{
+    NewAccount, PasswordSet, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck,
+};
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
@@ -173,8 +175,8 @@ impl Identity {
             }
         }
 
-        let has_totp = self.store().totp(account.id, true).await?.is_some();
-        let stage = if has_totp {
+        let has_mfa = self.has_second_factor(account.id).await?;
+        let stage = if has_mfa {
             SessionStage::MfaPending
         } else if self.mfa_required(&account).await? {
             SessionStage::MfaEnrolment
@@ -418,7 +420,9 @@ impl Identity {
         let Some(account) = Self::active(self.load_account(session.account).await?) else {
             return Err(IdentityError::Unauthenticated);
         };
-        self.store().touch_session(session.id, now).await?;
+        if now - session.last_seen_at >= super::TOUCH_EVERY {
+            self.store().touch_session(session.id, now).await?;
+        }
         let credential = Credential::Session {
             id: session.id,
             stage,
@@ -530,14 +534,15 @@ impl Identity {
     }
 
     /// Changes the principal's own password after checking the current one.
-    /// Every other session of the account is revoked in the same
-    /// transaction. Returns how many were revoked.
+    /// Every other session of the account and its personal API tokens are
+    /// revoked in the same transaction (whoever learnt the old password may
+    /// have made either). Returns how many were revoked.
     pub async fn change_password(
         &self,
         p: &Principal,
         current: &SecretString,
         new: &SecretString,
-    ) -> Audited<u64> {
+    ) -> Audited<PasswordSet> {
         let mut ev = Events::default();
         let r = async {
             self.require(
@@ -565,7 +570,7 @@ impl Identity {
             let keep = p
                 .session_id()
                 .map_or(SessionRevocation::All, SessionRevocation::AllExcept);
-            let n = self
+            let set = self
                 .store()
                 .set_password(p.account, &phc, keep, now)
                 .await?;
@@ -573,16 +578,18 @@ impl Identity {
                 IdentityEvent::new("auth.password.changed", EventOutcome::Success, now)
                     .actor(p.account)
                     .subject(p.account)
-                    .detail("sessions_revoked", n),
+                    .detail("sessions_revoked", set.sessions_revoked)
+                    .detail("tokens_revoked", set.tokens_revoked),
             );
-            Ok(n)
+            Ok(set)
         }
         .await;
         ev.finish(r)
     }
 
     /// Sets another account's password (help desk / team admin). Subject to
-    /// the high-privilege rule; all of the target's sessions are revoked.
+    /// the high-privilege rule; all of the target's sessions and personal
+    /// API tokens are revoked.
     /// The target's MFA stays as it is, so a reset never bypasses MFA.
     pub async fn reset_password(
         &self,
@@ -600,7 +607,7 @@ impl Identity {
             check_password_policy(new)?;
             let now = self.now();
             let phc = self.hash_password(new).await?;
-            let n = self
+            let set = self
                 .store()
                 .set_password(target, &phc, SessionRevocation::All, now)
                 .await?;
@@ -608,7 +615,8 @@ impl Identity {
                 IdentityEvent::new("auth.password.reset", EventOutcome::Success, now)
                     .actor(actor.account)
                     .subject(target)
-                    .detail("sessions_revoked", n),
+                    .detail("sessions_revoked", set.sessions_revoked)
+                    .detail("tokens_revoked", set.tokens_revoked),
             );
             Ok(())
         }
@@ -616,8 +624,11 @@ impl Identity {
         ev.finish(r)
     }
 
-    /// Disables or re-enables another account. Disabling revokes all of its
-    /// sessions and API tokens in the same transaction.
+    /// Disables or re-enables another account, under the same privilege
+    /// rule both ways. Disabling revokes all of its sessions and API tokens
+    /// in the same transaction; re-enabling restores sign-in only (revoked
+    /// sessions and tokens stay revoked) and applies to disabled accounts
+    /// only.
     pub async fn set_account_disabled(
         &self,
         actor: &Principal,
@@ -628,9 +639,15 @@ impl Identity {
         let r = async {
             let resource = Resource::Account(self.account_target(target).await?);
             self.require(&mut ev, actor, Action::AccountManage, &resource)?;
-            self.load_account(target)
+            let current = self
+                .load_account(target)
                 .await?
                 .ok_or(IdentityError::NotFound("account"))?;
+            // Re-enabling is for disabled accounts only: an invited account
+            // becomes active by accepting its invitation, nothing else.
+            if !disabled && current.status != AccountStatus::Disabled {
+                return Err(IdentityError::AccountStatus(current.status.as_str()));
+            }
             let now = self.now();
             let status = if disabled {
                 AccountStatus::Disabled

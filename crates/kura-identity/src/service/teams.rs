@@ -1,23 +1,19 @@
-//! Teams, members, groups, invitations, team roles and operator accounts.
+//! Teams, members, groups, invitations and team roles (operator accounts
+//! are in `operators`).
 
 use std::collections::BTreeSet;
 
-use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::{
-    AccountRecord, GrantSubject, GroupRecord, InvitationRecord, NewAccount, RoleGrant, StoreError,
-    TeamRecord,
-};
+use kura_crypto::token::SecretToken;
+use kura_store::{GrantSubject, GroupRecord, StoreError, TeamRecord};
 use kura_types::{AccountId, GroupId, InvitationId, TeamId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::Identity;
-use crate::account::{Account, AccountKind, AccountStatus, DisplayName, Email};
-use crate::error::TokenProblem;
+use crate::account::{Account, Email};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::TeamMfaPolicy;
-use crate::password::check_password_policy;
-use crate::policy::{Action, DenyReason, OperatorRole, Principal, Resource, TeamRole};
+use crate::policy::{Action, DenyReason, Principal, Resource, TeamRole};
 use crate::{Audited, IdentityError};
 
 /// A team.
@@ -195,42 +191,6 @@ impl Identity {
         ev.finish(r)
     }
 
-    fn invitation(
-        &self,
-        team: TeamId,
-        email: Email,
-        role: TeamRole,
-        by: AccountId,
-    ) -> Result<(InvitationRecord, IssuedInvitation), IdentityError> {
-        let now = self.now();
-        let token = SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
-        let expires_at = now + self.inner.config.invitation_ttl;
-        let id = InvitationId::new();
-        let record = InvitationRecord {
-            id,
-            token_hash: token.hash(),
-            team,
-            email: email.as_str().to_owned(),
-            role: role.as_str().to_owned(),
-            invited_by: by,
-            created_at: now,
-            expires_at,
-            accepted_at: None,
-            revoked_at: None,
-        };
-        Ok((
-            record,
-            IssuedInvitation {
-                id,
-                team,
-                email,
-                role,
-                expires_at,
-                token,
-            },
-        ))
-    }
-
     /// A team's details.
     pub async fn team(&self, actor: &Principal, team: TeamId) -> Audited<Team> {
         let mut ev = Events::default();
@@ -312,7 +272,7 @@ impl Identity {
 
     /// Refuses a change that touches the owner role unless the actor owns
     /// the team.
-    fn require_owner_for(
+    pub(super) fn require_owner_for(
         &self,
         ev: &mut Events,
         actor: &Principal,
@@ -330,230 +290,6 @@ impl Identity {
             return Err(IdentityError::Denied(DenyReason::HigherPrivilegeTarget));
         }
         Ok(())
-    }
-
-    /// Invites an email address to the team with a role. Only owners may
-    /// invite owners.
-    pub async fn invite(
-        &self,
-        actor: &Principal,
-        team: TeamId,
-        email: &str,
-        role: TeamRole,
-    ) -> Audited<IssuedInvitation> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, actor, Action::MembersManage, &Resource::Team(team))?;
-            self.require_owner_for(&mut ev, actor, team, role)?;
-            let email = Email::parse(email)?;
-            if let Some(existing) = self.store().account_by_email(email.as_str()).await?
-                && existing.kind == AccountKind::Operator.as_str()
-            {
-                return Err(IdentityError::InvalidInput(
-                    "operator accounts cannot join teams".into(),
-                ));
-            }
-            let (record, issued) = self.invitation(team, email, role, actor.account)?;
-            self.store().create_invitation(record).await?;
-            ev.push(invitation_event(&issued, actor.account, self.now()));
-            Ok(issued)
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// The team's open invitations (never their tokens, which were shown
-    /// once when issued).
-    pub async fn invitations(&self, actor: &Principal, team: TeamId) -> Audited<Vec<Invitation>> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, actor, Action::MembersRead, &Resource::Team(team))?;
-            self.store()
-                .open_invitations(team)
-                .await?
-                .into_iter()
-                .map(|i| {
-                    Ok(Invitation {
-                        id: i.id,
-                        role: TeamRole::parse(&i.role)
-                            .ok_or_else(|| IdentityError::Corrupt("invitation role".into()))?,
-                        email: i.email,
-                        invited_by: i.invited_by,
-                        created_at: i.created_at,
-                        expires_at: i.expires_at,
-                    })
-                })
-                .collect()
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Withdraws an unused invitation.
-    pub async fn revoke_invitation(
-        &self,
-        actor: &Principal,
-        team: TeamId,
-        id: InvitationId,
-    ) -> Audited<()> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, actor, Action::MembersManage, &Resource::Team(team))?;
-            let inv = self
-                .store()
-                .invitation(id)
-                .await?
-                .filter(|i| i.team == team)
-                .ok_or(IdentityError::NotFound("invitation"))?;
-            let role = TeamRole::parse(&inv.role)
-                .ok_or_else(|| IdentityError::Corrupt("invitation role".into()))?;
-            self.require_owner_for(&mut ev, actor, team, role)?;
-            if !self.store().revoke_invitation(id, self.now()).await? {
-                return Err(IdentityError::BadToken(TokenProblem::Used));
-            }
-            ev.push(
-                IdentityEvent::new("invitation.revoked", EventOutcome::Success, self.now())
-                    .actor(actor.account)
-                    .team(team)
-                    .detail("invitation", id),
-            );
-            Ok(())
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Accepts an invitation: once, before it expires, for the invited
-    /// address only. Joining and (for a new account) creating the account
-    /// happen in one transaction.
-    pub async fn accept_invitation(
-        &self,
-        token: &str,
-        acceptance: Acceptance<'_>,
-    ) -> Audited<AcceptedInvitation> {
-        let mut ev = Events::default();
-        let r = self.accept_inner(&mut ev, token, acceptance).await;
-        ev.finish(r)
-    }
-
-    async fn accept_inner(
-        &self,
-        ev: &mut Events,
-        token: &str,
-        acceptance: Acceptance<'_>,
-    ) -> Result<AcceptedInvitation, IdentityError> {
-        let now = self.now();
-        let inv = self
-            .store()
-            .invitation_by_hash(&TokenHash::of(token))
-            .await?;
-        let problem = match &inv {
-            None => Some(TokenProblem::Unknown),
-            Some(i) if i.revoked_at.is_some() => Some(TokenProblem::Unknown),
-            Some(i) if i.accepted_at.is_some() => Some(TokenProblem::Used),
-            Some(i) if now >= i.expires_at => Some(TokenProblem::Expired),
-            Some(_) => None,
-        };
-        let reject = |ev: &mut Events, problem: TokenProblem, team: Option<TeamId>| {
-            let mut e = IdentityEvent::new("invitation.rejected", EventOutcome::Failure, now)
-                .detail("reason", problem.as_str());
-            if let Some(t) = team {
-                e = e.team(t);
-            }
-            ev.push(e);
-            IdentityError::BadToken(problem)
-        };
-        let inv = match (inv, problem) {
-            (Some(inv), None) => inv,
-            (inv, Some(problem)) => return Err(reject(ev, problem, inv.map(|i| i.team))),
-            (None, None) => return Err(reject(ev, TokenProblem::Unknown, None)),
-        };
-        let role = TeamRole::parse(&inv.role)
-            .ok_or_else(|| IdentityError::Corrupt("invitation role".into()))?;
-        let (account, new_account) = match acceptance {
-            Acceptance::Existing(p) => {
-                // Joining a team is done by the person, in a session.
-                p.session_id()
-                    .ok_or(IdentityError::Denied(DenyReason::TokenNotAllowed))?;
-                let account = self
-                    .load_account(p.account)
-                    .await?
-                    .ok_or(IdentityError::Unauthenticated)?;
-                if account.email.as_str() != inv.email || account.kind != AccountKind::Customer {
-                    ev.push(
-                        IdentityEvent::new("invitation.rejected", EventOutcome::Denied, now)
-                            .actor(p.account)
-                            .team(inv.team)
-                            .detail("reason", "other_account"),
-                    );
-                    return Err(IdentityError::Denied(DenyReason::NoRole));
-                }
-                (account.id, None)
-            }
-            Acceptance::NewAccount {
-                display_name,
-                password,
-            } => {
-                let name = DisplayName::parse(display_name)?;
-                check_password_policy(password)?;
-                if self.store().account_by_email(&inv.email).await?.is_some() {
-                    return Err(IdentityError::EmailTaken);
-                }
-                let phc = self.hash_password(password).await?;
-                let id = AccountId::new();
-                (
-                    id,
-                    Some(NewAccount {
-                        account: AccountRecord {
-                            id,
-                            email: inv.email.clone(),
-                            display_name: name.as_str().to_owned(),
-                            phone: None,
-                            status: AccountStatus::Active.as_str().into(),
-                            kind: AccountKind::Customer.as_str().into(),
-                            created_at: now,
-                        },
-                        password_phc: Some(phc),
-                        grants: Vec::new(),
-                        teams: Vec::new(),
-                    }),
-                )
-            }
-        };
-        let created = new_account.is_some();
-        let accepted = self
-            .store()
-            .accept_invitation(inv.id, account, new_account, now)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => IdentityError::EmailTaken,
-                other => other.into(),
-            })?;
-        if !accepted {
-            return Err(reject(ev, TokenProblem::Used, Some(inv.team)));
-        }
-        if created {
-            ev.push(
-                IdentityEvent::new("account.created", EventOutcome::Success, now)
-                    .actor(account)
-                    .subject(account)
-                    .team(inv.team)
-                    .detail("via", "invitation"),
-            );
-        }
-        ev.push(
-            IdentityEvent::new("invitation.accepted", EventOutcome::Success, now)
-                .actor(account)
-                .team(inv.team)
-                .detail("invitation", inv.id)
-                .detail("role", role.as_str()),
-        );
-        Ok(AcceptedInvitation {
-            team: inv.team,
-            account,
-            role,
-            created_account: created,
-        })
     }
 
     /// The team's members and their roles.
@@ -860,153 +596,6 @@ impl Identity {
         .await;
         ev.finish(r)
     }
-
-    /// Creates another operator account with some of the actor's own roles
-    /// (nobody hands out more than they hold). The new operator must enrol
-    /// MFA at first sign-in.
-    pub async fn create_operator(
-        &self,
-        actor: &Principal,
-        email: &str,
-        display_name: &str,
-        initial_password: &SecretString,
-        roles: &BTreeSet<OperatorRole>,
-    ) -> Audited<AccountId> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, actor, Action::OperatorsManage, &Resource::Platform)?;
-            if roles.is_empty() {
-                return Err(IdentityError::InvalidInput(
-                    "an operator needs at least one role".into(),
-                ));
-            }
-            if !roles.is_subset(&actor.operator_roles) {
-                return Err(IdentityError::Denied(DenyReason::HigherPrivilegeTarget));
-            }
-            let email = Email::parse(email)?;
-            let name = DisplayName::parse(display_name)?;
-            check_password_policy(initial_password)?;
-            let phc = self.hash_password(initial_password).await?;
-            let now = self.now();
-            let id = AccountId::new();
-            self.store()
-                .create_account(NewAccount {
-                    account: AccountRecord {
-                        id,
-                        email: email.as_str().to_owned(),
-                        display_name: name.as_str().to_owned(),
-                        phone: None,
-                        status: AccountStatus::Active.as_str().into(),
-                        kind: AccountKind::Operator.as_str().into(),
-                        created_at: now,
-                    },
-                    password_phc: Some(phc),
-                    grants: roles
-                        .iter()
-                        .map(|r| RoleGrant {
-                            team: None,
-                            role: r.as_str().into(),
-                            via_group: None,
-                        })
-                        .collect(),
-                    teams: Vec::new(),
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::Conflict(_) => IdentityError::EmailTaken,
-                    other => other.into(),
-                })?;
-            ev.push(
-                IdentityEvent::new("account.created", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(id)
-                    .detail("kind", "operator")
-                    .detail(
-                        "roles",
-                        roles
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    ),
-            );
-            Ok(id)
-        }
-        .await;
-        ev.finish(r)
-    }
-}
-
-impl Identity {
-    /// Grants (`grant == true`) or revokes an operator role of another
-    /// operator. The actor must manage operators, hold the role itself, and
-    /// hold every role the target holds (equal or higher privilege).
-    pub async fn set_operator_role(
-        &self,
-        actor: &Principal,
-        target: AccountId,
-        role: OperatorRole,
-        grant: bool,
-    ) -> Audited<()> {
-        let mut ev = Events::default();
-        let r = async {
-            let target_roles = self.account_target(target).await?;
-            let is_operator = self
-                .load_account(target)
-                .await?
-                .is_some_and(|a| a.kind == AccountKind::Operator);
-            if !is_operator {
-                self.require(&mut ev, actor, Action::OperatorsManage, &Resource::Platform)?;
-                return Err(IdentityError::NotFound("operator"));
-            }
-            if target_roles.operator_roles.is_empty() {
-                self.require(&mut ev, actor, Action::OperatorsManage, &Resource::Platform)?;
-            } else {
-                self.require(
-                    &mut ev,
-                    actor,
-                    Action::AccountManage,
-                    &Resource::Account(target_roles.clone()),
-                )?;
-            }
-            if !actor.operator_roles.contains(&role) {
-                return Err(IdentityError::Denied(DenyReason::HigherPrivilegeTarget));
-            }
-            let now = self.now();
-            let subject = GrantSubject::Account(target);
-            let action = if grant {
-                self.store()
-                    .grant_role(subject, None, role.as_str(), Some(actor.account), now)
-                    .await?;
-                "operator.role.granted"
-            } else {
-                if target_roles.operator_roles.len() == 1
-                    && target_roles.operator_roles.contains(&role)
-                {
-                    return Err(IdentityError::InvalidInput(
-                        "an operator keeps at least one role; disable the account instead".into(),
-                    ));
-                }
-                if !self
-                    .store()
-                    .revoke_role(subject, None, role.as_str())
-                    .await?
-                {
-                    return Err(IdentityError::NotFound("role grant"));
-                }
-                "operator.role.revoked"
-            };
-            ev.push(
-                IdentityEvent::new(action, EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target)
-                    .detail("role", role.as_str()),
-            );
-            Ok(())
-        }
-        .await;
-        ev.finish(r)
-    }
 }
 
 /// A grant or membership to leave out when counting owners.
@@ -1017,7 +606,11 @@ enum Without {
     Membership(GroupId, AccountId),
 }
 
-fn invitation_event(i: &IssuedInvitation, by: AccountId, now: OffsetDateTime) -> IdentityEvent {
+pub(super) fn invitation_event(
+    i: &IssuedInvitation,
+    by: AccountId,
+    now: OffsetDateTime,
+) -> IdentityEvent {
     IdentityEvent::new("invitation.created", EventOutcome::Success, now)
         .actor(by)
         .team(i.team)

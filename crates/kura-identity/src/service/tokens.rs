@@ -315,7 +315,11 @@ impl Identity {
             let Some(account) = Self::active(self.load_account(t.account).await?) else {
                 return Err(IdentityError::Unauthenticated);
             };
-            self.store().touch_api_token(t.id, now).await?;
+            if t.last_used_at
+                .is_none_or(|at| now - at >= super::TOUCH_EVERY)
+            {
+                self.store().touch_api_token(t.id, now).await?;
+            }
             let credential = Credential::ApiToken {
                 id: t.id,
                 scopes: t.scopes.iter().cloned().collect(),

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use kura_crypto::token::TokenHash;
-use kura_types::{AccountId, ApiTokenId, GroupId, InvitationId, SessionId, TeamId};
+use kura_types::{AccountId, GroupId, SessionId, TeamId};
 use rusqlite::{OptionalExtension as _, Row, Transaction, params};
 use time::OffsetDateTime;
 
@@ -11,14 +11,14 @@ use super::Pool;
 use crate::StoreError;
 use crate::identity::{
     AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    MemberRecord, NewAccount, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
-    ThrottleRecord, TotpRecord,
+    NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
+    ThrottleRecord,
 };
 
 /// Kura ID state in the embedded platform database.
 #[derive(Debug, Clone)]
 pub struct SqliteIdentityStore {
-    pool: Pool,
+    pub(super) pool: Pool,
 }
 
 impl SqliteIdentityStore {
@@ -29,47 +29,47 @@ impl SqliteIdentityStore {
     }
 }
 
-fn ts(t: OffsetDateTime) -> i64 {
+pub(super) fn ts(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
-fn from_ts(secs: i64) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn from_ts(secs: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
-fn opt_ts(secs: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
+pub(super) fn opt_ts(secs: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
     secs.map(from_ts).transpose()
 }
 
-fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Malformed(format!("bad {what} id `{s}`")))
 }
 
 /// Operator roles are stored with team '' so the primary key covers them.
-fn team_col(team: Option<TeamId>) -> String {
+pub(super) fn team_col(team: Option<TeamId>) -> String {
     team.map(|t| t.to_string()).unwrap_or_default()
 }
 
-fn subject_cols(subject: GrantSubject) -> (&'static str, String) {
+pub(super) fn subject_cols(subject: GrantSubject) -> (&'static str, String) {
     match subject {
         GrantSubject::Account(a) => ("account", a.to_string()),
         GrantSubject::Group(g) => ("group", g.to_string()),
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ConstraintViolation)
     )
 }
 
-const ACCOUNT_COLUMNS: &str = "id, email, display_name, phone, status, kind, created_at";
+pub(super) const ACCOUNT_COLUMNS: &str = "id, email, display_name, phone, status, kind, created_at";
 
-type RawAccount = (String, String, String, Option<String>, String, String, i64);
+pub(super) type RawAccount = (String, String, String, Option<String>, String, String, i64);
 
-fn raw_account(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
+pub(super) fn raw_account(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -81,7 +81,7 @@ fn raw_account(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
     ))
 }
 
-fn decode_account(raw: RawAccount) -> Result<AccountRecord, StoreError> {
+pub(super) fn decode_account(raw: RawAccount) -> Result<AccountRecord, StoreError> {
     let (id, email, display_name, phone, status, kind, created_at) = raw;
     Ok(AccountRecord {
         id: parse_id(&id, "account")?,
@@ -94,7 +94,7 @@ fn decode_account(raw: RawAccount) -> Result<AccountRecord, StoreError> {
     })
 }
 
-fn insert_account(tx: &Transaction<'_>, new: &NewAccount) -> Result<(), StoreError> {
+pub(super) fn insert_account(tx: &Transaction<'_>, new: &NewAccount) -> Result<(), StoreError> {
     let a = &new.account;
     let inserted = tx.execute(
         "INSERT INTO accounts (id, email, display_name, phone, status, kind, created_at, updated_at)
@@ -140,7 +140,7 @@ fn insert_account(tx: &Transaction<'_>, new: &NewAccount) -> Result<(), StoreErr
     Ok(())
 }
 
-fn revoke_sessions(
+pub(super) fn revoke_sessions(
     tx: &Transaction<'_>,
     account: AccountId,
     except: Option<SessionId>,
@@ -154,13 +154,13 @@ fn revoke_sessions(
     Ok(n as u64)
 }
 
-const TEAM_COLUMNS: &str = "id, name, mfa_policy, created_at";
+pub(super) const TEAM_COLUMNS: &str = "id, name, mfa_policy, created_at";
 
-fn decode_team(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
+pub(super) fn decode_team(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn team_record(raw: (String, String, String, i64)) -> Result<TeamRecord, StoreError> {
+pub(super) fn team_record(raw: (String, String, String, i64)) -> Result<TeamRecord, StoreError> {
     Ok(TeamRecord {
         id: parse_id(&raw.0, "team")?,
         name: raw.1,
@@ -169,13 +169,13 @@ fn team_record(raw: (String, String, String, i64)) -> Result<TeamRecord, StoreEr
     })
 }
 
-const GROUP_COLUMNS: &str = "id, team_id, name, created_at";
+pub(super) const GROUP_COLUMNS: &str = "id, team_id, name, created_at";
 
-fn group_record(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
+pub(super) fn group_record(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn decode_group(raw: (String, String, String, i64)) -> Result<GroupRecord, StoreError> {
+pub(super) fn decode_group(raw: (String, String, String, i64)) -> Result<GroupRecord, StoreError> {
     Ok(GroupRecord {
         id: parse_id(&raw.0, "group")?,
         team: parse_id(&raw.1, "team")?,
@@ -184,9 +184,9 @@ fn decode_group(raw: (String, String, String, i64)) -> Result<GroupRecord, Store
     })
 }
 
-const SESSION_COLUMNS: &str = "id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source, mfa_method";
+pub(super) const SESSION_COLUMNS: &str = "id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source, mfa_method";
 
-struct RawSession {
+pub(super) struct RawSession {
     id: String,
     hash: String,
     account: String,
@@ -200,7 +200,7 @@ struct RawSession {
     mfa_method: Option<String>,
 }
 
-fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
+pub(super) fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
     Ok(RawSession {
         id: r.get(0)?,
         hash: r.get(1)?,
@@ -217,7 +217,7 @@ fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
 }
 
 impl RawSession {
-    fn decode(self) -> Result<SessionRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<SessionRecord, StoreError> {
         Ok(SessionRecord {
             id: parse_id(&self.id, "session")?,
             token_hash: TokenHash::from_stored(self.hash),
@@ -234,9 +234,9 @@ impl RawSession {
     }
 }
 
-const TOKEN_COLUMNS: &str = "id, token_hash, account_id, team_id, kind, role, name, scopes, created_at, expires_at, last_used_at, revoked_at";
+pub(super) const TOKEN_COLUMNS: &str = "id, token_hash, account_id, team_id, kind, role, name, scopes, created_at, expires_at, last_used_at, revoked_at";
 
-struct RawToken {
+pub(super) struct RawToken {
     id: String,
     hash: String,
     account: String,
@@ -251,7 +251,7 @@ struct RawToken {
     revoked_at: Option<i64>,
 }
 
-fn raw_token(r: &Row<'_>) -> rusqlite::Result<RawToken> {
+pub(super) fn raw_token(r: &Row<'_>) -> rusqlite::Result<RawToken> {
     Ok(RawToken {
         id: r.get(0)?,
         hash: r.get(1)?,
@@ -269,7 +269,7 @@ fn raw_token(r: &Row<'_>) -> rusqlite::Result<RawToken> {
 }
 
 impl RawToken {
-    fn decode(self) -> Result<ApiTokenRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<ApiTokenRecord, StoreError> {
         Ok(ApiTokenRecord {
             id: parse_id(&self.id, "API token")?,
             token_hash: TokenHash::from_stored(self.hash),
@@ -291,9 +291,9 @@ impl RawToken {
     }
 }
 
-const INVITATION_COLUMNS: &str = "id, token_hash, team_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at";
+pub(super) const INVITATION_COLUMNS: &str = "id, token_hash, team_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at";
 
-type RawInvitation = (
+pub(super) type RawInvitation = (
     String,
     String,
     String,
@@ -306,7 +306,7 @@ type RawInvitation = (
     Option<i64>,
 );
 
-fn raw_invitation(r: &Row<'_>) -> rusqlite::Result<RawInvitation> {
+pub(super) fn raw_invitation(r: &Row<'_>) -> rusqlite::Result<RawInvitation> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -321,7 +321,7 @@ fn raw_invitation(r: &Row<'_>) -> rusqlite::Result<RawInvitation> {
     ))
 }
 
-fn decode_invitation(raw: RawInvitation) -> Result<InvitationRecord, StoreError> {
+pub(super) fn decode_invitation(raw: RawInvitation) -> Result<InvitationRecord, StoreError> {
     Ok(InvitationRecord {
         id: parse_id(&raw.0, "invitation")?,
         token_hash: TokenHash::from_stored(raw.1),
@@ -336,7 +336,7 @@ fn decode_invitation(raw: RawInvitation) -> Result<InvitationRecord, StoreError>
     })
 }
 
-fn read_throttle(
+pub(super) fn read_throttle(
     c: &rusqlite::Connection,
     key: &str,
 ) -> Result<Option<ThrottleRecord>, StoreError> {
@@ -488,7 +488,7 @@ impl IdentityStore for SqliteIdentityStore {
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<PasswordSet, StoreError> {
         let phc = phc.to_owned();
         self.pool
             .write(move |tx| {
@@ -497,11 +497,22 @@ impl IdentityStore for SqliteIdentityStore {
                      ON CONFLICT(account_id) DO UPDATE SET phc = excluded.phc, changed_at = excluded.changed_at",
                     params![id.to_string(), phc, ts(now)],
                 )?;
-                match revoke {
-                    SessionRevocation::None => Ok(0),
-                    SessionRevocation::All => revoke_sessions(tx, id, None, now),
-                    SessionRevocation::AllExcept(keep) => revoke_sessions(tx, id, Some(keep), now),
-                }
+                let sessions_revoked = match revoke {
+                    SessionRevocation::None => return Ok(PasswordSet::default()),
+                    SessionRevocation::All => revoke_sessions(tx, id, None, now)?,
+                    SessionRevocation::AllExcept(keep) => {
+                        revoke_sessions(tx, id, Some(keep), now)?
+                    }
+                };
+                let tokens_revoked = tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ?1
+                      WHERE account_id = ?2 AND kind = 'personal' AND revoked_at IS NULL",
+                    params![ts(now), id.to_string()],
+                )? as u64;
+                Ok(PasswordSet {
+                    sessions_revoked,
+                    tokens_revoked,
+                })
             })
             .await
     }
@@ -638,822 +649,12 @@ impl IdentityStore for SqliteIdentityStore {
             })
             .await
     }
-
-    async fn create_team(
-        &self,
-        team: TeamRecord,
-        owner: Option<AccountId>,
-        invitation: Option<InvitationRecord>,
-    ) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO teams (id, name, mfa_policy, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        team.id.to_string(),
-                        team.name,
-                        team.mfa_policy,
-                        ts(team.created_at)
-                    ],
-                )?;
-                if let Some(owner) = owner {
-                    tx.execute(
-                        "INSERT INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
-                        params![team.id.to_string(), owner.to_string(), ts(team.created_at)],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
-                         VALUES ('account', ?1, ?2, 'owner', ?1, ?3)",
-                        params![owner.to_string(), team.id.to_string(), ts(team.created_at)],
-                    )?;
-                }
-                if let Some(inv) = &invitation {
-                    insert_invitation(tx, inv)?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn team(&self, id: TeamId) -> Result<Option<TeamRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id = ?1"),
-                    [id.to_string()],
-                    decode_team,
-                )
-                .optional()?
-                .map(team_record)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn teams_of(&self, id: AccountId) -> Result<Vec<TeamRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT t.id, t.name, t.mfa_policy, t.created_at FROM teams t
-                       JOIN team_members m ON m.team_id = t.id
-                      WHERE m.account_id = ?1 ORDER BY t.id",
-                )?;
-                let rows = stmt.query_map([id.to_string()], decode_team)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(team_record(row?)?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError> {
-        let policy = policy.to_owned();
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE teams SET mfa_policy = ?1 WHERE id = ?2",
-                    params![policy, id.to_string()],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!("team {id}")));
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn add_member(
-        &self,
-        team: TeamId,
-        account: AccountId,
-        role: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let role = role.to_owned();
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT OR IGNORE INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
-                    params![team.to_string(), account.to_string(), ts(now)],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
-                     VALUES ('account', ?1, ?2, ?3, NULL, ?4)",
-                    params![account.to_string(), team.to_string(), role, ts(now)],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn remove_member(&self, team: TeamId, account: AccountId) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM team_members WHERE team_id = ?1 AND account_id = ?2",
-                    params![team.to_string(), account.to_string()],
-                )?;
-                tx.execute(
-                    "DELETE FROM role_grants WHERE subject_kind = 'account' AND subject_id = ?1 AND team = ?2",
-                    params![account.to_string(), team.to_string()],
-                )?;
-                tx.execute(
-                    "DELETE FROM group_members WHERE account_id = ?1
-                       AND group_id IN (SELECT id FROM groups WHERE team_id = ?2)",
-                    params![account.to_string(), team.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn members(&self, team: TeamId) -> Result<Vec<MemberRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT a.id, a.email, a.display_name, a.phone, a.status, a.kind, a.created_at, m.joined_at
-                       FROM team_members m JOIN accounts a ON a.id = m.account_id
-                      WHERE m.team_id = ?1 ORDER BY a.email",
-                )?;
-                let rows = stmt.query_map([team.to_string()], |r| {
-                    Ok((raw_account(r)?, r.get::<_, i64>(7)?))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (raw, joined) = row?;
-                    out.push(MemberRecord {
-                        account: decode_account(raw)?,
-                        joined_at: from_ts(joined)?,
-                    });
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn create_group(&self, group: GroupRecord) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO groups (id, team_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        group.id.to_string(),
-                        group.team.to_string(),
-                        group.name,
-                        ts(group.created_at)
-                    ],
-                )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict(format!("group `{}`", group.name))
-                    } else {
-                        e.into()
-                    }
-                })?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"),
-                    [id.to_string()],
-                    group_record,
-                )
-                .optional()?
-                .map(decode_group)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn groups(&self, team: TeamId) -> Result<Vec<GroupRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {GROUP_COLUMNS} FROM groups WHERE team_id = ?1 ORDER BY name"
-                ))?;
-                let rows = stmt.query_map([team.to_string()], group_record)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(decode_group(row?)?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn add_group_member(
-        &self,
-        group: GroupId,
-        account: AccountId,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT OR IGNORE INTO group_members (group_id, account_id, added_at) VALUES (?1, ?2, ?3)",
-                    params![group.to_string(), account.to_string(), ts(now)],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn remove_group_member(
-        &self,
-        group: GroupId,
-        account: AccountId,
-    ) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM group_members WHERE group_id = ?1 AND account_id = ?2",
-                    params![group.to_string(), account.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupId>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT group_id FROM group_members WHERE account_id = ?1 ORDER BY group_id",
-                )?;
-                let rows = stmt.query_map([account.to_string()], |r| r.get::<_, String>(0))?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(parse_id(&row?, "group")?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn create_invitation(&self, inv: InvitationRecord) -> Result<(), StoreError> {
-        self.pool.write(move |tx| insert_invitation(tx, &inv)).await
-    }
-
-    async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = ?1"),
-                    [id.to_string()],
-                    raw_invitation,
-                )
-                .optional()?
-                .map(decode_invitation)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn open_invitations(&self, team: TeamId) -> Result<Vec<InvitationRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {INVITATION_COLUMNS} FROM invitations
-                      WHERE team_id = ?1 AND accepted_at IS NULL AND revoked_at IS NULL
-                      ORDER BY created_at, id"
-                ))?;
-                let rows = stmt.query_map([team.to_string()], raw_invitation)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(decode_invitation(row?)?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn invitation_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<InvitationRecord>, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = ?1"),
-                    [hash],
-                    raw_invitation,
-                )
-                .optional()?
-                .map(decode_invitation)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn accept_invitation(
-        &self,
-        id: InvitationId,
-        account: AccountId,
-        new_account: Option<NewAccount>,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let row: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT team_id, role FROM invitations
-                          WHERE id = ?1 AND accepted_at IS NULL AND revoked_at IS NULL",
-                        [id.to_string()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                let Some((team, role)) = row else {
-                    return Ok(false);
-                };
-                tx.execute(
-                    "UPDATE invitations SET accepted_at = ?1, accepted_by = ?2 WHERE id = ?3",
-                    params![ts(now), account.to_string(), id.to_string()],
-                )?;
-                if let Some(new) = &new_account {
-                    insert_account(tx, new)?;
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
-                    params![team, account.to_string(), ts(now)],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
-                     VALUES ('account', ?1, ?2, ?3, NULL, ?4)",
-                    params![account.to_string(), team, role, ts(now)],
-                )?;
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn revoke_invitation(
-        &self,
-        id: InvitationId,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE invitations SET revoked_at = ?1
-                      WHERE id = ?2 AND accepted_at IS NULL AND revoked_at IS NULL",
-                    params![ts(now), id.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn insert_session(&self, s: SessionRecord) -> Result<(), StoreError> {
-        self.pool.write(move |tx| insert_session_row(tx, &s)).await
-    }
-
-    async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1"),
-                    [hash],
-                    raw_session,
-                )
-                .optional()?
-                .map(RawSession::decode)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "UPDATE sessions SET last_seen_at = max(last_seen_at, ?1) WHERE id = ?2",
-                    params![ts(now), id.to_string()],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn set_session_mfa(
-        &self,
-        id: SessionId,
-        stage: &str,
-        method: &str,
-        verified_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let (stage, method) = (stage.to_owned(), method.to_owned());
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE sessions SET stage = ?1, mfa_method = ?2, mfa_verified_at = ?3,
-                            last_seen_at = max(last_seen_at, ?3)
-                      WHERE id = ?4 AND revoked_at IS NULL",
-                    params![stage, method, ts(verified_at), id.to_string()],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!("session {id}")));
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn rotate_session(
-        &self,
-        old: SessionId,
-        new: SessionRecord,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                    params![ts(now), old.to_string()],
-                )?;
-                if n != 1 {
-                    return Ok(false);
-                }
-                insert_session_row(tx, &new)?;
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn revoke_session(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                    params![ts(now), id.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn revoke_sessions_of(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        now: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
-        self.pool
-            .write(move |tx| revoke_sessions(tx, account, except, now))
-            .await
-    }
-
-    async fn sessions_of(&self, account: AccountId) -> Result<Vec<SessionRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions
-                      WHERE account_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id"
-                ))?;
-                let rows = stmt.query_map([account.to_string()], raw_session)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(row?.decode()?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn totp(
-        &self,
-        account: AccountId,
-        confirmed: bool,
-    ) -> Result<Option<TotpRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    "SELECT secret, confirmed_at, last_used_step, created_at FROM totp_credentials
-                      WHERE account_id = ?1 AND (confirmed_at IS NOT NULL) = ?2",
-                    params![account.to_string(), confirmed],
-                    |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, Option<i64>>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    },
-                )
-                .optional()?
-                .map(|(secret, confirmed, step, created)| {
-                    Ok(TotpRecord {
-                        account,
-                        secret,
-                        confirmed_at: opt_ts(confirmed)?,
-                        last_used_step: step,
-                        created_at: from_ts(created)?,
-                    })
-                })
-                .transpose()
-            })
-            .await
-    }
-
-    async fn put_pending_totp(
-        &self,
-        account: AccountId,
-        secret: &[u8],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let secret = secret.to_vec();
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "DELETE FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NULL",
-                    [account.to_string()],
-                )?;
-                tx.execute(
-                    "INSERT INTO totp_credentials (account_id, secret, created_at) VALUES (?1, ?2, ?3)",
-                    params![account.to_string(), secret, ts(now)],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn confirm_totp(
-        &self,
-        account: AccountId,
-        step: i64,
-        recovery_hashes: &[TokenHash],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let hashes: Vec<String> = recovery_hashes
-            .iter()
-            .map(|h| h.as_str().to_owned())
-            .collect();
-        self.pool
-            .write(move |tx| {
-                let pending: i64 = tx.query_row(
-                    "SELECT count(*) FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NULL",
-                    [account.to_string()],
-                    |r| r.get(0),
-                )?;
-                if pending == 0 {
-                    return Err(StoreError::NotFound("pending TOTP enrolment".into()));
-                }
-                tx.execute(
-                    "DELETE FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NOT NULL",
-                    [account.to_string()],
-                )?;
-                tx.execute(
-                    "UPDATE totp_credentials SET confirmed_at = ?1, last_used_step = ?2
-                      WHERE account_id = ?3 AND confirmed_at IS NULL",
-                    params![ts(now), step, account.to_string()],
-                )?;
-                replace_codes(tx, account, &hashes, now)
-            })
-            .await
-    }
-
-    async fn advance_totp_step(&self, account: AccountId, step: i64) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE totp_credentials SET last_used_step = ?1
-                      WHERE account_id = ?2 AND confirmed_at IS NOT NULL
-                        AND (last_used_step IS NULL OR last_used_step < ?1)",
-                    params![step, account.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn delete_totp(&self, account: AccountId) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM totp_credentials WHERE account_id = ?1",
-                    [account.to_string()],
-                )?;
-                tx.execute(
-                    "DELETE FROM recovery_codes WHERE account_id = ?1",
-                    [account.to_string()],
-                )?;
-                Ok(n > 0)
-            })
-            .await
-    }
-
-    async fn use_recovery_code(
-        &self,
-        account: AccountId,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE recovery_codes SET used_at = ?1
-                      WHERE account_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
-                    params![ts(now), account.to_string(), hash],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn replace_recovery_codes(
-        &self,
-        account: AccountId,
-        hashes: &[TokenHash],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let hashes: Vec<String> = hashes.iter().map(|h| h.as_str().to_owned()).collect();
-        self.pool
-            .write(move |tx| replace_codes(tx, account, &hashes, now))
-            .await
-    }
-
-    async fn recovery_codes_left(&self, account: AccountId) -> Result<u64, StoreError> {
-        self.pool
-            .read(move |c| {
-                Ok(c.query_row(
-                    "SELECT count(*) FROM recovery_codes WHERE account_id = ?1 AND used_at IS NULL",
-                    [account.to_string()],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map(|n| u64::try_from(n).unwrap_or(0))?)
-            })
-            .await
-    }
-
-    async fn insert_api_token(&self, t: ApiTokenRecord) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO api_tokens (id, token_hash, account_id, team_id, kind, role, name, scopes, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        t.id.to_string(),
-                        t.token_hash.as_str(),
-                        t.account.to_string(),
-                        t.team.map(|x| x.to_string()),
-                        t.kind,
-                        t.role,
-                        t.name,
-                        t.scopes.join(" "),
-                        ts(t.created_at),
-                        ts(t.expires_at)
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn api_token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<ApiTokenRecord>, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?1"),
-                    [hash],
-                    raw_token,
-                )
-                .optional()?
-                .map(RawToken::decode)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn api_token(&self, id: ApiTokenId) -> Result<Option<ApiTokenRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
-                    [id.to_string()],
-                    raw_token,
-                )
-                .optional()?
-                .map(RawToken::decode)
-                .transpose()
-            })
-            .await
-    }
-
-    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2",
-                    params![ts(now), id.to_string()],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn revoke_api_token(
-        &self,
-        id: ApiTokenId,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                    params![ts(now), id.to_string()],
-                )?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn api_tokens_of(&self, account: AccountId) -> Result<Vec<ApiTokenRecord>, StoreError> {
-        self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE account_id = ?1 ORDER BY created_at, id"
-                ))?;
-                let rows = stmt.query_map([account.to_string()], raw_token)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(row?.decode()?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        let key = key.to_owned();
-        self.pool.read(move |c| read_throttle(c, &key)).await
-    }
-
-    async fn throttle_failure(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window_start: OffsetDateTime,
-    ) -> Result<ThrottleRecord, StoreError> {
-        let key = key.to_owned();
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO throttle_counters (key, failures, first_failure_at, last_failure_at)
-                     VALUES (?1, 1, ?2, ?2)
-                     ON CONFLICT(key) DO UPDATE SET
-                        failures = CASE WHEN last_failure_at < ?3 THEN 1 ELSE failures + 1 END,
-                        first_failure_at = CASE WHEN last_failure_at < ?3 THEN ?2 ELSE first_failure_at END,
-                        last_failure_at = ?2",
-                    params![key, ts(now), ts(window_start)],
-                )?;
-                read_throttle(tx, &key)?
-                    .ok_or_else(|| StoreError::NotFound(format!("throttle counter {key}")))
-            })
-            .await
-    }
-
-    async fn throttle_lock(
-        &self,
-        key: &str,
-        until: Option<OffsetDateTime>,
-    ) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "UPDATE throttle_counters SET locked_until = ?1 WHERE key = ?2",
-                    params![until.map(ts), key],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn throttle_clear(&self, key: &str) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        self.pool
-            .write(move |tx| {
-                tx.execute("DELETE FROM throttle_counters WHERE key = ?1", [key])?;
-                Ok(())
-            })
-            .await
-    }
 }
 
-fn insert_session_row(tx: &Transaction<'_>, s: &SessionRecord) -> Result<(), StoreError> {
+pub(super) fn insert_session_row(
+    tx: &Transaction<'_>,
+    s: &SessionRecord,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO sessions (id, token_hash, account_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, revoked_at, source, mfa_method)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -1474,7 +675,10 @@ fn insert_session_row(tx: &Transaction<'_>, s: &SessionRecord) -> Result<(), Sto
     Ok(())
 }
 
-fn insert_invitation(tx: &Transaction<'_>, inv: &InvitationRecord) -> Result<(), StoreError> {
+pub(super) fn insert_invitation(
+    tx: &Transaction<'_>,
+    inv: &InvitationRecord,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO invitations (id, token_hash, team_id, email, role, invited_by, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1492,7 +696,7 @@ fn insert_invitation(tx: &Transaction<'_>, inv: &InvitationRecord) -> Result<(),
     Ok(())
 }
 
-fn replace_codes(
+pub(super) fn replace_codes(
     tx: &Transaction<'_>,
     account: AccountId,
     hashes: &[String],
@@ -1512,203 +716,4 @@ fn replace_codes(
 }
 
 #[cfg(test)]
-mod tests {
-    use kura_crypto::DataKey;
-
-    use super::*;
-    use crate::sqlite::{Durability, SqlitePlatformStore};
-
-    fn open(dir: &tempfile::TempDir) -> SqliteIdentityStore {
-        let platform = SqlitePlatformStore::open(
-            &dir.path().join("platform.db"),
-            &DataKey::from_bytes([9; 32]),
-            true,
-            Durability::Full,
-            2,
-        )
-        .unwrap();
-        SqliteIdentityStore::new(platform.pool().clone())
-    }
-
-    fn account(email: &str, now: OffsetDateTime) -> NewAccount {
-        NewAccount {
-            account: AccountRecord {
-                id: AccountId::new(),
-                email: email.into(),
-                display_name: "A".into(),
-                phone: None,
-                status: "active".into(),
-                kind: "customer".into(),
-                created_at: now,
-            },
-            password_phc: Some("$argon2id$stub".into()),
-            grants: Vec::new(),
-            teams: Vec::new(),
-        }
-    }
-
-    fn invitation(
-        team: TeamId,
-        by: AccountId,
-        token: &str,
-        now: OffsetDateTime,
-    ) -> InvitationRecord {
-        InvitationRecord {
-            id: InvitationId::new(),
-            token_hash: TokenHash::of(token),
-            team,
-            email: "new@example.com".into(),
-            role: "member".into(),
-            invited_by: by,
-            created_at: now,
-            expires_at: now + time::Duration::days(7),
-            accepted_at: None,
-            revoked_at: None,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn multi_row_writes_are_all_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let owner = account("owner@example.com", now);
-        let owner_id = owner.account.id;
-        store.create_account(owner).await.unwrap();
-        let team = TeamId::new();
-        let inv = invitation(team, owner_id, "t1", now);
-        store
-            .create_team(
-                TeamRecord {
-                    id: team,
-                    name: "T".into(),
-                    mfa_policy: "{}".into(),
-                    created_at: now,
-                },
-                Some(owner_id),
-                Some(inv.clone()),
-            )
-            .await
-            .unwrap();
-
-        // A second team whose invitation collides fails as a whole: no team row.
-        let team2 = TeamId::new();
-        let mut dup = invitation(team2, owner_id, "t1", now);
-        dup.id = InvitationId::new();
-        let failed = store
-            .create_team(
-                TeamRecord {
-                    id: team2,
-                    name: "T2".into(),
-                    mfa_policy: "{}".into(),
-                    created_at: now,
-                },
-                Some(owner_id),
-                Some(dup),
-            )
-            .await;
-        assert!(failed.is_err());
-        assert!(store.team(team2).await.unwrap().is_none());
-        assert_eq!(store.teams_of(owner_id).await.unwrap().len(), 1);
-
-        // Accepting with a new account whose email is taken fails as a whole:
-        // the invitation stays open and nobody joins.
-        let taken = account("owner@example.com", now);
-        let taken_id = taken.account.id;
-        let r = store
-            .accept_invitation(inv.id, taken_id, Some(taken), now)
-            .await;
-        assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
-        let still = store.invitation(inv.id).await.unwrap().unwrap();
-        assert_eq!(still.accepted_at, None);
-        assert_eq!(store.members(team).await.unwrap().len(), 1);
-
-        // A good acceptance works once.
-        let fresh = account("new@example.com", now);
-        let fresh_id = fresh.account.id;
-        assert!(
-            store
-                .accept_invitation(inv.id, fresh_id, Some(fresh), now)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .accept_invitation(inv.id, fresh_id, None, now)
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.members(team).await.unwrap().len(), 2);
-        let grants = store.grants_of(fresh_id).await.unwrap();
-        assert_eq!(grants.len(), 1);
-        assert_eq!(grants[0].role, "member");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn totp_steps_and_recovery_codes_are_used_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let a = account("a@example.com", now);
-        let id = a.account.id;
-        store.create_account(a).await.unwrap();
-        store.put_pending_totp(id, &[1; 20], now).await.unwrap();
-        assert!(store.totp(id, true).await.unwrap().is_none());
-        let codes = [TokenHash::of("c1"), TokenHash::of("c2")];
-        store.confirm_totp(id, 100, &codes, now).await.unwrap();
-        assert!(!store.advance_totp_step(id, 100).await.unwrap());
-        assert!(!store.advance_totp_step(id, 99).await.unwrap());
-        assert!(store.advance_totp_step(id, 101).await.unwrap());
-        assert!(store.use_recovery_code(id, &codes[0], now).await.unwrap());
-        assert!(!store.use_recovery_code(id, &codes[0], now).await.unwrap());
-        assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
-        // Re-enrolment keeps the confirmed secret until the new one is confirmed.
-        store.put_pending_totp(id, &[2; 20], now).await.unwrap();
-        assert_eq!(
-            store.totp(id, true).await.unwrap().unwrap().secret,
-            vec![1; 20]
-        );
-        store.confirm_totp(id, 200, &codes, now).await.unwrap();
-        assert_eq!(
-            store.totp(id, true).await.unwrap().unwrap().secret,
-            vec![2; 20]
-        );
-        assert!(store.totp(id, false).await.unwrap().is_none());
-        assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
-        assert!(!format!("{:?}", store.totp(id, true).await.unwrap()).contains("2, 2"));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn throttle_counters_restart_after_their_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let w = time::Duration::minutes(15);
-        assert_eq!(
-            store
-                .throttle_failure("k", t, t - w)
-                .await
-                .unwrap()
-                .failures,
-            1
-        );
-        assert_eq!(
-            store
-                .throttle_failure("k", t, t - w)
-                .await
-                .unwrap()
-                .failures,
-            2
-        );
-        let later = t + time::Duration::minutes(16);
-        let r = store.throttle_failure("k", later, later - w).await.unwrap();
-        assert_eq!((r.failures, r.first_failure_at), (1, later));
-        store.throttle_lock("k", Some(later + w)).await.unwrap();
-        assert_eq!(
-            store.throttle("k").await.unwrap().unwrap().locked_until,
-            Some(later + w)
-        );
-        store.throttle_clear("k").await.unwrap();
-        assert!(store.throttle("k").await.unwrap().is_none());
-    }
-}
+mod tests;

@@ -1,13 +1,17 @@
 //! The embedded backend: SQLite with SQLCipher.
 
+mod access;
+mod credentials;
 mod edge;
 pub(crate) mod events;
 mod exports;
 mod identity;
 mod incidents;
 mod migrate;
+mod passkeys;
 mod platform;
 mod pool;
+mod teams;
 
 use std::path::Path;
 

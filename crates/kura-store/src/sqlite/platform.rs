@@ -408,6 +408,53 @@ const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 9,
+        name: "Kura ID: WebAuthn passkeys, ceremony state, time-boxed operator access to teams",
+        // `data` and `state` are the WebAuthn library's serialised forms,
+        // opaque here; the columns beside them are what the rules read.
+        // Credential ids are unique across accounts: one authenticator
+        // credential signs in one account. Times are Unix seconds (UTC).
+        sql: "
+        CREATE TABLE passkeys (
+            id              TEXT PRIMARY KEY,
+            account_id      TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            credential_id   TEXT NOT NULL UNIQUE,
+            name            TEXT NOT NULL,
+            data            TEXT NOT NULL,
+            counter         INTEGER NOT NULL CHECK (counter >= 0),
+            backup_eligible INTEGER NOT NULL,
+            backup_state    INTEGER NOT NULL,
+            created_at      INTEGER NOT NULL,
+            last_used_at    INTEGER
+        ) STRICT;
+        CREATE INDEX passkeys_by_account ON passkeys(account_id);
+        CREATE TABLE webauthn_ceremonies (
+            id         TEXT PRIMARY KEY,
+            kind       TEXT NOT NULL,
+            account_id TEXT REFERENCES accounts(id) ON DELETE CASCADE,
+            session_id TEXT,
+            state      TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies(expires_at);
+        CREATE TABLE team_operator_access (
+            id          TEXT PRIMARY KEY,
+            team_id     TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            operator_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            role        TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            granted_by  TEXT NOT NULL,
+            granted_at  INTEGER NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            revoked_at  INTEGER,
+            CHECK (expires_at > granted_at)
+        ) STRICT;
+        CREATE INDEX team_operator_access_by_operator ON team_operator_access(operator_id, expires_at);
+        CREATE INDEX team_operator_access_by_team ON team_operator_access(team_id, granted_at);
+    ",
+    },
 ];
 
 /// The embedded platform store.

@@ -86,9 +86,10 @@ pub struct PasswordChange {
 #[derive(Debug, Serialize)]
 pub struct Changed {
     revoked_sessions: u64,
+    revoked_tokens: u64,
 }
 
-/// Changes my password; my other sessions end.
+/// Changes my password; my other sessions and my personal API tokens end.
 pub async fn change_password(
     State(state): State<AppState>,
     auth: Auth,
@@ -98,8 +99,11 @@ pub async fn change_password(
         .identity
         .change_password(&auth.principal, &req.current_password, &req.new_password)
         .await;
-    let revoked_sessions = finish(&state, &auth.ctx, audited).await?;
-    Ok(Json(Changed { revoked_sessions }))
+    let set = finish(&state, &auth.ctx, audited).await?;
+    Ok(Json(Changed {
+        revoked_sessions: set.sessions_revoked,
+        revoked_tokens: set.tokens_revoked,
+    }))
 }
 
 /// `POST /api/v1/accounts/{id}/password-reset`.
@@ -147,6 +151,22 @@ pub async fn disable(
     let audited = state
         .identity
         .set_account_disabled(&auth.principal, target, true)
+        .await;
+    finish(&state, &auth.ctx, audited).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-enables a disabled account (the same privilege rule as disabling);
+/// its revoked sessions and tokens stay revoked.
+pub async fn enable(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let target: AccountId = parse_id("id", &id)?;
+    let audited = state
+        .identity
+        .set_account_disabled(&auth.principal, target, false)
         .await;
     finish(&state, &auth.ctx, audited).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -269,6 +269,30 @@ fn identity_problem(e: &IdentityError) -> Problem {
             "Not found",
             e.to_string(),
         ),
+        E::AccountStatus(_) => problem(
+            StatusCode::CONFLICT,
+            "account-status",
+            "Account status does not allow this",
+            e.to_string(),
+        ),
+        E::PasskeyRejected(_) => problem(
+            StatusCode::UNAUTHORIZED,
+            "passkey-rejected",
+            "Passkey rejected",
+            e.to_string(),
+        ),
+        E::PasskeyChallengeUnknown => problem(
+            StatusCode::BAD_REQUEST,
+            "passkey-challenge-unknown",
+            "Unknown passkey challenge",
+            e.to_string(),
+        ),
+        E::PasskeysUnavailable(_) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "passkeys-unavailable",
+            "Passkeys unavailable",
+            e.to_string(),
+        ),
         E::LastOwner => problem(
             StatusCode::CONFLICT,
             "last-owner",
@@ -419,6 +443,10 @@ mod tests {
             (IdentityError::SetupComplete, 409),
             (IdentityError::NotFound("team"), 404),
             (IdentityError::LastOwner, 409),
+            (IdentityError::AccountStatus("active"), 409),
+            (IdentityError::PasskeyRejected("x".into()), 401),
+            (IdentityError::PasskeyChallengeUnknown, 400),
+            (IdentityError::PasskeysUnavailable("x".into()), 503),
             (IdentityError::Internal("boom".into()), 500),
         ];
         for (e, status) in cases {

@@ -2,7 +2,8 @@
 //! details on errors (mapped once, in `error`), bearer or cookie+CSRF
 //! authentication (`auth`), strict bodies (`body`), and the OpenAPI
 //! document (`openapi`) that a test holds to the routes registered here.
-//! `events` serves the security event log to those the policy lets read it,
+//! `passkeys` runs WebAuthn ceremonies; `access` is a team's time-boxed
+//! operator access; `events` serves the security event log to those the policy lets read it,
 //! `ingest` takes events from outside systems holding a team's ingest token,
 //! `incidents` lets security responders run incidents to closure, and `edge`
 //! changes the firewall, rate-limit and WAF policies.
@@ -11,6 +12,7 @@
 //! method (which asks the policy function itself), record its security
 //! events with the request's facts, and render the result.
 
+mod access;
 mod accounts;
 mod apps;
 mod apps_openapi;
@@ -24,6 +26,7 @@ mod incidents;
 mod ingest;
 mod mfa;
 mod openapi;
+mod passkeys;
 mod sessions;
 mod setup;
 mod teams;
@@ -35,7 +38,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
-pub use auth::{CSRF_HEADER, SESSION_COOKIE};
+pub use auth::{Auth, CSRF_HEADER, SESSION_COOKIE};
 pub use openapi::document;
 
 use crate::http::AppState;
@@ -98,6 +101,42 @@ fn build() -> Builder {
             "/api/v1/sessions/mfa/recovery",
             post(sessions::use_recovery_code),
         )
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/passkey/challenge",
+            post(passkeys::start_mfa),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/mfa/passkey",
+            post(passkeys::finish_mfa),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/passkey/challenge",
+            post(passkeys::start_sign_in),
+        )
+        .at(
+            "POST",
+            "/api/v1/sessions/passkey",
+            post(passkeys::finish_sign_in),
+        )
+        .at(
+            "POST",
+            "/api/v1/me/mfa/passkeys/challenge",
+            post(passkeys::start_registration),
+        )
+        .at(
+            "POST",
+            "/api/v1/me/mfa/passkeys",
+            post(passkeys::finish_registration),
+        )
+        .at("GET", "/api/v1/me/mfa/passkeys", get(passkeys::list))
+        .at(
+            "DELETE",
+            "/api/v1/me/mfa/passkeys/{id}",
+            delete(passkeys::remove),
+        )
         .at("GET", "/api/v1/me", get(accounts::me))
         .at("PATCH", "/api/v1/me", patch(accounts::update_me))
         .at(
@@ -130,6 +169,11 @@ fn build() -> Builder {
             "POST",
             "/api/v1/accounts/{id}/disable",
             post(accounts::disable),
+        )
+        .at(
+            "POST",
+            "/api/v1/accounts/{id}/enable",
+            post(accounts::enable),
         )
         .at("POST", "/api/v1/operators", post(accounts::create_operator))
         .at(
@@ -165,6 +209,21 @@ fn build() -> Builder {
             "DELETE",
             "/api/v1/teams/{id}/invitations/{invitation}",
             delete(teams::revoke_invitation),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/operator-access",
+            post(access::grant),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/operator-access",
+            get(access::list),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/operator-access/{grant}",
+            delete(access::revoke),
         )
         .at("POST", "/api/v1/invitations/accept", post(teams::accept))
         .at(

@@ -59,7 +59,7 @@ struct Verified {
     recovery_codes_left: Option<u64>,
 }
 
-fn verified_response(v: MfaVerified, via: Via) -> Response {
+pub(super) fn verified_response(v: MfaVerified, via: Via) -> Response {
     match v.session {
         Some(signed) => session_response(StatusCode::OK, &signed, via),
         None => Json(Verified {

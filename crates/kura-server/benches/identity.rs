@@ -1,0 +1,219 @@
+//! Kura ID throughput, side by side in one run on this machine:
+//!
+//! 1. raw Argon2id: password verifications per second at the parameters
+//!    Kura uses (`HashParams::OWASP`), on as many threads as there are
+//!    cores, which is the most the machine can do;
+//! 2. end-to-end password sign-ins per second through the HTTPS API
+//!    (`POST /api/v1/sessions`: TLS, JSON, throttle checks, one Argon2id
+//!    verification, a new session row and its security event, both
+//!    durable), with enough concurrent clients to keep every core busy;
+//! 3. requests per second on one trivial endpoint with a bearer session
+//!    token against the same endpoint without authentication, both over
+//!    the same HTTPS client.
+//!
+//! Run with `cargo bench -p kura-server --bench identity`. Counts can be
+//! changed with `KURA_BENCH_HASHES`, `KURA_BENCH_SIGNINS`,
+//! `KURA_BENCH_REQUESTS` and `KURA_BENCH_CONCURRENCY`.
+
+// A benchmark is a program whose failure should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::get;
+use kura_server::AppState;
+use kura_server::Authenticated;
+use kura_server::kura_identity::{HashParams, Passwords};
+use kura_testkit::{Options, TestServer};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "benchmark passphrase 4471";
+const EMAIL: &str = "bench@example.com";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// Argon2id verifications per second on every core.
+fn raw_argon2(total: u64) -> f64 {
+    let passwords = Arc::new(Passwords::new(HashParams::OWASP).unwrap());
+    let password = SecretString::from(PASSWORD.to_owned());
+    let phc = Arc::new(passwords.hash(&password).unwrap());
+    let threads = cores();
+    let per = total.div_ceil(threads);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let passwords = Arc::clone(&passwords);
+            let phc = Arc::clone(&phc);
+            let password = password.clone();
+            std::thread::spawn(move || {
+                for _ in 0..per {
+                    assert!(passwords.verify(&password, &phc));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (per * threads) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs `total` requests made by `make`, `concurrency` at a time; returns
+/// requests per second. Every answer must have `status`.
+async fn hammer<F, Fut>(total: u64, concurrency: u64, status: u16, make: F) -> f64
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::Response> + Send,
+{
+    let make = Arc::new(make);
+    let per = total.div_ceil(concurrency);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let make = Arc::clone(&make);
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let r = make().await;
+                    assert_eq!(r.status().as_u16(), status);
+                    r.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (per * concurrency) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn ok_authenticated(_: Authenticated) -> &'static str {
+    "ok"
+}
+
+async fn run() {
+    let hashes = env_u64("KURA_BENCH_HASHES", 200);
+    let signins = env_u64("KURA_BENCH_SIGNINS", 200);
+    let requests = env_u64("KURA_BENCH_REQUESTS", 20_000);
+    let concurrency = env_u64("KURA_BENCH_CONCURRENCY", 2 * cores());
+
+    // The same trivial handler, once behind authentication.
+    let routes: Router<AppState> = Router::new()
+        .route("/bench/open", get(ok))
+        .route("/bench/authenticated", get(ok_authenticated));
+    let server = Arc::new(
+        TestServer::spawn_with(Options {
+            routes,
+            ..Options::default()
+        })
+        .await,
+    );
+    let setup = server
+        .setup_link
+        .as_ref()
+        .unwrap()
+        .token
+        .reveal()
+        .to_owned();
+    let r = server
+        .client
+        .post(server.url("/api/v1/setup"))
+        .json(&json!({
+            "token": setup, "email": EMAIL, "display_name": "Bench", "password": PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    println!("cores: {}, concurrent clients: {concurrency}", cores());
+
+    let raw = tokio::task::spawn_blocking(move || raw_argon2(hashes))
+        .await
+        .unwrap();
+    println!("argon2id verify (raw, {hashes} on every core): {raw:.1}/s");
+
+    let s = Arc::clone(&server);
+    let signin_rate = hammer(signins, concurrency, 201, move || {
+        let s = Arc::clone(&s);
+        async move {
+            s.client
+                .post(s.url("/api/v1/sessions"))
+                .json(&json!({ "email": EMAIL, "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    println!(
+        "HTTPS password sign-ins ({signins}): {signin_rate:.1}/s = {:.2} of raw",
+        signin_rate / raw
+    );
+
+    // Warm both paths (connections, caches) before timing them.
+    for path in ["/bench/open", "/bench/authenticated"] {
+        let r = server
+            .client
+            .get(server.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let s = Arc::clone(&server);
+    let open = hammer(requests, concurrency, 200, move || {
+        let s = Arc::clone(&s);
+        async move { s.client.get(s.url("/bench/open")).send().await.unwrap() }
+    })
+    .await;
+    let s = Arc::clone(&server);
+    let t = token.clone();
+    let authed = hammer(requests, concurrency, 200, move || {
+        let s = Arc::clone(&s);
+        let t = t.clone();
+        async move {
+            s.client
+                .get(s.url("/bench/authenticated"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    println!("trivial endpoint without authentication ({requests}): {open:.0}/s");
+    println!(
+        "trivial endpoint with a bearer session ({requests}): {authed:.0}/s = {:.2} of unauthenticated",
+        authed / open
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores() as usize)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}

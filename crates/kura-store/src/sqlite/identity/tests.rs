@@ -1,0 +1,199 @@
+//! Unit tests of the SQLite identity store: constraints, transactions and
+//! encodings.
+
+use kura_crypto::DataKey;
+
+use kura_types::InvitationId;
+
+use super::*;
+use crate::sqlite::{Durability, SqlitePlatformStore};
+use crate::{CredentialStore, TeamStore};
+
+fn open(dir: &tempfile::TempDir) -> SqliteIdentityStore {
+    let platform = SqlitePlatformStore::open(
+        &dir.path().join("platform.db"),
+        &DataKey::from_bytes([9; 32]),
+        true,
+        Durability::Full,
+        2,
+    )
+    .unwrap();
+    SqliteIdentityStore::new(platform.pool().clone())
+}
+
+fn account(email: &str, now: OffsetDateTime) -> NewAccount {
+    NewAccount {
+        account: AccountRecord {
+            id: AccountId::new(),
+            email: email.into(),
+            display_name: "A".into(),
+            phone: None,
+            status: "active".into(),
+            kind: "customer".into(),
+            created_at: now,
+        },
+        password_phc: Some("$argon2id$stub".into()),
+        grants: Vec::new(),
+        teams: Vec::new(),
+    }
+}
+
+fn invitation(team: TeamId, by: AccountId, token: &str, now: OffsetDateTime) -> InvitationRecord {
+    InvitationRecord {
+        id: InvitationId::new(),
+        token_hash: TokenHash::of(token),
+        team,
+        email: "new@example.com".into(),
+        role: "member".into(),
+        invited_by: by,
+        created_at: now,
+        expires_at: now + time::Duration::days(7),
+        accepted_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_writes_are_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let owner = account("owner@example.com", now);
+    let owner_id = owner.account.id;
+    store.create_account(owner).await.unwrap();
+    let team = TeamId::new();
+    let inv = invitation(team, owner_id, "t1", now);
+    store
+        .create_team(
+            TeamRecord {
+                id: team,
+                name: "T".into(),
+                mfa_policy: "{}".into(),
+                created_at: now,
+            },
+            Some(owner_id),
+            Some(inv.clone()),
+        )
+        .await
+        .unwrap();
+
+    // A second team whose invitation collides fails as a whole: no team row.
+    let team2 = TeamId::new();
+    let mut dup = invitation(team2, owner_id, "t1", now);
+    dup.id = InvitationId::new();
+    let failed = store
+        .create_team(
+            TeamRecord {
+                id: team2,
+                name: "T2".into(),
+                mfa_policy: "{}".into(),
+                created_at: now,
+            },
+            Some(owner_id),
+            Some(dup),
+        )
+        .await;
+    assert!(failed.is_err());
+    assert!(store.team(team2).await.unwrap().is_none());
+    assert_eq!(store.teams_of(owner_id).await.unwrap().len(), 1);
+
+    // Accepting with a new account whose email is taken fails as a whole:
+    // the invitation stays open and nobody joins.
+    let taken = account("owner@example.com", now);
+    let taken_id = taken.account.id;
+    let r = store
+        .accept_invitation(inv.id, taken_id, Some(taken), now)
+        .await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    let still = store.invitation(inv.id).await.unwrap().unwrap();
+    assert_eq!(still.accepted_at, None);
+    assert_eq!(store.members(team).await.unwrap().len(), 1);
+
+    // A good acceptance works once.
+    let fresh = account("new@example.com", now);
+    let fresh_id = fresh.account.id;
+    assert!(
+        store
+            .accept_invitation(inv.id, fresh_id, Some(fresh), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .accept_invitation(inv.id, fresh_id, None, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.members(team).await.unwrap().len(), 2);
+    let grants = store.grants_of(fresh_id).await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].role, "member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_steps_and_recovery_codes_are_used_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let a = account("a@example.com", now);
+    let id = a.account.id;
+    store.create_account(a).await.unwrap();
+    store.put_pending_totp(id, &[1; 20], now).await.unwrap();
+    assert!(store.totp(id, true).await.unwrap().is_none());
+    let codes = [TokenHash::of("c1"), TokenHash::of("c2")];
+    store.confirm_totp(id, 100, &codes, now).await.unwrap();
+    assert!(!store.advance_totp_step(id, 100).await.unwrap());
+    assert!(!store.advance_totp_step(id, 99).await.unwrap());
+    assert!(store.advance_totp_step(id, 101).await.unwrap());
+    assert!(store.use_recovery_code(id, &codes[0], now).await.unwrap());
+    assert!(!store.use_recovery_code(id, &codes[0], now).await.unwrap());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
+    // Re-enrolment keeps the confirmed secret until the new one is confirmed.
+    store.put_pending_totp(id, &[2; 20], now).await.unwrap();
+    assert_eq!(
+        store.totp(id, true).await.unwrap().unwrap().secret,
+        vec![1; 20]
+    );
+    store.confirm_totp(id, 200, &codes, now).await.unwrap();
+    assert_eq!(
+        store.totp(id, true).await.unwrap().unwrap().secret,
+        vec![2; 20]
+    );
+    assert!(store.totp(id, false).await.unwrap().is_none());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
+    assert!(!format!("{:?}", store.totp(id, true).await.unwrap()).contains("2, 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_counters_restart_after_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let w = time::Duration::minutes(15);
+    assert_eq!(
+        store
+            .throttle_failure("k", t, t - w)
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+    assert_eq!(
+        store
+            .throttle_failure("k", t, t - w)
+            .await
+            .unwrap()
+            .failures,
+        2
+    );
+    let later = t + time::Duration::minutes(16);
+    let r = store.throttle_failure("k", later, later - w).await.unwrap();
+    assert_eq!((r.failures, r.first_failure_at), (1, later));
+    store.throttle_lock("k", Some(later + w)).await.unwrap();
+    assert_eq!(
+        store.throttle("k").await.unwrap().unwrap().locked_until,
+        Some(later + w)
+    );
+    store.throttle_clear("k").await.unwrap();
+    assert!(store.throttle("k").await.unwrap().is_none());
+}
