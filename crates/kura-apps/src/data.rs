@@ -645,6 +645,7 @@ fn parse_id(v: Option<&Value>, what: &str) -> Result<Option<i64>, FmError> {
 
 /// Writes portal rows: rows without `recordId` create related records,
 /// rows with one change them (they must belong to the parent).
+#[allow(clippy::too_many_arguments)]
 fn write_portals(
     w: &AppWrite<'_>,
     schema: &Schema,

@@ -52,7 +52,7 @@ pub fn criterion(
     }
     let typed = |text: &str| -> Result<Cell, FmError> {
         match parse_text(kind, text.trim(), format) {
-            Ok(Cell::Null) | Err(()) => Err(bad(name)),
+            Ok(Cell::Null) | Err(_) => Err(bad(name)),
             Ok(cell) => Ok(cell),
         }
     };

@@ -42,6 +42,11 @@ impl DateFormat {
     }
 }
 
+/// Text that is not a value of the field's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid value for the field's type")]
+pub struct BadValue;
+
 fn invalid(kind: FieldType, field: &str) -> FmError {
     let code = match kind {
         FieldType::Date | FieldType::Timestamp => 500,
@@ -64,7 +69,7 @@ pub fn parse_json(
 ) -> Result<Cell, FmError> {
     match value {
         Value::Null => Ok(Cell::Null),
-        Value::String(s) => parse_text(kind, s, format).map_err(|()| invalid(kind, field)),
+        Value::String(s) => parse_text(kind, s, format).map_err(|BadValue| invalid(kind, field)),
         Value::Number(n) => match kind {
             FieldType::Number => n
                 .as_f64()
@@ -79,21 +84,20 @@ pub fn parse_json(
 }
 
 /// Parses text for a field of `kind`; the empty string is "no value".
-#[allow(clippy::result_unit_err)]
-pub fn parse_text(kind: FieldType, text: &str, format: DateFormat) -> Result<Cell, ()> {
+pub fn parse_text(kind: FieldType, text: &str, format: DateFormat) -> Result<Cell, BadValue> {
     if text.is_empty() {
         return Ok(Cell::Null);
     }
     let t = text.trim();
     match kind {
         FieldType::Text => Ok(Cell::Text(text.to_owned())),
-        FieldType::Container => Err(()),
+        FieldType::Container => Err(BadValue),
         FieldType::Number => {
-            let n: f64 = t.parse().map_err(|_| ())?;
+            let n: f64 = t.parse().map_err(|_| BadValue)?;
             if n.is_finite() {
                 Ok(Cell::Real(n))
             } else {
-                Err(())
+                Err(BadValue)
             }
         }
         FieldType::Date => parse_date(t, format).map(|d| Cell::Text(iso_date(d))),
@@ -104,41 +108,41 @@ pub fn parse_text(kind: FieldType, text: &str, format: DateFormat) -> Result<Cel
 }
 
 /// A date in the wire format, or ISO 8601 in any case.
-pub fn parse_date(t: &str, format: DateFormat) -> Result<Date, ()> {
+pub fn parse_date(t: &str, format: DateFormat) -> Result<Date, BadValue> {
     if let Some((y, rest)) = t.split_once('-') {
-        let (m, d) = rest.split_once('-').ok_or(())?;
+        let (m, d) = rest.split_once('-').ok_or(BadValue)?;
         return make_date(y, m, d);
     }
     let mut parts = t.split('/');
     let (a, b, c) = (
-        parts.next().ok_or(())?,
-        parts.next().ok_or(())?,
-        parts.next().ok_or(())?,
+        parts.next().ok_or(BadValue)?,
+        parts.next().ok_or(BadValue)?,
+        parts.next().ok_or(BadValue)?,
     );
     if parts.next().is_some() {
-        return Err(());
+        return Err(BadValue);
     }
     match format {
         DateFormat::Us | DateFormat::Locale | DateFormat::Iso => make_date(c, a, b),
     }
 }
 
-fn make_date(y: &str, m: &str, d: &str) -> Result<Date, ()> {
+fn make_date(y: &str, m: &str, d: &str) -> Result<Date, BadValue> {
     let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
     if !(digits(y) && y.len() == 4 && digits(m) && m.len() <= 2 && digits(d) && d.len() <= 2) {
-        return Err(());
+        return Err(BadValue);
     }
-    let month: u8 = m.parse().map_err(|_| ())?;
+    let month: u8 = m.parse().map_err(|_| BadValue)?;
     Date::from_calendar_date(
-        y.parse().map_err(|_| ())?,
-        Month::try_from(month).map_err(|_| ())?,
-        d.parse().map_err(|_| ())?,
+        y.parse().map_err(|_| BadValue)?,
+        Month::try_from(month).map_err(|_| BadValue)?,
+        d.parse().map_err(|_| BadValue)?,
     )
-    .map_err(|_| ())
+    .map_err(|_| BadValue)
 }
 
 /// A time `HH:MM[:SS]`.
-pub fn parse_time(t: &str) -> Result<Time, ()> {
+pub fn parse_time(t: &str) -> Result<Time, BadValue> {
     let mut parts = t.split(':');
     let h: u8 = num(parts.next())?;
     let m: u8 = num(parts.next())?;
@@ -147,22 +151,22 @@ pub fn parse_time(t: &str) -> Result<Time, ()> {
         None => 0,
     };
     if parts.next().is_some() {
-        return Err(());
+        return Err(BadValue);
     }
-    Time::from_hms(h, m, s).map_err(|_| ())
+    Time::from_hms(h, m, s).map_err(|_| BadValue)
 }
 
-fn num(part: Option<&str>) -> Result<u8, ()> {
-    let p = part.ok_or(())?;
+fn num(part: Option<&str>) -> Result<u8, BadValue> {
+    let p = part.ok_or(BadValue)?;
     if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+        return Err(BadValue);
     }
-    p.parse().map_err(|_| ())
+    p.parse().map_err(|_| BadValue)
 }
 
 /// A timestamp: date and time separated by a space or `T`.
-pub fn parse_timestamp(t: &str, format: DateFormat) -> Result<PrimitiveDateTime, ()> {
-    let (d, tm) = t.split_once([' ', 'T']).ok_or(())?;
+pub fn parse_timestamp(t: &str, format: DateFormat) -> Result<PrimitiveDateTime, BadValue> {
+    let (d, tm) = t.split_once([' ', 'T']).ok_or(BadValue)?;
     Ok(PrimitiveDateTime::new(
         parse_date(d, format)?,
         parse_time(tm.trim().trim_end_matches('Z'))?,

@@ -463,29 +463,27 @@ fn check_field(path: &str, f: &FieldDef) -> Result<(), AppsError> {
         return bad("max_length is a positive number of characters, for text fields");
     }
     match &f.auto_enter {
-        Some(AutoEnter::Serial { increment, .. }) => {
-            if !matches!(f.kind, FieldType::Number | FieldType::Text) || *increment == 0 {
-                return bad(
-                    "serial numbers go into number or text fields, with a non-zero increment",
-                );
-            }
+        Some(AutoEnter::Serial { increment, .. })
+            if !matches!(f.kind, FieldType::Number | FieldType::Text) || *increment == 0 =>
+        {
+            return bad("serial numbers go into number or text fields, with a non-zero increment");
         }
-        Some(AutoEnter::CreationTimestamp | AutoEnter::ModificationTimestamp) => {
-            if f.kind != FieldType::Timestamp {
-                return bad("creation and modification timestamps go into timestamp fields");
-            }
+        Some(AutoEnter::CreationTimestamp | AutoEnter::ModificationTimestamp)
+            if f.kind != FieldType::Timestamp =>
+        {
+            return bad("creation and modification timestamps go into timestamp fields");
         }
-        Some(AutoEnter::CreationAccount | AutoEnter::ModificationAccount) => {
-            if f.kind != FieldType::Text {
-                return bad("account names go into text fields");
-            }
+        Some(AutoEnter::CreationAccount | AutoEnter::ModificationAccount)
+            if f.kind != FieldType::Text =>
+        {
+            return bad("account names go into text fields");
         }
-        Some(AutoEnter::Constant(v)) => {
-            if crate::value::parse_text(f.kind, v, crate::value::DateFormat::Iso).is_err() {
-                return bad("the constant auto-enter value does not fit the field's type");
-            }
+        Some(AutoEnter::Constant(v))
+            if crate::value::parse_text(f.kind, v, crate::value::DateFormat::Iso).is_err() =>
+        {
+            return bad("the constant auto-enter value does not fit the field's type");
         }
-        None => {}
+        _ => {}
     }
     Ok(())
 }

@@ -1110,7 +1110,7 @@ fn run_peer(program: &str, args: &[&str], f: &Fixture, ca: &std::path::Path) {
             panic!("{program} could not run ({e}); `cargo xtask test` installs it")
         });
     // Shown with --no-capture: one line per client check.
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         out.status.success(),
         "{program} {args:?} failed\n--- stdout\n{}\n--- stderr\n{}",

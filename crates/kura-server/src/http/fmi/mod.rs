@@ -48,7 +48,7 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{db}/layouts"), get(meta::layouts))
         .route(&format!("{db}/scripts"), get(meta::scripts))
         .route(&format!("{db}/globals"), patch(records::globals))
-        .route(&format!("{layout}"), get(meta::layout_metadata))
+        .route(layout, get(meta::layout_metadata))
         .route(
             &format!("{layout}/records"),
             get(records::range).post(records::create),
@@ -134,11 +134,7 @@ pub(crate) async fn session(
 ) -> Result<(Arc<LoadedApp>, FmSession, String), FmError> {
     check_version(version)?;
     let token = bearer(headers)?;
-    let app = state.apps.resolve(host, db).await.map_err(|e| {
-        // An unknown or closed database with a token is still a bad token
-        // to the client's eyes only if the token is dead; report 802 else.
-        e
-    })?;
+    let app = state.apps.resolve(host, db).await?;
     let session = state.apps.sessions.touch(&token, app.record().id)?;
     Ok((app, session, token))
 }

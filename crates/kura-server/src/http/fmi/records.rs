@@ -140,7 +140,7 @@ impl Options {
     fn portals(
         &self,
         extra: Option<&Params>,
-    ) -> Result<(Option<Vec<String>>, HashMap<String, (u64, u64)>), FmError> {
+    ) -> Result<(Option<Vec<String>>, PortalRanges), FmError> {
         let wanted = match self.json("portal")? {
             None => None,
             Some(Value::Array(a)) => Some(
@@ -206,6 +206,9 @@ impl Options {
     }
 }
 
+/// Per-portal (offset, limit).
+type PortalRanges = HashMap<String, (u64, u64)>;
+
 /// Scripts attached to a request: (name, parameter).
 #[derive(Default, Clone)]
 struct Scripts {
@@ -220,6 +223,7 @@ impl Scripts {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_attached(
     w: &AppWrite<'_>,
     schema: &Schema,
@@ -459,24 +463,11 @@ async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
     if with_scripts {
         in_write(&app, move |w| work(Some(w), &w.read())).await
     } else {
-        let slot: Arc<Mutex<Option<FmError>>> = Arc::new(Mutex::new(None));
-        let failed = Arc::clone(&slot);
-        let result = app
-            .data
-            .read(move |r| {
-                Ok(work(None, r)
-                    .map_err(|e| {
-                        *failed.lock() = Some(e.clone());
-                        e
-                    })
-                    .ok())
-            })
+        // Reads change nothing, so a FileMaker error needs no rollback.
+        app.data
+            .read(move |r| Ok(work(None, r)))
             .await
-            .map_err(|e| FmError::internal(&e))?;
-        match result {
-            Some(v) => Ok(v),
-            None => Err(slot.lock().take().unwrap_or_else(|| FmError::code(-1))),
-        }
+            .map_err(|e| FmError::internal(&e))?
     }
 }
 
@@ -885,6 +876,7 @@ pub async fn globals(
     reply(result)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload_inner(
     state: AppState,
     path: LayoutPath,
