@@ -47,6 +47,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hosted apps on a running server.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+/// `kura app …`: talks to a running server's admin API.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create or migrate an app's schema from a definition file
+    /// (`.toml` or `.json`). Idempotent; a change that would discard values
+    /// is refused unless `--allow-data-loss`.
+    Apply {
+        /// The definition file.
+        file: PathBuf,
+        /// The server, e.g. https://127.0.0.1:8443.
+        #[arg(long, env = "KURA_URL")]
+        url: String,
+        /// An API token (scope `apps:write`) or session token.
+        #[arg(long, env = "KURA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The team's id.
+        #[arg(long)]
+        team: String,
+        /// The app's id.
+        #[arg(long)]
+        app: String,
+        /// A PEM certificate to trust for the server (its self-signed
+        /// certificate is `<data dir>/tls/cert.pem`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Apply even if fields or tables holding values are dropped.
+        #[arg(long)]
+        allow_data_loss: bool,
+        /// Report what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

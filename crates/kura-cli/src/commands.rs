@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(load(&cli.global, None)?, cmd).await,
         Command::Events(cmd) => events(load(&cli.global, None)?, cmd).await,
         Command::Doctor { json } => doctor(load(&cli.global, None)?, json).await,
+        Command::App(cmd) => crate::app::run(cmd).await,
     }
 }
 

@@ -8,6 +8,7 @@
 // The command line's job is to print to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod app;
 mod cli;
 mod commands;
 mod logging;

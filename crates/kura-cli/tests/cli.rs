@@ -13,6 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "cli/app_apply.rs"]
+mod app_apply;
 #[path = "cli/baseline.rs"]
 mod baseline;
 
