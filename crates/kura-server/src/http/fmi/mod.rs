@@ -10,6 +10,7 @@
 //! every record, field and write (`kura_apps::privileges`). Sign-ins, both
 //! successful and failed, and sign-outs are security events.
 
+mod containers;
 mod meta;
 mod records;
 
@@ -67,15 +68,15 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             &format!("{layout}/records/{{id}}/containers/{{field}}"),
-            post(records::upload),
+            post(containers::upload),
         )
         .route(
             &format!("{layout}/records/{{id}}/containers/{{field}}/{{repetition}}"),
-            post(records::upload_repetition),
+            post(containers::upload_repetition),
         )
         .route(
             "/hosts/{host}/fmi/containers/{app}/{table}/{rid}/{field}",
-            get(records::download),
+            get(containers::download),
         )
 }
 

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, Query, State};
-use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use http::{HeaderMap, header};
 use kura_apps::data::{self, Caller, DEFAULT_LIMIT, MAX_LIMIT, Render, SortSpec};
 use kura_apps::schema::{Layout, Schema};
 use kura_apps::sessions::FmSession;
@@ -19,7 +19,7 @@ use kura_apps::value::DateFormat;
 use kura_apps::{FmError, LoadedApp, script};
 use kura_crypto::hmac::HmacKey;
 use kura_store::StoreError;
-use kura_store::app_data::{AppWrite, ContainerCell, Filter};
+use kura_store::app_data::{AppWrite, Filter};
 use kura_types::AppId;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
@@ -252,19 +252,19 @@ fn run_attached(
 }
 
 /// Everything a data call needs, owned, for the store's worker thread.
-struct Call {
-    app: Arc<LoadedApp>,
-    schema: Arc<Schema>,
-    session: FmSession,
-    layout: String,
-    database: String,
-    container_base: String,
-    key: Arc<HmacKey>,
-    now: time::OffsetDateTime,
+pub(super) struct Call {
+    pub(super) app: Arc<LoadedApp>,
+    pub(super) schema: Arc<Schema>,
+    pub(super) session: FmSession,
+    pub(super) layout: String,
+    pub(super) database: String,
+    pub(super) container_base: String,
+    pub(super) key: Arc<HmacKey>,
+    pub(super) now: time::OffsetDateTime,
 }
 
 impl Call {
-    async fn new(
+    pub(super) async fn new(
         state: &AppState,
         headers: &HeaderMap,
         uri: &http::Uri,
@@ -309,7 +309,7 @@ fn sign(key: &HmacKey, app: AppId, table: u32, rid: i64, field: u32, exp: i64) -
 }
 
 /// Runs `f` in a write transaction; a FileMaker error rolls it back.
-async fn in_write<T, F>(app: &LoadedApp, f: F) -> Result<T, FmError>
+pub(super) async fn in_write<T, F>(app: &LoadedApp, f: F) -> Result<T, FmError>
 where
     T: Send + 'static,
     F: FnOnce(&AppWrite<'_>) -> Result<T, FmError> + Send + 'static,
@@ -471,10 +471,10 @@ async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
     }
 }
 
-type LayoutPath = (String, String, String, String);
+pub(super) type LayoutPath = (String, String, String, String);
 type RecordPath = (String, String, String, String, String);
 
-fn record_id(raw: &str) -> Result<i64, FmError> {
+pub(super) fn record_id(raw: &str) -> Result<i64, FmError> {
     raw.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
@@ -590,7 +590,7 @@ fn object(o: &Options, key: &str) -> Result<Map<String, Value>, FmError> {
     }
 }
 
-fn mod_id(v: Option<&Value>) -> Result<Option<i64>, FmError> {
+pub(super) fn mod_id(v: Option<&Value>) -> Result<Option<i64>, FmError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -874,216 +874,4 @@ pub async fn globals(
     }
     .await;
     reply(result)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn upload_inner(
-    state: AppState,
-    path: LayoutPath,
-    id: String,
-    field: String,
-    repetition: Option<String>,
-    params: Params,
-    headers: HeaderMap,
-    uri: http::Uri,
-    mut multipart: Multipart,
-) -> Result<Value, FmError> {
-    let call = Call::new(&state, &headers, &uri, path).await?;
-    if repetition.as_deref().is_some_and(|r| r != "1") {
-        return Err(FmError::with(
-            960,
-            "Parameter is invalid (only repetition 1 exists)",
-        ));
-    }
-    let rid = record_id(&id)?;
-    let expected = mod_id(
-        params
-            .get("modId")
-            .map(|s| Value::String(s.clone()))
-            .as_ref(),
-    )?;
-    let mut file = None;
-    while let Some(part) = multipart
-        .next_field()
-        .await
-        .map_err(|_| FmError::with(960, "Parameter is invalid (multipart body)"))?
-    {
-        if part.name() != Some("upload") {
-            continue;
-        }
-        let name = part
-            .file_name()
-            .map(|n| {
-                n.rsplit(['/', '\\'])
-                    .next()
-                    .unwrap_or(n)
-                    .chars()
-                    .take(255)
-                    .collect::<String>()
-            })
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "upload".into());
-        let mime = part
-            .content_type()
-            .map(str::to_owned)
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let bytes = part.bytes().await.map_err(|_| {
-            FmError::with(960, "Parameter is invalid (the upload could not be read)")
-        })?;
-        file = Some(ContainerCell {
-            name,
-            mime,
-            data: bytes.to_vec(),
-        });
-    }
-    let file = file.ok_or_else(|| FmError::with(958, "Parameter missing (the `upload` part)"))?;
-    let app = Arc::clone(&call.app);
-    let modid = in_write(&app, move |w| {
-        let schema = &call.schema;
-        let layout = schema
-            .layout(&call.layout)
-            .ok_or_else(|| FmError::code(105))?;
-        let privileges = schema
-            .privilege_set(&call.session.privilege_set)
-            .ok_or_else(|| FmError::code(9))?;
-        let caller = Caller {
-            account: &call.session.account,
-            privileges,
-            globals: &call.session.globals,
-        };
-        data::upload(
-            w, schema, layout, &caller, rid, &field, expected, file, call.now,
-        )
-    })
-    .await?;
-    Ok(json!({ "modId": modid.to_string() }))
-}
-
-/// `POST …/records/{id}/containers/{field}` (repetition 1).
-#[allow(clippy::type_complexity)]
-pub async fn upload(
-    State(state): State<AppState>,
-    Path((host, version, db, layout, id, field)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    uri: http::Uri,
-    multipart: Multipart,
-) -> Response {
-    reply(
-        upload_inner(
-            state,
-            (host, version, db, layout),
-            id,
-            field,
-            None,
-            params,
-            headers,
-            uri,
-            multipart,
-        )
-        .await,
-    )
-}
-
-/// `POST …/records/{id}/containers/{field}/{repetition}`.
-#[allow(clippy::type_complexity)]
-pub async fn upload_repetition(
-    State(state): State<AppState>,
-    Path((host, version, db, layout, id, field, rep)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    uri: http::Uri,
-    multipart: Multipart,
-) -> Response {
-    reply(
-        upload_inner(
-            state,
-            (host, version, db, layout),
-            id,
-            field,
-            Some(rep),
-            params,
-            headers,
-            uri,
-            multipart,
-        )
-        .await,
-    )
-}
-
-/// `GET /hosts/{host}/fmi/containers/{app}/{table}/{rid}/{field}?exp&sig`:
-/// a container's file through a signed, expiring URL (clients fetch it
-/// without their token). The signature binds app, table, record, field
-/// and expiry.
-pub async fn download(
-    State(state): State<AppState>,
-    Path((_host, app, table, rid, field)): Path<(String, String, String, String, String)>,
-    Query(params): Query<Params>,
-) -> Response {
-    let not_found = || StatusCode::NOT_FOUND.into_response();
-    let (Ok(app), Ok(table), Ok(rid), Ok(field)) = (
-        app.parse::<AppId>(),
-        table.parse::<u32>(),
-        rid.parse::<i64>(),
-        field.parse::<u32>(),
-    ) else {
-        return not_found();
-    };
-    let Some(exp) = params.get("exp").and_then(|e| e.parse::<i64>().ok()) else {
-        return not_found();
-    };
-    let sig = params.get("sig").map(String::as_str).unwrap_or("");
-    if exp < state.clock.now().unix_timestamp()
-        || !state
-            .container_key
-            .verify_hex(format!("{app}/{table}/{rid}/{field}/{exp}").as_bytes(), sig)
-    {
-        return not_found();
-    }
-    let Ok(loaded) = state.apps.resolve_id(app).await else {
-        return not_found();
-    };
-    let file = loaded
-        .data
-        .read(move |r| r.container(table, rid, field))
-        .await;
-    match file {
-        Ok(Some(file)) => {
-            let mut resp = (StatusCode::OK, file.data).into_response();
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_str(&file.mime)
-                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-            );
-            let disposition = format!(
-                "attachment; filename=\"{}\"",
-                file.name.replace(['"', '\\', '\r', '\n'], "_")
-            );
-            if let Ok(v) = HeaderValue::from_str(&disposition) {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, no-store"),
-            );
-            resp
-        }
-        _ => not_found(),
-    }
 }
