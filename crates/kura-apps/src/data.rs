@@ -345,19 +345,49 @@ pub fn one(
     render: &Render<'_>,
 ) -> Result<Page, FmError> {
     let table = &schema.tables[layout.table];
-    let visible_filter = caller.privileges.view_filter(table.id, caller.account);
     let fields = visible(table, &layout.fields, caller);
     let cols = stored_ids(&fields);
     let row = r
         .get(table.id, rid, &cols)
         .map_err(|e| FmError::internal(&e))?
         .ok_or_else(|| FmError::code(101))?;
-    if !row_matches(r, table.id, rid, &visible_filter)? {
-        return Err(FmError::code(101));
-    }
+    require(r, table.id, rid, caller, Access::View)?;
     let total = r.count(table.id).map_err(|e| FmError::internal(&e))?;
     let v = record_json(r, schema, layout, &fields, &row, caller, render)?;
     Ok((total, 1, vec![v]))
+}
+
+/// What a caller wants to do with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    View,
+    Edit,
+    Delete,
+}
+
+/// Checks record access in FileMaker's order: a record the caller cannot
+/// see is missing (101, revealing nothing); one it can see but not change
+/// or delete is denied (200).
+fn require(
+    r: &AppRead<'_>,
+    table: u32,
+    rid: i64,
+    caller: &Caller<'_>,
+    access: Access,
+) -> Result<(), FmError> {
+    let p = caller.privileges;
+    if !row_matches(r, table, rid, &p.view_filter(table, caller.account))? {
+        return Err(FmError::code(101));
+    }
+    let filter = match access {
+        Access::View => return Ok(()),
+        Access::Edit => p.edit_filter(table, caller.account),
+        Access::Delete => p.delete_filter(table, caller.account),
+    };
+    if !row_matches(r, table, rid, &filter)? {
+        return Err(FmError::code(200));
+    }
+    Ok(())
 }
 
 /// Whether record `rid` passes `filter`.
@@ -589,23 +619,21 @@ fn update(
     caller: &Caller<'_>,
     now: OffsetDateTime,
 ) -> Result<i64, FmError> {
-    let r = w.read();
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.view_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(101));
-    }
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.edit_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(200));
-    }
+    require(&w.read(), table.id, rid, caller, Access::Edit)?;
+    apply_update(w, table, rid, expected_mod, given, caller, now)
+}
+
+/// Writes a change whose record access was already checked.
+#[allow(clippy::too_many_arguments)]
+fn apply_update(
+    w: &AppWrite<'_>,
+    table: &Table,
+    rid: i64,
+    expected_mod: Option<i64>,
+    given: &[(usize, Cell)],
+    caller: &Caller<'_>,
+    now: OffsetDateTime,
+) -> Result<i64, FmError> {
     let mut values: Vec<(u32, Cell)> = given
         .iter()
         .map(|(i, c)| (table.fields[*i].id, c.clone()))
@@ -626,7 +654,9 @@ fn update(
     }
 }
 
-fn parse_id(v: Option<&Value>, what: &str) -> Result<Option<i64>, FmError> {
+/// A record or modification id given as a string or a number (clients
+/// differ); empty means absent.
+pub fn parse_id(v: Option<&Value>, what: &str) -> Result<Option<i64>, FmError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -783,24 +813,10 @@ fn delete_related(
         let key = local_key(schema, layout, portal, &w.read(), parent)?;
         let rfield = &related.fields[portal.related_field];
         let belongs = Filter::Col(rfield.id, kura_store::app_data::Cond::Eq(key));
-        if !row_matches(&w.read(), related.id, rid, &belongs)?
-            || !row_matches(
-                &w.read(),
-                related.id,
-                rid,
-                &caller.privileges.view_filter(related.id, caller.account),
-            )?
-        {
+        if !row_matches(&w.read(), related.id, rid, &belongs)? {
             return Err(FmError::code(101));
         }
-        if !row_matches(
-            &w.read(),
-            related.id,
-            rid,
-            &caller.privileges.delete_filter(related.id, caller.account),
-        )? {
-            return Err(FmError::code(200));
-        }
+        require(&w.read(), related.id, rid, caller, Access::Delete)?;
         w.delete(related.id, rid)
             .map_err(|e| FmError::internal(&e))?;
     }
@@ -847,24 +863,9 @@ pub fn edit(
     // Record access first: a record the caller may not change is 200
     // whatever fields the request names.
     let r = w.read();
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.view_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(101));
-    }
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.edit_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(200));
-    }
+    require(&r, table.id, rid, caller, Access::Edit)?;
     let given = field_values(schema, layout, caller, field_data, format)?;
-    let modid = update(w, table, rid, expected_mod, &given, caller, now)?;
+    let modid = apply_update(w, table, rid, expected_mod, &given, caller, now)?;
     delete_related(w, schema, layout, rid, field_data, caller)?;
     write_portals(w, schema, layout, rid, portal_data, caller, format, now)?;
     Ok(modid)
@@ -882,14 +883,7 @@ pub fn duplicate(
 ) -> Result<(i64, i64), FmError> {
     let table = &schema.tables[layout.table];
     let r = w.read();
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.view_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(101));
-    }
+    require(&r, table.id, rid, caller, Access::View)?;
     let copy: Vec<usize> = table
         .fields
         .iter()
@@ -918,22 +912,7 @@ pub fn delete(
 ) -> Result<(), FmError> {
     let table = &schema.tables[layout.table];
     let r = w.read();
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.view_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(101));
-    }
-    if !row_matches(
-        &r,
-        table.id,
-        rid,
-        &caller.privileges.delete_filter(table.id, caller.account),
-    )? {
-        return Err(FmError::code(200));
-    }
+    require(&r, table.id, rid, caller, Access::Delete)?;
     if !w.delete(table.id, rid).map_err(|e| FmError::internal(&e))? {
         return Err(FmError::code(101));
     }
@@ -990,34 +969,4 @@ pub fn upload(
     w.put_container(table.id, rid, f.id, &file)
         .map_err(|e| FmError::internal(&e))?;
     Ok(modid)
-}
-
-/// A container's file, if the caller may see the record and field.
-pub fn container(
-    r: &AppRead<'_>,
-    schema: &Schema,
-    caller: &Caller<'_>,
-    table_id: u32,
-    rid: i64,
-    field_id: u32,
-) -> Result<Option<ContainerCell>, FmError> {
-    let Some(table) = schema.tables.iter().find(|t| t.id == table_id) else {
-        return Ok(None);
-    };
-    if !table
-        .fields
-        .iter()
-        .any(|f| f.id == field_id && f.def.kind == FieldType::Container)
-        || caller.privileges.field_access(table_id, field_id) == FieldAccess::None
-        || !row_matches(
-            r,
-            table_id,
-            rid,
-            &caller.privileges.view_filter(table_id, caller.account),
-        )?
-    {
-        return Ok(None);
-    }
-    r.container(table_id, rid, field_id)
-        .map_err(|e| FmError::internal(&e))
 }

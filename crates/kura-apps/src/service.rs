@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kura_identity::Passwords;
-use kura_store::app_data::{AccountRow, AppData, Cell, ContainerCell};
+use kura_store::app_data::{AccountRow, AppData, Cell};
 use kura_store::{AppDatabases, AppRecord, AppRegistry, AppStatus, HostRecord, StoreError};
 use kura_types::{AccountId, AppId, Clock, HostId, TeamId};
 use parking_lot::{Mutex, RwLock};
@@ -17,7 +17,7 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{AppsError, FmError};
-use crate::schema::{Definition, FULL_ACCESS, Schema, StoredSchema, check_name, plan};
+use crate::schema::{Definition, Schema, StoredSchema, check_name, plan};
 use crate::sessions::{FmSession, Sessions};
 
 /// An opened app: its registry record, database and current schema.
@@ -98,6 +98,7 @@ pub struct Apps {
     passwords: Arc<Passwords>,
     clock: Arc<dyn Clock>,
     loaded: Arc<Mutex<HashMap<AppId, Arc<LoadedApp>>>>,
+    names: Arc<Mutex<HashMap<(String, String), AppId>>>,
     /// Data API sessions.
     pub sessions: Sessions,
     failures: Arc<Mutex<HashMap<(AppId, String), Failures>>>,
@@ -146,6 +147,7 @@ impl Apps {
             sessions: Sessions::new(Arc::clone(&clock)),
             clock,
             loaded: Arc::new(Mutex::new(HashMap::new())),
+            names: Arc::new(Mutex::new(HashMap::new())),
             failures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -218,6 +220,7 @@ impl Apps {
             .update_host(id, host.name.clone(), host.settings.clone())
             .await
             .map_err(store)?;
+        self.forget_names();
         Ok(host)
     }
 
@@ -348,6 +351,7 @@ impl Apps {
             .map_err(store)?;
         app.name = name;
         self.refresh_record(&app);
+        self.forget_names();
         Ok(app)
     }
 
@@ -378,6 +382,7 @@ impl Apps {
         self.app(team, id).await?;
         self.sessions.close_all(id, None);
         self.loaded.lock().remove(&id);
+        self.forget_names();
         self.registry.delete_app(id).await.map_err(store)?;
         self.databases.destroy(id).await.map_err(store)?;
         Ok(())
@@ -608,33 +613,43 @@ impl Apps {
 
     /// The open app a Data API URL names (`/hosts/{host}/…/databases/{db}`).
     pub async fn resolve(&self, host: &str, database: &str) -> Result<Arc<LoadedApp>, FmError> {
-        let host = self
-            .registry
-            .host_by_name(host)
-            .await
-            .map_err(|e| FmError::internal(&e))?
-            .ok_or_else(|| FmError::code(802))?;
-        let app = self
-            .registry
-            .app_by_name(host.id, database)
-            .await
-            .map_err(|e| FmError::internal(&e))?
-            .ok_or_else(|| FmError::code(802))?;
-        let loaded = match self.loaded.lock().get(&app.id) {
-            Some(l) => Some(Arc::clone(l)),
-            None => None,
-        };
-        let loaded = match loaded {
+        // Every Data API request names its app; once resolved, the
+        // (host, database) → app mapping is served from memory until a
+        // rename or deletion clears it.
+        let key = (host.to_lowercase(), database.to_lowercase());
+        let cached = self.names.lock().get(&key).copied();
+        let loaded = match cached.and_then(|id| self.loaded.lock().get(&id).cloned()) {
             Some(l) => l,
-            None => self.load(&app).await.map_err(|e| match e {
-                AppsError::Store(s) => FmError::internal(&s),
-                _ => FmError::code(802),
-            })?,
+            None => {
+                let host = self
+                    .registry
+                    .host_by_name(host)
+                    .await
+                    .map_err(|e| FmError::internal(&e))?
+                    .ok_or_else(|| FmError::code(802))?;
+                let app = self
+                    .registry
+                    .app_by_name(host.id, database)
+                    .await
+                    .map_err(|e| FmError::internal(&e))?
+                    .ok_or_else(|| FmError::code(802))?;
+                let loaded = self.load(&app).await.map_err(|e| match e {
+                    AppsError::Store(s) => FmError::internal(&s),
+                    _ => FmError::code(802),
+                })?;
+                self.names.lock().insert(key, app.id);
+                loaded
+            }
         };
         if loaded.record().status != AppStatus::Open {
             return Err(FmError::code(802));
         }
         Ok(loaded)
+    }
+
+    /// Forgets resolved names (after a host or app is renamed or deleted).
+    fn forget_names(&self) {
+        self.names.lock().clear();
     }
 
     /// Resolves the app by id (container URLs), if open.
@@ -814,15 +829,6 @@ impl Apps {
             Err(_) => false,
         }
     }
-
-    /// Whether the account name is locked out now (for tests and doctor).
-    pub fn is_locked(&self, app: AppId, name: &str) -> bool {
-        let now = self.clock.now();
-        self.failures
-            .lock()
-            .get(&(app, name.to_lowercase()))
-            .is_some_and(|f| f.locked_until.is_some_and(|u| u > now))
-    }
 }
 
 /// Why a Data API sign-in failed.
@@ -867,12 +873,6 @@ fn account_view(row: AccountRow) -> AppAccount {
         active: row.active,
     }
 }
-
-/// A full-access privilege set's name, for the first account of an app.
-pub const DEFAULT_ADMIN_SET: &str = FULL_ACCESS;
-
-/// A container upload's file.
-pub type Upload = ContainerCell;
 
 /// Global values for a session: `Table::field` → value.
 pub fn global_values(

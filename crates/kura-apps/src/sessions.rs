@@ -142,11 +142,4 @@ impl Sessions {
             s.app != app || account.is_some_and(|a| !s.account.eq_ignore_ascii_case(a))
         });
     }
-
-    /// Open sessions (after dropping expired ones).
-    pub fn count(&self) -> usize {
-        let mut map = self.map.lock();
-        Self::sweep(&mut map, self.clock.now());
-        map.len()
-    }
 }

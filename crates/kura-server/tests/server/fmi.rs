@@ -1040,8 +1040,48 @@ async fn schema_changes_never_lose_data_silently_and_apps_are_isolated() {
     .await;
     r.problem(422);
 
-    // Deleting the app needs its name, then destroys its data key.
+    // A renamed app answers under its new name only (resolved names are
+    // cached, and a rename forgets them).
     let app_path = format!("/api/v1/teams/{}/apps/{}", f.team, f.app);
+    let renamed_db = "/hosts/acme/fmi/data/vLatest/databases/Renamed";
+    let r = call(
+        s,
+        Method::PATCH,
+        &app_path,
+        Some(&f.operator),
+        Some(json!({ "name": "Renamed" })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (_, v, _) = fm(
+        s,
+        Method::POST,
+        &format!("{DB}/sessions"),
+        Some(&basic("admin", ADMIN_PASSWORD)),
+        None,
+    )
+    .await;
+    assert_eq!(code(&v), "802", "{v}");
+    let (status, v, _) = fm(
+        s,
+        Method::POST,
+        &format!("{renamed_db}/sessions"),
+        Some(&basic("admin", ADMIN_PASSWORD)),
+        None,
+    )
+    .await;
+    assert_eq!((status, code(&v)), (200, "0"), "{v}");
+    let r = call(
+        s,
+        Method::PATCH,
+        &app_path,
+        Some(&f.operator),
+        Some(json!({ "name": "Contacts" })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Deleting the app needs its name, then destroys its data key.
     let r = call(
         s,
         Method::DELETE,

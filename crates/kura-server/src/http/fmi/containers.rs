@@ -9,7 +9,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use kura_apps::FmError;
-use kura_apps::data::{self, Caller};
+use kura_apps::data;
 use kura_store::app_data::ContainerCell;
 use kura_types::AppId;
 use serde_json::{Value, json};
@@ -82,17 +82,7 @@ async fn upload_inner(
     let app = Arc::clone(&call.app);
     let modid = in_write(&app, move |w| {
         let schema = &call.schema;
-        let layout = schema
-            .layout(&call.layout)
-            .ok_or_else(|| FmError::code(105))?;
-        let privileges = schema
-            .privilege_set(&call.session.privilege_set)
-            .ok_or_else(|| FmError::code(9))?;
-        let caller = Caller {
-            account: &call.session.account,
-            privileges,
-            globals: &call.session.globals,
-        };
+        let (layout, caller) = call.caller()?;
         data::upload(
             w, schema, layout, &caller, rid, &field, expected, file, call.now,
         )

@@ -304,6 +304,29 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The request's layout and the caller under the session's privilege
+    /// set (a set removed since sign-in is error 9).
+    pub(super) fn caller(&self) -> Result<(&Layout, Caller<'_>), FmError> {
+        let layout = self
+            .schema
+            .layout(&self.layout)
+            .ok_or_else(|| FmError::code(105))?;
+        let privileges = self
+            .schema
+            .privilege_set(&self.session.privilege_set)
+            .ok_or_else(|| FmError::code(9))?;
+        Ok((
+            layout,
+            Caller {
+                account: &self.session.account,
+                privileges,
+                globals: &self.session.globals,
+            },
+        ))
+    }
+}
+
 fn sign(key: &HmacKey, app: AppId, table: u32, rid: i64, field: u32, exp: i64) -> String {
     key.sign_hex(format!("{app}/{table}/{rid}/{field}/{exp}").as_bytes())
 }
@@ -353,17 +376,7 @@ async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
                      r: &kura_store::app_data::AppRead<'_>|
           -> Result<Value, FmError> {
         let schema = &call.schema;
-        let layout = schema
-            .layout(&call.layout)
-            .ok_or_else(|| FmError::code(105))?;
-        let privileges = schema
-            .privilege_set(&call.session.privilege_set)
-            .ok_or_else(|| FmError::code(9))?;
-        let caller = Caller {
-            account: &call.session.account,
-            privileges,
-            globals: &call.session.globals,
-        };
+        let (layout, caller) = call.caller()?;
         let mut extra = Map::new();
         if let Some(w) = w {
             run_attached(
@@ -378,9 +391,14 @@ async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
             );
         }
         let filter = match &req.filter {
-            Some(q) => {
-                kura_apps::find::query_filter(schema, layout, privileges, q, req.format, call.now)?
-            }
+            Some(q) => kura_apps::find::query_filter(
+                schema,
+                layout,
+                caller.privileges,
+                q,
+                req.format,
+                call.now,
+            )?,
             None => Filter::All,
         };
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
@@ -591,20 +609,7 @@ fn object(o: &Options, key: &str) -> Result<Map<String, Value>, FmError> {
 }
 
 pub(super) fn mod_id(v: Option<&Value>) -> Result<Option<i64>, FmError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| FmError::with(960, "Parameter is invalid (modId)")),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| FmError::with(960, "Parameter is invalid (modId)")),
-        Some(_) => Err(FmError::with(960, "Parameter is invalid (modId)")),
-    }
+    data::parse_id(v, "modId")
 }
 
 /// What a write does between the attached scripts.
@@ -633,17 +638,7 @@ async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value, FmError> {
     let app = Arc::clone(&call.app);
     in_write(&app, move |w| {
         let schema = &call.schema;
-        let layout = schema
-            .layout(&call.layout)
-            .ok_or_else(|| FmError::code(105))?;
-        let privileges = schema
-            .privilege_set(&call.session.privilege_set)
-            .ok_or_else(|| FmError::code(9))?;
-        let caller = Caller {
-            account: &call.session.account,
-            privileges,
-            globals: &call.session.globals,
-        };
+        let (layout, caller) = call.caller()?;
         let mut out = Map::new();
         run_attached(
             w,
@@ -824,17 +819,7 @@ pub async fn run_script(
         let app = Arc::clone(&call.app);
         in_write(&app, move |w| {
             let schema = &call.schema;
-            let layout = schema
-                .layout(&call.layout)
-                .ok_or_else(|| FmError::code(105))?;
-            let privileges = schema
-                .privilege_set(&call.session.privilege_set)
-                .ok_or_else(|| FmError::code(9))?;
-            let caller = Caller {
-                account: &call.session.account,
-                privileges,
-                globals: &call.session.globals,
-            };
+            let (layout, caller) = call.caller()?;
             let script = schema.script(&name).ok_or_else(|| FmError::code(104))?;
             let outcome = script::run(w, schema, Some(layout), &caller, script, &param, call.now);
             let mut out = Map::new();
