@@ -182,7 +182,7 @@ fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !have("apt-get") {
+    if !have("command -v apt-get") {
         bail!("the tests need these programs: {missing:?}; install them with your package manager");
     }
     eprintln!("xtask: installing test peers {missing:?} with apt-get");
