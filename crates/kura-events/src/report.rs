@@ -87,6 +87,7 @@ mod tests {
             checkpoints_checked: 2,
             last_signed: Some(10),
             problem: None,
+            stretches: 1,
         }
     }
 

@@ -368,6 +368,9 @@ mod event_log {
             Arc::new(SystemClock),
             EventLogOptions {
                 checkpoint_every: 10,
+                // Every walk below first runs in stretches, so each kind of
+                // tampering is also shown to stop the split walk.
+                split_verify_at: 8,
                 ..EventLogOptions::default()
             },
         )
@@ -435,6 +438,12 @@ mod event_log {
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.entries_checked, 30);
         assert_eq!(report.last_signed, Some(30));
+        assert_eq!(report.first_seq, Some(1));
+        assert_eq!(report.last_seq, Some(30));
+        assert_eq!(report.head_hash, Some(hash_of(&_raw, 30)));
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            assert!(report.stretches >= 2, "{report:?}");
+        }
         let pinned = log
             .verify(VerifyOptions {
                 trusted_keys: vec![log.public_key()],
@@ -500,6 +509,24 @@ mod event_log {
                 7,
                 BreakKind::Missing {
                     next_present: Some(8)
+                }
+            )
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_deleted_across_a_stretch_boundary_are_reported_missing() {
+        let (_env, _storage, log, raw) = log_with_30_events().await;
+        // With two stretches the first ends at 15 and the second starts at 16.
+        raw.execute("DELETE FROM events WHERE seq IN (15, 16)", [])
+            .unwrap();
+        let b = first_break(&log).await;
+        assert_eq!(
+            (b.seq, b.kind),
+            (
+                15,
+                BreakKind::Missing {
+                    next_present: Some(17)
                 }
             )
         );

@@ -43,6 +43,9 @@ pub struct EventLogOptions {
     pub queue_capacity: usize,
     /// The most events one transaction appends.
     pub max_batch: usize,
+    /// Logs of at least this many entries are verified in stretches on
+    /// several read connections at once.
+    pub split_verify_at: u64,
 }
 
 impl Default for EventLogOptions {
@@ -51,6 +54,7 @@ impl Default for EventLogOptions {
             checkpoint_every: 1000,
             queue_capacity: 8192,
             max_batch: 4096,
+            split_verify_at: 100_000,
         }
     }
 }
@@ -257,7 +261,12 @@ impl EventLog {
 
     /// Walks the whole log; see [`super::verify`].
     pub async fn verify(&self, options: VerifyOptions) -> Result<ChainVerification, StoreError> {
-        sql::verify(&self.shared.pool, options).await
+        sql::verify(
+            &self.shared.pool,
+            options,
+            self.shared.options.split_verify_at,
+        )
+        .await
     }
 
     /// Finds events; see [`super::query`].

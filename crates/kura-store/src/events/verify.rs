@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use kura_crypto::digest::constant_time_eq;
 use kura_crypto::signing::PublicKey;
@@ -136,6 +137,9 @@ pub struct ChainVerification {
     pub last_signed: Option<Seq>,
     /// The first break, if any.
     pub problem: Option<ChainBreak>,
+    /// How many stretches were walked at once (1: one walk in one read
+    /// snapshot).
+    pub stretches: usize,
 }
 
 impl ChainVerification {
@@ -143,6 +147,16 @@ impl ChainVerification {
     pub fn is_intact(&self) -> bool {
         self.problem.is_none()
     }
+}
+
+/// What an intact stretch of the log walked on its own proved.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    entries: u64,
+    first: Seq,
+    last: Seq,
+    head: ChainHash,
+    last_signed: Option<Seq>,
 }
 
 /// A checkpoint's signature status.
@@ -153,7 +167,7 @@ struct CheckedCheckpoint {
 
 /// The walk, fed one entry at a time in sequence order.
 pub(crate) struct Verifier {
-    checkpoints: BTreeMap<Seq, CheckedCheckpoint>,
+    checkpoints: Arc<BTreeMap<Seq, CheckedCheckpoint>>,
     expected: Seq,
     prev: ChainHash,
     buf: Vec<u8>,
@@ -207,6 +221,7 @@ impl Verifier {
             checkpoints_checked: checked_count,
             last_signed: None,
             problem: None,
+            stretches: 1,
         };
         let (start, prev) = anchor.unwrap_or((0, GENESIS));
         // Checkpoints over pruned entries can only be checked for their
@@ -233,12 +248,80 @@ impl Verifier {
             }
         }
         Self {
-            checkpoints,
+            checkpoints: Arc::new(checkpoints),
             expected: start + 1,
             prev,
             buf: Vec::new(),
             report,
         }
+    }
+
+    /// The next sequence number the walk expects.
+    pub(crate) fn next_seq(&self) -> Seq {
+        self.expected
+    }
+
+    /// The hash the next entry must link to.
+    pub(crate) fn prev_hash(&self) -> ChainHash {
+        self.prev
+    }
+
+    /// A walk over the stretch of the log that starts at `start`, linking to
+    /// `prev` (the stored hash of the entry before it), with the same
+    /// checked checkpoints. Stretches walked apart prove the chain only when
+    /// every one of them is intact and they are absorbed in order: each
+    /// recomputes its last entry's hash, which the next one started from.
+    pub(crate) fn segment(&self, start: Seq, prev: ChainHash) -> Self {
+        Self {
+            checkpoints: Arc::clone(&self.checkpoints),
+            expected: start,
+            prev,
+            buf: Vec::new(),
+            report: ChainVerification {
+                entries_checked: 0,
+                first_seq: None,
+                last_seq: None,
+                head_hash: None,
+                anchor_seq: None,
+                checkpoints_checked: 0,
+                last_signed: None,
+                problem: None,
+                stretches: 1,
+            },
+        }
+    }
+
+    /// Ends a stretch that should have reached `end`; `None` when it failed
+    /// or stopped short.
+    pub(crate) fn segment_end(self, end: Seq) -> Option<Segment> {
+        if self.failed() || self.expected != end + 1 {
+            return None;
+        }
+        Some(Segment {
+            entries: self.report.entries_checked,
+            first: self.report.first_seq?,
+            last: self.report.last_seq?,
+            head: self.report.head_hash?,
+            last_signed: self.report.last_signed,
+        })
+    }
+
+    /// Continues the walk past a stretch checked apart. Returns false (and
+    /// changes nothing) when the stretch does not start where the walk is.
+    pub(crate) fn absorb(&mut self, segment: &Segment) -> bool {
+        if self.failed() || segment.first != self.expected {
+            return false;
+        }
+        self.report.entries_checked += segment.entries;
+        self.report.first_seq.get_or_insert(segment.first);
+        self.report.last_seq = Some(segment.last);
+        self.report.head_hash = Some(segment.head);
+        if segment.last_signed.is_some() {
+            self.report.last_signed = segment.last_signed;
+        }
+        self.prev = segment.head;
+        self.expected = segment.last + 1;
+        true
     }
 
     /// Whether the walk already failed (the caller may stop reading).

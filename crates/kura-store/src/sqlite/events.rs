@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::Pool;
 use crate::StoreError;
-use crate::events::verify::Verifier;
+use crate::events::verify::{Segment, Verifier};
 use crate::events::{
     CHECKPOINT_FORMAT, ChainHash, ChainVerification, Checkpoint, CheckpointExport, EventPage,
     EventQuery, EventRecord, ExportedCheckpoint, ExportedKey, GENESIS, MAX_PAGE, Order, Seq,
@@ -232,11 +232,130 @@ pub(crate) fn insert_signing_key(
     Ok(())
 }
 
-/// Walks the whole log and every checkpoint, one row at a time, in one read
-/// snapshot; reports the first sequence number where the chain or a
-/// signature breaks.
-pub async fn verify(pool: &Pool, options: VerifyOptions) -> Result<ChainVerification, StoreError> {
+/// Walks the whole log and every checkpoint; reports the first sequence
+/// number where the chain or a signature breaks.
+///
+/// A long log is first walked in stretches on several read connections at
+/// once (the walk is bound by page decryption and row decoding, which one
+/// connection does on one core). Entries below the head never change, so the
+/// stretches need no common snapshot: each starts from the stored hash of the
+/// entry before it, and the stretch before recomputes that hash. If every
+/// stretch is intact the log is; if any is not (or pruning ran meanwhile),
+/// the single walk in one read snapshot runs and gives the exact report.
+/// Logs shorter than `split_at` entries are walked in one piece.
+pub async fn verify(
+    pool: &Pool,
+    options: VerifyOptions,
+    split_at: Seq,
+) -> Result<ChainVerification, StoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let lanes = pool.reader_count().min(cores);
+    if lanes >= 2
+        && let Some(report) = verify_split(pool, options.clone(), lanes, split_at.max(2)).await?
+    {
+        return Ok(report);
+    }
     pool.read(move |conn| verify_conn(conn, &options)).await
+}
+
+/// The walk in `lanes` stretches; `None` when the single walk must decide.
+async fn verify_split(
+    pool: &Pool,
+    options: VerifyOptions,
+    lanes: usize,
+    split_at: Seq,
+) -> Result<Option<ChainVerification>, StoreError> {
+    let (mut walk, end) = pool
+        .read(move |conn| {
+            let snapshot = conn.unchecked_transaction()?;
+            let walk = Verifier::new(
+                anchor(&snapshot)?,
+                checkpoints(&snapshot)?,
+                public_keys(&snapshot)?,
+                &options,
+            );
+            let (end, _) = head(&snapshot)?;
+            Ok((walk, end))
+        })
+        .await?;
+    let start = walk.next_seq();
+    if walk.failed() || end < start || end - start + 1 < split_at {
+        return Ok(None);
+    }
+    let lanes = Seq::try_from(lanes).unwrap_or(1);
+    let per = (end - start + 1).div_ceil(lanes);
+    let mut stretches = tokio::task::JoinSet::new();
+    let mut from = start;
+    while from <= end {
+        let to = (from + per - 1).min(end);
+        let prev = (from == start).then(|| walk.prev_hash());
+        let template = walk.segment(from, walk.prev_hash());
+        let pool = pool.clone();
+        stretches.spawn(async move {
+            pool.read(move |conn| walk_stretch(conn, template, from, to, prev))
+                .await
+        });
+        from = to + 1;
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = stretches.join_next().await {
+        let walked = joined.map_err(|e| StoreError::Worker(e.to_string()))??;
+        match walked {
+            Some(segment) => done.push(segment),
+            None => return Ok(None),
+        }
+    }
+    done.sort_by_key(|(from, _)| *from);
+    for (_, segment) in &done {
+        if !walk.absorb(segment) {
+            return Ok(None);
+        }
+    }
+    let mut report = walk.finish();
+    report.stretches = done.len();
+    Ok(Some(report))
+}
+
+/// Walks entries `from..=to`, linking the first to `prev` or, when that is
+/// `None`, to the stored hash of the entry before `from`.
+fn walk_stretch(
+    conn: &Connection,
+    template: Verifier,
+    from: Seq,
+    to: Seq,
+    prev: Option<ChainHash>,
+) -> Result<Option<(Seq, Segment)>, StoreError> {
+    let link = match prev {
+        Some(hash) => hash,
+        None => {
+            let stored: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT hash FROM events WHERE seq = ?1",
+                    [to_i64(from - 1)?],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match stored.as_deref().map(|h| to_hash(h, "entry hash")) {
+                Some(Ok(hash)) => hash,
+                _ => return Ok(None),
+            }
+        }
+    };
+    let mut stretch = template.segment(from, link);
+    let mut stmt = conn.prepare(
+        "SELECT seq, prev_hash, hash, body FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([to_i64(from)?, to_i64(to)?])?;
+    while let Some(r) = rows.next()? {
+        let seq = to_seq(r.get(0)?)?;
+        let prev = r.get_ref(1)?.as_blob().unwrap_or_default();
+        let hash = r.get_ref(2)?.as_blob().unwrap_or_default();
+        let body = r.get_ref(3)?.as_blob().unwrap_or_default();
+        if !stretch.entry(seq, prev, hash, body) {
+            return Ok(None);
+        }
+    }
+    Ok(stretch.segment_end(to).map(|segment| (from, segment)))
 }
 
 pub(crate) fn verify_conn(

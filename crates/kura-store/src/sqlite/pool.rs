@@ -28,6 +28,7 @@ struct Inner {
     write_permit: Semaphore,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
+    reader_count: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -66,6 +67,7 @@ impl Pool {
                 write_permit: Semaphore::new(1),
                 readers: Mutex::new(conns),
                 read_permits: Semaphore::new(readers),
+                reader_count: readers,
             }),
         })
     }
@@ -73,6 +75,12 @@ impl Pool {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many read connections the pool holds (how many reads can run at
+    /// once).
+    pub fn reader_count(&self) -> usize {
+        self.inner.reader_count
     }
 
     /// Runs read-only work on a reader connection.
