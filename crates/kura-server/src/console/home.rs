@@ -75,7 +75,7 @@ fn home_page(
             section.card.empty {
                 h2 { "No teams yet" }
                 @if operator {
-                    p { "Create the first team below; its owner gets an invitation link." }
+                    p { "You are not a member of any team. Create a team below: its owner gets an invitation link and runs the team's hosts and apps." }
                 } @else {
                     p { "You are not a member of any team. Ask a team owner for an invitation." }
                 }

@@ -1,0 +1,268 @@
+// Drives the Kura Customer Console in Debian's Chromium (playwright-core),
+// as a person would: first-operator setup with TOTP enrolment, sign-in with
+// the second factor, teams, hosts, apps, invitations, CSRF refusal, and the
+// way back to where one was after the session ended. TOTP codes come from
+// the independent `otpauth` library, never from Kura.
+//
+// Environment: KURA_URL (https://127.0.0.1:port), KURA_SETUP_LINK,
+// KURA_SHOTS (where page screenshots go), KURA_FAIL_SHOTS (failure shots).
+import { chromium } from 'playwright-core';
+import * as OTPAuth from 'otpauth';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const base = process.env.KURA_URL;
+const setupLink = process.env.KURA_SETUP_LINK;
+const shots = process.env.KURA_SHOTS;
+const failShots = process.env.KURA_FAIL_SHOTS || '.';
+if (!base || !setupLink || !shots) throw new Error('KURA_URL, KURA_SETUP_LINK and KURA_SHOTS are required');
+mkdirSync(shots, { recursive: true });
+mkdirSync(failShots, { recursive: true });
+
+const OPERATOR = { email: 'ops@kura.test', name: 'Olive Operator', password: 'correct horse battery staple 42' };
+const OWNER = { email: 'owner@acme.test', name: 'Oscar Owner', password: 'another long owner passphrase 7' };
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+
+let failures = 0;
+const pages = new Set();
+async function scenario(name, fn) {
+  try {
+    await fn();
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failures += 1;
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+    for (const p of pages) {
+      const file = join(failShots, `${name.replace(/\W+/g, '-')}-${Math.random().toString(36).slice(2, 6)}.png`);
+      await p.screenshot({ path: file, fullPage: true }).catch(() => {});
+      console.log(`     screenshot: ${file} (at ${p.url()})`);
+    }
+  }
+}
+
+async function newPage() {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  pages.add(page);
+  page.on('console', (m) => { if (m.type() === 'error') console.log(`     browser console: ${m.text()}`); });
+  return page;
+}
+
+function check(cond, message) { if (!cond) throw new Error(message); }
+
+// Full-page screenshots of the current page at both widths.
+async function shoot(page, name) {
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: width === 390 ? 844 : 800 });
+    await page.screenshot({ path: join(shots, `${name}-${width}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+}
+
+let totp;
+// A code for a time step the server has not seen yet (each is accepted once).
+let lastStep = -1;
+async function freshCode() {
+  for (;;) {
+    const step = Math.floor(Date.now() / 1000 / 30);
+    if (step > lastStep) { lastStep = step; return totp.generate(); }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+const op = await newPage();
+let recoveryCodes = [];
+let teamUrl;
+let inviteLink;
+
+await scenario('first-operator setup with TOTP enrolment', async () => {
+  await op.goto(setupLink);
+  await shoot(op, 'setup');
+  // A weak password is refused beside the field, the other input kept.
+  await op.fill('#f-email', OPERATOR.email);
+  await op.fill('#f-display_name', OPERATOR.name);
+  await op.fill('#f-password', 'short');
+  await op.click('button[type=submit]');
+  check(await op.locator('#f-password-error').isVisible(), 'a weak password shows an error beside the field');
+  check((await op.inputValue('#f-email')) === OPERATOR.email, 'the email is kept');
+  check((await op.inputValue('#f-display_name')) === OPERATOR.name, 'the name is kept');
+  await shoot(op, 'setup-error');
+  await op.fill('#f-password', OPERATOR.password);
+  await op.click('button[type=submit]');
+  await op.waitForURL(/\/console\/mfa\/enrol/);
+  await op.click('button[type=submit]');
+  const secret = (await op.textContent('#totp-secret')).trim();
+  check(/^[A-Z2-7]+=*$/.test(secret), `a base32 secret is shown (${secret})`);
+  const uri = await op.getAttribute('#totp-uri', 'href');
+  check(uri.startsWith('otpauth://totp/'), 'an otpauth URI is offered');
+  totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: 'SHA1' });
+  await shoot(op, 'enrol-totp');
+  // A wrong code keeps the secret on screen and says what to do.
+  await op.fill('#f-code', '000000');
+  await op.click('button[type=submit]');
+  check(await op.locator('#f-code-error').isVisible(), 'a wrong code shows an error');
+  check((await op.textContent('#totp-secret')).trim() === secret, 'the secret is still shown');
+  await op.fill('#f-code', await freshCode());
+  await op.click('button[type=submit]');
+  recoveryCodes = (await op.locator('#recovery-codes code').allTextContents()).map((c) => c.trim());
+  check(recoveryCodes.length === 10, `ten recovery codes are shown (${recoveryCodes.length})`);
+  await shoot(op, 'recovery-codes');
+  await op.click('text=I have saved them');
+  await op.waitForURL(`${base}/console/`);
+  check(await op.locator('text=No teams yet').isVisible(), 'the empty state explains what to do');
+  await shoot(op, 'home-empty');
+});
+
+await scenario('an operator creates a team and its owner invitation', async () => {
+  await op.click('button:has-text("Create team")');
+  check(await op.locator('#f-name-error').isVisible(), 'an empty name is refused beside the field');
+  await op.fill('#f-name', 'Acme');
+  await op.fill('#f-owner_email', OWNER.email);
+  await op.click('button:has-text("Create team")');
+  inviteLink = (await op.textContent('#invite-link')).trim();
+  check(inviteLink.startsWith('/console/invitations/accept#'), `an invitation link is shown (${inviteLink})`);
+  await shoot(op, 'home');
+});
+
+let owner;
+await scenario('the invited owner accepts and sees the team', async () => {
+  owner = await newPage();
+  await owner.goto(`${base}${inviteLink}`);
+  check((await owner.inputValue('#f-token')).length > 20, 'the script copied the token from the link');
+  await shoot(owner, 'accept-invitation');
+  await owner.fill('#f-display_name', OWNER.name);
+  await owner.fill('#f-password', OWNER.password);
+  await owner.click('button[type=submit]');
+  await owner.waitForURL(/\/console\/sign-in\?ok=joined/);
+  await owner.fill('#f-email', OWNER.email);
+  await owner.fill('#f-password', OWNER.password);
+  await owner.click('button[type=submit]');
+  await owner.waitForURL(`${base}/console/`);
+  await owner.click('a:has-text("Acme")');
+  teamUrl = owner.url();
+  check(/\/console\/teams\/[0-9a-f-]+$/.test(teamUrl), `the team page opens (${teamUrl})`);
+  check(await owner.locator('td:has-text("owner@acme.test")').isVisible(), 'the owner is a member');
+  check(await owner.locator('text=No hosts yet').isVisible(), 'the empty state explains hosts');
+  await shoot(owner, 'team-empty');
+  // The invitation works once.
+  const again = await newPage();
+  await again.goto(`${base}${inviteLink}`);
+  await again.fill('#f-display_name', 'Mallory');
+  await again.fill('#f-password', 'yet another long passphrase 99');
+  await again.click('button[type=submit]');
+  check(await again.locator('#f-token-error').isVisible(), 'a used invitation is refused');
+  await again.context().close();
+  pages.delete(again);
+});
+
+await scenario('hosts and apps: bad input changes nothing, good input creates', async () => {
+  await owner.fill('#f-name', 'Not A Host Name!');
+  await owner.click('button:has-text("Create host")');
+  check(await owner.locator('#f-name-error').isVisible(), 'a bad host name is refused beside the field');
+  check((await owner.inputValue('#f-name')) === 'Not A Host Name!', 'the input is kept');
+  check((await owner.locator('#hosts article.host').count()) === 0, 'no host was created');
+  await shoot(owner, 'team-host-error');
+  await owner.fill('#f-name', 'acme');
+  await owner.click('button:has-text("Create host")');
+  await owner.waitForURL(/ok=host-created/);
+  check(await owner.locator('#hosts h3:has-text("acme")').isVisible(), 'the host is listed');
+  await owner.fill('#f-app_name', 'Contacts');
+  await owner.click('button:has-text("Create app")');
+  await owner.waitForURL(/ok=app-created/);
+  check(await owner.locator('.app-name:has-text("Contacts")').isVisible(), 'the app is listed');
+  await shoot(owner, 'team');
+});
+
+await scenario('a form posted without the CSRF token is refused and changes nothing', async () => {
+  const teamPath = new URL(teamUrl).pathname;
+  const noToken = await owner.request.post(`${base}${teamPath}/hosts`, { form: { name: 'forged' }, maxRedirects: 0 });
+  check(noToken.status() === 403, `no token: 403 (got ${noToken.status()})`);
+  const wrongToken = await owner.request.post(`${base}${teamPath}/hosts`, { form: { name: 'forged', csrf: 'f'.repeat(64) }, maxRedirects: 0 });
+  check(wrongToken.status() === 403, `wrong token: 403 (got ${wrongToken.status()})`);
+  const csp = noToken.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), `the strict CSP holds (${csp})`);
+  await owner.goto(teamUrl);
+  check((await owner.locator('#hosts h3:has-text("forged")').count()) === 0, 'no forged host exists');
+});
+
+await scenario('sign-out, then sign-in with password and TOTP', async () => {
+  await op.click('button:has-text("Sign out")');
+  await op.waitForURL(/\/console\/sign-in/);
+  await op.goto(`${base}/console/account`);
+  check(op.url().includes('/console/sign-in'), 'signed out: pages ask to sign in');
+  // A wrong password says so without telling whether the account exists.
+  await op.fill('#f-email', 'nobody@kura.test');
+  await op.fill('#f-password', 'wrong password entirely');
+  await op.click('button[type=submit]');
+  const unknown = (await op.textContent('[role=alert]')).trim();
+  await op.fill('#f-email', OPERATOR.email);
+  await op.fill('#f-password', 'wrong password entirely');
+  await op.click('button[type=submit]');
+  const wrong = (await op.textContent('[role=alert]')).trim();
+  check(unknown === wrong, `the same message for an unknown account and a wrong password (${unknown} / ${wrong})`);
+  check((await op.inputValue('#f-email')) === OPERATOR.email, 'the email is kept');
+  await shoot(op, 'sign-in-error');
+  await op.fill('#f-password', OPERATOR.password);
+  await op.click('button[type=submit]');
+  await op.waitForURL(/\/console\/mfa/);
+  await shoot(op, 'mfa');
+  await op.fill('#f-code', '123456');
+  await op.click('button[type=submit]');
+  check(await op.locator('#f-code-error').isVisible(), 'a wrong code is refused');
+  await op.fill('#f-code', await freshCode());
+  await op.click('button[type=submit]');
+  await op.waitForURL(`${base}/console/account`);
+  check(await op.locator('h1:has-text("Account")').isVisible(), 'back on the account page after signing in');
+});
+
+await scenario('an ended session returns to sign-in and then to the page, with a recovery code', async () => {
+  await op.goto(`${base}/console/account`);
+  await shoot(op, 'account');
+  await op.context().clearCookies();
+  await op.goto(`${base}/console/account`);
+  check(op.url().includes('/console/sign-in?next='), `redirected to sign-in with next (${op.url()})`);
+  await op.fill('#f-email', OPERATOR.email);
+  await op.fill('#f-password', OPERATOR.password);
+  await op.click('button[type=submit]');
+  await op.waitForURL(/\/console\/mfa/);
+  await op.click('text=Use a recovery code');
+  await op.fill('#f-code', recoveryCodes[0]);
+  await op.click('button[type=submit]');
+  await op.waitForURL(`${base}/console/account`);
+  check(await op.locator('h1:has-text("Account")').isVisible(), 'back where the operator was');
+});
+
+await scenario('a second session is listed and can be revoked', async () => {
+  const other = await newPage();
+  await other.goto(`${base}/console/sign-in`);
+  await other.fill('#f-email', OPERATOR.email);
+  await other.fill('#f-password', OPERATOR.password);
+  await other.click('button[type=submit]');
+  await other.waitForURL(/\/console\/mfa/);
+  await other.fill('#f-code', await freshCode());
+  await other.click('button[type=submit]');
+  await other.waitForURL(`${base}/console/`);
+  await op.goto(`${base}/console/account`);
+  const before = await op.locator('tbody tr').count();
+  check(before >= 2, `both sessions are listed (${before})`);
+  // End every other session, one form post each.
+  for (let i = 1; i < before; i += 1) {
+    await op.click('button:has-text("Sign out this session") >> nth=0');
+    await op.waitForURL(/ok=session-revoked/);
+  }
+  check((await op.locator('tbody tr').count()) === 1, 'only this session is left');
+  await other.goto(`${base}/console/`);
+  check(other.url().includes('/console/sign-in'), 'the revoked session must sign in again');
+  await other.context().close();
+  pages.delete(other);
+});
+
+await browser.close();
+if (failures > 0) {
+  console.log(`${failures} scenario(s) failed`);
+  process.exit(1);
+}
