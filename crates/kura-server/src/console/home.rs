@@ -163,7 +163,7 @@ fn invite_link(i: &kura_identity::IssuedInvitation) -> String {
 
 // ----- a team -----
 
-async fn allow(
+pub(super) async fn allow(
     state: &AppState,
     who: &Signed,
     action: Action,
@@ -175,7 +175,7 @@ async fn allow(
     finish(state, &who.ctx, audited).await
 }
 
-async fn event(
+pub(super) async fn event(
     state: &AppState,
     who: &Signed,
     team: TeamId,
@@ -266,7 +266,7 @@ async fn team_page(
                     @if list.is_empty() {
                         p.empty { "No apps on this host yet." }
                     } @else {
-                        ul.apps { @for a in list { li { span.app-name { (a.name) } " " span.badge { (status(a.status)) } } } }
+                        ul.apps { @for a in list { li { a.app-name href={ (base) "/apps/" (a.id) } { (a.name) } " " span.badge { (status(a.status)) } } } }
                     }
                 }
             }

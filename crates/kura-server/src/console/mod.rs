@@ -10,6 +10,7 @@
 //! authentication and CSRF for forms, `page` the shell and form pieces.
 
 mod account;
+mod apps;
 mod home;
 mod invite;
 mod page;
@@ -87,4 +88,29 @@ pub fn router() -> Router<AppState> {
         .route("/console/teams/{team}/hosts", post(home::create_host))
         .route("/console/teams/{team}/apps", post(home::create_app))
         .route("/console/teams/{team}/invitations", post(home::invite))
+        .route("/console/teams/{team}/apps/{app}", get(apps::show))
+        .route(
+            "/console/teams/{team}/apps/{app}/schema",
+            post(apps::put_schema),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/tables",
+            post(apps::add_table),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/fields",
+            post(apps::add_field),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/rename",
+            post(apps::rename),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/status",
+            post(apps::set_status),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/delete",
+            post(apps::delete),
+        )
 }

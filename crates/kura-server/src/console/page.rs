@@ -285,6 +285,10 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("invited") => "Invitation sent.",
         Some("session-revoked") => "Session ended.",
         Some("signed-in") => "Signed in.",
+        Some("app-renamed") => "App renamed.",
+        Some("app-opened") => "App opened.",
+        Some("app-closed") => "App closed: client sessions ended.",
+        Some("app-deleted") => "App deleted.",
         Some("joined") => "Welcome! Your account is ready: sign in to continue.",
         _ => return html! {},
     };
