@@ -13,6 +13,7 @@ mod account;
 mod apps;
 mod home;
 mod invite;
+mod operator;
 mod page;
 mod session;
 mod signin;
@@ -88,6 +89,20 @@ pub fn router() -> Router<AppState> {
         .route("/console/teams/{team}/hosts", post(home::create_host))
         .route("/console/teams/{team}/apps", post(home::create_app))
         .route("/console/teams/{team}/invitations", post(home::invite))
+        .route(
+            "/console/operator/incidents",
+            get(operator::incidents).post(operator::open_incident),
+        )
+        .route("/console/operator/incidents/{id}", get(operator::incident))
+        .route(
+            "/console/operator/incidents/{id}/transitions",
+            post(operator::transition),
+        )
+        .route(
+            "/console/operator/incidents/{id}/notes",
+            post(operator::add_note),
+        )
+        .route("/console/operator/events", get(operator::events))
         .route("/console/teams/{team}/apps/{app}", get(apps::show))
         .route(
             "/console/teams/{team}/apps/{app}/schema",

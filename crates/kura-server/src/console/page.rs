@@ -18,6 +18,10 @@ pub enum Nav {
     Team,
     /// My account: sessions, security.
     Account,
+    /// Operators: incidents.
+    Incidents,
+    /// Operators: the security event search.
+    Events,
 }
 
 /// What the shell needs to know about the person.
@@ -51,6 +55,10 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/console/" aria-current=[current(nav, Nav::Home)] { "Teams" } }
+                                @if chrome.operator {
+                                    li { a href="/console/operator/incidents" aria-current=[current(nav, Nav::Incidents)] { "Incidents" } }
+                                    li { a href="/console/operator/events" aria-current=[current(nav, Nav::Events)] { "Security events" } }
+                                }
                                 li { a href="/console/account" aria-current=[current(nav, Nav::Account)] { "Account & sessions" } }
                             }
                         }

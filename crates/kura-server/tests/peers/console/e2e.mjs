@@ -314,6 +314,38 @@ await scenario('a second session is listed and can be revoked', async () => {
   pages.delete(other);
 });
 
+await scenario('an operator opens an incident, triages it and searches security events', async () => {
+  await op.goto(`${base}/console/`);
+  await op.click('nav >> text=Incidents');
+  check(await op.locator('text=Nothing here.').first().isVisible(), 'the empty board says so');
+  await op.click('button:has-text("Open incident")');
+  check(await op.locator('#f-title-error').isVisible(), 'an empty title is refused beside the field');
+  await op.fill('#f-title', 'Suspicious sign-ins from one address');
+  await op.selectOption('#f-severity', 'sev2');
+  await op.fill('#f-note', 'Seen in the sign-in failures.');
+  await op.click('button:has-text("Open incident")');
+  await op.waitForURL(/\/console\/operator\/incidents\/[0-9a-f-]+$/);
+  check((await op.textContent('#incident-state')).trim() === 'open', 'the incident is open');
+  await op.selectOption('#f-to', 'triaged');
+  await op.fill('#f-tnote', 'Confirmed: one address, many accounts.');
+  await op.click('button:has-text("Change state")');
+  check((await op.textContent('#incident-state')).trim() === 'triaged', 'the incident is triaged');
+  check(await op.locator('#timeline').getByText('Confirmed: one address, many accounts.').isVisible(), 'the note is on the timeline');
+  await shoot(op, 'incident');
+  await op.click('a:has-text("Incidents") >> nth=1');
+  check(await op.locator('section[aria-label=triaged] .incident-card').count() === 1, 'the board shows it as triaged');
+  await shoot(op, 'incidents');
+  await op.click('nav >> text=Security events');
+  await op.fill('#f-action', 'auth.');
+  await op.selectOption('#f-outcome', 'failure');
+  await op.click('button:has-text("Search")');
+  const rows = await op.locator('#events tbody tr').count();
+  check(rows > 0, `failed sign-ins are found (${rows})`);
+  const actions = await op.locator('#events tbody td[data-label=Action]').allTextContents();
+  check(actions.every((a) => a.trim().startsWith('auth.')), `only auth. actions (${actions.slice(0, 3)})`);
+  await shoot(op, 'events');
+});
+
 await browser.close();
 if (failures > 0) {
   console.log(`${failures} scenario(s) failed`);
