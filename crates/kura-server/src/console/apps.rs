@@ -6,7 +6,7 @@
 //! API's `apps` handlers.
 
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use http::StatusCode;
 use kura_apps::schema::Definition;
 use kura_identity::Action;
@@ -41,14 +41,10 @@ struct Forms {
 
 const FIELD_TYPES: &[&str] = &["text", "number", "date", "time", "timestamp", "container"];
 
-fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), Response> {
+fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
     match (team.parse(), app.parse()) {
         (Ok(t), Ok(a)) => Ok((t, a)),
-        _ => Err(page::error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such app.",
-        )),
+        _ => Err(page::Missing("app")),
     }
 }
 
@@ -212,7 +208,7 @@ pub async fn show(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match app_page(&state, &who, team, app, q.ok.as_deref(), &Forms::default()).await {
         Ok((m, _)) => page::respond(StatusCode::OK, m),
@@ -285,7 +281,7 @@ pub async fn put_schema(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -336,7 +332,7 @@ pub async fn add_table(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -392,7 +388,7 @@ pub async fn add_field(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -457,7 +453,7 @@ pub async fn rename(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -511,7 +507,7 @@ pub async fn set_status(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -551,7 +547,7 @@ pub async fn delete(
 ) -> Response {
     let (team, app) = match ids(&team, &app) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);

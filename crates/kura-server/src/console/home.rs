@@ -5,7 +5,7 @@
 //! call `kura_apps`, then record the same security events.
 
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use http::StatusCode;
 use kura_identity::{Action, Resource, TeamRole};
 use kura_types::{Actor, HostId, Outcome, SecurityEvent, TeamId};
@@ -343,9 +343,8 @@ fn status(s: kura_store::AppStatus) -> &'static str {
     }
 }
 
-fn team_id(raw: &str) -> Result<TeamId, Response> {
-    raw.parse()
-        .map_err(|_| page::error_page(StatusCode::NOT_FOUND, "Not found", "There is no such team."))
+fn team_id(raw: &str) -> Result<TeamId, page::Missing> {
+    raw.parse().map_err(|_| page::Missing("team"))
 }
 
 /// `GET /console/teams/{team}`.
@@ -357,7 +356,7 @@ pub async fn team(
 ) -> Response {
     let team = match team_id(&team) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match team_page(&state, &who, team, q.ok.as_deref(), &TeamForms::default()).await {
         Ok(m) => page::respond(StatusCode::OK, m),
@@ -387,7 +386,7 @@ pub async fn create_host(
 ) -> Response {
     let team = match team_id(&team) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = allow(&state, &p.who, Action::HostsManage, team).await {
         return page::api_error_page(&e);
@@ -439,7 +438,7 @@ pub async fn create_app(
 ) -> Response {
     let team = match team_id(&team) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = allow(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
@@ -492,7 +491,7 @@ pub async fn invite(
 ) -> Response {
     let team = match team_id(&team) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(role) = TeamRole::parse(&p.form.role) else {
         return page::error_page(

@@ -215,14 +215,8 @@ pub async fn open_incident(
     }
 }
 
-fn incident_id(raw: &str) -> Result<IncidentId, Response> {
-    raw.parse().map_err(|_| {
-        page::error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such incident.",
-        )
-    })
+fn incident_id(raw: &str) -> Result<IncidentId, page::Missing> {
+    raw.parse().map_err(|_| page::Missing("incident"))
 }
 
 async fn incident_page(
@@ -312,7 +306,7 @@ pub async fn incident(
 ) -> Response {
     let id = match incident_id(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match incident_page(&state, &who, id, None).await {
         Ok(m) => page::respond(StatusCode::OK, m),
@@ -352,7 +346,7 @@ pub async fn transition(
 ) -> Response {
     let id = match incident_id(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::IncidentsManage).await {
         return page::api_error_page(&e);
@@ -387,7 +381,7 @@ pub async fn add_note(
 ) -> Response {
     let id = match incident_id(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = permit(&state, &p.who, Action::IncidentsManage).await {
         return page::api_error_page(&e);

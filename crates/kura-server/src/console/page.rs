@@ -310,3 +310,17 @@ pub fn when(t: time::OffsetDateTime) -> String {
         .format(&f)
         .unwrap_or_default()
 }
+
+/// A path names something that does not exist (or is not well-formed).
+#[derive(Debug, Clone, Copy)]
+pub struct Missing(pub &'static str);
+
+impl IntoResponse for Missing {
+    fn into_response(self) -> Response {
+        error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("There is no such {}.", self.0),
+        )
+    }
+}
