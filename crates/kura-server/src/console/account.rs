@@ -36,11 +36,44 @@ pub async fn show(
         Ok(s) => s,
         Err(e) => return page::api_error_page(&e),
     };
+    let audited = state.identity.passkeys(&who.principal).await;
+    let passkeys = match finish(&state, &who.ctx, audited).await {
+        Ok(p) => p,
+        Err(e) => return page::api_error_page(&e),
+    };
     let body = html! {
         (page::notice(q.ok.as_deref()))
         header.page-head {
             h1 { "Account & sessions" }
             p.muted { (me.display_name.as_str()) " · " (me.email.as_str()) }
+        }
+        section.card #passkeys {
+            h2 { "Passkeys" }
+            @if passkeys.is_empty() {
+                p.empty { "No passkeys yet. A passkey signs you in with your device's screen lock, with no password to type." }
+            } @else {
+                ul.plain {
+                    @for k in &passkeys {
+                        li.passkey {
+                            strong { (k.name) } " · added " (page::when(k.created_at))
+                            @if let Some(t) = k.last_used_at { " · last used " (page::when(t)) }
+                            form.inline method="post" action={ "/console/passkeys/" (k.id) "/remove" } {
+                                (page::csrf(&who.csrf))
+                                button.danger.small type="submit" { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+            div.inline-form.needs-webauthn hidden {
+                div.field {
+                    label for="f-passkey-name" { "Name for the new passkey" }
+                    input #f-passkey-name type="text" value="My laptop" autocomplete="off";
+                }
+                button.primary #passkey-register type="button" hidden data-csrf=(who.csrf) { "Add a passkey" }
+            }
+            p.error #passkey-error role="alert" hidden {}
+            p.muted.no-webauthn { "Adding a passkey needs a browser with WebAuthn and JavaScript." }
         }
         section.card {
             h2 { "Where you are signed in" }
@@ -95,6 +128,19 @@ pub async fn revoke(
         .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(()) => done("/console/account", "session-revoked"),
+        Err(e) => page::api_error_page(&e),
+    }
+}
+
+/// `POST /console/passkeys/{id}/remove`.
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    p: SessionForm<Empty>,
+) -> Response {
+    let audited = state.identity.remove_passkey(&p.who.principal, &id).await;
+    match finish(&state, &p.who.ctx, audited).await {
+        Ok(()) => done("/console/account", "passkey-removed"),
         Err(e) => page::api_error_page(&e),
     }
 }

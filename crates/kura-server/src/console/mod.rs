@@ -81,6 +81,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/account", get(account::show))
         .route("/console/sessions/{id}/revoke", post(account::revoke))
         .route(
+            "/console/passkeys/{id}/remove",
+            post(account::remove_passkey),
+        )
+        .route(
             "/console/invitations/accept",
             get(invite::form).post(invite::accept),
         )

@@ -77,6 +77,8 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
 }
 
 fn current(nav: Nav, item: Nav) -> Option<&'static str> {
+    // A team's pages belong under "Teams".
+    let nav = if nav == Nav::Team { Nav::Home } else { nav };
     (nav == item).then_some("page")
 }
 
@@ -292,6 +294,8 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("app-created") => "App created.",
         Some("invited") => "Invitation sent.",
         Some("session-revoked") => "Session ended.",
+        Some("passkey-added") => "Passkey added.",
+        Some("passkey-removed") => "Passkey removed.",
         Some("signed-in") => "Signed in.",
         Some("app-renamed") => "App renamed.",
         Some("app-opened") => "App opened.",

@@ -200,6 +200,10 @@ fn sign_in_page(csrf: &str, f: &SignInForm, error: Option<&str>, ok: Option<&str
                 (Field::new("password", "Password").kind("password").autocomplete("current-password").render())
                 button.primary type="submit" { "Sign in" }
             }
+            div.alt {
+                button #passkey-sign-in type="button" hidden data-next=(f.next) { "Sign in with a passkey" }
+                p.error #passkey-error role="alert" hidden {}
+            }
             p.muted { "Trouble signing in? Ask your team owner, or an operator, to reset your password or second factor." }
         },
     )
