@@ -17,6 +17,7 @@ mod operator;
 mod page;
 mod session;
 mod signin;
+mod tokens;
 
 use axum::Router;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -84,6 +85,8 @@ pub fn router() -> Router<AppState> {
             "/console/passkeys/{id}/remove",
             post(account::remove_passkey),
         )
+        .route("/console/tokens", get(tokens::show).post(tokens::create))
+        .route("/console/tokens/{id}/revoke", post(tokens::revoke))
         .route(
             "/console/invitations/accept",
             get(invite::form).post(invite::accept),

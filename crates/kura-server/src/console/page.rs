@@ -18,6 +18,8 @@ pub enum Nav {
     Team,
     /// My account: sessions, security.
     Account,
+    /// My API tokens.
+    Tokens,
     /// Operators: incidents.
     Incidents,
     /// Operators: the security event search.
@@ -60,6 +62,7 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
                                     li { a href="/console/operator/events" aria-current=[current(nav, Nav::Events)] { "Security events" } }
                                 }
                                 li { a href="/console/account" aria-current=[current(nav, Nav::Account)] { "Account & sessions" } }
+                                li { a href="/console/tokens" aria-current=[current(nav, Nav::Tokens)] { "API tokens" } }
                             }
                         }
                         @if let Some(csrf) = &chrome.csrf {
@@ -295,6 +298,8 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("invited") => "Invitation sent.",
         Some("session-revoked") => "Session ended.",
         Some("passkey-added") => "Passkey added.",
+        Some("token-created") => "Token created.",
+        Some("token-revoked") => "Token revoked: it no longer works.",
         Some("passkey-removed") => "Passkey removed.",
         Some("signed-in") => "Signed in.",
         Some("app-renamed") => "App renamed.",

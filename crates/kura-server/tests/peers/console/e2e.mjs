@@ -374,6 +374,29 @@ await scenario('passkey registration and sign-in through the virtual authenticat
   check(await op.locator('h1:has-text("Account")').isVisible(), 'signed in with the passkey alone');
 });
 
+await scenario('a personal API token is shown once, works, and stops when revoked', async () => {
+  await op.click('nav >> text=API tokens');
+  check(await op.locator('text=No tokens yet.').isVisible(), 'the empty state says so');
+  await op.fill('#f-name', 'deploy script');
+  await op.click('button:has-text("Create token")');
+  check(await op.locator('#scopes-error').isVisible(), 'no scope: refused beside the scopes');
+  check((await op.inputValue('#f-name')) === 'deploy script', 'the name is kept');
+  check(await op.locator('text=No tokens yet.').isVisible(), 'nothing was created');
+  await op.check('input[name=scope][value="account:read"]');
+  await op.click('button:has-text("Create token")');
+  const token = (await op.textContent('#new-token')).trim();
+  check(token.startsWith('kura_pat_'), `a personal token is shown (${token.slice(0, 12)}…)`);
+  await shoot(op, 'tokens');
+  const me = await op.request.get(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` }, ignoreHTTPSErrors: true });
+  check(me.status() === 200, `the token works (${me.status()})`);
+  await op.goto(`${base}/console/tokens`);
+  check((await op.locator('#new-token').count()) === 0, 'the token is not shown again');
+  await op.click('button:has-text("Revoke")');
+  await op.waitForURL(/ok=token-revoked/);
+  const after = await op.request.get(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` }, ignoreHTTPSErrors: true });
+  check(after.status() === 401, `the revoked token is refused (${after.status()})`);
+});
+
 await browser.close();
 if (failures > 0) {
   console.log(`${failures} scenario(s) failed`);
