@@ -64,6 +64,13 @@ async fn app_page(
         .await
         .map_err(ApiError::Apps)?;
     let json = serde_json::to_string_pretty(&def).unwrap_or_default();
+    let accounts = state
+        .apps
+        .accounts(team, app)
+        .await
+        .map_err(ApiError::Apps)?;
+    let audited = state.identity.members(&who.principal, team).await;
+    let members = crate::http::api::auth::finish(state, &who.ctx, audited).await?;
     let base = format!("/console/teams/{team}/apps/{app}");
     let closed = record.status == AppStatus::Closed;
     let body = html! {
@@ -124,12 +131,41 @@ async fn app_page(
             @if def.layouts.is_empty() {
                 p.empty { "No layouts: the Data API addresses records through layouts." }
             } @else {
-                ul.plain { @for l in &def.layouts { li { strong { (l.name) } " on " code { (l.table) } " · " (if l.fields.is_empty() { "all fields".to_owned() } else { format!("{} fields", l.fields.len()) }) } } }
+                ul.plain { @for l in &def.layouts { li {
+                    strong { (l.name) } " on " code { (l.table) } " · "
+                    (if l.fields.is_empty() { "all fields".to_owned() } else { format!("{} fields", l.fields.len()) })
+                    " · " a.browse href={ (base) "/layouts/" (l.name) } { "Browse records" }
+                } } }
             }
             h2 { "Privilege sets" }
             ul.plain {
                 li { span.badge { "[Full Access]" } " " span.badge { "[Read-Only Access]" } }
                 @for p in &def.privilege_sets { li { strong { (p.name) } } }
+            }
+        }
+        section.card #accounts {
+            h2 { "Who may open records" }
+            p.muted { "Team members open records in the console (and the Data API) as their app account; its privilege set decides which records and fields they see and change." }
+            @if accounts.is_empty() {
+                p.empty { "No app accounts yet." }
+            } @else {
+                ul.plain { @for a in &accounts { li { (a.name) " · " span.badge { (a.privilege_set) } @if !a.active { " " span.badge { "inactive" } } } } }
+            }
+            form.inline-form method="post" action={ (base) "/accounts" } {
+                (page::csrf(&who.csrf))
+                div.field {
+                    label for="f-account-email" { "Team member" }
+                    select #f-account-email name="email" { @for m in &members { option value=(m.account.email.as_str()) { (m.account.display_name) " <" (m.account.email.as_str()) ">" } } }
+                }
+                div.field {
+                    label for="f-account-set" { "Privilege set" }
+                    select #f-account-set name="privilege_set" {
+                        option value="[Full Access]" { "[Full Access]" }
+                        option value="[Read-Only Access]" { "[Read-Only Access]" }
+                        @for p in &def.privilege_sets { option value=(p.name) { (p.name) } }
+                    }
+                }
+                button type="submit" { "Add app account" }
             }
         }
         section.card #editor {

@@ -15,6 +15,7 @@ mod home;
 mod invite;
 mod operator;
 mod page;
+mod records;
 mod session;
 mod signin;
 mod tokens;
@@ -111,6 +112,22 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/operator/events", get(operator::events))
         .route("/console/teams/{team}/apps/{app}", get(apps::show))
+        .route(
+            "/console/teams/{team}/apps/{app}/accounts",
+            post(records::add_account),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/layouts/{layout}",
+            get(records::show),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/layouts/{layout}/records",
+            post(records::create),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/layouts/{layout}/records/{id}/delete",
+            post(records::delete),
+        )
         .route(
             "/console/teams/{team}/apps/{app}/schema",
             post(apps::put_schema),

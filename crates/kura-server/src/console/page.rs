@@ -253,8 +253,17 @@ impl<'a> Field<'a> {
         self
     }
 
+    /// The markup of an optional field.
+    pub fn render_optional(&self) -> Markup {
+        self.markup(false)
+    }
+
     /// The markup.
     pub fn render(&self) -> Markup {
+        self.markup(true)
+    }
+
+    fn markup(&self, required: bool) -> Markup {
         let id = format!("f-{}", self.name);
         let err_id = format!("{id}-error");
         let hint_id = format!("{id}-hint");
@@ -269,7 +278,7 @@ impl<'a> Field<'a> {
                 label for=(id) { (self.label) }
                 @if let Some(h) = self.hint { p.hint id=(hint_id) { (h) } }
                 input id=(id) name=(self.name) type=(self.kind) value=(self.value)
-                    autocomplete=(self.autocomplete) required
+                    autocomplete=(self.autocomplete) required[required]
                     aria-invalid=[self.error.map(|_| "true")]
                     aria-describedby=[described];
                 @if let Some(e) = self.error { p.error id=(err_id) { (e) } }
@@ -299,6 +308,9 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("session-revoked") => "Session ended.",
         Some("passkey-added") => "Passkey added.",
         Some("token-created") => "Token created.",
+        Some("record-created") => "Record created.",
+        Some("record-deleted") => "Record deleted.",
+        Some("account-added") => "App account added.",
         Some("token-revoked") => "Token revoked: it no longer works.",
         Some("passkey-removed") => "Passkey removed.",
         Some("signed-in") => "Signed in.",

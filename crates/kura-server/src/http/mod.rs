@@ -1,7 +1,7 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
 pub mod api;
-mod fmi;
+pub(crate) mod fmi;
 mod health;
 mod metrics;
 pub(crate) mod middleware;

@@ -235,6 +235,97 @@ await scenario('an app gets two tables, fields and a layout; rename, close, dele
   check((await owner.locator('a.app-name').count()) === 0, 'the app is gone');
 });
 
+await scenario('records: add, find, sort; a member with a restricted privilege set sees only what it allows', async () => {
+  await owner.goto(teamUrl);
+  await owner.fill('#f-app_name', 'Library');
+  await owner.click('button:has-text("Create app")');
+  await owner.click('a.app-name:has-text("Library")');
+  const libraryUrl = owner.url();
+  const definition = {
+    tables: [
+      { name: 'books', fields: [{ name: 'title', type: 'text' }, { name: 'author', type: 'text' }, { name: 'price', type: 'number' }] },
+      { name: 'loans', fields: [{ name: 'book', type: 'text' }, { name: 'due', type: 'date' }] },
+    ],
+    layouts: [{ name: 'Books', table: 'books' }, { name: 'Loans', table: 'loans' }],
+    privilege_sets: [{ name: 'reader', extended: ['fmrest'], tables: { books: { view: 'all', fields: { price: 'none' } } } }],
+  };
+  await owner.fill('#f-definition', JSON.stringify(definition, null, 2));
+  await owner.click('button:has-text("Apply schema")');
+  check(await owner.locator('text=Schema applied').isVisible(), 'the library schema is applied');
+  // The owner can open records once they have an app account.
+  await owner.click('#layouts a:has-text("Browse records") >> nth=0');
+  check(await owner.locator('text=no account in this app').isVisible(), 'without an app account the browser says what to do');
+  await owner.goto(libraryUrl);
+  await owner.selectOption('#f-account-email', OWNER.email);
+  await owner.selectOption('#f-account-set', '[Full Access]');
+  await owner.click('button:has-text("Add app account")');
+  await owner.waitForURL(/ok=account-added/);
+  await owner.click('#layouts a:has-text("Browse records") >> nth=0');
+  const booksUrl = owner.url().split('?')[0];
+  check(await owner.locator('#no-records').isVisible(), 'an empty layout says so');
+  for (const [title, author, price] of [['Dune', 'Herbert', '12'], ['Emma', 'Austen', '8'], ['Ulysses', 'Joyce', '15']]) {
+    await owner.fill('#f-field\\.title', title);
+    await owner.fill('#f-field\\.author', author);
+    await owner.fill('#f-field\\.price', price);
+    await owner.click('button:has-text("Create record")');
+    await owner.waitForURL(/ok=record-created/);
+  }
+  check((await owner.locator('#records tbody tr').count()) === 3, 'three records');
+  // A bad value is refused with the Data API's message and the input kept.
+  await owner.fill('#f-field\\.title', 'Priceless');
+  await owner.fill('#f-field\\.price', 'not a number');
+  await owner.click('button:has-text("Create record")');
+  check(await owner.locator('#new-record [role=alert]').isVisible(), 'a non-number price is refused');
+  check((await owner.inputValue('#f-field\\.title')) === 'Priceless', 'the input is kept');
+  await owner.goto(booksUrl);
+  check((await owner.locator('#records tbody tr').count()) === 3, 'still three records');
+  await owner.selectOption('#f-find-field', 'title');
+  await owner.fill('#f-find-value', '==Dune');
+  await owner.click('button:has-text("Find")');
+  check((await owner.locator('#records tbody tr').count()) === 1, 'the find returns Dune only');
+  check((await owner.textContent('#records tbody tr')).includes('Herbert'), 'Dune by Herbert');
+  await owner.goto(booksUrl);
+  await owner.click('#records th a:has-text("title")');
+  await owner.click('#records th a:has-text("title")');
+  const titles = await owner.locator('#records tbody td[data-label=title]').allTextContents();
+  check(titles.join(',') === 'Ulysses,Emma,Dune', `sorted by title descending (${titles})`);
+  await shoot(owner, 'records');
+  // A member with the reader set: no price column, no new-record form, no deletes.
+  await owner.goto(teamUrl);
+  await owner.fill('#f-email', 'reader@acme.test');
+  await owner.selectOption('#f-role', 'member');
+  await owner.click('button:has-text("Invite")');
+  const link = (await owner.textContent('#invite-link')).trim();
+  const reader = await newPage();
+  await reader.goto(`${base}${link}`);
+  await reader.fill('#f-display_name', 'Rita Reader');
+  await reader.fill('#f-password', 'a long reader passphrase 55');
+  await reader.click('button[type=submit]');
+  await reader.waitForURL(/ok=joined/);
+  await reader.fill('#f-email', 'reader@acme.test');
+  await reader.fill('#f-password', 'a long reader passphrase 55');
+  await reader.click('button[type=submit]');
+  await reader.waitForURL(`${base}/console/`);
+  await owner.goto(libraryUrl);
+  await owner.selectOption('#f-account-email', 'reader@acme.test');
+  await owner.selectOption('#f-account-set', 'reader');
+  await owner.click('button:has-text("Add app account")');
+  await owner.waitForURL(/ok=account-added/);
+  await reader.goto(booksUrl);
+  check((await reader.textContent('#privilege-set')).trim() === 'reader', 'the reader set is in force');
+  check((await reader.locator('#records tbody tr').count()) === 3, 'the reader sees the records');
+  const headers = (await reader.locator('#records thead th').allTextContents()).map((h) => h.trim()).filter(Boolean);
+  check(!headers.includes('price') && headers.includes('title'), `no price column (${headers})`);
+  check((await reader.locator('#new-record').count()) === 0, 'no new-record form');
+  await reader.click('#records button:has-text("Delete") >> nth=0');
+  check(await reader.locator('h1:has-text("Not deleted")').isVisible(), 'the delete is refused');
+  await shoot(reader, 'records-reader');
+  await reader.goto(booksUrl);
+  check((await reader.locator('#records tbody tr').count()) === 3, 'nothing was deleted');
+  await reader.context().close();
+  pages.delete(reader);
+});
+
 await scenario('a form posted without the CSRF token is refused and changes nothing', async () => {
   const teamPath = new URL(teamUrl).pathname;
   const noToken = await owner.request.post(`${base}${teamPath}/hosts`, { form: { name: 'forged' }, maxRedirects: 0, ignoreHTTPSErrors: true });
