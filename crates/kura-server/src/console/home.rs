@@ -263,6 +263,19 @@ async fn team_page(
                 article.host {
                     h3 { (h.name) }
                     p.muted { "Data API: " code { "/hosts/" (h.name) "/fmi/data/vLatest" } }
+                    details.host-settings {
+                        summary { "Rename or delete " (h.name) }
+                        form.inline-form method="post" action={ (base) "/hosts/" (h.id) "/rename" } novalidate {
+                            (page::csrf(&who.csrf))
+                            (Field::new(&format!("rename-{}", h.id), "New name").value(&h.name).render())
+                            button type="submit" { "Rename host" }
+                        }
+                        form.inline-form method="post" action={ (base) "/hosts/" (h.id) "/delete" } data-confirm-name=(h.name) novalidate {
+                            (page::csrf(&who.csrf))
+                            (Field::new(&format!("confirm-{}", h.id), "Type the host's name to delete it (it must have no apps)").render())
+                            button.danger type="submit" { "Delete host" }
+                        }
+                    }
                     @if list.is_empty() {
                         p.empty { "No apps on this host yet." }
                     } @else {
@@ -521,5 +534,98 @@ pub async fn invite(
             forms.invite_error = Some(page::message(&e));
             again(&state, &p.who, team, &forms).await
         }
+    }
+}
+
+/// `POST /console/teams/{team}/hosts/{host}/rename` (field `rename-<id>`).
+pub async fn rename_host(
+    State(state): State<AppState>,
+    Path((team, host)): Path<(String, String)>,
+    p: SessionForm<Vec<(String, String)>>,
+) -> Response {
+    let (Ok(team), Ok(host)) = (team.parse::<TeamId>(), host.parse::<HostId>()) else {
+        return page::Missing("host").into_response();
+    };
+    if let Err(e) = allow(&state, &p.who, Action::HostsManage, team).await {
+        return page::api_error_page(&e);
+    }
+    let key = format!("rename-{host}");
+    let name = p
+        .form
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    match state.apps.update_host(team, host, Some(name), None).await {
+        Ok(h) => match event(
+            &state,
+            &p.who,
+            team,
+            "host.updated",
+            h.id.to_string(),
+            &h.name,
+        )
+        .await
+        {
+            Ok(()) => done(&format!("/console/teams/{team}"), "host-renamed"),
+            Err(e) => page::api_error_page(&e),
+        },
+        Err(e) => page::error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not renamed",
+            &format!("{} Nothing was changed.", page::message(&ApiError::Apps(e))),
+        ),
+    }
+}
+
+/// `POST /console/teams/{team}/hosts/{host}/delete`: only with the name
+/// typed (field `confirm-<id>`).
+pub async fn delete_host(
+    State(state): State<AppState>,
+    Path((team, host)): Path<(String, String)>,
+    p: SessionForm<Vec<(String, String)>>,
+) -> Response {
+    let (Ok(team), Ok(host)) = (team.parse::<TeamId>(), host.parse::<HostId>()) else {
+        return page::Missing("host").into_response();
+    };
+    if let Err(e) = allow(&state, &p.who, Action::HostsManage, team).await {
+        return page::api_error_page(&e);
+    }
+    let record = match state.apps.host(team, host).await {
+        Ok(h) => h,
+        Err(e) => return page::api_error_page(&ApiError::Apps(e)),
+    };
+    let key = format!("confirm-{host}");
+    let typed = p
+        .form
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str());
+    if typed != Some(record.name.as_str()) {
+        return page::error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not deleted",
+            "Type the host's name exactly to delete it. Nothing was changed.",
+        );
+    }
+    match state.apps.delete_host(team, host).await {
+        Ok(()) => match event(
+            &state,
+            &p.who,
+            team,
+            "host.deleted",
+            host.to_string(),
+            &record.name,
+        )
+        .await
+        {
+            Ok(()) => done(&format!("/console/teams/{team}"), "host-deleted"),
+            Err(e) => page::api_error_page(&e),
+        },
+        Err(e) => page::error_page(
+            StatusCode::CONFLICT,
+            "Not deleted",
+            &format!("{} Nothing was changed.", page::message(&ApiError::Apps(e))),
+        ),
     }
 }

@@ -96,6 +96,14 @@ pub fn router() -> Router<AppState> {
         .route("/console/teams/{team}", get(home::team))
         .route("/console/teams/{team}/hosts", post(home::create_host))
         .route("/console/teams/{team}/apps", post(home::create_app))
+        .route(
+            "/console/teams/{team}/hosts/{host}/rename",
+            post(home::rename_host),
+        )
+        .route(
+            "/console/teams/{team}/hosts/{host}/delete",
+            post(home::delete_host),
+        )
         .route("/console/teams/{team}/invitations", post(home::invite))
         .route(
             "/console/operator/incidents",

@@ -304,6 +304,8 @@ pub fn notice(ok: Option<&str>) -> Markup {
     let text = match ok {
         Some("host-created") => "Host created.",
         Some("app-created") => "App created.",
+        Some("host-renamed") => "Host renamed.",
+        Some("host-deleted") => "Host deleted.",
         Some("invited") => "Invitation sent.",
         Some("session-revoked") => "Session ended.",
         Some("passkey-added") => "Passkey added.",

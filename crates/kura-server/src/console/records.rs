@@ -54,7 +54,8 @@ fn fm_message(e: &kura_apps::FmError) -> String {
     match e.code {
         212 => "You have no account in this app. Ask the team owner to give you one with a privilege set.".to_owned(),
         105 => "There is no such layout.".to_owned(),
-        _ => format!("{} (FileMaker error {})", e.message, e.code),
+        200 | 201 => "Your privilege set does not allow this.".to_owned(),
+        _ => format!("{} (FileMaker error {}).", e.message.trim_end_matches('.'), e.code),
     }
 }
 

@@ -12,7 +12,7 @@ document.addEventListener('DOMContentLoaded', () => {
   }
   // Destructive forms: the button stays disabled until the name is typed.
   for (const form of document.querySelectorAll('form[data-confirm-name]')) {
-    const input = form.querySelector('input[name="confirm"]');
+    const input = form.querySelector('input[name^="confirm"]');
     const button = form.querySelector('button[type="submit"]');
     if (!input || !button) continue;
     const check = () => { button.disabled = input.value !== form.dataset.confirmName; };

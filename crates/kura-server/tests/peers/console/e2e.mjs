@@ -183,6 +183,22 @@ await scenario('hosts and apps: bad input changes nothing, good input creates', 
   await owner.waitForURL(/ok=app-created/);
   check(await owner.locator('.app-name:has-text("Contacts")').isVisible(), 'the app is listed');
   await shoot(owner, 'team');
+  // A second host is renamed, then deleted by typing its name.
+  await owner.fill('#f-name', 'spare');
+  await owner.click('button:has-text("Create host")');
+  await owner.waitForURL(/ok=host-created/);
+  const spare = owner.locator('article.host', { hasText: 'spare' });
+  await spare.locator('summary').click();
+  await spare.locator('input[name^="rename-"]').fill('spare-two');
+  await spare.locator('button:has-text("Rename host")').click();
+  await owner.waitForURL(/ok=host-renamed/);
+  const renamed = owner.locator('article.host', { hasText: 'spare-two' });
+  await renamed.locator('summary').click();
+  check(await renamed.locator('button:has-text("Delete host")').isDisabled(), 'delete waits for the name');
+  await renamed.locator('input[name^="confirm-"]').fill('spare-two');
+  await renamed.locator('button:has-text("Delete host")').click();
+  await owner.waitForURL(/ok=host-deleted/);
+  check((await owner.locator('article.host').count()) === 1, 'one host left');
 });
 
 await scenario('an app gets two tables, fields and a layout; rename, close, delete', async () => {
@@ -317,9 +333,9 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   const headers = (await reader.locator('#records thead th').allTextContents()).map((h) => h.trim()).filter(Boolean);
   check(!headers.includes('price') && headers.includes('title'), `no price column (${headers})`);
   check((await reader.locator('#new-record').count()) === 0, 'no new-record form');
+  await shoot(reader, 'records-reader');
   await reader.click('#records button:has-text("Delete") >> nth=0');
   check(await reader.locator('h1:has-text("Not deleted")').isVisible(), 'the delete is refused');
-  await shoot(reader, 'records-reader');
   await reader.goto(booksUrl);
   check((await reader.locator('#records tbody tr').count()) === 3, 'nothing was deleted');
   await reader.context().close();
