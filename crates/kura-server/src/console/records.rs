@@ -117,6 +117,14 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
         .filter(|f| access(f) == FieldAccess::Modify)
         .collect();
     let can_create = privileges.is_some_and(|p| p.can_create(table.id));
+    // Delete buttons only where some record may be deleted (the write path
+    // still checks each record).
+    let can_delete = privileges.is_some_and(|p| {
+        !matches!(
+            p.delete_filter(table.id, browse.account()),
+            kura_store::app_data::Filter::Nothing
+        )
+    });
     let find = (!v.q.field.is_empty() && !v.q.value.is_empty())
         .then(|| json!([{ v.q.field.clone(): v.q.value.clone() }]));
     let sort: Vec<(String, bool)> = if v.q.sort.is_empty() {
@@ -206,7 +214,7 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
                                     a href=(keep(&[("sort", f.def.name.clone()), ("dir", dir.to_owned()), ("page", String::new())])) { (f.def.name) }
                                 }
                             }
-                            th scope="col" { span.sr-only { "Actions" } }
+                            @if can_delete { th scope="col" { span.sr-only { "Actions" } } }
                         } }
                         tbody {
                             @for r in &rows {
@@ -214,12 +222,12 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
                                     @for f in &visible {
                                         td data-label=(f.def.name) { (cell(&r["fieldData"][&f.def.name])) }
                                     }
-                                    td {
+                                    @if can_delete { td {
                                         form method="post" action={ (here) "/records/" (r["recordId"].as_str().unwrap_or("")) "/delete" } {
                                             (page::csrf(&who.csrf))
                                             button.danger.small type="submit" { "Delete" }
                                         }
-                                    }
+                                    } }
                                 }
                             }
                         }

@@ -45,6 +45,11 @@ impl Browse {
         &self.session.privilege_set
     }
 
+    /// The app account's name.
+    pub(crate) fn account(&self) -> &str {
+        &self.session.account
+    }
+
     fn call(&self, state: &AppState, layout: &str) -> Call {
         let record = self.app.record();
         Call {
