@@ -247,7 +247,7 @@ async fn team_page(
         (page::notice(ok))
         header.page-head {
             h1 { (t.name) }
-            p.muted { "Team · created " (page::when(t.created_at)) }
+            p.muted { "Team · created " (page::when(t.created_at)) " · " a href={ (base) "/security" } { "Security settings and events" } }
         }
         ul.stats {
             li.card { span.stat { (hosts.len()) } " hosts" }

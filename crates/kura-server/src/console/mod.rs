@@ -16,6 +16,7 @@ mod invite;
 mod operator;
 mod page;
 mod records;
+mod security;
 mod session;
 mod signin;
 mod tokens;
@@ -119,6 +120,11 @@ pub fn router() -> Router<AppState> {
             post(operator::add_note),
         )
         .route("/console/operator/events", get(operator::events))
+        .route("/console/teams/{team}/security", get(security::show))
+        .route(
+            "/console/teams/{team}/mfa-policy",
+            post(security::set_policy),
+        )
         .route("/console/teams/{team}/apps/{app}", get(apps::show))
         .route(
             "/console/teams/{team}/apps/{app}/accounts",

@@ -119,6 +119,28 @@ pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
 
 /// The error page for a failed service call.
 pub fn api_error_page(e: &ApiError) -> Response {
+    use kura_identity::DenyReason as D;
+    if let ApiError::Identity(kura_identity::IdentityError::Denied(
+        D::MfaRequired | D::PasskeyRequired,
+    )) = e
+    {
+        let title = "A second factor is required";
+        return respond(
+            StatusCode::FORBIDDEN,
+            shell(
+                title,
+                Nav::None,
+                &Chrome::default(),
+                html! {
+                    section.card.narrow role="alert" {
+                        h1 { (title) }
+                        p { (message(e)) }
+                        p { a.button.primary href="/console/mfa/enrol" { "Set up a second factor" } " " a.button href="/console/account" { "Passkeys" } }
+                    }
+                },
+            ),
+        );
+    }
     let (status, title) = match e {
         ApiError::Identity(kura_identity::IdentityError::Denied(_)) => {
             (StatusCode::FORBIDDEN, "Not allowed")
@@ -153,6 +175,12 @@ pub fn message(e: &ApiError) -> String {
                 .to_owned()
         }
         ApiError::Identity(I::Denied(reason)) => match reason {
+            kura_identity::DenyReason::MfaRequired => {
+                "Your team or role requires a second factor for this session: set up an authenticator app (or sign in again with one), then try again.".to_owned()
+            }
+            kura_identity::DenyReason::PasskeyRequired => {
+                "Your team requires a passkey: add one under Account & sessions and sign in with it.".to_owned()
+            }
             kura_identity::DenyReason::StepUpRequired => {
                 "This needs a fresh second-factor check: sign out and in again, then retry."
                     .to_owned()
@@ -311,6 +339,7 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("passkey-added") => "Passkey added.",
         Some("token-created") => "Token created.",
         Some("record-created") => "Record created.",
+        Some("mfa-policy-saved") => "Requirement saved.",
         Some("record-deleted") => "Record deleted.",
         Some("account-added") => "App account added.",
         Some("token-revoked") => "Token revoked: it no longer works.",

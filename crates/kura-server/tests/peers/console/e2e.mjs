@@ -359,6 +359,30 @@ await scenario('a form posted without the CSRF token is refused and changes noth
   check((await owner.locator('#hosts h3:has-text("forged")').count()) === 0, 'no forged host exists');
 });
 
+await scenario('the owner switches the team MFA requirement and reads the team events', async () => {
+  await owner.goto(teamUrl);
+  await owner.click('a:has-text("Security settings and events")');
+  check(await owner.locator('input[name=policy][value=none]').isChecked(), 'no requirement at first');
+  check(await owner.locator('#team-events code:has-text("host.created")').first().isVisible(), 'the team events list host.created');
+  await shoot(owner, 'team-security');
+  await owner.check('input[name=policy][value=all]');
+  await owner.click('button:has-text("Save requirement")');
+  await owner.waitForURL(/ok=mfa-policy-saved/);
+  // The owner has no second factor yet: the team's pages now ask for one.
+  check(await owner.locator('h1:has-text("A second factor is required")').isVisible(), 'the requirement applies at once');
+  await owner.click('a:has-text("Set up a second factor")');
+  await owner.click('button:has-text("Show my setup key")');
+  const secret = (await owner.textContent('#totp-secret')).trim();
+  const ownerTotp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: 'SHA1' });
+  await owner.fill('#f-code', ownerTotp.generate());
+  await owner.click('button[type=submit]');
+  check((await owner.locator('#recovery-codes code').count()) === 10, 'the owner gets recovery codes');
+  await owner.goto(teamUrl);
+  await owner.click('a:has-text("Security settings and events")');
+  check(await owner.locator('input[name=policy][value=all]').isChecked(), 'the requirement is saved');
+  check(await owner.locator('#team-events code:has-text("team.mfa_policy.changed")').first().isVisible(), 'the change is in the team events');
+});
+
 await scenario('sign-out, then sign-in with password and TOTP', async () => {
   await op.click('button:has-text("Sign out")');
   await op.waitForURL(/\/console\/sign-in/);
