@@ -64,6 +64,8 @@ const DEBIAN_PEERS: &[(&str, &str)] = &[
     // Node runs the npm FileMaker Data API client (@proofgeist/fmdapi).
     ("nodejs", "command -v node"),
     ("npm", "command -v npm"),
+    // The browser the Customer Console tests drive (through playwright-core).
+    ("chromium", "test -x /usr/bin/chromium"),
     // TLS scanner run against `kura serve` (binary `testssl`).
     ("testssl.sh", "command -v testssl"),
     // SQL-injection scanner run against the admin API.
@@ -88,7 +90,12 @@ const PYPI_PEERS: &[&str] = &[
 /// package-lock.json; `npm ci` installs it into the project's own (git-ignored)
 /// node_modules, because Node resolves an ES module's imports from the
 /// directories above the script.
-const NPM_PEERS: &[&str] = &["crates/kura-server/tests/peers/fmdapi"];
+const NPM_PEERS: &[&str] = &[
+    "crates/kura-server/tests/peers/fmdapi",
+    // playwright-core drives Chromium through the console; otpauth computes
+    // the TOTP codes independently of Kura.
+    "crates/kura-server/tests/peers/console",
+];
 
 fn main() -> ExitCode {
     match run(Xtask::parse()) {

@@ -151,7 +151,7 @@ async fn first_run_creates_everything_and_later_runs_reuse_it() {
     let first = Serving::start(kura(&dir));
     let link = first.setup_link().expect("first run prints a setup link");
     assert!(
-        link.starts_with(&format!("{}/setup?token=", first.base_url)),
+        link.starts_with(&format!("{}/console/setup?token=", first.base_url)),
         "{link}"
     );
     assert_eq!(mode(&dir), 0o700);

@@ -377,7 +377,7 @@ impl Platform {
             .await?;
         Ok(Some(SetupLink {
             url: format!(
-                "{}/setup?token={}",
+                "{}/console/setup?token={}",
                 base_url.trim_end_matches('/'),
                 token.reveal()
             ),

@@ -24,6 +24,7 @@
 //! calls `kura-crypto`); TLS policy is configured here, on rustls.
 
 mod bootstrap;
+mod console;
 pub mod doctor;
 pub mod edge;
 mod http;

@@ -3284,3 +3284,6 @@ mod fmi;
 
 #[path = "server/incident_channels.rs"]
 mod incident_channels;
+
+#[path = "server/console.rs"]
+mod console;

@@ -182,8 +182,10 @@ pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
                 .unwrap_or_else(|| Problem::status(status)),
             Err(_) => Problem::status(status),
         }
-    } else if content_type.starts_with("application/json") {
-        // A handler's own JSON error (such as a protocol envelope) stays as is.
+    } else if content_type.starts_with("application/json") || content_type.starts_with("text/html")
+    {
+        // A handler's own JSON error (such as a protocol envelope) and a
+        // console page (a form shown again with its errors) stay as they are.
         return Response::from_parts(parts, body);
     } else {
         Problem::status(status)

@@ -1,7 +1,7 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
 pub mod api;
-mod fmi;
+pub(crate) mod fmi;
 mod health;
 mod metrics;
 pub(crate) mod middleware;
@@ -90,6 +90,7 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .merge(routes)
         .merge(api::api_router())
         .merge(fmi::router())
+        .merge(crate::console::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

@@ -7,9 +7,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::Router;
-use axum::response::Html;
-use axum::routing::get as route_get;
 use kura_testkit::{Options, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -465,17 +462,11 @@ async fn team_policies_belong_to_team_admins_and_network_admins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pages_get_a_strict_csp_and_api_answers_a_deny_all_one() {
-    let server = TestServer::spawn_with(Options {
-        routes: Router::new().route(
-            "/console/",
-            route_get(|| async { Html("<!doctype html><title>Kura</title>") }),
-        ),
-        ..Options::default()
-    })
-    .await;
+    // The console's own sign-in page (the console is part of the server).
+    let server = TestServer::spawn().await;
     let r = server
         .client
-        .get(server.url("/console/"))
+        .get(server.url("/console/sign-in"))
         .send()
         .await
         .unwrap();

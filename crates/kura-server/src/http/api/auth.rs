@@ -28,7 +28,7 @@ use crate::http::middleware::RequestId;
 pub const SESSION_COOKIE: &str = "__Host-kura_session";
 /// The header carrying the CSRF token of a cookie session.
 pub const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
-const CSRF_LABEL: &[u8] = b"kura csrf v1";
+pub(crate) const CSRF_LABEL: &[u8] = b"kura csrf v1";
 
 /// The request's facts for security events.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn of(parts: &Parts) -> Self {
+    /// The facts of a request.
+    pub fn from_parts(parts: &Parts) -> Self {
         Self {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
             // The edge resolved the client behind trusted proxies.
@@ -85,7 +86,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(parts))
+        Ok(Self::from_parts(parts))
     }
 }
 
@@ -115,7 +116,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ctx = Ctx::of(parts);
+        let ctx = Ctx::from_parts(parts);
         let (token, via) = credentials(&parts.headers)?;
         if via == Via::Cookie && !is_safe(&parts.method) && !csrf_matches(&parts.headers, &token) {
             let event = SecurityEvent::new(
@@ -177,7 +178,7 @@ fn credentials(headers: &HeaderMap) -> Result<(String, Via), ApiError> {
         .ok_or(ApiError::NoCredentials)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -10,6 +10,7 @@
 //! every record, field and write (`kura_apps::privileges`). Sign-ins, both
 //! successful and failed, and sign-outs are security events.
 
+pub(crate) mod browse;
 mod containers;
 mod meta;
 mod records;

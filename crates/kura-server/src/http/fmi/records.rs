@@ -32,8 +32,8 @@ const CONTAINER_URL_SECS: i64 = 3600;
 
 /// Where a request's options come from: the query (GET, DELETE) or the
 /// JSON body (POST, PATCH).
-struct Options {
-    values: Map<String, Value>,
+pub(super) struct Options {
+    pub(super) values: Map<String, Value>,
 }
 
 impl Options {
@@ -211,7 +211,7 @@ type PortalRanges = HashMap<String, (u64, u64)>;
 
 /// Scripts attached to a request: (name, parameter).
 #[derive(Default, Clone)]
-struct Scripts {
+pub(super) struct Scripts {
     prerequest: Option<(String, String)>,
     presort: Option<(String, String)>,
     after: Option<(String, String)>,
@@ -356,20 +356,20 @@ where
 }
 
 /// The page-shaped response of range, get and find.
-struct PageRequest {
-    filter: Option<Value>,
-    rid: Option<i64>,
-    offset: u64,
-    limit: u64,
-    sort: SortSpec,
-    portals: Option<Vec<String>>,
-    ranges: HashMap<String, (u64, u64)>,
-    format: DateFormat,
-    response_layout: Option<String>,
-    scripts: Scripts,
+pub(super) struct PageRequest {
+    pub(super) filter: Option<Value>,
+    pub(super) rid: Option<i64>,
+    pub(super) offset: u64,
+    pub(super) limit: u64,
+    pub(super) sort: SortSpec,
+    pub(super) portals: Option<Vec<String>>,
+    pub(super) ranges: HashMap<String, (u64, u64)>,
+    pub(super) format: DateFormat,
+    pub(super) response_layout: Option<String>,
+    pub(super) scripts: Scripts,
 }
 
-async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
+pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
     let with_scripts = req.scripts.any();
     let app = Arc::clone(&call.app);
     let work = move |w: Option<&AppWrite<'_>>,
@@ -613,7 +613,7 @@ pub(super) fn mod_id(v: Option<&Value>) -> Result<Option<i64>, FmError> {
 }
 
 /// What a write does between the attached scripts.
-enum WriteOp {
+pub(super) enum WriteOp {
     Create {
         fields: Map<String, Value>,
         portals: Map<String, Value>,
@@ -632,7 +632,7 @@ enum WriteOp {
     },
 }
 
-async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value, FmError> {
+pub(super) async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value, FmError> {
     let format = o.format()?;
     let scripts = o.scripts();
     let app = Arc::clone(&call.app);
