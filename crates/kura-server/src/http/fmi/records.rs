@@ -674,7 +674,7 @@ async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value, FmError> {
                 out.insert("recordId".into(), Value::String(rid.to_string()));
                 out.insert("modId".into(), Value::String(modid.to_string()));
             }
-            WriteOp::Delete { rid } => data::delete(w, schema, layout, &caller, rid)?,
+            WriteOp::Delete { rid } => data::delete(w, schema, layout, &caller, rid, call.now)?,
         }
         run_attached(
             w,
