@@ -239,10 +239,8 @@ async fn every_record_change_lands_in_the_outbox_with_its_transaction() {
     let app: AppId = f.app.parse().unwrap();
     let data = AppData::new(f.server.storage.apps.open(app).await.unwrap());
     let changes = data.read(|r| r.changes_after(0, 100)).await.unwrap();
-    let got: Vec<(i64, ChangeKind, i64)> = changes
-        .iter()
-        .map(|c| (c.rid, c.kind, c.modid))
-        .collect();
+    let got: Vec<(i64, ChangeKind, i64)> =
+        changes.iter().map(|c| (c.rid, c.kind, c.modid)).collect();
     let (cy, copy): (i64, i64) = (cy.parse().unwrap(), copy.parse().unwrap());
     assert_eq!(
         got,
