@@ -163,6 +163,32 @@ pub fn set_up(mut target: KuraTarget, token: &str) -> anyhow::Result<KuraTarget>
         json!({ "name": target.user, "password": PASSWORD, "privilege_set": "[Full Access]" }),
     )?;
     target.password = PASSWORD.to_owned();
+    // The default budgets (3,000 Data API requests a minute per source)
+    // would refuse the load itself; raise the Data API and sign-in budgets
+    // to the most the edge accepts. The rest of the edge stays on.
+    let url = format!("{}/api/v1/edge", target.url);
+    let edge = curl::send(&Request {
+        method: "GET",
+        url: &url,
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        body: None,
+        ca: target.ca.as_deref(),
+    })?
+    .ok("GET /api/v1/edge")?
+    .json()?;
+    let mut limits = edge["rate_limits"].clone();
+    if let Some(o) = limits.as_object_mut() {
+        for k in ["scope", "version", "updated_at", "updated_by"] {
+            o.remove(k);
+        }
+    }
+    let most = json!({ "per_minute": 1_000_000, "burst": 1_000_000 });
+    for family in ["data_api", "sign_in"] {
+        for scope in ["per_source", "per_credential", "per_team"] {
+            limits[family][scope] = most.clone();
+        }
+    }
+    admin(&target, token, "PUT", "/api/v1/edge/rate-limits", limits)?;
     eprintln!(
         "xtask: importing {} Kura records as CSV through the admin API",
         target.records
