@@ -21,6 +21,7 @@
 pub mod data;
 pub mod error;
 pub mod find;
+pub mod import;
 pub mod privileges;
 pub mod schema;
 pub mod script;

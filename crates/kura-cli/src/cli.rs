@@ -84,6 +84,35 @@ pub enum AppCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Import a CSV file into a table of an app. The first row names the
+    /// fields; every row is imported, or (on the first bad row, which the
+    /// error names) none is.
+    Import {
+        /// The CSV file (UTF-8, comma-separated).
+        file: PathBuf,
+        /// The table to import into.
+        #[arg(long)]
+        table: String,
+        /// The server, e.g. https://127.0.0.1:8443.
+        #[arg(long, env = "KURA_URL")]
+        url: String,
+        /// An API token (scope `apps:write`) or session token.
+        #[arg(long, env = "KURA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The team's id.
+        #[arg(long)]
+        team: String,
+        /// The app's id.
+        #[arg(long)]
+        app: String,
+        /// A PEM certificate to trust for the server (its self-signed
+        /// certificate is `<data dir>/tls/cert.pem`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// No progress bar (also when stderr is not a terminal).
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(Debug, Args)]

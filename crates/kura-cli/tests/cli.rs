@@ -15,6 +15,8 @@ use std::time::Duration;
 
 #[path = "cli/app_apply.rs"]
 mod app_apply;
+#[path = "cli/app_import.rs"]
+mod app_import;
 #[path = "cli/baseline.rs"]
 mod baseline;
 

@@ -2258,6 +2258,7 @@ mod kura_id_api {
                 .replace("{host}", &b_host)
                 .replace("{app}", &b_app)
                 .replace("{name}", "admin")
+                .replace("{table}", "contacts")
                 .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
@@ -2290,6 +2291,9 @@ mod kura_id_api {
                 })),
                 ("PATCH", "/api/v1/teams/{id}/apps/{app}/accounts/{name}") => {
                     Some(json!({ "active": false }))
+                }
+                ("POST", "/api/v1/teams/{id}/apps/{app}/tables/{table}/import") => {
+                    Some(json!("name\nevil"))
                 }
                 ("PUT", "/api/v1/teams/{id}/firewall") => {
                     Some(json!({ "allow": ["203.0.113.0/24"] }))
@@ -3281,6 +3285,9 @@ mod incident_and_ingest_api {
 
 #[path = "server/fmi.rs"]
 mod fmi;
+
+#[path = "server/apps_import.rs"]
+mod apps_import;
 
 #[path = "server/incident_channels.rs"]
 mod incident_channels;

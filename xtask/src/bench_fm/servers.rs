@@ -1,6 +1,5 @@
 //! The server processes the benchmark starts itself: the ceiling example and
-//! PocketBase. Kura is started by whoever runs the benchmark (it needs an app
-//! with data), so only its address and pid are passed in.
+//! PocketBase (Kura's own server is in `kura`, or is given by address).
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,10 @@ pub struct Server {
 }
 
 impl Server {
+    pub fn new(child: Child, base_url: String) -> Self {
+        Self { child, base_url }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -45,7 +48,7 @@ impl Drop for Server {
 
 /// Runs `program args…` under `nice -n nice` (nice execs, so the child's pid
 /// is the server's).
-fn niced(nice: i32, program: &Path) -> Command {
+pub fn niced(nice: i32, program: &Path) -> Command {
     let mut cmd = Command::new("nice");
     cmd.arg("-n").arg(nice.to_string()).arg(program);
     cmd

@@ -12,14 +12,19 @@
 //!   accounts mapped to privilege sets;
 //! - `kura_serials`: the next serial number of each auto-entered field;
 //! - `kura_containers`: container field contents, one row per cell;
+//! - `kura_changes`: the change outbox, one row per record created, edited,
+//!   deleted, duplicated or imported, written in the same transaction as
+//!   the change (what Kura Connect's app-event trigger reads);
 //! - `t{table}`: one table per app table, with `rid` (record id, never
 //!   reused), `mod` (modification count) and one `c{field}` column per field.
 
+mod changes;
 mod filter;
 mod records;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+pub use changes::{Change, ChangeKind};
 pub use filter::{Cond, Filter, SortKey, glob_literal};
 pub use records::{AccountRow, AppRead, AppWrite, ContainerCell, Row, UpdateOutcome};
 
@@ -27,10 +32,11 @@ use crate::StoreError;
 use crate::sqlite::{Migration, Pool};
 
 /// The migrations of an app database file.
-pub(crate) const APP_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "app catalogue: meta, accounts, serials, containers",
-    sql: "
+pub(crate) const APP_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "app catalogue: meta, accounts, serials, containers",
+        sql: "
         CREATE TABLE kura_meta (
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -60,7 +66,24 @@ pub(crate) const APP_MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (tbl, rid, col)
         ) STRICT;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "change outbox",
+        sql: "
+        CREATE TABLE kura_changes (
+            seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+            tbl     INTEGER NOT NULL,
+            rid     INTEGER NOT NULL,
+            kind    TEXT NOT NULL
+                    CHECK (kind IN ('create', 'edit', 'delete', 'duplicate', 'import')),
+            mod     INTEGER NOT NULL,
+            at_ms   INTEGER NOT NULL,
+            account TEXT NOT NULL
+        ) STRICT;
+    ",
+    },
+];
 
 /// A stored value. Empty fields are `Null`: FileMaker has no distinction
 /// between an empty string and no value.

@@ -75,6 +75,10 @@ impl<'c> AppRead<'c> {
         Self { conn }
     }
 
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
     /// How many records `table` holds.
     pub fn count(&self, table: u32) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -276,6 +280,10 @@ impl<'c> AppWrite<'c> {
         Self { conn }
     }
 
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
     /// Reads inside this transaction.
     pub fn read(&self) -> AppRead<'c> {
         AppRead::new(self.conn)
@@ -355,16 +363,21 @@ impl<'c> AppWrite<'c> {
         }
     }
 
-    /// Deletes a record and its container files; false when it did not exist.
-    pub fn delete(&self, table: u32, rid: i64) -> Result<bool, StoreError> {
-        let n = self
+    /// Deletes a record and its container files; its modification count
+    /// at deletion, or `None` when it did not exist.
+    pub fn delete(&self, table: u32, rid: i64) -> Result<Option<i64>, StoreError> {
+        let modid: Option<i64> = self
             .conn
-            .prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table_name(table)))?
-            .execute([rid])?;
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE rid = ?1 RETURNING mod",
+                table_name(table)
+            ))?
+            .query_row([rid], |r| r.get(0))
+            .optional()?;
         self.conn
             .prepare_cached("DELETE FROM kura_containers WHERE tbl = ?1 AND rid = ?2")?
             .execute(params![table, rid])?;
-        Ok(n > 0)
+        Ok(modid)
     }
 
     /// Takes the next serial number of a field and advances the counter.

@@ -4,6 +4,14 @@
 //! keeps one write connection behind an async semaphore of one and a set of
 //! read connections behind a semaphore of their count; work runs on Tokio's
 //! blocking threads so the async runtime never waits on the disk.
+//!
+//! Writes are group-committed: writes that arrive while the writer is busy
+//! queue up, and the next writer runs all of them (up to [`MAX_BATCH`]) in
+//! one transaction, each inside its own savepoint, and commits once. A write
+//! that fails rolls back to its savepoint and changes nothing; the others
+//! are unaffected. Every caller is answered only after the shared commit
+//! has returned, so with `synchronous = FULL` an acknowledged write is on
+//! disk — the batch just shares one fsync among many writers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +19,7 @@ use std::sync::Arc;
 use kura_crypto::DataKey;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{Durability, open_encrypted};
 use crate::StoreError;
@@ -22,10 +30,22 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
+/// The most writes one shared transaction carries.
+pub const MAX_BATCH: usize = 256;
+
+/// Called with the shared commit's outcome, to answer a queued write.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A queued write: runs inside the shared transaction (in its own
+/// savepoint) and returns how to answer its caller once committed. It sets
+/// the flag when its savepoint could not be undone, so the whole
+/// transaction must be abandoned.
+type Job = Box<dyn FnOnce(&Transaction<'_>, &mut bool) -> Finish + Send>;
+
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     write_permit: Semaphore,
+    queue: Mutex<Vec<Job>>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
     reader_count: usize,
@@ -65,6 +85,7 @@ impl Pool {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
                 write_permit: Semaphore::new(1),
+                queue: Mutex::new(Vec::new()),
                 readers: Mutex::new(conns),
                 read_permits: Semaphore::new(readers),
                 reader_count: readers,
@@ -111,29 +132,57 @@ impl Pool {
         .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
-    /// Runs work in one immediate write transaction; commits when `f`
-    /// returns `Ok`, rolls back otherwise, so a failed request changes nothing.
+    /// Runs work in a write transaction; commits when `f` returns `Ok`,
+    /// rolls back otherwise, so a failed request changes nothing. Concurrent
+    /// writes share one transaction and one commit (see the module
+    /// documentation); `f` sees the changes of the writes before it.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
+        let (answer, answered) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |tx, broken| {
+            let outcome = match in_savepoint(tx, f) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    *broken = true;
+                    Err(e)
+                }
+            };
+            Box::new(move |committed| {
+                let result = match (outcome, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(StoreError::Worker(format!("commit failed: {e}"))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        self.inner.queue.lock().push(job);
+        // Whoever holds the writer next commits everything queued by then,
+        // this write included (unless an earlier holder already took it).
+        let permit = self
             .inner
             .write_permit
             .acquire()
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+        let batch: Vec<Job> = {
+            let mut queue = self.inner.queue.lock();
+            let n = queue.len().min(MAX_BATCH);
+            queue.drain(..n).collect()
+        };
+        if !batch.is_empty() {
+            let inner = Arc::clone(&self.inner);
+            tokio::task::spawn_blocking(move || commit_batch(&inner, batch))
+                .await
+                .map_err(|e| StoreError::Worker(e.to_string()))?;
+        }
+        drop(permit);
+        answered
+            .await
+            .map_err(|_| StoreError::Worker("the write was dropped unanswered".into()))?
     }
 
     /// Runs blocking work with the write connection outside a transaction
@@ -153,6 +202,50 @@ impl Pool {
         tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+/// Runs `f` inside a savepoint of `tx`: released on success, rolled back
+/// (and released) on failure, so only this write's changes are undone. The
+/// outer error means the savepoint itself failed.
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    tx.execute_batch("SAVEPOINT kura_write")?;
+    let outcome = f(tx);
+    match &outcome {
+        Ok(_) => tx.execute_batch("RELEASE kura_write")?,
+        Err(_) => tx.execute_batch("ROLLBACK TO kura_write; RELEASE kura_write")?,
+    }
+    Ok(outcome)
+}
+
+/// Runs queued writes in one immediate transaction, commits once, then
+/// answers each caller with the commit's outcome. Writes that could not
+/// begin are dropped unrun (their callers get an error).
+fn commit_batch(inner: &Inner, batch: Vec<Job>) {
+    let mut conn = inner.writer.lock();
+    let mut finishers: Vec<Finish> = Vec::with_capacity(batch.len());
+    let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => {
+            let mut broken = false;
+            for job in batch {
+                finishers.push(job(&tx, &mut broken));
+            }
+            if broken {
+                // Dropping the transaction rolls every write back.
+                drop(tx);
+                Err("a failed write could not be undone; the whole batch was rolled back".into())
+            } else {
+                tx.commit().map_err(|e| e.to_string())
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    drop(conn);
+    for finish in finishers {
+        finish(committed.clone());
     }
 }
 
@@ -203,5 +296,62 @@ mod tests {
             .read(|c| Ok(c.execute("INSERT INTO t VALUES (5)", [])?))
             .await;
         assert!(denied.is_err(), "readers are query-only");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_share_commits_but_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(
+            &dir.path().join("g.db"),
+            Some(&DataKey::from_bytes([5; 32])),
+            true,
+            Durability::Full,
+            2,
+            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL UNIQUE)")?),
+        )
+        .unwrap();
+        let mut writes = Vec::new();
+        for n in 0..200i64 {
+            let pool = pool.clone();
+            writes.push(tokio::spawn(async move {
+                pool.write(move |tx| {
+                    tx.execute("INSERT INTO t VALUES (?1)", [n])?;
+                    // Every tenth write fails after changing something: only
+                    // its own change is undone.
+                    if n % 10 == 0 {
+                        tx.execute("INSERT INTO t VALUES (?1)", [n + 1000])?;
+                        tx.execute("INSERT INTO t VALUES (NULL)", [])?;
+                    }
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for (n, w) in writes.into_iter().enumerate() {
+            match w.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v, n as i64);
+                    ok += 1;
+                }
+                Err(_) => assert_eq!(n % 10, 0, "write {n} failed"),
+            }
+        }
+        assert_eq!(ok, 180);
+        let (count, max) = pool
+            .read(|c| {
+                Ok(c.query_row("SELECT count(*), max(n) FROM t", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, max), (180, 199));
+        // A later write sees every committed one.
+        let seen = pool
+            .write(|tx| Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap();
+        assert_eq!(seen, 180);
     }
 }

@@ -37,7 +37,7 @@ async fn allow(
     finish(state, &auth.ctx, audited).await
 }
 
-async fn event(
+pub(super) async fn event(
     state: &AppState,
     auth: &Auth,
     team: TeamId,

@@ -157,4 +157,13 @@ pub(super) const OPS: &[Op] = &[
         body: None,
         ok: 204,
     },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/apps/{app}/tables/{table}/import",
+        id: super::openapi::CSV_IMPORT_OP,
+        summary: "Import a CSV file (text/csv; the header row names the fields) into a table: every row or none",
+        auth: Auth::Required,
+        body: Some(&[]),
+        ok: 200,
+    },
 ];

@@ -15,6 +15,7 @@
 mod access;
 mod accounts;
 mod apps;
+mod apps_import;
 mod apps_openapi;
 pub(crate) mod auth;
 mod body;
@@ -380,6 +381,11 @@ fn build() -> Builder {
             "DELETE",
             "/api/v1/teams/{id}/apps/{app}/accounts/{name}",
             delete(apps::delete_account),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/apps/{app}/tables/{table}/import",
+            post(apps_import::import_csv),
         )
 }
 

@@ -31,6 +31,9 @@ pub(super) struct Op {
     pub(super) ok: u16,
 }
 
+/// The CSV import operation, whose body is `text/csv`, not JSON.
+pub(super) const CSV_IMPORT_OP: &str = "importCsv";
+
 pub(super) const S: &str = "string";
 pub(super) const B: &str = "boolean";
 const A: &str = "array";
@@ -807,7 +810,15 @@ fn operation(op: &Op) -> Value {
     if !params.is_empty() {
         o.insert("parameters".into(), Value::Array(params));
     }
-    if let Some(fields) = op.body {
+    if op.id == CSV_IMPORT_OP {
+        o.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": { "text/csv": { "schema": { "type": "string" } } }
+            }),
+        );
+    } else if let Some(fields) = op.body {
         let schema = if op.id == INGEST_OP {
             json!({ "type": "array", "minItems": 1, "maxItems": 500, "items": body_schema(fields) })
         } else {

@@ -1,5 +1,5 @@
 //! The console's record browser runs on the Data API's own read and write
-//! paths (`records::page`, `records::write`), in a short app session opened
+//! paths (`reads::page`, `writes::write`), in a short app session opened
 //! for the signed-in Kura ID account: the app account mapped to it decides
 //! the privilege set, so the console shows and changes exactly what the
 //! Data API would allow that person. The session ends with the request.
@@ -11,7 +11,9 @@ use kura_apps::{AppCredential, FmError, LoadedApp};
 use kura_types::AccountId;
 use serde_json::{Map, Value};
 
-use super::records::{Call, Options, PageRequest, Scripts, WriteOp, page, write};
+use super::reads::{PageRequest, page};
+use super::records::{Call, Options, Scripts};
+use super::writes::{WriteOp, write};
 use crate::http::AppState;
 
 /// An app session for a Kura ID account (the caller has asked the policy).

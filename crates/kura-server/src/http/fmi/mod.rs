@@ -13,7 +13,9 @@
 pub(crate) mod browse;
 mod containers;
 mod meta;
+mod reads;
 mod records;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,23 +51,23 @@ pub fn router() -> Router<AppState> {
         )
         .route(&format!("{db}/layouts"), get(meta::layouts))
         .route(&format!("{db}/scripts"), get(meta::scripts))
-        .route(&format!("{db}/globals"), patch(records::globals))
+        .route(&format!("{db}/globals"), patch(writes::globals))
         .route(layout, get(meta::layout_metadata))
         .route(
             &format!("{layout}/records"),
-            get(records::range).post(records::create),
+            get(reads::range).post(writes::create),
         )
         .route(
             &format!("{layout}/records/{{id}}"),
-            get(records::get_one)
-                .patch(records::edit)
-                .post(records::duplicate)
-                .delete(records::delete),
+            get(reads::get_one)
+                .patch(writes::edit)
+                .post(writes::duplicate)
+                .delete(writes::delete),
         )
-        .route(&format!("{layout}/_find"), post(records::find))
+        .route(&format!("{layout}/_find"), post(reads::find))
         .route(
             &format!("{layout}/script/{{script}}"),
-            get(records::run_script),
+            get(writes::run_script),
         )
         .route(
             &format!("{layout}/records/{{id}}/containers/{{field}}"),

@@ -1,0 +1,255 @@
+//! Record reads: range (`GET …/records`), one record, and `_find`, each
+//! rendered as a page inside one read snapshot (or a write transaction
+//! when scripts are attached).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use http::HeaderMap;
+use kura_apps::FmError;
+use kura_apps::data::{self, Render, SortSpec};
+use kura_apps::value::DateFormat;
+use kura_store::app_data::{AppWrite, Filter};
+use serde_json::{Map, Value};
+
+use super::records::{
+    CONTAINER_URL_SECS, Call, LayoutPath, Options, RecordPath, Scripts, in_write, record_id,
+    run_attached, sign,
+};
+use super::{Params, body_json, reply};
+use crate::http::AppState;
+
+/// The page-shaped response of range, get and find.
+pub(super) struct PageRequest {
+    pub(super) filter: Option<Value>,
+    pub(super) rid: Option<i64>,
+    pub(super) offset: u64,
+    pub(super) limit: u64,
+    pub(super) sort: SortSpec,
+    pub(super) portals: Option<Vec<String>>,
+    pub(super) ranges: HashMap<String, (u64, u64)>,
+    pub(super) format: DateFormat,
+    pub(super) response_layout: Option<String>,
+    pub(super) scripts: Scripts,
+}
+
+pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
+    let with_scripts = req.scripts.any();
+    let app = Arc::clone(&call.app);
+    let work = move |w: Option<&AppWrite<'_>>,
+                     r: &kura_store::app_data::AppRead<'_>|
+          -> Result<Value, FmError> {
+        let schema = &call.schema;
+        let (layout, caller) = call.caller()?;
+        let mut extra = Map::new();
+        if let Some(w) = w {
+            run_attached(
+                w,
+                schema,
+                layout,
+                &caller,
+                &req.scripts.prerequest,
+                ".prerequest",
+                call.now,
+                &mut extra,
+            );
+        }
+        let filter = match &req.filter {
+            Some(q) => kura_apps::find::query_filter(
+                schema,
+                layout,
+                caller.privileges,
+                q,
+                req.format,
+                call.now,
+            )?,
+            None => Filter::All,
+        };
+        let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
+        if let Some(w) = w {
+            run_attached(
+                w,
+                schema,
+                layout,
+                &caller,
+                &req.scripts.presort,
+                ".presort",
+                call.now,
+                &mut extra,
+            );
+        }
+        let out_layout = match &req.response_layout {
+            Some(name) => {
+                let l = schema.layout(name).ok_or_else(|| FmError::code(105))?;
+                if l.table != layout.table {
+                    return Err(FmError::with(
+                        960,
+                        "layout.response must show the same table",
+                    ));
+                }
+                l
+            }
+            None => layout,
+        };
+        let (base, key, app_id) = (
+            call.container_base.clone(),
+            Arc::clone(&call.key),
+            call.app.record().id,
+        );
+        let exp = call.now.unix_timestamp() + CONTAINER_URL_SECS;
+        let url = move |table: u32, rid: i64, field: u32| {
+            format!(
+                "{base}/{table}/{rid}/{field}?exp={exp}&sig={}",
+                sign(&key, app_id, table, rid, field, exp)
+            )
+        };
+        let render = Render {
+            format: req.format,
+            portals: req.portals.as_deref(),
+            portal_ranges: &req.ranges,
+            container_url: &url,
+        };
+        let (total, found, records) = match req.rid {
+            Some(rid) => data::one(r, schema, out_layout, &caller, rid, &render)?,
+            None => data::page(
+                r, schema, out_layout, &caller, filter, &sort, req.offset, req.limit, &render,
+            )?,
+        };
+        if let Some(w) = w {
+            run_attached(
+                w,
+                schema,
+                layout,
+                &caller,
+                &req.scripts.after,
+                "",
+                call.now,
+                &mut extra,
+            );
+        }
+        let table = &schema.tables[layout.table];
+        extra.insert(
+            "dataInfo".into(),
+            data::data_info(
+                &call.database,
+                out_layout,
+                table,
+                total,
+                found,
+                records.len(),
+            ),
+        );
+        extra.insert("data".into(), Value::Array(records));
+        Ok(Value::Object(extra))
+    };
+    if with_scripts {
+        in_write(&app, move |w| work(Some(w), &w.read())).await
+    } else {
+        // Reads change nothing, so a FileMaker error needs no rollback.
+        app.data
+            .read(move |r| Ok(work(None, r)))
+            .await
+            .map_err(|e| FmError::internal(&e))?
+    }
+}
+
+/// `GET …/records`.
+pub async fn range(
+    State(state): State<AppState>,
+    Path(path): Path<LayoutPath>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    let result = async {
+        let call = Call::new(&state, &headers, &uri, path).await?;
+        let o = Options::from_query(params);
+        let (portals, ranges) = o.portals(None)?;
+        let req = PageRequest {
+            filter: None,
+            rid: None,
+            offset: o.positive("_offset")?.unwrap_or(1),
+            limit: o.limit("_limit")?,
+            sort: o.sort("_sort")?,
+            portals,
+            ranges,
+            format: o.format()?,
+            response_layout: o.text("layout.response"),
+            scripts: o.scripts(),
+        };
+        page(call, req).await
+    }
+    .await;
+    reply(result)
+}
+
+/// `GET …/records/{id}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path((host, version, db, layout, id)): Path<RecordPath>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    let result = async {
+        let call = Call::new(&state, &headers, &uri, (host, version, db, layout)).await?;
+        let o = Options::from_query(params);
+        let (portals, ranges) = o.portals(None)?;
+        let req = PageRequest {
+            filter: None,
+            rid: Some(record_id(&id)?),
+            offset: 1,
+            limit: 1,
+            sort: Vec::new(),
+            portals,
+            ranges,
+            format: o.format()?,
+            response_layout: o.text("layout.response"),
+            scripts: o.scripts(),
+        };
+        page(call, req).await
+    }
+    .await;
+    reply(result)
+}
+
+/// `POST …/_find`.
+pub async fn find(
+    State(state): State<AppState>,
+    Path(path): Path<LayoutPath>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    uri: http::Uri,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let call = Call::new(&state, &headers, &uri, path).await?;
+        let o = Options {
+            values: body_json(&body)?,
+        };
+        let query = o
+            .values
+            .get("query")
+            .cloned()
+            .ok_or_else(|| FmError::with(958, "Parameter missing (query)"))?;
+        let (portals, ranges) = o.portals(Some(&params))?;
+        let req = PageRequest {
+            filter: Some(query),
+            rid: None,
+            offset: o.positive("offset")?.unwrap_or(1),
+            limit: o.limit("limit")?,
+            sort: o.sort("sort")?,
+            portals,
+            ranges,
+            format: o.format()?,
+            response_layout: o.text("layout.response"),
+            scripts: o.scripts(),
+        };
+        page(call, req).await
+    }
+    .await;
+    reply(result)
+}
