@@ -499,7 +499,7 @@ async fn unknown_accounts_and_wrong_passwords_look_the_same() {
         (disabled.email.as_str(), PASSWORD),
     ] {
         let mut times = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             // Stay below the delay threshold so every attempt runs the hash.
             env.advance(Duration::minutes(16));
             let t = Instant::now();
@@ -508,8 +508,10 @@ async fn unknown_accounts_and_wrong_passwords_look_the_same() {
             let (e, actions) = err(a);
             outcomes.push((e.to_string(), format!("{e:?}"), actions));
         }
+        // The fastest attempt is the floor the hash sets; slower ones only
+        // add the machine's noise (fsync latency, other processes).
         times.sort();
-        timings.push(times[1]);
+        timings.push(times[0]);
     }
     let first = &outcomes[0];
     for o in &outcomes {
@@ -517,7 +519,7 @@ async fn unknown_accounts_and_wrong_passwords_look_the_same() {
     }
     assert_eq!(first.2, ["auth.signin.failed"]);
     // The unknown account ran a real Argon2 verification (the dummy hash):
-    // its median time is of the same order as the wrong password's.
+    // its fastest time is of the same order as the wrong password's.
     let (unknown, wrong) = (timings[0].as_secs_f64(), timings[1].as_secs_f64());
     assert!(
         unknown > wrong * 0.25 && unknown < wrong * 4.0,
