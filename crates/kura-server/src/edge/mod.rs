@@ -134,8 +134,11 @@ impl Target {
                     let Some(segment) = segments.next() else {
                         break;
                     };
-                    if let Ok(id) = segment.parse() {
-                        t.host = Some(id);
+                    // The admin API names hosts by id, everything else
+                    // (the Data API) by name; a host named like an id
+                    // must not borrow another host's scope.
+                    if path.starts_with("/api/") {
+                        t.host = segment.parse().ok();
                     } else if let Some((id, team)) = hosts.get(&segment.to_ascii_lowercase()) {
                         t.host = Some(*id);
                         named_team = Some(*team);
@@ -503,6 +506,16 @@ mod tests {
         assert_eq!(
             Target::of("/api/v1/teams/not-an-id/members", &none),
             Target::default()
+        );
+        let other = HostId::new();
+        assert_eq!(
+            Target::of(
+                &format!("/hosts/{other}/fmi/data/vLatest/productInfo"),
+                &named
+            )
+            .host,
+            None,
+            "a Data API host named like an id is looked up by name only"
         );
     }
 }
