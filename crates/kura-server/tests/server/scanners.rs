@@ -558,11 +558,11 @@ async fn public_sql_injection_and_xss_lists_are_blocked_or_inert_and_legitimate_
     };
 
     const PLACES: u32 = 6;
-    // What was measured when this test was written (SQL.txt: 0.38, most
+    // What was measured when this test was written (SQL.txt: 0.42, most
     // of the rest being lone keywords and punctuation that prose contains
     // too; XSS.txt: every entry), less a margin: a fall below is a
     // regression in the signatures.
-    for (list, entries, floor) in [("SQL.txt", &sql, 0.35), ("XSS.txt", &xss, 1.0)] {
+    for (list, entries, floor) in [("SQL.txt", &sql, 0.4), ("XSS.txt", &xss, 1.0)] {
         let mut blocked = 0;
         let mut passed = Vec::new();
         for value in entries.iter() {

@@ -30,6 +30,11 @@ const SQL: &[&str] = &[
     // SELECT f( / EXEC / SHUTDOWN. A single word after SELECT is left alone:
     // "…; select one from the list" is prose.
     r#";\s*(insert\s+into|delete\s+from|update\s+[\w.\[\]"`]+\s+set\b|select\s+(\*|[\w.@]+(\s*,\s*[\w.@()]+)+)\s+from\b|select\s+\w+\s*\(|exec(ute)?\s+(xp_|sp_|master\.)|shutdown\b|declare\s+@)"#,
+    // ' or (EXISTS …   ' (select top 1 …   '||UTL_HTTP.REQUEST(…   1;SELECT *
+    r#"['"`]\s*\)*\s*(or|and)\s*\(\s*(exists|select)\b"#,
+    r#"['"`]\s*\(\s*select\b"#,
+    r#"['"`]\s*\|\|\s*[a-z_]+\s*(\.\s*[a-z_]+|\()"#,
+    r";\s*select\s+\*",
     // admin'--   1' #   x' /*
     r#"['"`]\s*\)*\s*(--|#|/\*)"#,
     // time delays and dangerous functions
@@ -270,6 +275,10 @@ pub(crate) mod tests {
         "'; insert into users values('a','b')--",
         "1' INTO OUTFILE '/tmp/x'--",
         "SELECT name FROM sqlite_master",
+        "' or (EXISTS)",
+        "' (select top 1",
+        "'||UTL_HTTP.REQUEST",
+        "1;SELECT *",
     ];
 
     pub(crate) const SCRIPT_ATTACKS: &[&str] = &[
