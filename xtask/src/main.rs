@@ -68,8 +68,13 @@ const DEBIAN_PEERS: &[(&str, &str)] = &[
     ("chromium", "test -x /usr/bin/chromium"),
     // TLS scanner run against `kura serve` (binary `testssl`).
     ("testssl.sh", "command -v testssl"),
-    // SQL-injection scanner run against the admin API.
+    // SQL-injection scanner run against the admin API and the Data API.
     ("sqlmap", "command -v sqlmap"),
+    // Its public SQL-injection and XSS payload lists go through the WAF.
+    (
+        "wfuzz",
+        "test -f /usr/share/wfuzz/wordlist/Injections/SQL.txt",
+    ),
     // `systemd-analyze verify` checks the unit file under deploy/.
     ("systemd", "command -v systemd-analyze"),
 ];

@@ -64,6 +64,7 @@ async fn doctor(mut config: Config, json: bool) -> anyhow::Result<()> {
             }),
         }
     }
+    checks.push(doctor::advisory_check(doctor::cargo_home().as_deref()));
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
     let (passed, warned, failed) = (
         count(Status::Pass),

@@ -2299,6 +2299,12 @@ mod kura_id_api {
                     Some(json!({ "allow": ["203.0.113.0/24"] }))
                 }
                 ("PUT", "/api/v1/teams/{id}/waf") => Some(json!({ "rules": { "150": "off" } })),
+                ("PUT", "/api/v1/teams/{id}/hosts/{host}/firewall") => {
+                    Some(json!({ "allow": ["203.0.113.0/24"] }))
+                }
+                ("PUT", "/api/v1/teams/{id}/hosts/{host}/waf") => {
+                    Some(json!({ "rules": { "150": "off" } }))
+                }
                 ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
                     "operator_id": a.owner_account, "role": "admin", "minutes": 60,
                     "reason": "let me in",

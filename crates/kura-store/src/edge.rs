@@ -11,6 +11,8 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use kura_types::{HostId, TeamId};
+
 use crate::StoreError;
 use crate::events::EventRecord;
 
@@ -52,6 +54,18 @@ pub struct EdgePolicyWrite {
     pub events: Vec<EventRecord>,
 }
 
+/// A host as the edge sees it: the name the Data API's URLs carry, mapped
+/// to the host's scope and its team's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeHost {
+    /// Its name (unique across the platform, compared without case).
+    pub name: String,
+    /// Its id.
+    pub id: HostId,
+    /// The owning team.
+    pub team: TeamId,
+}
+
 /// Edge policies, whatever the backend.
 #[async_trait]
 pub trait EdgeStore: Send + Sync + std::fmt::Debug {
@@ -62,4 +76,8 @@ pub trait EdgeStore: Send + Sync + std::fmt::Debug {
     /// version (0 after a removal). Fails with [`StoreError::Conflict`] when
     /// the stored version is not `expected_version`.
     async fn write_policy(&self, change: EdgePolicyWrite) -> Result<u64, StoreError>;
+
+    /// Every host's name, id and team, so that requests naming a host
+    /// (`/hosts/{name}/…`) meet that host's and its team's policies.
+    async fn hosts(&self) -> Result<Vec<EdgeHost>, StoreError>;
 }

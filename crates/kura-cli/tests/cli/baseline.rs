@@ -61,10 +61,41 @@ fn doctor_passes_a_fresh_installation_and_fails_loose_key_modes() {
         }
     }
     assert_eq!(check(&doc, "files.master_key")["status"], "pass");
+    assert_eq!(check(&doc, "files.data_tree")["status"], "pass");
     assert_eq!(
         check(&doc, "keys.sealing")["status"],
         "warn",
         "unsealed by default"
+    );
+
+    // Dependency advisories: a warning with the way to get a database
+    // when none is available offline, a failure when one lists a version
+    // Kura is built with.
+    let cargo_home = tmp.path().join("cargo");
+    std::fs::create_dir(&cargo_home).unwrap();
+    let home = cargo_home.to_str().unwrap();
+    let (ok, doc) = doctor_json(&dir, &[("CARGO_HOME", home)]);
+    assert!(ok, "{doc}");
+    let c = check(&doc, "dependencies.advisories");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["remediation"].as_str().unwrap().contains("advisory"),
+        "{c}"
+    );
+    let crate_dir = cargo_home.join("advisory-db/crates/rustls");
+    std::fs::create_dir_all(&crate_dir).unwrap();
+    std::fs::write(
+        crate_dir.join("RUSTSEC-2099-0042.md"),
+        "```toml\n[advisory]\nid = \"RUSTSEC-2099-0042\"\npackage = \"rustls\"\n[versions]\npatched = [\">= 99.0.0\"]\n```\n\n# A test advisory\n",
+    )
+    .unwrap();
+    let (ok, doc) = doctor_json(&dir, &[("CARGO_HOME", home)]);
+    assert!(!ok, "a known vulnerability fails the doctor: {doc}");
+    let c = check(&doc, "dependencies.advisories");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("RUSTSEC-2099-0042"),
+        "{c}"
     );
 
     // A world-readable key file fails, with the fix, and a non-zero exit.

@@ -90,8 +90,8 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
     }
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let path = req.uri().path().to_owned();
-    let target = Target::of(&path);
     let snapshot = edge.snapshot();
+    let target = snapshot.target(&path);
     let refuse = |action, rule: String, status, details: Vec<(&'static str, Value)>| {
         let refusal = Refusal {
             action,

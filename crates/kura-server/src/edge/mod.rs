@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use kura_events::EventSink;
 use kura_store::StoreError;
-use kura_store::edge::{EdgePolicyRecord, EdgePolicyWrite, EdgeStore};
+use kura_store::edge::{EdgeHost, EdgePolicyRecord, EdgePolicyWrite, EdgeStore};
 use kura_store::events::EventRecord;
 use kura_types::{Clock, HostId, TeamId};
 use parking_lot::RwLock;
@@ -114,23 +114,41 @@ pub struct Target {
 
 impl Target {
     /// Reads the team and host from a path: `/api/v1/teams/{team}/…` and
-    /// `…/hosts/{host}/…`. Hosted apps' own routes add their mapping here.
-    pub fn of(path: &str) -> Self {
+    /// `…/hosts/{host}/…`, where the host is an id (admin API) or a name
+    /// (the Data API's `/hosts/{name}/fmi/…`). A name is looked up in
+    /// `hosts` (lower-case name → host and team); a host found by name
+    /// also brings its team, so the team's lists apply to its hosts.
+    pub fn of(path: &str, hosts: &HashMap<String, (HostId, TeamId)>) -> Self {
         let mut t = Self {
             data_api: ratelimit::is_data_api(path),
             ..Self::default()
         };
         let mut segments = path.split('/');
+        let mut named_team = None;
         while let Some(s) = segments.next() {
             match s {
                 "teams" if t.team.is_none() => {
                     t.team = segments.next().and_then(|id| id.parse().ok())
                 }
                 "hosts" if t.host.is_none() => {
-                    t.host = segments.next().and_then(|id| id.parse().ok())
+                    let Some(segment) = segments.next() else {
+                        break;
+                    };
+                    // The admin API names hosts by id, everything else
+                    // (the Data API) by name; a host named like an id
+                    // must not borrow another host's scope.
+                    if path.starts_with("/api/") {
+                        t.host = segment.parse().ok();
+                    } else if let Some((id, team)) = hosts.get(&segment.to_ascii_lowercase()) {
+                        t.host = Some(*id);
+                        named_team = Some(*team);
+                    }
                 }
                 _ => {}
             }
+        }
+        if t.team.is_none() {
+            t.team = named_team;
         }
         t
     }
@@ -143,9 +161,20 @@ pub struct Snapshot {
     waf: HashMap<Scope, Vec<(RuleId, Mode)>>,
     rates: Arc<RateLimits>,
     records: HashMap<(Scope, Kind), EdgePolicyRecord>,
+    hosts: HashMap<String, (HostId, TeamId)>,
 }
 
 impl Snapshot {
+    /// What a request path is about, host names resolved.
+    pub fn target(&self, path: &str) -> Target {
+        Target::of(path, &self.hosts)
+    }
+
+    /// The host a name denotes, with its team (names compare without case).
+    pub fn host_named(&self, name: &str) -> Option<(HostId, TeamId)> {
+        self.hosts.get(&name.to_ascii_lowercase()).copied()
+    }
+
     /// Whether `ip` passes the platform lists (the check made before TLS).
     pub fn platform_permits(&self, ip: IpAddr) -> bool {
         self.firewall
@@ -275,6 +304,7 @@ impl fmt::Debug for Edge {
 
 fn build(
     records: Vec<EdgePolicyRecord>,
+    hosts: Vec<EdgeHost>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, EdgeError> {
     let mut firewall = HashMap::new();
@@ -327,6 +357,10 @@ fn build(
         waf,
         rates,
         records: by_key,
+        hosts: hosts
+            .into_iter()
+            .map(|h| (h.name.to_ascii_lowercase(), (h.id, h.team)))
+            .collect(),
     })
 }
 
@@ -341,7 +375,7 @@ impl Edge {
         body_limits: BodyLimits,
         enabled: bool,
     ) -> Result<Self, EdgeError> {
-        let snapshot = build(store.policies().await?, None)?;
+        let snapshot = build(store.policies().await?, store.hosts().await?, None)?;
         Ok(Self {
             snapshot: RwLock::new(Arc::new(snapshot)),
             store,
@@ -385,11 +419,13 @@ impl Edge {
         self.body_limits
     }
 
-    /// Re-reads the stored policies (another node may have changed them).
+    /// Re-reads the stored policies and the host names (another node may
+    /// have changed them; a host was created, renamed or deleted).
     pub async fn reload(&self) -> Result<(), EdgeError> {
         let records = self.store.policies().await?;
+        let hosts = self.store.hosts().await?;
         let previous = self.snapshot();
-        let next = build(records, Some(&previous))?;
+        let next = build(records, hosts, Some(&previous))?;
         *self.snapshot.write() = Arc::new(next);
         Ok(())
     }
@@ -438,7 +474,8 @@ mod tests {
         }
         assert!("team:nope".parse::<Scope>().is_err());
         assert!("galaxy".parse::<Scope>().is_err());
-        let t = Target::of(&format!("/api/v1/teams/{team}/hosts/{host}/apps"));
+        let none = HashMap::new();
+        let t = Target::of(&format!("/api/v1/teams/{team}/hosts/{host}/apps"), &none);
         assert_eq!(
             t,
             Target {
@@ -447,10 +484,38 @@ mod tests {
                 data_api: false,
             }
         );
-        assert!(Target::of("/hosts/acme/fmi/data/vLatest/databases/Contacts/sessions").data_api);
+        let data = "/hosts/AcMe/fmi/data/vLatest/databases/Contacts/sessions";
         assert_eq!(
-            Target::of("/api/v1/teams/not-an-id/members"),
+            Target::of(data, &none),
+            Target {
+                data_api: true,
+                ..Target::default()
+            },
+            "an unknown host name names no scope"
+        );
+        let named = HashMap::from([("acme".to_owned(), (host, team))]);
+        assert_eq!(
+            Target::of(data, &named),
+            Target {
+                team: Some(team),
+                host: Some(host),
+                data_api: true,
+            },
+            "a host name brings its id and its team, whatever its case"
+        );
+        assert_eq!(
+            Target::of("/api/v1/teams/not-an-id/members", &none),
             Target::default()
+        );
+        let other = HostId::new();
+        assert_eq!(
+            Target::of(
+                &format!("/hosts/{other}/fmi/data/vLatest/productInfo"),
+                &named
+            )
+            .host,
+            None,
+            "a Data API host named like an id is looked up by name only"
         );
     }
 }

@@ -498,3 +498,221 @@ async fn console_pages_get_a_strict_csp_and_api_answers_a_deny_all_one() {
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
     assert!(r.headers().get("ratelimit").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_policies_apply_by_name_to_the_data_api_and_follow_renames() {
+    let server = TestServer::spawn_with(Options {
+        configure: Box::new(|c| c.edge.trusted_proxies = vec!["127.0.0.1/32".into()]),
+        ..Options::default()
+    })
+    .await;
+    let op = server.sign_up_first_operator().await;
+    let a = tenant(&server, &op, "alpha").await;
+    let b = tenant(&server, &op, "bravo").await;
+    let mut hosts = Vec::new();
+    for (team, name) in [(&a, "acme"), (&a, "other"), (&b, "bhost")] {
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/hosts", team.id),
+            Some(&team.owner),
+            json!({ "name": name }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        hosts.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let (acme, other, bhost) = (&hosts[0], &hosts[1], &hosts[2]);
+    let fw = format!("/api/v1/teams/{}/hosts/{acme}/firewall", a.id);
+    let waf = format!("/api/v1/teams/{}/hosts/{acme}/waf", a.id);
+    let info = |host: &str| format!("/hosts/{host}/fmi/data/vLatest/productInfo");
+
+    // Bad input is refused with a reason and stores nothing.
+    for (body, status, needle) in [
+        (json!({ "deny": ["192.0.2.0/33"] }), 422, "192.0.2.0/33"),
+        (
+            json!({ "allow": ["192.0.2.0/25"], "deny": ["192.0.2.0/24"] }),
+            422,
+            "never allow",
+        ),
+        (json!({ "deny": ["127.0.0.0/8"] }), 409, "lock you out"),
+        (json!({ "deny": [], "hosts": [] }), 422, "hosts"),
+    ] {
+        let p = put(&server, &fw, &a.owner, body.clone())
+            .await
+            .problem(status);
+        assert!(
+            p["detail"].as_str().unwrap().contains(needle),
+            "{body}: {p}"
+        );
+    }
+    let p = put(
+        &server,
+        &waf,
+        &a.owner,
+        json!({ "rules": { "120": "off" } }),
+    )
+    .await
+    .problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("platform"), "{p}");
+    assert_eq!(get(&server, &fw, &a.owner).await.json()["version"], 0);
+    assert_eq!(get(&server, &waf, &a.owner).await.json()["version"], 0);
+    assert!(
+        events_named(&server, "edge.firewall.changed")
+            .await
+            .is_empty()
+    );
+
+    // Another team's host is "not found"; another team's admin is refused.
+    let foreign = format!("/api/v1/teams/{}/hosts/{bhost}/firewall", a.id);
+    put(
+        &server,
+        &foreign,
+        &a.owner,
+        json!({ "deny": ["192.0.2.0/24"] }),
+    )
+    .await
+    .problem(404);
+    put(&server, &fw, &b.owner, json!({ "deny": ["192.0.2.0/24"] }))
+        .await
+        .problem(403);
+    get(
+        &server,
+        &format!(
+            "/api/v1/teams/{}/hosts/{}/waf",
+            a.id,
+            kura_types::HostId::new()
+        ),
+        &a.owner,
+    )
+    .await
+    .problem(404);
+
+    // The team admin denies a range for one host: the Data API under its
+    // name refuses it (in FileMaker's envelope), other hosts do not.
+    let r = put(&server, &fw, &a.owner, json!({ "deny": ["192.0.2.0/24"] })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["scope"], format!("host:{acme}"));
+    let r = get_from(&server, &info("acme"), None, "192.0.2.9").await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["messages"][0]["code"], "960", "{body}");
+    assert_eq!(
+        get_from(&server, &info("ACME"), None, "192.0.2.9")
+            .await
+            .status(),
+        403,
+        "host names compare without case"
+    );
+    assert_eq!(
+        get_from(&server, &info("other"), None, "192.0.2.9")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get_from(&server, &info("acme"), None, "198.51.100.9")
+            .await
+            .status(),
+        200
+    );
+    let blocked = events_named(&server, "edge.firewall.blocked").await;
+    assert!(
+        blocked
+            .iter()
+            .any(|e| e.details["rule"] == format!("host:{acme}")
+                && e.team.map(|t| t.to_string()) == Some(a.id.clone())),
+        "{blocked:?}"
+    );
+    let changed = events_named(&server, "edge.firewall.changed").await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        changed[0].target.as_deref(),
+        Some(format!("host:{acme}").as_str())
+    );
+    assert_eq!(changed[0].details["after"]["deny"], json!(["192.0.2.0/24"]));
+    // The team's own lists apply to its hosts' Data API as well.
+    let r = put(
+        &server,
+        &format!("/api/v1/teams/{}/firewall", a.id),
+        &a.owner,
+        json!({ "deny": ["198.51.100.0/24"] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        get_from(&server, &info("other"), None, "198.51.100.9")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        get_from(&server, &info("bhost"), None, "198.51.100.9")
+            .await
+            .status(),
+        200,
+        "another team's host is not affected"
+    );
+
+    // A rename moves the lists with the host at once; the old name is free.
+    let r = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/teams/{}/hosts/{acme}", a.id),
+        Some(&a.owner),
+        Some(json!({ "name": "acme2" })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        get_from(&server, &info("acme2"), None, "192.0.2.9")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        get_from(&server, &info("acme"), None, "192.0.2.9")
+            .await
+            .status(),
+        200
+    );
+
+    // WAF: rule 150 blocks SQL injection on the Data API, until the team
+    // admin turns it off for this host only.
+    let probe = |host: &str| {
+        format!("/hosts/{host}/fmi/data/vLatest/productInfo?q=1%27%20OR%20%271%27%3D%271")
+    };
+    assert_eq!(
+        get_from(&server, &probe("acme2"), None, "203.0.113.40")
+            .await
+            .status(),
+        403
+    );
+    let r = put(
+        &server,
+        &waf,
+        &a.owner,
+        json!({ "rules": { "150": "off" } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        get(&server, &waf, &a.owner).await.json()["rules"]["150"],
+        "off"
+    );
+    assert_eq!(
+        get_from(&server, &probe("acme2"), None, "203.0.113.41")
+            .await
+            .status(),
+        200,
+        "rule 150 is off for this host"
+    );
+    assert_eq!(
+        get_from(&server, &probe("other"), None, "203.0.113.42")
+            .await
+            .status(),
+        403,
+        "and still on for the team's other host"
+    );
+    assert_eq!(events_named(&server, "edge.waf.changed").await.len(), 1);
+    let _ = other;
+}

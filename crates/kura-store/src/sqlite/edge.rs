@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::Pool;
 use super::events::append_in_tx;
 use crate::StoreError;
-use crate::edge::{EdgePolicyRecord, EdgePolicyWrite, EdgeStore};
+use crate::edge::{EdgeHost, EdgePolicyRecord, EdgePolicyWrite, EdgeStore};
 
 /// Edge policies in the platform database.
 #[derive(Debug, Clone)]
@@ -116,6 +116,35 @@ impl EdgeStore for SqliteEdgeStore {
                 };
                 append_in_tx(tx, &change.events)?;
                 Ok(next)
+            })
+            .await
+    }
+
+    async fn hosts(&self) -> Result<Vec<EdgeHost>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT name, id, team_id FROM hosts ORDER BY name")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (name, id, team) = row?;
+                    out.push(EdgeHost {
+                        name,
+                        id: id
+                            .parse()
+                            .map_err(|_| StoreError::Malformed(format!("host id `{id}`")))?,
+                        team: team
+                            .parse()
+                            .map_err(|_| StoreError::Malformed(format!("team id `{team}`")))?,
+                    });
+                }
+                Ok(out)
             })
             .await
     }

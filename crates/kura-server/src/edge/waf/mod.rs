@@ -20,12 +20,15 @@
 //! | 150 | `injection.sql`       | SQL injection signatures |
 //! | 160 | `injection.script`    | script (XSS) injection signatures |
 //!
-//! Query strings, form fields and JSON string values (keys included) are
-//! decoded before the signatures look at them. Rules 110 and above may be
+//! Query strings, form fields (urlencoded and multipart: names, file names
+//! and text values, not file contents), JSON string values (keys
+//! included), and the `User-Agent` and `Referer` headers are decoded
+//! before the signatures look at them. Rules 110 and above may be
 //! relaxed per team and per host; the size and protocol rules (100–132)
 //! are the platform's alone.
 
 mod encoding;
+mod multipart;
 pub mod signatures;
 
 use std::collections::BTreeMap;
@@ -435,6 +438,20 @@ impl Waf {
         if total > self.limits.headers_total && r.hit(RuleId::HeaderTooLarge, "headers") {
             return true;
         }
+        // Headers that applications commonly log or echo (and so store or
+        // show): the signatures look at them as at any other value. The
+        // Referer is a URL, so its query is decoded first.
+        if let Some(ua) = h.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+            && self.value(ua, "headers", r)
+        {
+            return true;
+        }
+        if let Some(referer) = h.get(header::REFERER).and_then(|v| v.to_str().ok()) {
+            let decoded = encoding::decode(referer, true).unwrap_or_else(|_| referer.to_owned());
+            if self.value(&decoded, "headers", r) {
+                return true;
+            }
+        }
         if r.on(RuleId::Smuggling) && smuggling(h) && r.hit(RuleId::Smuggling, "headers") {
             return true;
         }
@@ -519,9 +536,48 @@ impl Waf {
             let Some(boundary) = boundary else {
                 return r.hit(RuleId::ContentType, "headers");
             };
-            let delimiter = format!("--{boundary}");
-            let parts = count(body, delimiter.as_bytes()).saturating_sub(1);
-            return parts > self.limits.multipart_parts && r.hit(RuleId::TooManyParts, "body");
+            return self.multipart(body, &boundary, r);
+        }
+        false
+    }
+
+    /// A multipart body: at most `multipart_parts` parts; the field names,
+    /// file names and text fields' values go through the signatures (file
+    /// names also through the traversal rule); file contents do not.
+    fn multipart(&self, body: &[u8], boundary: &str, r: &mut Report) -> bool {
+        let parts = multipart::parts(body, boundary);
+        if parts.len() > self.limits.multipart_parts && r.hit(RuleId::TooManyParts, "body") {
+            return true;
+        }
+        for part in &parts {
+            if let Some(name) = &part.name
+                && self.value(name, "body", r)
+            {
+                return true;
+            }
+            match &part.filename {
+                Some(file) => {
+                    if r.on(RuleId::PathTraversal)
+                        && encoding::traverses(file)
+                        && r.hit(RuleId::PathTraversal, "body")
+                    {
+                        return true;
+                    }
+                    if self.value(file, "body", r) {
+                        return true;
+                    }
+                }
+                None => {
+                    // Text fields are UTF-8 like the rest of the API; a
+                    // field that is not is binary data the signatures do
+                    // not apply to.
+                    if let Ok(text) = std::str::from_utf8(part.content)
+                        && self.value(text, "body", r)
+                    {
+                        return true;
+                    }
+                }
+            }
         }
         false
     }
@@ -537,16 +593,6 @@ impl Waf {
             _ => false,
         }
     }
-}
-
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    if needle.is_empty() {
-        return 0;
-    }
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
 }
 
 /// `Content-Length` together with `Transfer-Encoding`, several differing

@@ -30,6 +30,11 @@ const SQL: &[&str] = &[
     // SELECT f( / EXEC / SHUTDOWN. A single word after SELECT is left alone:
     // "…; select one from the list" is prose.
     r#";\s*(insert\s+into|delete\s+from|update\s+[\w.\[\]"`]+\s+set\b|select\s+(\*|[\w.@]+(\s*,\s*[\w.@()]+)+)\s+from\b|select\s+\w+\s*\(|exec(ute)?\s+(xp_|sp_|master\.)|shutdown\b|declare\s+@)"#,
+    // ' or (EXISTS …   ' (select top 1 …   '||UTL_HTTP.REQUEST(…   1;SELECT *
+    r#"['"`]\s*\)*\s*(or|and)\s*\(\s*(exists|select)\b"#,
+    r#"['"`]\s*\(\s*select\b"#,
+    r#"['"`]\s*\|\|\s*[a-z_]+\s*(\.\s*[a-z_]+|\()"#,
+    r";\s*select\s+\*",
     // admin'--   1' #   x' /*
     r#"['"`]\s*\)*\s*(--|#|/\*)"#,
     // time delays and dangerous functions
@@ -71,6 +76,8 @@ const SCRIPT: &[&str] = &[
     r#"(=|\burl\s*\()\s*["']?\s*data\s*:\s*(text/html|[^,]*;base64)"#,
     r"\b(document\s*\.\s*(cookie|domain|write|location)|window\s*\.\s*location|\.\s*innerhtml\s*=|string\s*\.\s*fromcharcode|constructor\s*\.\s*constructor)\b",
     r"\b(srcdoc|formaction)\s*=",
+    // breaking out of a script string: ";alert(1);//
+    r#"['"]\s*[;)]\s*(alert|confirm|prompt|eval)\s*\("#,
 ];
 
 /// The compiled signature sets.
@@ -109,15 +116,99 @@ impl Signatures {
         self.sql.is_match(value)
     }
 
-    /// Whether `value` looks like script injection.
+    /// Whether `value` looks like script injection. Character references
+    /// (`&#106;`, `&#x6A`, `&colon;`) and the tabs and line breaks browsers
+    /// drop inside URLs (`jav&#x09;ascript:`) are read as the browser
+    /// reads them.
     pub fn script(&self, value: &str) -> bool {
-        value.len() >= 6
-            && (value.contains('<')
-                || value.contains(':')
-                || value.contains('=')
-                || value.contains('.'))
-            && self.script.is_match(value)
+        let candidate = |v: &str| {
+            v.len() >= 6 && v.contains(['<', ':', '=', '.', '(']) && self.script.is_match(v)
+        };
+        if candidate(value) {
+            return true;
+        }
+        if value.contains('&') || value.contains(['\t', '\n', '\r']) {
+            let decoded = html_decode(value);
+            return decoded != value && candidate(&decoded);
+        }
+        false
     }
+}
+
+/// Decodes HTML character references (decimal and hex, with or without
+/// the closing `;`, and the named ones that matter for markup and URLs)
+/// and drops tabs and line breaks.
+fn html_decode(value: &str) -> String {
+    const NAMED: &[(&str, char)] = &[
+        ("colon", ':'),
+        ("tab", '\t'),
+        ("newline", '\n'),
+        ("lpar", '('),
+        ("rpar", ')'),
+        ("quot", '"'),
+        ("apos", '\''),
+        ("lt", '<'),
+        ("gt", '>'),
+        ("amp", '&'),
+        ("sol", '/'),
+        ("equals", '='),
+    ];
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (decoded, used) = if let Some(num) = after.strip_prefix('#') {
+            let (hex, digits) = match num.strip_prefix(['x', 'X']) {
+                Some(h) => (true, h),
+                None => (false, num),
+            };
+            let len = digits
+                .bytes()
+                .take_while(|b| {
+                    if hex {
+                        b.is_ascii_hexdigit()
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+                .count();
+            let code = u32::from_str_radix(&digits[..len], if hex { 16 } else { 10 }).ok();
+            match code.and_then(char::from_u32) {
+                Some(c) if len > 0 => {
+                    let prefix = 1 + usize::from(hex);
+                    let semi = usize::from(digits[len..].starts_with(';'));
+                    (Some(c), prefix + len + semi)
+                }
+                _ => (None, 0),
+            }
+        } else {
+            NAMED
+                .iter()
+                .find(|(name, _)| {
+                    after
+                        .get(..name.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(name))
+                })
+                .map_or((None, 0), |(name, c)| {
+                    let semi = usize::from(after[name.len()..].starts_with(';'));
+                    (Some(*c), name.len() + semi)
+                })
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &after[used..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.retain(|c| !matches!(c, '\t' | '\n' | '\r'));
+    out
 }
 
 /// Replaces `/* … */` (including MySQL's `/*! … */`) with a space.
@@ -184,6 +275,10 @@ pub(crate) mod tests {
         "'; insert into users values('a','b')--",
         "1' INTO OUTFILE '/tmp/x'--",
         "SELECT name FROM sqlite_master",
+        "' or (EXISTS)",
+        "' (select top 1",
+        "'||UTL_HTTP.REQUEST",
+        "1;SELECT *",
     ];
 
     pub(crate) const SCRIPT_ATTACKS: &[&str] = &[
@@ -198,6 +293,11 @@ pub(crate) mod tests {
         "javascript:alert(1)",
         "<IMG SRC=JaVaScRiPt:alert('XSS')>",
         "<input autofocus onfocus=alert(1)>",
+        "<IMG SRC=\"jav\tascript:alert('XSS');\">",
+        "<IMG SRC=&#106;&#97;&#118;&#97;&#115;&#99;&#114;&#105;&#112;&#116;&#58;&#97;&#108;&#101;&#114;&#116;&#40;&#39;&#88;&#83;&#83;&#39;&#41;>",
+        "<IMG SRC=&#x6A&#x61&#x76&#x61&#x73&#x63&#x72&#x69&#x70&#x74&#x3A&#x61&#x6C&#x65&#x72&#x74&#x28&#x27&#x58&#x53&#x53&#x27&#x29>",
+        "<a href=\"javascript&colon;alert(1)\">x</a>",
+        "\\\";alert('XSS');//",
         "<details open ontoggle=alert(1)>",
         "<div style=\"background:url(javascript:alert(1))\">",
         "<object data=\"data:text/html;base64,PHNjcmlwdD4=\"></object>",
@@ -239,6 +339,9 @@ pub(crate) mod tests {
         "https://example.com/path?x=1&y=2",
         "Comment: /* not code */ just text",
         "Dinner 'n' drinks -- see you there",
+        "Fish &amp; Chips &#38; more &lt;3",
+        "Line one\nLine two\tand a tab: see the notes",
+        "He said \"yes\"; alerting the team (later)",
     ];
 
     #[test]

@@ -85,6 +85,59 @@ fn attack_lists_are_blocked_in_queries_json_and_forms() {
     let form = format!("user={}&x=1", encode("' OR '1'='1"));
     let v = waf().inspect_body(&h, form.as_bytes(), Modes::default());
     assert_eq!(v.blocked().map(|f| f.rule), Some(RuleId::SqlInjection));
+    for a in SQL_ATTACKS.iter().chain(SCRIPT_ATTACKS) {
+        // Multipart text fields, field names and file names.
+        for (name, file, value) in [
+            ("note", None, *a),
+            (*a, None, "plain"),
+            ("upload", Some(*a), "file bytes"),
+        ] {
+            let body = multipart_body(&[("title", None, "Hello"), (name, file, value)]);
+            assert!(
+                multipart(&body).is_some(),
+                "multipart {name:?} {file:?} {value:?}"
+            );
+        }
+        // Headers applications log or echo.
+        assert!(
+            head("/api/v1/me", None, &headers(&[("user-agent", a)])).is_some(),
+            "user-agent {a}"
+        );
+        let referer = format!("https://shop.example/search?q={}", encode(a));
+        assert!(
+            head("/api/v1/me", None, &headers(&[("referer", &referer)])).is_some(),
+            "referer {a}"
+        );
+    }
+    let body = multipart_body(&[("upload", Some("../../etc/passwd"), "x")]);
+    assert_eq!(multipart(&body), Some(RuleId::PathTraversal));
+}
+
+/// A multipart body of `(name, filename, content)` parts.
+fn multipart_body(parts: &[(&str, Option<&str>, &str)]) -> String {
+    let mut body = String::from("--XyZ");
+    for (name, file, content) in parts {
+        // Browsers escape quotes and line breaks in names.
+        let esc = |v: &str| {
+            v.replace('"', "%22")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        let file = file.map_or(String::new(), |f| format!("; filename=\"{}\"", esc(f)));
+        let name = esc(name);
+        body += &format!(
+            "\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{content}\r\n--XyZ"
+        );
+    }
+    body + "--\r\n"
+}
+
+fn multipart(body: &str) -> Option<RuleId> {
+    let mp = headers(&[("content-type", "multipart/form-data; boundary=XyZ")]);
+    waf()
+        .inspect_body(&mp, body.as_bytes(), Modes::default())
+        .blocked()
+        .map(|f| f.rule)
 }
 
 #[test]
@@ -97,6 +150,36 @@ fn legitimate_requests_pass() {
             json_body(&serde_json::json!({"display_name": l, l.to_string(): [l]})),
             None,
             "{l}"
+        );
+    }
+    for l in LEGITIMATE {
+        let body = multipart_body(&[("title", None, l), (l, Some(l), "<script>bytes")]);
+        assert_eq!(multipart(&body), None, "multipart {l}");
+    }
+    // File contents are not inspected.
+    let body = multipart_body(&[("upload", Some("notes.sql"), "' OR '1'='1; DROP TABLE x")]);
+    assert_eq!(multipart(&body), None);
+    for ua in [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "python-requests/2.32.3",
+        "curl/8.5.0",
+        "FileMaker/21.0 (Windows NT 10.0; x64)",
+    ] {
+        assert_eq!(
+            head("/api/v1/me", None, &headers(&[("user-agent", ua)])),
+            None,
+            "{ua}"
+        );
+    }
+    for referer in [
+        "https://kura.example/console/teams?select=members&order=name",
+        "https://www.google.com/search?q=select+the+best+plan+o%27brien",
+    ] {
+        assert_eq!(
+            head("/api/v1/me", None, &headers(&[("referer", referer)])),
+            None,
+            "{referer}"
         );
     }
     // The shapes of Kura's own requests.

@@ -62,6 +62,15 @@ pub(super) async fn event(
     record_event(state, &auth.ctx, e).await
 }
 
+/// Tells the edge a host appeared, was renamed or went away, so requests
+/// naming it meet its firewall and WAF settings at once. A failed reload
+/// only delays that until the edge's periodic one.
+async fn refresh_edge(state: &AppState) {
+    if let Err(e) = state.edge.reload().await {
+        tracing::error!(error = %e, "edge host names not reloaded");
+    }
+}
+
 fn apps_err(e: AppsError) -> ApiError {
     ApiError::Apps(e)
 }
@@ -148,6 +157,7 @@ pub async fn create_host(
         )
         .await
         .map_err(apps_err)?;
+    refresh_edge(&state).await;
     event(
         &state,
         &auth,
@@ -210,6 +220,7 @@ pub async fn update_host(
         .update_host(team, host, req.name, req.settings)
         .await
         .map_err(apps_err)?;
+    refresh_edge(&state).await;
     event(
         &state,
         &auth,
@@ -232,6 +243,7 @@ pub async fn delete_host(
     let host: HostId = parse_id("host", &host)?;
     allow(&state, &auth, Action::HostsManage, team).await?;
     state.apps.delete_host(team, host).await.map_err(apps_err)?;
+    refresh_edge(&state).await;
     event(&state, &auth, team, "host.deleted", host.to_string(), &[]).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

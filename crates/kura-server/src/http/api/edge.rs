@@ -63,12 +63,12 @@ pub struct EdgeOut {
 pub struct Versioned<T> {
     /// The version read; a newer stored one refuses the change (409).
     #[serde(default)]
-    version: Option<u64>,
+    pub(super) version: Option<u64>,
     #[serde(flatten)]
-    policy: T,
+    pub(super) policy: T,
 }
 
-fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
+pub(super) fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
     state: &AppState,
     scope: Scope,
     kind: Kind,
@@ -96,7 +96,7 @@ fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
 }
 
 /// Applies a validated change with its event.
-async fn store<T: Serialize>(
+pub(super) async fn store<T: Serialize>(
     state: &AppState,
     auth: &Auth,
     scope: Scope,
@@ -161,7 +161,7 @@ async fn store<T: Serialize>(
 
 /// Refuses firewall lists that would shut out the requester: an operator
 /// who cannot reach the platform cannot undo the change.
-fn lockout(auth: &Auth, rules: &FirewallRules) -> Result<(), ApiError> {
+pub(super) fn lockout(auth: &Auth, rules: &FirewallRules) -> Result<(), ApiError> {
     if let Some(ip) = auth.ctx.source
         && !rules.permits(Some(ip))
     {
@@ -172,7 +172,7 @@ fn lockout(auth: &Auth, rules: &FirewallRules) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn require(
+pub(super) async fn require(
     state: &AppState,
     auth: &Auth,
     action: Action,

@@ -6,7 +6,8 @@
 //! operator access; `events` serves the security event log to those the policy lets read it,
 //! `ingest` takes events from outside systems holding a team's ingest token,
 //! `incidents` lets security responders run incidents to closure, and `edge`
-//! changes the firewall, rate-limit and WAF policies.
+//! changes the firewall, rate-limit and WAF policies (`edge_hosts`: one
+//! host's).
 //!
 //! Handlers are thin: they authenticate, call one `kura_identity::Identity`
 //! method (which asks the policy function itself), record its security
@@ -20,6 +21,7 @@ mod apps_openapi;
 pub(crate) mod auth;
 mod body;
 mod edge;
+mod edge_hosts;
 pub(crate) mod error;
 mod events;
 mod incident_channels;
@@ -311,6 +313,26 @@ fn build() -> Builder {
         )
         .at("GET", "/api/v1/teams/{id}/waf", get(edge::team_waf))
         .at("PUT", "/api/v1/teams/{id}/waf", put(edge::set_team_waf))
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/hosts/{host}/firewall",
+            get(edge_hosts::host_firewall),
+        )
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/hosts/{host}/firewall",
+            put(edge_hosts::set_host_firewall),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/hosts/{host}/waf",
+            get(edge_hosts::host_waf),
+        )
+        .at(
+            "PUT",
+            "/api/v1/teams/{id}/hosts/{host}/waf",
+            put(edge_hosts::set_host_waf),
+        )
         .at("POST", "/api/v1/tokens", post(tokens::create))
         .at("GET", "/api/v1/tokens", get(tokens::list))
         .at("DELETE", "/api/v1/tokens/{id}", delete(tokens::revoke))

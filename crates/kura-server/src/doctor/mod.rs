@@ -4,7 +4,14 @@
 //! Each check says pass, warn or fail, and what to do about anything but a
 //! pass. The file checks run on the data directory as it is, before a start
 //! repairs modes (production refuses instead of repairing). Checks of
-//! state (the firewall, operators) need the opened installation.
+//! state (the firewall, operators) need the opened installation. The
+//! dependency-advisory check ([`advisory_check`]) is `kura doctor`'s alone:
+//! an advisory published after a release must not stop a running
+//! service from restarting.
+
+mod advisories;
+
+pub use advisories::{advisory_check, cargo_home};
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -107,6 +114,7 @@ pub fn file_checks(config: &Config, now: time::OffsetDateTime) -> Vec<Check> {
     for (id, path, is_dir) in private {
         checks.push(mode_check(id, &path, is_dir));
     }
+    checks.push(tree_check(&dir));
     checks.push(sealing(config, &dir));
     checks.push(pass(
         "tls.protocols",
@@ -176,6 +184,68 @@ pub fn file_checks(config: &Config, now: time::OffsetDateTime) -> Vec<Check> {
         "back up the data directory with your own tooling, and master.key (with its passphrase) separately",
     ));
     checks
+}
+
+/// Every file and directory under the data directory (apps' databases,
+/// containers, exports): none may be open to other users, whatever the
+/// data directory's own mode is today. The generated TLS certificate
+/// (`tls/cert*`) is public by nature.
+fn tree_check(dir: &DataDir) -> Check {
+    const ID: &str = "files.data_tree";
+    let root = dir.root();
+    let tls = dir.tls_dir();
+    let mut open = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            // Symbolic links are judged by their own entry, not followed.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            seen += 1;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            let public = dir == tls && entry.file_name().to_string_lossy().starts_with("cert");
+            if !public && !meta.is_symlink() && meta.permissions().mode() & 0o007 != 0 {
+                open.push(entry.path());
+            }
+        }
+    }
+    if open.is_empty() {
+        return pass(
+            ID,
+            format!(
+                "none of the {seen} entries under {} is open to other users",
+                root.display()
+            ),
+        );
+    }
+    let shown: Vec<String> = open
+        .iter()
+        .take(5)
+        .map(|p| p.display().to_string())
+        .collect();
+    flag(
+        ID,
+        Status::Fail,
+        format!(
+            "{} entries under {} are open to other users: {}{}",
+            open.len(),
+            root.display(),
+            shown.join(", "),
+            if open.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ),
+        format!("chmod -R o-rwx {}", root.display()),
+    )
 }
 
 fn mode_check(id: &'static str, path: &Path, is_dir: bool) -> Check {
@@ -400,6 +470,18 @@ mod tests {
         let c = file_checks(&config(&dir), time::OffsetDateTime::now_utc());
         assert_eq!(find(&c, "files.master_key").status, Status::Warn);
         assert!(failed(&[find(&c, "backups").clone(), k.clone()]));
+        assert_eq!(find(&c, "files.data_tree").status, Status::Pass);
+        // An app's database deep in the tree, readable by anyone.
+        let apps = dir.join("apps").join("host");
+        std::fs::create_dir_all(&apps).unwrap();
+        std::fs::set_permissions(&apps, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(apps.join("app.db"), b"x").unwrap();
+        std::fs::set_permissions(apps.join("app.db"), std::fs::Permissions::from_mode(0o604))
+            .unwrap();
+        let c = file_checks(&config(&dir), time::OffsetDateTime::now_utc());
+        let t = find(&c, "files.data_tree");
+        assert_eq!(t.status, Status::Fail, "{t:?}");
+        assert!(t.summary.contains("app.db"), "{t:?}");
     }
 
     #[test]
