@@ -134,8 +134,12 @@ impl Workers {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+            // A worker finishes the run it holds up to its next pause;
+            // one stuck in a long call is stopped and its lease expires.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+                abort.abort();
+            }
         }
     }
 }

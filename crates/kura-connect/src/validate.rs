@@ -67,6 +67,11 @@ pub fn parse_text(text: &str, format: Format) -> Result<Value, Vec<DocumentError
     .map_err(|e| vec![err("$", format!("not valid {format:?}: {e}"))])
 }
 
+/// A document as YAML text (for export).
+pub fn to_yaml(doc: &FlowDocument) -> Result<String, String> {
+    serde_yaml_ng::to_string(doc).map_err(|e| e.to_string())
+}
+
 /// Parses and checks a document given as JSON. `credential_exists` answers
 /// whether the team has a credential of that name.
 pub fn parse_document(
