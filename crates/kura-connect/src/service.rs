@@ -137,7 +137,10 @@ impl Workers {
             // A worker finishes the run it holds up to its next pause;
             // one stuck in a long call is stopped and its lease expires.
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -287,6 +290,26 @@ impl Connect {
         Ok((flow, v, doc))
     }
 
+    fn new_run(
+        flow: &FlowRecord,
+        doc: &FlowDocument,
+        trigger: &str,
+        input: &Value,
+        at: time::OffsetDateTime,
+    ) -> NewRun {
+        NewRun {
+            id: RunId::new(),
+            team: flow.team,
+            flow: flow.id,
+            version: flow.version,
+            trigger: trigger.to_owned(),
+            input: input.to_string(),
+            context: "{}".into(),
+            first_step: doc.steps.first().map(|s| s.id.clone()),
+            at,
+        }
+    }
+
     /// Queues a run of a flow's newest version.
     pub async fn start_run(
         &self,
@@ -294,22 +317,10 @@ impl Connect {
         trigger: &str,
         input: Value,
     ) -> Result<RunRecord, ConnectError> {
-        let (_, _, doc) = self.flow(flow.team, flow.id, None).await?;
-        let id = RunId::new();
-        self.inner
-            .store
-            .insert_run(NewRun {
-                id,
-                team: flow.team,
-                flow: flow.id,
-                version: flow.version,
-                trigger: trigger.to_owned(),
-                input: input.to_string(),
-                context: "{}".into(),
-                first_step: doc.steps.first().map(|s| s.id.clone()),
-                at: self.inner.clock.now(),
-            })
-            .await?;
+        let (flow, _, doc) = self.flow(flow.team, flow.id, None).await?;
+        let run = Self::new_run(&flow, &doc, trigger, &input, self.inner.clock.now());
+        let id = run.id;
+        self.inner.store.insert_run(run).await?;
         self.inner.wake.notify_one();
         self.inner
             .store
@@ -397,26 +408,31 @@ impl Connect {
         trigger: &str,
         input: Value,
     ) -> Result<InlineRun, ConnectError> {
-        let queued = self.start_run(flow, trigger, input).await?;
+        let (flow, _, doc) = self.flow(flow.team, flow.id, None).await?;
         let now = self.inner.clock.now();
+        let new = Self::new_run(&flow, &doc, trigger, &input, now);
+        let id = new.id;
         let owner = format!("{}/{}", self.inner.node, uuid::Uuid::now_v7());
         let claimed = self
             .inner
             .store
-            .claim_run(
+            .insert_claimed_run(
+                new,
                 &owner,
-                now,
                 now + self.inner.config.lease,
                 self.inner.config.team_concurrency,
-                Some(queued.id),
             )
             .await?;
-        let Some(run) = claimed else {
-            return Ok(InlineRun {
-                run: queued,
-                ran: false,
-            });
-        };
+        let run = self
+            .inner
+            .store
+            .run(id)
+            .await?
+            .ok_or(ConnectError::NotFound("run"))?;
+        if !claimed {
+            self.inner.wake.notify_one();
+            return Ok(InlineRun { run, ran: false });
+        }
         let this = self.clone();
         let task = tokio::spawn(async move { this.execute(run, owner).await });
         task.await
@@ -424,7 +440,7 @@ impl Connect {
         let run = self
             .inner
             .store
-            .run(queued.id)
+            .run(id)
             .await?
             .ok_or(ConnectError::NotFound("run"))?;
         Ok(InlineRun { run, ran: true })

@@ -2216,6 +2216,35 @@ mod kura_id_api {
         .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let b_app = r.json()["id"].as_str().unwrap().to_owned();
+        let flow_doc = json!({ "name": "b", "trigger": { "kind": "manual" },
+            "steps": [{ "id": "d", "kind": "delay", "seconds": 3600 }] });
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows", b.id),
+            Some(&b.owner),
+            json!({ "document": flow_doc }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_flow = r.json()["flow"]["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows/{b_flow}/runs", b.id),
+            Some(&b.owner),
+            json!({ "input": {} }),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let b_run = r.json()["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flow-credentials", b.id),
+            Some(&b.owner),
+            json!({ "name": "crm", "kind": "bearer", "secret": "bravo-secret-123" }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_credential = r.json()["id"].as_str().unwrap().to_owned();
         let b_before = (
             get(&server, &format!("/api/v1/teams/{}", b.id), &b.owner)
                 .await
@@ -2258,6 +2287,9 @@ mod kura_id_api {
                 .replace("{host}", &b_host)
                 .replace("{app}", &b_app)
                 .replace("{name}", "admin")
+                .replace("{flow}", &b_flow)
+                .replace("{run}", &b_run)
+                .replace("{credential}", &b_credential)
                 .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
@@ -2295,6 +2327,21 @@ mod kura_id_api {
                     Some(json!({ "allow": ["203.0.113.0/24"] }))
                 }
                 ("PUT", "/api/v1/teams/{id}/waf") => Some(json!({ "rules": { "150": "off" } })),
+                ("POST", "/api/v1/teams/{id}/flows")
+                | ("PUT", "/api/v1/teams/{id}/flows/{flow}") => {
+                    Some(json!({ "document": flow_doc }))
+                }
+                (
+                    "POST",
+                    "/api/v1/teams/{id}/flows/{flow}/enable"
+                    | "/api/v1/teams/{id}/flows/{flow}/disable"
+                    | "/api/v1/teams/{id}/runs/{run}/cancel",
+                ) => Some(json!({})),
+                ("POST", "/api/v1/teams/{id}/flows/{flow}/runs") => Some(json!({ "input": {} })),
+                ("POST", "/api/v1/teams/{id}/runs/{run}/rerun") => Some(json!({ "from": "start" })),
+                ("POST", "/api/v1/teams/{id}/flow-credentials") => Some(json!({
+                    "name": "evil", "kind": "bearer", "secret": "evil secret 12345",
+                })),
                 ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
                     "operator_id": a.owner_account, "role": "admin", "minutes": 60,
                     "reason": "let me in",
@@ -3284,3 +3331,6 @@ mod fmi;
 
 #[path = "server/incident_channels.rs"]
 mod incident_channels;
+
+#[path = "server/connect.rs"]
+mod connect;

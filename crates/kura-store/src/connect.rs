@@ -373,6 +373,19 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
     /// Queues a run.
     async fn insert_run(&self, run: NewRun) -> Result<(), StoreError>;
 
+    /// Inserts a run already claimed by `owner` when its team has fewer
+    /// than `team_limit` live running runs (checked in the same
+    /// transaction), else queued; answers whether it is claimed. A webhook
+    /// runs its flow this way in the request, and no worker can take it
+    /// first.
+    async fn insert_claimed_run(
+        &self,
+        run: NewRun,
+        owner: &str,
+        lease_until: OffsetDateTime,
+        team_limit: u32,
+    ) -> Result<bool, StoreError>;
+
     /// Claims the oldest runnable run: queued or waiting and due, or
     /// running with an expired lease, of a team with fewer than
     /// `team_limit` live running runs. `only` restricts it to one run.

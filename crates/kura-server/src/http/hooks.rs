@@ -58,7 +58,14 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let not_found = || problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such webhook");
+    let not_found = || {
+        problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            "no such webhook",
+        )
+    };
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return not_found();
     }

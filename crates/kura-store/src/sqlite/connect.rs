@@ -516,6 +516,50 @@ impl ConnectStore for SqliteConnectStore {
             .await
     }
 
+    async fn insert_claimed_run(
+        &self,
+        run: NewRun,
+        owner: &str,
+        lease_until: OffsetDateTime,
+        team_limit: u32,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.pool
+            .write(move |tx| {
+                let at = ns(run.at)?;
+                let running: i64 = tx.query_row(
+                    "SELECT count(*) FROM connect_runs
+                     WHERE team = ?1 AND status = 'running' AND lease_until >= ?2",
+                    params![run.team.to_string(), at],
+                    |r| r.get(0),
+                )?;
+                let claim = running < i64::from(team_limit);
+                tx.execute(
+                    "INSERT INTO connect_runs (id, team, flow, version, status, trigger, input,
+                         context, next_step, not_before, created_at, lease_owner, lease_until,
+                         started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
+                    params![
+                        run.id.to_string(),
+                        run.team.to_string(),
+                        run.flow.to_string(),
+                        run.version,
+                        if claim { "running" } else { "queued" },
+                        run.trigger,
+                        run.input,
+                        run.context,
+                        run.first_step,
+                        at,
+                        claim.then_some(owner),
+                        if claim { Some(ns(lease_until)?) } else { None },
+                        claim.then_some(at),
+                    ],
+                )?;
+                Ok(claim)
+            })
+            .await
+    }
+
     async fn claim_run(
         &self,
         owner: &str,

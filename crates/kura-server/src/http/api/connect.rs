@@ -211,7 +211,8 @@ pub async fn get(
         .flow(team, flow, q.version)
         .await
         .map_err(ApiError::Connect)?;
-    let mut out = serde_json::to_value(flow_out(&record, Some(doc))).map_err(|_| ApiError::Internal)?;
+    let mut out =
+        serde_json::to_value(flow_out(&record, Some(doc))).map_err(|_| ApiError::Internal)?;
     out["document_version"] = version.version.into();
     out["saved_by"] = version.created_by.into();
     out["saved_at"] = rfc3339(version.created_at).into();
@@ -239,7 +240,10 @@ pub async fn update(
         team,
         "connect.flow.saved",
         format!("flow:{}", flow.id),
-        &[("name", flow.name.clone()), ("version", flow.version.to_string())],
+        &[
+            ("name", flow.name.clone()),
+            ("version", flow.version.to_string()),
+        ],
     )
     .await?;
     Ok(Json(flow_out(&flow, Some(document))).into_response())
@@ -260,7 +264,9 @@ pub async fn versions(
         .await
         .map_err(|e| ApiError::Connect(e.into()))?;
     if versions.is_empty() {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound("flow")));
+        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
+            "flow",
+        )));
     }
     let out: Vec<Value> = versions
         .iter()
@@ -289,7 +295,9 @@ async fn set_enabled(
         .await
         .map_err(|e| ApiError::Connect(e.into()))?;
     if !changed {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound("flow")));
+        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
+            "flow",
+        )));
     }
     event(
         &state,
@@ -345,7 +353,9 @@ pub async fn delete(
         .await
         .map_err(|e| ApiError::Connect(e.into()))?;
     if !deleted {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound("flow")));
+        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
+            "flow",
+        )));
     }
     event(
         &state,
@@ -378,11 +388,7 @@ pub async fn export(
         None | Some("json") => Ok(Json(doc).into_response()),
         Some("yaml") => {
             let text = kura_connect::validate::to_yaml(&doc).map_err(|_| ApiError::Internal)?;
-            Ok((
-                [(http::header::CONTENT_TYPE, "application/yaml")],
-                text,
-            )
-                .into_response())
+            Ok(([(http::header::CONTENT_TYPE, "application/yaml")], text).into_response())
         }
         Some(_) => Err(ApiError::BadFilter {
             field: "format".into(),
@@ -405,7 +411,9 @@ pub async fn metrics(
         .flow(team, flow)
         .await
         .map_err(|e| ApiError::Connect(e.into()))?
-        .ok_or(ApiError::Connect(kura_connect::ConnectError::NotFound("flow")))?;
+        .ok_or(ApiError::Connect(kura_connect::ConnectError::NotFound(
+            "flow",
+        )))?;
     let m = state
         .connect
         .store()

@@ -154,7 +154,13 @@ pub(super) const OPS: &[Op] = &[
         id: "createFlowCredential",
         summary: "Store a credential (bearer, basic, header) sealed under the team's key; the secret is never answered",
         auth: Auth::Required,
-        body: Some(&[("name", S, true), ("kind", S, true), ("secret", S, true), ("username", S, false), ("header", S, false)]),
+        body: Some(&[
+            ("name", S, true),
+            ("kind", S, true),
+            ("secret", S, true),
+            ("username", S, false),
+            ("header", S, false),
+        ]),
         ok: 201,
     },
     Op {

@@ -162,11 +162,17 @@ pub async fn list(
         )
         .await
         .map_err(|e| ApiError::Connect(e.into()))?;
-    Ok(Json(serde_json::json!({ "runs": runs.iter().map(run_out).collect::<Vec<_>>() }))
-        .into_response())
+    Ok(
+        Json(serde_json::json!({ "runs": runs.iter().map(run_out).collect::<Vec<_>>() }))
+            .into_response(),
+    )
 }
 
-async fn team_run(state: &AppState, team: kura_types::TeamId, run: &str) -> Result<RunRecord, ApiError> {
+async fn team_run(
+    state: &AppState,
+    team: kura_types::TeamId,
+    run: &str,
+) -> Result<RunRecord, ApiError> {
     let run: RunId = parse_id("run", run)?;
     state
         .connect

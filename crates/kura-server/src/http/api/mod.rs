@@ -16,10 +16,10 @@ mod access;
 mod accounts;
 mod apps;
 mod apps_openapi;
-mod connect_openapi;
 mod auth;
 mod body;
 mod connect;
+mod connect_openapi;
 mod connect_runs;
 mod edge;
 mod error;
@@ -78,73 +78,73 @@ impl Builder {
 fn connect_routes(b: Builder) -> Builder {
     use connect as f;
     use connect_runs as r;
-    b.at(
-        "GET",
-        "/api/v1/connect/flow-schema.json",
-        get(f::schema),
-    )
-    .at("POST", "/api/v1/teams/{id}/flows", post(f::create))
-    .at("GET", "/api/v1/teams/{id}/flows", get(f::list))
-    .at("GET", "/api/v1/teams/{id}/flows/{flow}", get(f::get))
-    .at("PUT", "/api/v1/teams/{id}/flows/{flow}", put(f::update))
-    .at("DELETE", "/api/v1/teams/{id}/flows/{flow}", delete(f::delete))
-    .at(
-        "GET",
-        "/api/v1/teams/{id}/flows/{flow}/versions",
-        get(f::versions),
-    )
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/flows/{flow}/enable",
-        post(f::enable),
-    )
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/flows/{flow}/disable",
-        post(f::disable),
-    )
-    .at(
-        "GET",
-        "/api/v1/teams/{id}/flows/{flow}/export",
-        get(f::export),
-    )
-    .at(
-        "GET",
-        "/api/v1/teams/{id}/flows/{flow}/metrics",
-        get(f::metrics),
-    )
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/flows/{flow}/runs",
-        post(r::start),
-    )
-    .at("GET", "/api/v1/teams/{id}/runs", get(r::list))
-    .at("GET", "/api/v1/teams/{id}/runs/{run}", get(r::get))
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/runs/{run}/cancel",
-        post(r::cancel),
-    )
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/runs/{run}/rerun",
-        post(r::rerun),
-    )
-    .at(
-        "POST",
-        "/api/v1/teams/{id}/flow-credentials",
-        post(r::create_credential),
-    )
-    .at(
-        "GET",
-        "/api/v1/teams/{id}/flow-credentials",
-        get(r::list_credentials),
-    )
-    .at(
-        "DELETE",
-        "/api/v1/teams/{id}/flow-credentials/{credential}",
-        delete(r::delete_credential),
-    )
+    b.at("GET", "/api/v1/connect/flow-schema.json", get(f::schema))
+        .at("POST", "/api/v1/teams/{id}/flows", post(f::create))
+        .at("GET", "/api/v1/teams/{id}/flows", get(f::list))
+        .at("GET", "/api/v1/teams/{id}/flows/{flow}", get(f::get))
+        .at("PUT", "/api/v1/teams/{id}/flows/{flow}", put(f::update))
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/flows/{flow}",
+            delete(f::delete),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/versions",
+            get(f::versions),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/enable",
+            post(f::enable),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/disable",
+            post(f::disable),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/export",
+            get(f::export),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/metrics",
+            get(f::metrics),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/runs",
+            post(r::start),
+        )
+        .at("GET", "/api/v1/teams/{id}/runs", get(r::list))
+        .at("GET", "/api/v1/teams/{id}/runs/{run}", get(r::get))
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/runs/{run}/cancel",
+            post(r::cancel),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/runs/{run}/rerun",
+            post(r::rerun),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flow-credentials",
+            post(r::create_credential),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flow-credentials",
+            get(r::list_credentials),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/flow-credentials/{credential}",
+            delete(r::delete_credential),
+        )
 }
 
 fn build() -> Builder {
