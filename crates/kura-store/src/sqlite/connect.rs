@@ -237,9 +237,7 @@ fn holds(tx: &Transaction<'_>, id: &str, owner: &str) -> Result<bool, StoreError
     Ok(matches!(row, Some((s, Some(o))) if s == "running" && o == owner))
 }
 
-fn credential_of(
-    r: &Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, String, Vec<u8>, String, i64)> {
+fn credential_of(r: &Row<'_>) -> rusqlite::Result<CredRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,

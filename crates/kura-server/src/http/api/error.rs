@@ -453,6 +453,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A flow document's problems: the first in `detail`, all of them (each
+/// with its JSON path) in the `errors` extension member.
+fn document_problem(errors: &[kura_connect::validate::DocumentError]) -> Response {
+    let detail = errors
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "the flow document is invalid".into());
+    let mut p = problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-flow",
+        "Invalid flow document",
+        detail,
+    );
+    p.errors = serde_json::to_value(errors).ok();
+    p.into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,21 +546,4 @@ mod tests {
         let detail = p.detail.unwrap_or_default();
         assert!(detail.contains("investigating, resolved"), "{detail}");
     }
-}
-
-/// A flow document's problems: the first in `detail`, all of them (each
-/// with its JSON path) in the `errors` extension member.
-fn document_problem(errors: &[kura_connect::validate::DocumentError]) -> Response {
-    let detail = errors
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "the flow document is invalid".into());
-    let mut p = problem(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-flow",
-        "Invalid flow document",
-        detail,
-    );
-    p.errors = serde_json::to_value(errors).ok();
-    p.into_response()
 }
