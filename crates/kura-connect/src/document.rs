@@ -181,6 +181,18 @@ pub enum Action {
         /// Seconds to wait (at most 30 days).
         seconds: u64,
     },
+    /// Starts a run of another flow of the same team (queued; this run
+    /// goes on). The output is the new run's id. A resumed run does not
+    /// start it twice: the child run's id is derived from the step's
+    /// idempotency key.
+    CallFlow {
+        /// The flow's id.
+        flow: String,
+        /// An expression for the child run's input (default: this run's
+        /// input).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
     /// Fails the run with a message (for error branches).
     Fail {
         /// A template for the message.
@@ -234,6 +246,7 @@ pub const STEP_KINDS: &[&str] = &[
     "store_set",
     "http",
     "delay",
+    "call_flow",
     "fail",
 ];
 
@@ -242,7 +255,10 @@ impl Action {
     /// run (such steps are recorded as started before they run and carry
     /// an idempotency key).
     pub fn has_side_effects(&self) -> bool {
-        matches!(self, Action::Http { .. } | Action::StoreSet { .. })
+        matches!(
+            self,
+            Action::Http { .. } | Action::StoreSet { .. } | Action::CallFlow { .. }
+        )
     }
 
     /// Its kind's name.
@@ -255,6 +271,7 @@ impl Action {
             Action::StoreSet { .. } => "store_set",
             Action::Http { .. } => "http",
             Action::Delay { .. } => "delay",
+            Action::CallFlow { .. } => "call_flow",
             Action::Fail { .. } => "fail",
         }
     }

@@ -343,6 +343,19 @@ impl Connect {
                 ..done(json!({"seconds": seconds}))
             }),
             Action::Fail { message } => Err(StepFailure::fatal(render(message)?)),
+            Action::CallFlow { flow, input } => {
+                let child_input = match input {
+                    Some(source) => eval(source)?,
+                    None => scope["input"].clone(),
+                };
+                *recorded = json!({"flow": flow, "input": child_input});
+                let key = idempotency_key.unwrap_or_default();
+                let child = self
+                    .call_flow(run, flow, child_input, key)
+                    .await
+                    .map_err(|e| StepFailure::fatal(e.to_string()))?;
+                Ok(done(json!({"run": child.to_string()})))
+            }
             Action::Http {
                 method,
                 url,

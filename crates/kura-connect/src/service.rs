@@ -8,6 +8,7 @@ use std::time::Duration;
 use kura_events::EventSink;
 use kura_store::connect::{
     ConnectStore, FlowCredentialRecord, FlowRecord, FlowVersionRecord, NewRun, RunRecord,
+    ScheduleRecord,
 };
 use kura_store::{KeyService, StoreError};
 use kura_types::{Clock, FlowCredentialId, FlowId, KeyScope, RunId, TeamId};
@@ -263,6 +264,7 @@ impl Connect {
             .await?;
         flow.version = next;
         flow.name = document.name.clone();
+        self.schedule(&flow, &document).await?;
         Ok(SavedFlow { flow, document })
     }
 
@@ -446,6 +448,113 @@ impl Connect {
         Ok(InlineRun { run, ran: true })
     }
 
+    /// Starts a run of another flow of `parent`'s team. The child's id is
+    /// derived from the calling step's idempotency key, so a resumed parent
+    /// finds the child it already started instead of starting another.
+    pub(crate) async fn call_flow(
+        &self,
+        parent: &RunRecord,
+        flow: &str,
+        input: Value,
+        idempotency_key: &str,
+    ) -> Result<RunId, ConnectError> {
+        let id: FlowId = flow
+            .parse()
+            .map_err(|_| ConnectError::Invalid(format!("`{flow}` is not a flow id")))?;
+        let digest = kura_crypto::digest::sha256(idempotency_key.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let child = RunId::from_uuid(uuid::Uuid::from_bytes(bytes));
+        if self.inner.store.run(child).await?.is_some() {
+            return Ok(child);
+        }
+        // Only the same team's flows: another team's id is "not found".
+        let (flow, _, doc) = self.flow(parent.team, id, None).await?;
+        let mut run = Self::new_run(&flow, &doc, "flow", &input, self.inner.clock.now());
+        run.id = child;
+        self.inner.store.insert_run(run).await?;
+        self.inner.wake.notify_one();
+        Ok(child)
+    }
+
+    /// Enables or disables a flow; enabling a scheduled flow sets its next
+    /// fire time from now, so time spent disabled is not caught up.
+    pub async fn set_enabled(
+        &self,
+        team: TeamId,
+        id: FlowId,
+        enabled: bool,
+    ) -> Result<FlowRecord, ConnectError> {
+        if !self
+            .inner
+            .store
+            .set_enabled(team, id, enabled, self.inner.clock.now())
+            .await?
+        {
+            return Err(ConnectError::NotFound("flow"));
+        }
+        let (flow, _, doc) = self.flow(team, id, None).await?;
+        if enabled {
+            self.schedule(&flow, &doc).await?;
+        }
+        Ok(flow)
+    }
+
+    /// Keeps a flow's schedule row in step with its document.
+    async fn schedule(&self, flow: &FlowRecord, doc: &FlowDocument) -> Result<(), ConnectError> {
+        let schedule = match &doc.trigger {
+            Trigger::Schedule { cron, timezone } => {
+                let next = crate::schedule::next_after(cron, timezone, self.inner.clock.now())
+                    .map_err(ConnectError::Invalid)?;
+                Some(ScheduleRecord {
+                    flow: flow.id,
+                    team: flow.team,
+                    cron: cron.clone(),
+                    timezone: timezone.clone(),
+                    next_fire_at: next,
+                })
+            }
+            _ => None,
+        };
+        self.inner.store.set_schedule(flow.id, schedule).await?;
+        Ok(())
+    }
+
+    /// Fires the schedules that are due. Catch-up policy: a schedule whose
+    /// fire times passed while Kura was down fires once (its input names
+    /// the missed time as `scheduled_for`), and its next fire time is
+    /// computed from now, so missed occurrences are not replayed one by
+    /// one. The fire time moves in the same transaction that queues the
+    /// run, so no fire time runs twice, across restarts or nodes.
+    async fn fire_due(&self) -> Result<(), ConnectError> {
+        let now = self.inner.clock.now();
+        for due in self.inner.store.due_schedules(now).await? {
+            let next = match crate::schedule::next_after(&due.cron, &due.timezone, now) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(flow = %due.flow, error = %e, "schedule cannot compute its next time");
+                    continue;
+                }
+            };
+            let Ok((flow, _, doc)) = self.flow(due.team, due.flow, None).await else {
+                continue;
+            };
+            let fmt = |t: time::OffsetDateTime| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            };
+            let input = serde_json::json!({
+                "scheduled_for": fmt(due.next_fire_at),
+                "fired_at": fmt(now),
+            });
+            let run = Self::new_run(&flow, &doc, "schedule", &input, now);
+            if self.inner.store.fire_schedule(&due, next, run).await? {
+                self.inner.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a credential sealed under the team's data key.
     pub async fn create_credential(
         &self,
@@ -577,6 +686,9 @@ impl Connect {
             }
             if index == 0 {
                 self.prune(&mut last_prune).await;
+                if let Err(e) = self.fire_due().await {
+                    tracing::error!(error = %e, "connect schedules could not fire");
+                }
             }
             let now = self.inner.clock.now();
             let owner = format!("{}/{}", self.inner.node, uuid::Uuid::now_v7());

@@ -278,6 +278,14 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
                     errors.push(err(at("seconds"), "at most 30 days"));
                 }
             }
+            Action::CallFlow { flow, input } => {
+                if flow.parse::<kura_types::FlowId>().is_err() {
+                    errors.push(err(at("flow"), "not a flow id"));
+                }
+                if let Some(i) = input {
+                    expr(&mut errors, at("input"), i);
+                }
+            }
             Action::Fail { message } => template(&mut errors, at("message"), message),
         }
     }

@@ -314,6 +314,21 @@ impl std::fmt::Debug for FlowCredentialRecord {
     }
 }
 
+/// A scheduled flow's next fire time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// The flow.
+    pub flow: FlowId,
+    /// Its team.
+    pub team: TeamId,
+    /// The cron expression.
+    pub cron: String,
+    /// The IANA time zone.
+    pub timezone: String,
+    /// When it fires next.
+    pub next_fire_at: OffsetDateTime,
+}
+
 /// Kura Connect's state.
 #[async_trait]
 pub trait ConnectStore: Send + Sync + std::fmt::Debug {
@@ -369,6 +384,27 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes a flow, its versions and its runs; false if there was none.
     async fn delete_flow(&self, team: TeamId, id: FlowId) -> Result<bool, StoreError>;
+
+    /// Sets (or with `None` removes) a flow's schedule.
+    async fn set_schedule(
+        &self,
+        flow: FlowId,
+        schedule: Option<ScheduleRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Schedules of enabled flows due at `now`.
+    async fn due_schedules(&self, now: OffsetDateTime) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Fires a schedule: moves `next_fire_at` from `due.next_fire_at` to
+    /// `next` and queues `run`, in one transaction, only if no one fired it
+    /// first (compare-and-swap on the fire time); answers whether it fired.
+    /// So a schedule fires once per fire time across restarts and nodes.
+    async fn fire_schedule(
+        &self,
+        due: &ScheduleRecord,
+        next: OffsetDateTime,
+        run: NewRun,
+    ) -> Result<bool, StoreError>;
 
     /// Queues a run.
     async fn insert_run(&self, run: NewRun) -> Result<(), StoreError>;

@@ -606,3 +606,88 @@ async fn a_run_resumes_after_a_restart_and_applies_its_side_effect_once() {
     drop(server);
     drop(tmp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_flows_fire_once_per_time_and_call_other_flows() {
+    let server = TestServer::spawn().await;
+    let op = server.sign_up_first_operator().await;
+    let t = tenant(&server, &op, "connect-cron").await;
+    let child = create_flow(
+        &server,
+        &t.id,
+        &t.owner,
+        json!({"name": "child", "trigger": {"kind": "manual"}, "steps": [
+            {"id": "echo", "kind": "transform", "set": {"got": "input.n * 2"}}]}),
+    )
+    .await;
+    let child = child["flow"]["id"].as_str().unwrap().to_owned();
+    let parent = create_flow(
+        &server,
+        &t.id,
+        &t.owner,
+        json!({"name": "ticker",
+               "trigger": {"kind": "schedule", "cron": "* * * * * *", "timezone": "Europe/Paris"},
+               "steps": [{"id": "spawn", "kind": "call_flow", "flow": child, "input": "{'n': 21}"}]}),
+    )
+    .await;
+    let parent = parent["flow"]["id"].as_str().unwrap().to_owned();
+    let runs_of = |flow: String| {
+        let server = &server;
+        let t = &t;
+        async move {
+            get(
+                server,
+                &format!("/api/v1/teams/{}/runs?flow={flow}&limit=500", t.id),
+                &t.owner,
+            )
+            .await
+            .json()["runs"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    // Disabled: it does not fire.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(runs_of(parent.clone()).await.is_empty());
+    enable(&server, &t.id, &t.owner, &parent).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while runs_of(parent.clone()).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the schedule did not fire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = post(
+        &server,
+        &format!("/api/v1/teams/{}/flows/{parent}/disable", t.id),
+        Some(&t.owner),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let parents = runs_of(parent.clone()).await;
+    for p in &parents {
+        let id = p["id"].as_str().unwrap();
+        wait_for_run(&server, &t.id, &t.owner, id, |v| v["status"] == "succeeded").await;
+    }
+    // Each fire time ran once.
+    let mut times: Vec<&str> = parents
+        .iter()
+        .map(|p| p["input"]["scheduled_for"].as_str().unwrap())
+        .collect();
+    let fired = times.len();
+    times.sort_unstable();
+    times.dedup();
+    assert_eq!(times.len(), fired, "a fire time ran twice: {parents:?}");
+    // Each parent run started exactly one child run, which ran.
+    let children = runs_of(child.clone()).await;
+    assert_eq!(children.len(), parents.len());
+    for c in &children {
+        assert_eq!(c["trigger"], "flow");
+        let id = c["id"].as_str().unwrap();
+        let done = wait_for_run(&server, &t.id, &t.owner, id, |v| v["status"] == "succeeded").await;
+        assert_eq!(done["steps"][0]["output"]["got"], 42);
+    }
+}

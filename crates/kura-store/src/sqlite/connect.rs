@@ -10,7 +10,7 @@ use super::Pool;
 use crate::StoreError;
 use crate::connect::{
     ConnectStore, FlowCredentialRecord, FlowMetrics, FlowRecord, FlowVersionRecord, NewRun,
-    RunAdvance, RunFilter, RunRecord, RunStatus, StepRecord,
+    RunAdvance, RunFilter, RunRecord, RunStatus, ScheduleRecord, StepRecord,
 };
 
 /// Kura Connect's tables in the platform database.
@@ -220,6 +220,27 @@ fn put_step(tx: &Transaction<'_>, s: &StepRecord) -> Result<(), StoreError> {
             s.idempotency_key,
             ns(s.started_at)?,
             s.finished_at.map(ns).transpose()?,
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_queued(tx: &Transaction<'_>, run: &NewRun) -> Result<(), StoreError> {
+    let at = ns(run.at)?;
+    tx.execute(
+        "INSERT INTO connect_runs (id, team, flow, version, status, trigger, input,
+             context, next_step, not_before, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            run.id.to_string(),
+            run.team.to_string(),
+            run.flow.to_string(),
+            run.version,
+            run.trigger,
+            run.input,
+            run.context,
+            run.first_step,
+            at,
         ],
     )?;
     Ok(())
@@ -489,29 +510,94 @@ impl ConnectStore for SqliteConnectStore {
             .await
     }
 
-    async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
+    async fn set_schedule(
+        &self,
+        flow: FlowId,
+        schedule: Option<ScheduleRecord>,
+    ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
-                let at = ns(run.at)?;
                 tx.execute(
-                    "INSERT INTO connect_runs (id, team, flow, version, status, trigger, input,
-                         context, next_step, not_before, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?9)",
-                    params![
-                        run.id.to_string(),
-                        run.team.to_string(),
-                        run.flow.to_string(),
-                        run.version,
-                        run.trigger,
-                        run.input,
-                        run.context,
-                        run.first_step,
-                        at,
-                    ],
+                    "DELETE FROM connect_schedules WHERE flow = ?1",
+                    params![flow.to_string()],
                 )?;
+                if let Some(s) = schedule {
+                    tx.execute(
+                        "INSERT INTO connect_schedules (flow, team, cron, timezone, next_fire_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            flow.to_string(),
+                            s.team.to_string(),
+                            s.cron,
+                            s.timezone,
+                            ns(s.next_fire_at)?,
+                        ],
+                    )?;
+                }
                 Ok(())
             })
             .await
+    }
+
+    async fn due_schedules(&self, now: OffsetDateTime) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.pool
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT s.flow, s.team, s.cron, s.timezone, s.next_fire_at
+                     FROM connect_schedules s JOIN connect_flows f ON f.id = s.flow
+                     WHERE f.enabled = 1 AND s.next_fire_at <= ?1
+                     ORDER BY s.next_fire_at LIMIT 100",
+                )?;
+                let rows = stmt.query_map(params![ns(now)?], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (flow, team, cron, timezone, at) = row?;
+                    out.push(ScheduleRecord {
+                        flow: parse_id(&flow)?,
+                        team: parse_id(&team)?,
+                        cron,
+                        timezone,
+                        next_fire_at: from_ns(at)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn fire_schedule(
+        &self,
+        due: &ScheduleRecord,
+        next: OffsetDateTime,
+        run: NewRun,
+    ) -> Result<bool, StoreError> {
+        let (flow, expected) = (due.flow, ns(due.next_fire_at)?);
+        self.pool
+            .write(move |tx| {
+                let moved = tx.execute(
+                    "UPDATE connect_schedules SET next_fire_at = ?1
+                     WHERE flow = ?2 AND next_fire_at = ?3",
+                    params![ns(next)?, flow.to_string(), expected],
+                )?;
+                if moved == 0 {
+                    return Ok(false);
+                }
+                insert_queued(tx, &run)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn insert_run(&self, run: NewRun) -> Result<(), StoreError> {
+        self.pool.write(move |tx| insert_queued(tx, &run)).await
     }
 
     async fn insert_claimed_run(

@@ -457,7 +457,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "Kura Connect: flows, immutable versions, runs with leases, step records, key-value store, sealed credentials",
+        name: "Kura Connect: flows, immutable versions, runs with leases, step records, schedules, key-value store, sealed credentials",
         // Times are Unix nanoseconds (UTC). Documents, inputs, contexts and
         // outputs are JSON text. `lease_owner`/`lease_until` let any worker
         // claim a run whose worker died; a PostgreSQL backend claims the same
@@ -523,6 +523,14 @@ const MIGRATIONS: &[Migration] = &[
             finished_at     INTEGER,
             PRIMARY KEY (run, seq)
         ) STRICT;
+        CREATE TABLE connect_schedules (
+            flow         TEXT PRIMARY KEY REFERENCES connect_flows(id) ON DELETE CASCADE,
+            team         TEXT NOT NULL,
+            cron         TEXT NOT NULL,
+            timezone     TEXT NOT NULL,
+            next_fire_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX connect_schedules_due ON connect_schedules(next_fire_at);
         CREATE TABLE connect_kv (
             team       TEXT NOT NULL,
             key        TEXT NOT NULL,

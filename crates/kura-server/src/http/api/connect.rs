@@ -288,17 +288,11 @@ async fn set_enabled(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
-    let changed = state
+    let record = state
         .connect
-        .store()
-        .set_enabled(team, flow, enabled, state.clock.now())
+        .set_enabled(team, flow, enabled)
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?;
-    if !changed {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
-            "flow",
-        )));
-    }
+        .map_err(ApiError::Connect)?;
     event(
         &state,
         &auth,
@@ -312,11 +306,6 @@ async fn set_enabled(
         &[],
     )
     .await?;
-    let (record, _, _) = state
-        .connect
-        .flow(team, flow, None)
-        .await
-        .map_err(ApiError::Connect)?;
     Ok(Json(flow_out(&record, None)).into_response())
 }
 
