@@ -293,3 +293,22 @@ impl FlowDocument {
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(FlowDocument)).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed schema (docs/connect-flow.schema.json) is the one the
+    /// code publishes; regenerate it with `KURA_WRITE_SCHEMA=1`.
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/connect-flow.schema.json");
+        let text = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        if std::env::var_os("KURA_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(committed, text, "run with KURA_WRITE_SCHEMA=1 to update");
+    }
+}

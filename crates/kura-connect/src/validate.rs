@@ -440,6 +440,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_flow() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```yaml\nname: orders").unwrap() + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let v = parse_text(&readme[start..end], Format::Yaml).unwrap();
+        let d = parse_document(v, &|c| c == "crm").unwrap();
+        assert_eq!(d.steps.len(), 4);
+    }
+
+    #[test]
     fn cycles_are_refused() {
         let e = errors(doc(json!([
             {"id": "a", "kind": "delay", "seconds": 1},
