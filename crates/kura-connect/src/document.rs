@@ -176,10 +176,15 @@ pub enum Action {
         timeout_ms: Option<u64>,
     },
     /// Pauses the run; a worker resumes it when the time has come (it
-    /// survives restarts).
+    /// survives restarts). Give `seconds` or `until`, not both.
     Delay {
         /// Seconds to wait (at most 30 days).
-        seconds: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        /// An expression for an RFC 3339 time to wait until (a time in the
+        /// past does not wait; at most 30 days ahead).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
     },
     /// Starts a run of another flow of the same team (queued; this run
     /// goes on). The output is the new run's id. A resumed run does not

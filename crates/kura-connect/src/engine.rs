@@ -338,10 +338,35 @@ impl Connect {
                     })?;
                 Ok(done(json!({"key": key, "value": value})))
             }
-            Action::Delay { seconds } => Ok(Produced {
-                wait: Some(Duration::from_secs(*seconds)),
-                ..done(json!({"seconds": seconds}))
-            }),
+            Action::Delay { seconds, until } => {
+                let wait = match (seconds, until) {
+                    (Some(s), _) => Duration::from_secs(*s),
+                    (None, Some(source)) => {
+                        let v = eval(source)?;
+                        let text = v.as_str().ok_or_else(|| {
+                            StepFailure::fatal(format!("`until` gave {v}, not an RFC 3339 time"))
+                        })?;
+                        let at = time::OffsetDateTime::parse(
+                            text,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .map_err(|e| StepFailure::fatal(format!("`until` {text:?}: {e}")))?;
+                        let ahead = (at - self.inner.clock.now()).max(time::Duration::ZERO);
+                        let ahead = Duration::try_from(ahead).unwrap_or_default();
+                        if ahead.as_secs() > crate::validate::MAX_DELAY_SECS {
+                            return Err(StepFailure::fatal("`until` is more than 30 days ahead"));
+                        }
+                        ahead
+                    }
+                    (None, None) => Duration::ZERO,
+                };
+                Ok(Produced {
+                    wait: Some(wait),
+                    ..done(
+                        json!({"waited_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)}),
+                    )
+                })
+            }
             Action::Fail { message } => Err(StepFailure::fatal(render(message)?)),
             Action::CallFlow { flow, input } => {
                 let child_input = match input {

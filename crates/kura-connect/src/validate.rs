@@ -273,11 +273,17 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
                     errors.push(err(at("timeout_ms"), "from 1 to 60000 milliseconds"));
                 }
             }
-            Action::Delay { seconds } => {
-                if *seconds > MAX_DELAY_SECS {
+            Action::Delay { seconds, until } => match (seconds, until) {
+                (Some(s), None) if *s > MAX_DELAY_SECS => {
                     errors.push(err(at("seconds"), "at most 30 days"));
                 }
-            }
+                (Some(_), None) => {}
+                (None, Some(u)) => expr(&mut errors, at("until"), u),
+                _ => errors.push(err(
+                    at("seconds"),
+                    "a delay needs `seconds` or `until`, one of them",
+                )),
+            },
             Action::CallFlow { flow, input } => {
                 if flow.parse::<kura_types::FlowId>().is_err() {
                     errors.push(err(at("flow"), "not a flow id"));

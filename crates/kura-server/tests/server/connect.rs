@@ -562,7 +562,7 @@ async fn a_run_resumes_after_a_restart_and_applies_its_side_effect_once() {
         &t.id,
         &t.owner,
         json!({"name": "later", "trigger": {"kind": "manual"}, "steps": [
-            {"id": "wait", "kind": "delay", "seconds": 2},
+            {"id": "wait", "kind": "delay", "until": "input.at"},
             {"id": "call", "kind": "http", "method": "POST", "url": target,
              "body": {"type": "json", "value": "input"}},
             {"id": "note", "kind": "store_set", "key": "last-{{ input.order }}",
@@ -575,7 +575,8 @@ async fn a_run_resumes_after_a_restart_and_applies_its_side_effect_once() {
         &server,
         &format!("/api/v1/teams/{}/flows/{flow}/runs", t.id),
         Some(&t.owner),
-        json!({"input": {"order": 7}}),
+        json!({"input": {"order": 7, "at": (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+            .format(&time::format_description::well_known::Rfc3339).unwrap()}}),
     )
     .await;
     let run = r.json()["id"].as_str().unwrap().to_owned();
