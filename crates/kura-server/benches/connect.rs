@@ -120,7 +120,13 @@ async fn main() {
     let client = server.client.clone();
     // Warm-up: connections, caches, the flow's document.
     for _ in 0..200 {
-        let r = client.post(&hook).body(body.clone()).send().await.unwrap();
+        let r = client
+            .post(&hook)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -141,6 +147,7 @@ async fn main() {
                     let t = Instant::now();
                     let r = client
                         .post(hook.as_str())
+                        .header("content-type", "application/json")
                         .body(body.clone())
                         .send()
                         .await
