@@ -508,8 +508,43 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             ));
         }
     }
+    validate_connect(&c.connect)?;
     if c.env == Environment::Production {
         production(c)?;
+    }
+    Ok(())
+}
+
+fn validate_connect(c: &crate::model::ConnectConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+    if !(1..=64).contains(&c.workers) {
+        return err("connect.workers", "must be between 1 and 64");
+    }
+    if !(1..=1000).contains(&c.team_concurrency) {
+        return err("connect.team_concurrency", "must be between 1 and 1000");
+    }
+    if !(10..=3600).contains(&c.lease_secs) {
+        return err("connect.lease_secs", "must be between 10 and 3600");
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&c.webhook_body_limit_bytes) {
+        return err(
+            "connect.webhook_body_limit_bytes",
+            "must be between 1024 and 16777216",
+        );
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&c.max_response_bytes) {
+        return err(
+            "connect.max_response_bytes",
+            "must be between 1024 and 67108864",
+        );
+    }
+    for entry in &c.outbound_allow {
+        if !is_cidr(entry) {
+            return Err((
+                "connect.outbound_allow".into(),
+                format!("`{entry}` is not an IPv4 or IPv6 address or CIDR range"),
+            ));
+        }
     }
     Ok(())
 }

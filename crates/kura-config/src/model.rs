@@ -32,6 +32,8 @@ pub struct Config {
     pub identity: IdentitySettings,
     /// The edge: firewall, rate limits and WAF in front of every handler.
     pub edge: EdgeConfig,
+    /// Kura Connect: workers, limits, outbound policy and run history.
+    pub connect: ConnectConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             identity: IdentitySettings::default(),
             edge: EdgeConfig::default(),
+            connect: ConnectConfig::default(),
         }
     }
 }
@@ -561,6 +564,42 @@ impl Default for EdgeConfig {
             enabled: true,
             trusted_proxies: Vec::new(),
             sign_in_body_limit_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Kura Connect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectConfig {
+    /// Worker tasks that run queued runs (1 to 64).
+    pub workers: usize,
+    /// Runs of one team running at once (1 to 1000).
+    pub team_concurrency: u32,
+    /// Seconds a worker holds a run without progress before another may
+    /// take it over (10 to 3600).
+    pub lease_secs: u64,
+    /// Days finished runs are kept (0: forever).
+    pub run_retention_days: u32,
+    /// Largest webhook request body, in bytes (1024 to 16777216).
+    pub webhook_body_limit_bytes: usize,
+    /// Largest response an HTTP step reads, in bytes.
+    pub max_response_bytes: usize,
+    /// Internal ranges (CIDR) HTTP steps may reach anyway; everything
+    /// loopback, private, link-local or multicast is refused otherwise.
+    pub outbound_allow: Vec<String>,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            team_concurrency: 16,
+            lease_secs: 120,
+            run_retention_days: 30,
+            webhook_body_limit_bytes: 256 * 1024,
+            max_response_bytes: 1024 * 1024,
+            outbound_allow: Vec::new(),
         }
     }
 }

@@ -127,6 +127,12 @@ pub enum Action {
     EventsIngest,
     /// Create and revoke the team's service tokens.
     ServiceTokensManage,
+    /// Read the team's Kura Connect flows, runs and credential names.
+    FlowsRead,
+    /// Create, change, enable and delete flows; start, cancel and re-run runs.
+    FlowsManage,
+    /// Create and delete the credentials flows call outside services with.
+    FlowCredentialsManage,
     /// Reset another account's password or MFA, or disable it.
     AccountManage,
     /// Read one's own account, sessions and tokens.
@@ -162,6 +168,9 @@ text_enum!(Action {
     SecurityEventsRead => "team.events.read",
     EventsIngest => "team.events.ingest",
     ServiceTokensManage => "team.tokens.manage",
+    FlowsRead => "team.flows.read",
+    FlowsManage => "team.flows.manage",
+    FlowCredentialsManage => "team.flows.credentials",
     AccountManage => "account.manage",
     OwnAccountRead => "account.self.read",
     OwnCredentialsChange => "account.self.credentials",
@@ -216,6 +225,8 @@ impl Action {
             SecurityEventsRead => "events:read",
             EventsIngest => "events:ingest",
             OwnAccountRead => "account:read",
+            FlowsRead => "flows:read",
+            FlowsManage => "flows:write",
             _ => return None,
         })
     }
@@ -469,6 +480,8 @@ pub fn team_role_allows(role: TeamRole, action: Action) -> bool {
                 | AppRecordsRead
                 | AppRecordsWrite
                 | EventsIngest
+                | FlowsRead
+                | FlowsManage
         ),
         TeamRole::Billing => matches!(action, TeamRead | BillingRead | BillingManage),
         TeamRole::Auditor => matches!(action, TeamRead | MembersRead | SecurityEventsRead),

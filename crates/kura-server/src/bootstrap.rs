@@ -107,6 +107,8 @@ pub struct Installation {
     pub container_key: Arc<kura_crypto::hmac::HmacKey>,
     /// The edge's policies and engines.
     pub edge: Arc<Edge>,
+    /// Kura Connect: flows, runs, credentials and its engine.
+    pub connect: kura_connect::Connect,
     /// Things the operator should know about this start (repaired modes,
     /// generated keys).
     pub notices: Vec<String>,
@@ -225,6 +227,15 @@ impl Installation {
             )
             .await?,
         );
+        let connect = kura_connect::Connect::new(
+            Arc::new(kura_store::SqliteConnectStore::new(
+                storage.sqlite.pool().clone(),
+            )),
+            storage.keys.clone(),
+            Arc::new(events.clone()),
+            Arc::clone(&clock),
+            connect_config(&config.connect),
+        );
         Ok(Self {
             dir,
             kms,
@@ -236,6 +247,7 @@ impl Installation {
             apps,
             container_key,
             edge,
+            connect,
             notices,
         })
     }
@@ -435,4 +447,33 @@ fn identity_config(
     config.max_token_lifetime = Duration::days(i64::from(settings.max_token_days));
     config.totp_issuer = settings.totp_issuer.clone();
     config
+}
+
+/// The engine settings from `[connect]` (validated when the configuration
+/// was loaded, so a range that does not parse here cannot occur).
+fn connect_config(c: &kura_config::ConnectConfig) -> kura_connect::EngineConfig {
+    let allow = c
+        .outbound_allow
+        .iter()
+        .filter_map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect();
+    kura_connect::EngineConfig {
+        workers: c.workers,
+        team_concurrency: c.team_concurrency,
+        lease: std::time::Duration::from_secs(c.lease_secs),
+        max_takeovers: 5,
+        outbound: kura_connect::outbound::OutboundPolicy {
+            allow,
+            max_response_bytes: c.max_response_bytes,
+            ..kura_connect::outbound::OutboundPolicy::default()
+        },
+        retention: (c.run_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(c.run_retention_days) * 86_400)),
+        ..kura_connect::EngineConfig::default()
+    }
 }

@@ -163,6 +163,9 @@ impl BoundServer {
                 tracing::error!(error = %e, "edge refusal summaries not recorded at shutdown");
             }
         });
+        // Kura Connect's workers run beside the listener: they resume runs
+        // left by an earlier process and run queued and due ones.
+        let workers = state.connect.start_workers();
         let permits = Arc::new(Semaphore::new(max_connections));
         let mut shutdown = shutdown;
         loop {
@@ -250,6 +253,7 @@ impl BoundServer {
                 "some connections did not finish within the shutdown grace period"
             );
         }
+        workers.stop().await;
         tracing::info!("stopped");
     }
 }

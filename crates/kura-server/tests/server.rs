@@ -2216,6 +2216,35 @@ mod kura_id_api {
         .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let b_app = r.json()["id"].as_str().unwrap().to_owned();
+        let flow_doc = json!({ "name": "b", "trigger": { "kind": "manual" },
+            "steps": [{ "id": "d", "kind": "delay", "seconds": 3600 }] });
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows", b.id),
+            Some(&b.owner),
+            json!({ "document": flow_doc }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_flow = r.json()["flow"]["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows/{b_flow}/runs", b.id),
+            Some(&b.owner),
+            json!({ "input": {} }),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let b_run = r.json()["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flow-credentials", b.id),
+            Some(&b.owner),
+            json!({ "name": "crm", "kind": "bearer", "secret": "bravo-secret-123" }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_credential = r.json()["id"].as_str().unwrap().to_owned();
         let b_before = (
             get(&server, &format!("/api/v1/teams/{}", b.id), &b.owner)
                 .await
@@ -2259,6 +2288,9 @@ mod kura_id_api {
                 .replace("{app}", &b_app)
                 .replace("{name}", "admin")
                 .replace("{table}", "contacts")
+                .replace("{flow}", &b_flow)
+                .replace("{run}", &b_run)
+                .replace("{credential}", &b_credential)
                 .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
@@ -2305,6 +2337,21 @@ mod kura_id_api {
                 ("PUT", "/api/v1/teams/{id}/hosts/{host}/waf") => {
                     Some(json!({ "rules": { "150": "off" } }))
                 }
+                ("POST", "/api/v1/teams/{id}/flows")
+                | ("PUT", "/api/v1/teams/{id}/flows/{flow}") => {
+                    Some(json!({ "document": flow_doc }))
+                }
+                (
+                    "POST",
+                    "/api/v1/teams/{id}/flows/{flow}/enable"
+                    | "/api/v1/teams/{id}/flows/{flow}/disable"
+                    | "/api/v1/teams/{id}/runs/{run}/cancel",
+                ) => Some(json!({})),
+                ("POST", "/api/v1/teams/{id}/flows/{flow}/runs") => Some(json!({ "input": {} })),
+                ("POST", "/api/v1/teams/{id}/runs/{run}/rerun") => Some(json!({ "from": "start" })),
+                ("POST", "/api/v1/teams/{id}/flow-credentials") => Some(json!({
+                    "name": "evil", "kind": "bearer", "secret": "evil secret 12345",
+                })),
                 ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
                     "operator_id": a.owner_account, "role": "admin", "minutes": 60,
                     "reason": "let me in",
@@ -3300,3 +3347,5 @@ mod incident_channels;
 
 #[path = "server/console.rs"]
 mod console;
+#[path = "server/connect.rs"]
+mod connect;

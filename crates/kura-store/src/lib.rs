@@ -27,6 +27,10 @@
 //! - [`edge::EdgeStore`] and [`SqliteEdgeStore`]: the edge's firewall lists,
 //!   rate limits and WAF rule modes, each change committed with its events.
 //!
+//! - [`connect::ConnectStore`] and [`SqliteConnectStore`]: Kura Connect's
+//!   flows, versions, leased runs, step records, key-value store and sealed
+//!   credentials.
+//!
 //! SQL lives only in this crate. It knows nothing of HTTP, configuration files
 //! or how a KMS keeps its master key.
 
@@ -34,6 +38,7 @@ mod access;
 pub mod app_data;
 mod app_registry;
 mod apps;
+pub mod connect;
 mod credentials;
 mod datadir;
 pub mod edge;
@@ -64,6 +69,7 @@ pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};
 pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 pub use platform::{PlatformStore, SETUP_COMPLETED, SetupTokenCheck, StoredDataKey};
+pub use sqlite::SqliteConnectStore;
 pub use sqlite::SqliteIdentityStore;
 pub use sqlite::{Durability, Pool, SqlitePlatformStore, open_encrypted};
 pub use sqlite::{SqliteEdgeStore, SqliteExportStore, SqliteIncidentStore};

@@ -132,6 +132,22 @@ typed_id!(
     "notification"
 );
 
+typed_id!(
+    /// A Kura Connect flow.
+    FlowId,
+    "flow"
+);
+typed_id!(
+    /// One run of a Kura Connect flow.
+    RunId,
+    "run"
+);
+typed_id!(
+    /// A credential a team stores for its flows' outbound calls.
+    FlowCredentialId,
+    "credential"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

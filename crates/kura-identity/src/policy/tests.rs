@@ -90,6 +90,10 @@ const MATRIX: &[(Action, &str)] = &[
     // `events:ingest` scope (see `only_a_teams_service_token_ingests`).
     (Action::EventsIngest, ".....|....."),
     (Action::ServiceTokensManage, ".....|Y...."),
+    // Kura Connect: flows act on the team's data, so operators do not.
+    (Action::FlowsRead, ".....|Y.Y.."),
+    (Action::FlowsManage, ".....|Y.Y.."),
+    (Action::FlowCredentialsManage, ".....|Y...."),
     // Self-service on one's own account: every role.
     (Action::OwnAccountRead, "YYYYY|YYYYY"),
     (Action::OwnCredentialsChange, "YYYYY|YYYYY"),

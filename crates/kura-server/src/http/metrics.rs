@@ -52,6 +52,9 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// TLS handshakes that failed (wrong protocol, plain HTTP, timeouts).
     pub tls_handshake_failures: Counter,
+    /// Kura Connect webhook calls refused (bad signature, too large,
+    /// disabled flow).
+    pub connect_webhooks_refused: Counter,
     ingest_accepted: Counter,
     ingest_rejected: Family<ReasonLabels, Counter>,
 }
@@ -78,6 +81,12 @@ impl Metrics {
         let connections = Counter::default();
         let connections_open = Gauge::default();
         let tls_handshake_failures = Counter::default();
+        let connect_webhooks_refused = Counter::default();
+        registry.register(
+            "connect_webhooks_refused",
+            "Kura Connect webhook calls refused (bad signature, too large, disabled flow)",
+            connect_webhooks_refused.clone(),
+        );
         let ingest_accepted = Counter::default();
         let ingest_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -124,6 +133,7 @@ impl Metrics {
             connections,
             connections_open,
             tls_handshake_failures,
+            connect_webhooks_refused,
             ingest_accepted,
             ingest_rejected,
         }

@@ -206,5 +206,6 @@ fn problem_from_json(v: &serde_json::Value, status: StatusCode) -> Option<Proble
     p.kind = v.get("type")?.as_str()?.to_owned();
     p.title = v.get("title")?.as_str()?.to_owned();
     p.detail = v.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
+    p.errors = v.get("errors").cloned();
     Some(p)
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub(crate) mod fmi;
 mod health;
+mod hooks;
 mod metrics;
 pub(crate) mod middleware;
 mod problem;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub edge: Arc<crate::edge::Edge>,
     /// Kura ID's records, for existence checks the policy does not make.
     pub identity_store: Arc<dyn kura_store::IdentityStore>,
+    /// Kura Connect.
+    pub connect: kura_connect::Connect,
+    /// The largest webhook body Kura Connect takes.
+    pub webhook_body_limit: usize,
 }
 
 impl AppState {
@@ -78,6 +83,8 @@ impl AppState {
             container_key: Arc::clone(&installation.container_key),
             edge: Arc::clone(&installation.edge),
             identity_store: installation.identity_store(),
+            connect: installation.connect.clone(),
+            webhook_body_limit: config.connect.webhook_body_limit_bytes,
         }
     }
 }
@@ -91,6 +98,7 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .merge(api::api_router())
         .merge(fmi::router())
         .merge(crate::console::router())
+        .route("/hooks/{token}", axum::routing::post(hooks::receive))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

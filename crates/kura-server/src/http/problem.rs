@@ -24,6 +24,10 @@ pub struct Problem {
     /// The request id, for support.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Every problem of a refused document, each with its JSON path (an
+    /// extension member; Kura Connect's flow documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<serde_json::Value>,
 }
 
 impl Problem {
@@ -35,6 +39,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             request_id: None,
+            errors: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite with SQLCipher.
 
 mod access;
+mod connect;
 mod credentials;
 mod edge;
 pub(crate) mod events;
@@ -21,6 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::StoreError;
 
+pub use connect::SqliteConnectStore;
 pub use edge::SqliteEdgeStore;
 pub use exports::SqliteExportStore;
 pub use identity::SqliteIdentityStore;

@@ -455,6 +455,102 @@ const MIGRATIONS: &[Migration] = &[
         CREATE INDEX team_operator_access_by_team ON team_operator_access(team_id, granted_at);
     ",
     },
+    Migration {
+        version: 10,
+        name: "Kura Connect: flows, immutable versions, runs with leases, step records, schedules, key-value store, sealed credentials",
+        // Times are Unix nanoseconds (UTC). Documents, inputs, contexts and
+        // outputs are JSON text. `lease_owner`/`lease_until` let any worker
+        // claim a run whose worker died; a PostgreSQL backend claims the same
+        // rows with SKIP LOCKED. Credential secrets are sealed (AES-256-GCM)
+        // under the team's data key before they reach this file.
+        sql: "
+        CREATE TABLE connect_flows (
+            id             TEXT PRIMARY KEY,
+            team           TEXT NOT NULL,
+            name           TEXT NOT NULL,
+            enabled        INTEGER NOT NULL,
+            version        INTEGER NOT NULL,
+            webhook_token  TEXT NOT NULL UNIQUE,
+            webhook_secret BLOB NOT NULL,
+            created_at     INTEGER NOT NULL,
+            updated_at     INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX connect_flows_by_team ON connect_flows(team, name);
+        CREATE TABLE connect_flow_versions (
+            flow       TEXT NOT NULL REFERENCES connect_flows(id) ON DELETE CASCADE,
+            version    INTEGER NOT NULL,
+            document   TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (flow, version)
+        ) STRICT;
+        CREATE TABLE connect_runs (
+            id          TEXT PRIMARY KEY,
+            team        TEXT NOT NULL,
+            flow        TEXT NOT NULL REFERENCES connect_flows(id) ON DELETE CASCADE,
+            version     INTEGER NOT NULL,
+            status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'waiting',
+                            'succeeded', 'failed', 'cancelled', 'dead_letter')),
+            trigger     TEXT NOT NULL,
+            input       TEXT NOT NULL,
+            context     TEXT NOT NULL,
+            next_step   TEXT,
+            steps_done  INTEGER NOT NULL DEFAULT 0,
+            response    TEXT,
+            error       TEXT,
+            claims      INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_until INTEGER,
+            not_before  INTEGER NOT NULL,
+            created_at  INTEGER NOT NULL,
+            started_at  INTEGER,
+            finished_at INTEGER
+        ) STRICT;
+        CREATE INDEX connect_runs_due ON connect_runs(status, not_before);
+        CREATE INDEX connect_runs_by_team ON connect_runs(team, created_at);
+        CREATE INDEX connect_runs_by_flow ON connect_runs(flow, created_at);
+        CREATE TABLE connect_steps (
+            run             TEXT NOT NULL REFERENCES connect_runs(id) ON DELETE CASCADE,
+            seq             INTEGER NOT NULL,
+            step            TEXT NOT NULL,
+            status          TEXT NOT NULL,
+            input           TEXT NOT NULL,
+            output          TEXT,
+            error           TEXT,
+            attempts        INTEGER NOT NULL,
+            idempotency_key TEXT,
+            started_at      INTEGER NOT NULL,
+            finished_at     INTEGER,
+            PRIMARY KEY (run, seq)
+        ) STRICT;
+        CREATE TABLE connect_schedules (
+            flow         TEXT PRIMARY KEY REFERENCES connect_flows(id) ON DELETE CASCADE,
+            team         TEXT NOT NULL,
+            cron         TEXT NOT NULL,
+            timezone     TEXT NOT NULL,
+            next_fire_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX connect_schedules_due ON connect_schedules(next_fire_at);
+        CREATE TABLE connect_kv (
+            team       TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (team, key)
+        ) STRICT;
+        CREATE TABLE connect_credentials (
+            id         TEXT PRIMARY KEY,
+            team       TEXT NOT NULL,
+            name       TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            settings   TEXT NOT NULL,
+            sealed     BLOB NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            UNIQUE (team, name)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.

@@ -21,6 +21,10 @@ pub enum ApiError {
     Incident(IncidentError),
     /// The hosted apps service refused (or failed).
     Apps(kura_apps::AppsError),
+    /// Kura Connect refused (or failed).
+    Connect(kura_connect::ConnectError),
+    /// A flow document has problems, each with its JSON path (422).
+    Document(Vec<kura_connect::validate::DocumentError>),
     /// Too many failures: retry after this many seconds.
     Throttled(u64),
     /// No `Authorization` header and no session cookie.
@@ -88,6 +92,7 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String
         status: status.as_u16(),
         detail: Some(detail.into()),
         request_id: None,
+        errors: None,
     }
 }
 
@@ -168,6 +173,32 @@ fn apps_problem(e: &kura_apps::AppsError) -> Problem {
         ),
         E::Store(_) => {
             tracing::error!(error = %e, "apps service failed");
+            Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+fn connect_problem(e: &kura_connect::ConnectError) -> Problem {
+    use kura_connect::ConnectError as E;
+    use kura_store::StoreError as S;
+    match e {
+        E::NotFound(_) | E::Store(S::NotFound(_)) => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            e.to_string(),
+        ),
+        E::Invalid(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "Invalid request",
+            e.to_string(),
+        ),
+        E::Store(S::Conflict(_)) => {
+            problem(StatusCode::CONFLICT, "conflict", "Conflict", e.to_string())
+        }
+        _ => {
+            tracing::error!(error = %e, "kura connect failed");
             Problem::status(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
@@ -312,6 +343,8 @@ impl IntoResponse for ApiError {
             Self::Identity(e) => (identity_problem(e), None),
             Self::Incident(e) => (incident_problem(e), None),
             Self::Apps(e) => (apps_problem(e), None),
+            Self::Connect(e) => (connect_problem(e), None),
+            Self::Document(errors) => return document_problem(errors),
             Self::Throttled(secs) => (
                 problem(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -418,6 +451,23 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A flow document's problems: the first in `detail`, all of them (each
+/// with its JSON path) in the `errors` extension member.
+fn document_problem(errors: &[kura_connect::validate::DocumentError]) -> Response {
+    let detail = errors
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "the flow document is invalid".into());
+    let mut p = problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-flow",
+        "Invalid flow document",
+        detail,
+    );
+    p.errors = serde_json::to_value(errors).ok();
+    p.into_response()
 }
 
 #[cfg(test)]

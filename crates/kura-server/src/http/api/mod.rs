@@ -20,6 +20,9 @@ mod apps_import;
 mod apps_openapi;
 pub(crate) mod auth;
 mod body;
+mod connect;
+mod connect_openapi;
+mod connect_runs;
 mod edge;
 mod edge_hosts;
 pub(crate) mod error;
@@ -74,12 +77,86 @@ impl Builder {
     }
 }
 
+/// Kura Connect's routes (documented in `connect_openapi`).
+fn connect_routes(b: Builder) -> Builder {
+    use connect as f;
+    use connect_runs as r;
+    b.at("GET", "/api/v1/connect/flow-schema.json", get(f::schema))
+        .at("POST", "/api/v1/teams/{id}/flows", post(f::create))
+        .at("GET", "/api/v1/teams/{id}/flows", get(f::list))
+        .at("GET", "/api/v1/teams/{id}/flows/{flow}", get(f::get))
+        .at("PUT", "/api/v1/teams/{id}/flows/{flow}", put(f::update))
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/flows/{flow}",
+            delete(f::delete),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/versions",
+            get(f::versions),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/enable",
+            post(f::enable),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/disable",
+            post(f::disable),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/export",
+            get(f::export),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flows/{flow}/metrics",
+            get(f::metrics),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flows/{flow}/runs",
+            post(r::start),
+        )
+        .at("GET", "/api/v1/teams/{id}/runs", get(r::list))
+        .at("GET", "/api/v1/teams/{id}/runs/{run}", get(r::get))
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/runs/{run}/cancel",
+            post(r::cancel),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/runs/{run}/rerun",
+            post(r::rerun),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flow-credentials",
+            post(r::create_credential),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/flow-credentials",
+            get(r::list_credentials),
+        )
+        .at(
+            "DELETE",
+            "/api/v1/teams/{id}/flow-credentials/{credential}",
+            delete(r::delete_credential),
+        )
+}
+
 fn build() -> Builder {
     let b = Builder {
         router: Router::new(),
         routes: Vec::new(),
     };
-    b.at("GET", "/api/v1/openapi.json", get(openapi::serve))
+    let b = b.at("GET", "/api/v1/openapi.json", get(openapi::serve));
+    connect_routes(b)
         .at("POST", "/api/v1/setup", post(setup::create_first_operator))
         .at("POST", "/api/v1/sessions", post(sessions::sign_in))
         .at("GET", "/api/v1/sessions", get(sessions::list))

@@ -917,7 +917,11 @@ fn operation(op: &Op) -> Value {
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for op in OPS.iter().chain(super::apps_openapi::OPS) {
+    for op in OPS
+        .iter()
+        .chain(super::apps_openapi::OPS)
+        .chain(super::connect_openapi::OPS)
+    {
         let entry = paths
             .entry(op.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -930,7 +934,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Kura admin API",
             "version": "1",
-            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest), incidents and their notification channels, the edge's firewall, rate-limit and WAF policies, hosts, hosted apps, app schema and app accounts. Errors are RFC 9457 problem details."
+            "description": "Accounts, sessions, MFA, teams, invitations, groups, roles, API tokens, security events (query and ingest), incidents and their notification channels, the edge's firewall, rate-limit and WAF policies, hosts, hosted apps, app schema and app accounts, and Kura Connect's flows, runs and credentials. Errors are RFC 9457 problem details."
         },
         "paths": paths,
         "components": {

@@ -1,0 +1,319 @@
+//! The flow document: one trigger and an ordered list of steps.
+//!
+//! Steps run in list order unless a step names its `next`, a condition
+//! picks a branch, or `on_error` sends a failure elsewhere. Documents are
+//! JSON or YAML; both parse into the same types, and [`schema`] is the
+//! published JSON Schema.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A flow definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDocument {
+    /// A name for people (1–200 characters).
+    pub name: String,
+    /// What the flow is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What starts a run.
+    pub trigger: Trigger,
+    /// The steps, run in order unless a step says otherwise.
+    pub steps: Vec<Step>,
+}
+
+/// What starts a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// A POST to the flow's unguessable `/hooks/{token}` URL; the request
+    /// body (JSON) is the run's input.
+    Webhook {
+        /// Require an `X-Kura-Signature: sha256=<hex>` header: HMAC-SHA256
+        /// of the body under the flow's webhook secret.
+        #[serde(default)]
+        verify_signature: bool,
+    },
+    /// Only through the API, with an input document.
+    Manual {},
+    /// A cron expression (5 or 6 fields) in a time zone.
+    Schedule {
+        /// The cron expression, e.g. `0 9 * * MON-FRI`.
+        cron: String,
+        /// An IANA time zone, e.g. `Europe/Paris`; UTC by default.
+        #[serde(default = "utc")]
+        timezone: String,
+    },
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    /// Unique in the flow: `[a-z][a-z0-9_]*`, at most 64 characters. Later
+    /// steps read its output as `steps.<id>`.
+    pub id: String,
+    /// What the step does.
+    #[serde(flatten)]
+    pub action: Action,
+    /// The step to run next instead of the following one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Retries before the step counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// What a failure does.
+    #[serde(default, skip_serializing_if = "OnError::is_default")]
+    pub on_error: OnError,
+}
+
+/// Retry policy: exponential back-off with full jitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Tries in all, 1–10.
+    pub max_attempts: u32,
+    /// The first back-off, in milliseconds (default 200).
+    #[serde(default = "initial_backoff")]
+    pub initial_backoff_ms: u64,
+    /// The longest back-off, in milliseconds (default 10,000).
+    #[serde(default = "max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+fn initial_backoff() -> u64 {
+    200
+}
+
+fn max_backoff() -> u64 {
+    10_000
+}
+
+/// What a step's failure does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The run fails (the default).
+    #[default]
+    Fail,
+    /// The error is recorded and the run goes on with the next step.
+    Continue,
+    /// The run goes on at this step (an error branch); the error is in
+    /// `steps.<id>.error`.
+    Goto(String),
+}
+
+impl OnError {
+    fn is_default(&self) -> bool {
+        *self == OnError::Fail
+    }
+}
+
+/// The step kinds. Expressions are minijinja expressions
+/// (`input.total * 2`); templates are minijinja templates
+/// (`https://example.com/{{ input.id }}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Computes fields: each value is an expression; the output is the map
+    /// of results.
+    Transform {
+        /// Field name → expression.
+        set: BTreeMap<String, String>,
+    },
+    /// Goes to the first branch whose expression is true, else `otherwise`
+    /// (else the following step).
+    Condition {
+        /// The branches, tried in order.
+        branches: Vec<Branch>,
+        /// The step when no branch matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        otherwise: Option<String>,
+    },
+    /// Answers the webhook request that started the run (the run goes on).
+    Respond {
+        /// The HTTP status (default 200).
+        #[serde(default = "ok_status")]
+        status: u16,
+        /// An expression whose value is the JSON body.
+        body: String,
+    },
+    /// Reads a value of the team's key-value store (`null` when absent).
+    StoreGet {
+        /// A template for the key.
+        key: String,
+    },
+    /// Writes a value to the team's key-value store.
+    StoreSet {
+        /// A template for the key.
+        key: String,
+        /// An expression for the value.
+        value: String,
+    },
+    /// An outbound HTTP request (checked against the SSRF policy).
+    Http {
+        /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
+        method: String,
+        /// A template for the URL (`http` or `https`).
+        url: String,
+        /// Header name → template.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        /// The request body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<HttpBody>,
+        /// The name of a team credential used to authenticate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+        /// The time limit in milliseconds (default 10,000, at most 60,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Pauses the run; a worker resumes it when the time has come (it
+    /// survives restarts). Give `seconds` or `until`, not both.
+    Delay {
+        /// Seconds to wait (at most 30 days).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        /// An expression for an RFC 3339 time to wait until (a time in the
+        /// past does not wait; at most 30 days ahead).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// Starts a run of another flow of the same team (queued; this run
+    /// goes on). The output is the new run's id. A resumed run does not
+    /// start it twice: the child run's id is derived from the step's
+    /// idempotency key.
+    CallFlow {
+        /// The flow's id.
+        flow: String,
+        /// An expression for the child run's input (default: this run's
+        /// input).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// Fails the run with a message (for error branches).
+    Fail {
+        /// A template for the message.
+        message: String,
+    },
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// One branch of a condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    /// An expression; the branch is taken when it is true.
+    pub when: String,
+    /// The step to go to.
+    pub goto: String,
+}
+
+/// An HTTP request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpBody {
+    /// An expression whose value is sent as JSON.
+    Json {
+        /// The expression.
+        value: String,
+    },
+    /// Fields sent as `application/x-www-form-urlencoded`.
+    Form {
+        /// Field → template.
+        fields: BTreeMap<String, String>,
+    },
+    /// A template sent as-is.
+    Raw {
+        /// The template.
+        content: String,
+        /// Its media type.
+        content_type: String,
+    },
+}
+
+/// The step kinds a document may use.
+pub const STEP_KINDS: &[&str] = &[
+    "transform",
+    "condition",
+    "respond",
+    "store_get",
+    "store_set",
+    "http",
+    "delay",
+    "call_flow",
+    "fail",
+];
+
+impl Action {
+    /// Whether running the step twice could do something twice outside the
+    /// run (such steps are recorded as started before they run and carry
+    /// an idempotency key).
+    pub fn has_side_effects(&self) -> bool {
+        matches!(
+            self,
+            Action::Http { .. } | Action::StoreSet { .. } | Action::CallFlow { .. }
+        )
+    }
+
+    /// Its kind's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Transform { .. } => "transform",
+            Action::Condition { .. } => "condition",
+            Action::Respond { .. } => "respond",
+            Action::StoreGet { .. } => "store_get",
+            Action::StoreSet { .. } => "store_set",
+            Action::Http { .. } => "http",
+            Action::Delay { .. } => "delay",
+            Action::CallFlow { .. } => "call_flow",
+            Action::Fail { .. } => "fail",
+        }
+    }
+}
+
+impl FlowDocument {
+    /// The index of a step by id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The step after `index` when nothing else is said.
+    pub fn following(&self, index: usize) -> Option<&str> {
+        self.steps.get(index + 1).map(|s| s.id.as_str())
+    }
+}
+
+/// The JSON Schema of [`FlowDocument`].
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(FlowDocument)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed schema (docs/connect-flow.schema.json) is the one the
+    /// code publishes; regenerate it with `KURA_WRITE_SCHEMA=1`.
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/connect-flow.schema.json");
+        let text = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        if std::env::var_os("KURA_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(committed, text, "run with KURA_WRITE_SCHEMA=1 to update");
+    }
+}

@@ -1,0 +1,219 @@
+//! Unit tests of the Kura Connect store: leases, takeovers, the team
+//! concurrency limit, and schedules that fire once per fire time.
+
+use kura_crypto::DataKey;
+use time::Duration;
+
+use super::*;
+use crate::sqlite::{Durability, SqlitePlatformStore};
+
+fn open(dir: &tempfile::TempDir) -> SqliteConnectStore {
+    let platform = SqlitePlatformStore::open(
+        &dir.path().join("platform.db"),
+        &DataKey::from_bytes([7; 32]),
+        true,
+        Durability::Full,
+        2,
+    )
+    .unwrap();
+    SqliteConnectStore::new(platform.pool().clone())
+}
+
+async fn flow(store: &SqliteConnectStore, team: TeamId, now: OffsetDateTime) -> FlowRecord {
+    let f = FlowRecord {
+        id: FlowId::new(),
+        team,
+        name: "f".into(),
+        enabled: true,
+        version: 1,
+        webhook_token: FlowId::new().to_string(),
+        webhook_secret: vec![1; 32],
+        created_at: now,
+        updated_at: now,
+    };
+    let v = FlowVersionRecord {
+        flow: f.id,
+        version: 1,
+        document: "{}".into(),
+        created_by: "test".into(),
+        created_at: now,
+    };
+    store.create_flow(f.clone(), v).await.unwrap();
+    f
+}
+
+fn new_run(f: &FlowRecord, at: OffsetDateTime) -> NewRun {
+    NewRun {
+        id: RunId::new(),
+        team: f.team,
+        flow: f.id,
+        version: 1,
+        trigger: "manual".into(),
+        input: "{}".into(),
+        context: "{}".into(),
+        first_step: Some("a".into()),
+        at,
+    }
+}
+
+fn step(run: RunId, at: OffsetDateTime) -> StepRecord {
+    StepRecord {
+        run,
+        seq: 1,
+        step: "a".into(),
+        status: "succeeded".into(),
+        input: "{}".into(),
+        output: Some("1".into()),
+        error: None,
+        attempts: 1,
+        idempotency_key: None,
+        started_at: at,
+        finished_at: Some(at),
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_passes_the_run_to_another_worker_and_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let f = flow(&store, TeamId::new(), now).await;
+    let run = new_run(&f, now);
+    let id = run.id;
+    store.insert_run(run).await.unwrap();
+    let a = store
+        .claim_run("a", now, now + Duration::seconds(10), 4, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.id, a.claims), (id, 0));
+    // Within the lease nobody else gets it.
+    let none = store
+        .claim_run(
+            "b",
+            now + Duration::seconds(5),
+            now + Duration::seconds(15),
+            4,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    // After it, worker b takes it over (counted) and a is fenced off.
+    let later = now + Duration::seconds(11);
+    let b = store
+        .claim_run("b", later, later + Duration::seconds(10), 4, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (b.id, b.claims, b.lease_owner.as_deref()),
+        (id, 1, Some("b"))
+    );
+    let advance = |owner: &str| RunAdvance {
+        run: id,
+        owner: owner.into(),
+        step: step(id, later),
+        context: "{\"a\":1}".into(),
+        next_step: None,
+        status: RunStatus::Succeeded,
+        not_before: None,
+        response: None,
+        error: None,
+        lease_until: None,
+        at: later,
+    };
+    assert!(
+        !store.advance(advance("a")).await.unwrap(),
+        "a lost its lease"
+    );
+    assert!(store.steps(id).await.unwrap().is_empty(), "a wrote nothing");
+    assert!(store.advance(advance("b")).await.unwrap());
+    let done = store.run(id).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(store.steps(id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_team_at_its_limit_waits_and_other_teams_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let busy = flow(&store, TeamId::new(), now).await;
+    let other = flow(&store, TeamId::new(), now).await;
+    for _ in 0..2 {
+        store.insert_run(new_run(&busy, now)).await.unwrap();
+    }
+    store.insert_run(new_run(&other, now)).await.unwrap();
+    let lease = now + Duration::seconds(60);
+    let first = store
+        .claim_run("w", now, lease, 1, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.team, busy.team);
+    let second = store
+        .claim_run("w", now, lease, 1, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.team, other.team, "the busy team's second run waits");
+    assert!(
+        store
+            .claim_run("w", now, lease, 1, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A webhook run of the busy team is queued, not claimed.
+    assert!(
+        !store
+            .insert_claimed_run(new_run(&busy, now), "w", lease, 1)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_fires_once_per_fire_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let f = flow(&store, TeamId::new(), now).await;
+    let due_at = now - Duration::seconds(1);
+    store
+        .set_schedule(
+            f.id,
+            Some(ScheduleRecord {
+                flow: f.id,
+                team: f.team,
+                cron: "* * * * *".into(),
+                timezone: "UTC".into(),
+                next_fire_at: due_at,
+            }),
+        )
+        .await
+        .unwrap();
+    let due = store.due_schedules(now).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let next = now + Duration::minutes(1);
+    // Two nodes (or a restart) race for the same fire time: one wins.
+    assert!(
+        store
+            .fire_schedule(&due[0], next, new_run(&f, now))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fire_schedule(&due[0], next, new_run(&f, now))
+            .await
+            .unwrap()
+    );
+    let runs = store.runs(f.team, RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(store.due_schedules(now).await.unwrap().is_empty());
+    // A disabled flow's schedule is not due.
+    store.set_enabled(f.team, f.id, false, now).await.unwrap();
+    assert!(store.due_schedules(next).await.unwrap().is_empty());
+}
