@@ -13,6 +13,7 @@ mod account;
 mod apps;
 mod home;
 mod invite;
+mod keys;
 mod operator;
 mod page;
 mod records;
@@ -120,6 +121,8 @@ pub fn router() -> Router<AppState> {
             post(operator::add_note),
         )
         .route("/console/operator/events", get(operator::events))
+        .route("/console/operator/keys", get(keys::show))
+        .route("/console/operator/keys/rotate", post(keys::rotate))
         .route("/console/teams/{team}/security", get(security::show))
         .route(
             "/console/teams/{team}/mfa-policy",

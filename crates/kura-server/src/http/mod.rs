@@ -59,6 +59,9 @@ pub struct AppState {
     pub edge: Arc<crate::edge::Edge>,
     /// Kura ID's records, for existence checks the policy does not make.
     pub identity_store: Arc<dyn kura_store::IdentityStore>,
+    /// The data-key registry and its KMS: key status and master-key
+    /// rotation for operators.
+    pub keys: kura_store::KeyService,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             container_key: Arc::clone(&installation.container_key),
             edge: Arc::clone(&installation.edge),
             identity_store: installation.identity_store(),
+            keys: installation.storage.keys.clone(),
         }
     }
 }
