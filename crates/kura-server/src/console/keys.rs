@@ -134,6 +134,35 @@ fn stepped_up(p: &Principal) -> Principal {
     p
 }
 
+/// A step-up from a form's TOTP code: verified (and recorded) through
+/// Kura ID, then the principal as it now stands. On failure, the status
+/// and the message to show beside the code field; nothing else happened.
+pub(super) async fn step_up(
+    state: &AppState,
+    who: &Signed,
+    code: &str,
+) -> Result<Principal, (StatusCode, String)> {
+    let code = code.trim();
+    let verified = if code.is_empty() {
+        Err(ApiError::Identity(
+            kura_identity::IdentityError::InvalidCode,
+        ))
+    } else {
+        let audited = state.identity.verify_totp(&who.principal, code).await;
+        finish(state, &who.ctx, audited).await.map(|_| ())
+    };
+    match verified {
+        Ok(()) => Ok(stepped_up(&who.principal)),
+        Err(e) => {
+            let status = match e {
+                ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            Err((status, page::message(&e)))
+        }
+    }
+}
+
 /// `POST /console/operator/keys/rotate`.
 pub async fn rotate(State(state): State<AppState>, p: SessionForm<RotateForm>) -> Response {
     let who = &p.who;
@@ -142,27 +171,16 @@ pub async fn rotate(State(state): State<AppState>, p: SessionForm<RotateForm>) -
     if let Err(e) = permit(&state, who, &who.principal, Action::KeysRead).await {
         return page::api_error_page(&e);
     }
-    let code = p.form.code.trim();
-    let verified = if code.is_empty() {
-        Err(ApiError::Identity(
-            kura_identity::IdentityError::InvalidCode,
-        ))
-    } else {
-        let audited = state.identity.verify_totp(&who.principal, code).await;
-        finish(&state, &who.ctx, audited).await.map(|_| ())
+    let principal = match step_up(&state, who, &p.form.code).await {
+        Ok(p) => p,
+        Err((status, message)) => {
+            return match keys_page(&state, who, None, Some(&message)).await {
+                Ok(m) => page::respond(status, m),
+                Err(e) => page::api_error_page(&e),
+            };
+        }
     };
-    if let Err(e) = verified {
-        let status = match e {
-            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        let message = page::message(&e);
-        return match keys_page(&state, who, None, Some(&message)).await {
-            Ok(m) => page::respond(status, m),
-            Err(e) => page::api_error_page(&e),
-        };
-    }
-    if let Err(e) = permit(&state, who, &stepped_up(&who.principal), Action::KeysManage).await {
+    if let Err(e) = permit(&state, who, &principal, Action::KeysManage).await {
         return page::api_error_page(&e);
     }
     let kms = state.keys.kms();

@@ -11,6 +11,7 @@
 
 mod account;
 mod apps;
+mod firewall;
 mod home;
 mod invite;
 mod keys;
@@ -122,6 +123,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/operator/events", get(operator::events))
         .route("/console/operator/keys", get(keys::show))
+        .route(
+            "/console/operator/firewall",
+            get(firewall::show).post(firewall::save),
+        )
         .route("/console/operator/keys/rotate", post(keys::rotate))
         .route("/console/teams/{team}/security", get(security::show))
         .route(

@@ -26,6 +26,8 @@ pub enum Nav {
     Events,
     /// Operators: the master key.
     Keys,
+    /// Operators: the platform firewall.
+    Firewall,
 }
 
 /// What the shell needs to know about the person.
@@ -63,6 +65,7 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
                                     li { a href="/console/operator/incidents" aria-current=[current(nav, Nav::Incidents)] { "Incidents" } }
                                     li { a href="/console/operator/events" aria-current=[current(nav, Nav::Events)] { "Security events" } }
                                     li { a href="/console/operator/keys" aria-current=[current(nav, Nav::Keys)] { "Keys" } }
+                                    li { a href="/console/operator/firewall" aria-current=[current(nav, Nav::Firewall)] { "Firewall" } }
                                 }
                                 li { a href="/console/account" aria-current=[current(nav, Nav::Account)] { "Account & sessions" } }
                                 li { a href="/console/tokens" aria-current=[current(nav, Nav::Tokens)] { "API tokens" } }

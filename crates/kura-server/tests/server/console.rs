@@ -5,7 +5,7 @@
 //! recovery code, teams, hosts, apps and their schema, invitations, CSRF
 //! refusal, the return to the page after an ended session, incidents and
 //! the event search, the operator's key status and a master-key rotation
-//! confirmed with a fresh TOTP code, and passkey registration and sign-in through
+//! confirmed with a fresh TOTP code, the platform firewall lists, and passkey registration and sign-in through
 //! Chromium's virtual authenticator; it saves a screenshot of every page
 //! open when a scenario fails.
 //!
@@ -93,5 +93,15 @@ async fn console_works_in_chromium() {
     assert_eq!(
         rotations[0].details.get("version"),
         Some(&serde_json::json!(2))
+    );
+    // The firewall was changed once (the refused attempts changed nothing).
+    let firewall: Vec<_> = events
+        .iter()
+        .filter(|e| e.action.as_str() == "edge.firewall.changed")
+        .collect();
+    assert_eq!(firewall.len(), 1, "{firewall:?}");
+    assert_eq!(
+        firewall[0].details.get("after"),
+        Some(&serde_json::json!({"allow": [], "deny": ["203.0.113.0/24", "198.51.100.7/32"]}))
     );
 }

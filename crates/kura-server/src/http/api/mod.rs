@@ -18,7 +18,7 @@ mod apps;
 mod apps_openapi;
 pub(crate) mod auth;
 mod body;
-mod edge;
+pub(crate) mod edge;
 pub(crate) mod error;
 mod events;
 mod incident_channels;

@@ -518,6 +518,31 @@ await scenario('an operator sees the key status and rotates the master key with 
   check(await op.locator('#events tbody tr').count() === 1, 'the rotation is in the security log');
 });
 
+await scenario('an operator replaces the platform firewall lists; bad entries and a wrong code change nothing', async () => {
+  await op.click('nav >> text=Firewall');
+  await op.waitForURL(`${base}/console/operator/firewall`);
+  check(await op.locator('text=Never changed').isVisible(), 'the firewall starts unchanged');
+  await op.fill('#f-deny', '203.0.113.0/24\nnot-a-range');
+  await op.click('button:has-text("Save firewall")');
+  check(await op.locator('#f-deny-error').isVisible(), 'an invalid range is refused beside the deny list');
+  check((await op.textContent('#f-deny-error')).includes('not-a-range'), 'the error names the entry');
+  check((await op.inputValue('#f-deny')).includes('not-a-range'), 'the input is kept');
+  check(await op.locator('text=Never changed').isVisible(), 'nothing changed');
+  await shoot(op, 'firewall-error');
+  await op.fill('#f-deny', '203.0.113.0/24\n198.51.100.7');
+  await op.fill('#f-code', '000000');
+  await op.click('button:has-text("Save firewall")');
+  check(await op.locator('#f-code-error').isVisible(), 'a wrong code is refused beside the field');
+  check(await op.locator('text=Never changed').isVisible(), 'a wrong code changes nothing');
+  await op.fill('#f-code', await freshCode());
+  await op.click('button:has-text("Save firewall")');
+  await op.waitForURL(/\/console\/operator\/firewall\?ok=saved$/);
+  check((await op.textContent('#firewall-version')).trim() === '1', 'the lists are at version 1');
+  const deny = (await op.inputValue('#f-deny')).split('\n');
+  check(deny.includes('203.0.113.0/24') && deny.includes('198.51.100.7/32'), `the deny list is stored (${deny})`);
+  await shoot(op, 'firewall');
+});
+
 await scenario('passkey registration and sign-in through the virtual authenticator', async () => {
   const cdp = await op.context().newCDPSession(op);
   await cdp.send('WebAuthn.enable');
