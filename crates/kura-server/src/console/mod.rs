@@ -31,7 +31,7 @@ use http::{HeaderValue, header};
 use crate::http::AppState;
 
 /// The stylesheet's path (versioned by content so it can be cached for long).
-const CSS_PATH: &str = "/console/assets/console-v1.css";
+const CSS_PATH: &str = "/console/assets/console-v2.css";
 /// The script's path.
 const JS_PATH: &str = "/console/assets/console-v1.js";
 const CSS: &str = include_str!("assets/console.css");
