@@ -20,7 +20,8 @@ use crate::mfa::MfaStrength;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatorRole {
-    /// Hosts: create, configure, move; lists teams to do so; manages operators.
+    /// Hosts: create, configure, move; lists teams to do so; manages
+    /// operators and the master key.
     ServerAdmin,
     /// Apps' operations (backups, restores, start/stop), never their records.
     DatabaseAdmin,
@@ -91,6 +92,11 @@ pub enum Action {
     EdgeManage,
     /// Create operator accounts and grant operator roles (platform).
     OperatorsManage,
+    /// See the master key's versions and how many data keys each wraps
+    /// (platform).
+    KeysRead,
+    /// Rotate the master key (platform).
+    KeysManage,
     /// Read a team's metadata.
     TeamRead,
     /// Change a team's settings (name, MFA requirement) or delete it.
@@ -151,6 +157,8 @@ text_enum!(Action {
     IncidentsManage => "platform.incidents.manage",
     EdgeManage => "platform.edge.manage",
     OperatorsManage => "platform.operators.manage",
+    KeysRead => "platform.keys.read",
+    KeysManage => "platform.keys.manage",
     TeamRead => "team.read",
     TeamManage => "team.manage",
     MembersRead => "team.members.read",
@@ -183,7 +191,7 @@ impl Action {
         use Action::*;
         match self {
             TeamsList | TeamsCreate | PlatformEventsRead | IncidentsManage | EdgeManage
-            | OperatorsManage => Scope::Platform,
+            | OperatorsManage | KeysRead | KeysManage => Scope::Platform,
             AccountManage | OwnAccountRead | OwnCredentialsChange | OwnMfaEnrol => Scope::Account,
             _ => Scope::Team,
         }
@@ -199,6 +207,7 @@ impl Action {
                 | MembersManage
                 | ServiceTokensManage
                 | OperatorsManage
+                | KeysManage
                 | EdgeManage
                 | AccountManage
                 | OwnCredentialsChange
@@ -445,7 +454,14 @@ pub fn operator_role_allows(role: OperatorRole, action: Action) -> bool {
     match role {
         OperatorRole::ServerAdmin => matches!(
             action,
-            TeamsList | TeamsCreate | OperatorsManage | TeamRead | HostsRead | HostsManage
+            TeamsList
+                | TeamsCreate
+                | OperatorsManage
+                | KeysRead
+                | KeysManage
+                | TeamRead
+                | HostsRead
+                | HostsManage
         ),
         OperatorRole::DatabaseAdmin => matches!(action, AppsRead | AppsOperate),
         OperatorRole::NetworkAdmin => matches!(action, EdgeManage | FirewallRead | FirewallManage),

@@ -3345,7 +3345,7 @@ mod apps_import;
 #[path = "server/incident_channels.rs"]
 mod incident_channels;
 
-#[path = "server/console.rs"]
-mod console;
 #[path = "server/connect.rs"]
 mod connect;
+#[path = "server/console.rs"]
+mod console;

@@ -71,6 +71,8 @@ const MATRIX: &[(Action, &str)] = &[
     (Action::IncidentsManage, "...Y.|....."),
     (Action::EdgeManage, "..Y..|....."),
     (Action::OperatorsManage, "Y....|....."),
+    (Action::KeysRead, "Y....|....."),
+    (Action::KeysManage, "Y....|....."),
     (Action::TeamRead, "Y...Y|YYYYY"),
     (Action::TeamManage, ".....|Y...."),
     (Action::MembersRead, "....Y|YYY.Y"),

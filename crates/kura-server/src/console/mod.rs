@@ -11,8 +11,10 @@
 
 mod account;
 mod apps;
+mod firewall;
 mod home;
 mod invite;
+mod keys;
 mod operator;
 mod page;
 mod records;
@@ -29,7 +31,7 @@ use http::{HeaderValue, header};
 use crate::http::AppState;
 
 /// The stylesheet's path (versioned by content so it can be cached for long).
-const CSS_PATH: &str = "/console/assets/console-v1.css";
+const CSS_PATH: &str = "/console/assets/console-v2.css";
 /// The script's path.
 const JS_PATH: &str = "/console/assets/console-v1.js";
 const CSS: &str = include_str!("assets/console.css");
@@ -120,6 +122,12 @@ pub fn router() -> Router<AppState> {
             post(operator::add_note),
         )
         .route("/console/operator/events", get(operator::events))
+        .route("/console/operator/keys", get(keys::show))
+        .route(
+            "/console/operator/firewall",
+            get(firewall::show).post(firewall::save),
+        )
+        .route("/console/operator/keys/rotate", post(keys::rotate))
         .route("/console/teams/{team}/security", get(security::show))
         .route(
             "/console/teams/{team}/mfa-policy",

@@ -24,6 +24,10 @@ pub enum Nav {
     Incidents,
     /// Operators: the security event search.
     Events,
+    /// Operators: the master key.
+    Keys,
+    /// Operators: the platform firewall.
+    Firewall,
 }
 
 /// What the shell needs to know about the person.
@@ -60,6 +64,8 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
                                 @if chrome.operator {
                                     li { a href="/console/operator/incidents" aria-current=[current(nav, Nav::Incidents)] { "Incidents" } }
                                     li { a href="/console/operator/events" aria-current=[current(nav, Nav::Events)] { "Security events" } }
+                                    li { a href="/console/operator/keys" aria-current=[current(nav, Nav::Keys)] { "Keys" } }
+                                    li { a href="/console/operator/firewall" aria-current=[current(nav, Nav::Firewall)] { "Firewall" } }
                                 }
                                 li { a href="/console/account" aria-current=[current(nav, Nav::Account)] { "Account & sessions" } }
                                 li { a href="/console/tokens" aria-current=[current(nav, Nav::Tokens)] { "API tokens" } }

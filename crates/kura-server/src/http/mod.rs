@@ -64,6 +64,9 @@ pub struct AppState {
     pub connect: kura_connect::Connect,
     /// The largest webhook body Kura Connect takes.
     pub webhook_body_limit: usize,
+    /// The data-key registry and its KMS: key status and master-key
+    /// rotation for operators.
+    pub keys: kura_store::KeyService,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
             identity_store: installation.identity_store(),
             connect: installation.connect.clone(),
             webhook_body_limit: config.connect.webhook_body_limit_bytes,
+            keys: installation.storage.keys.clone(),
         }
     }
 }

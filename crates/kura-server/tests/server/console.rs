@@ -4,7 +4,8 @@
 //! (codes from the independent `otpauth` package), sign-in with TOTP and a
 //! recovery code, teams, hosts, apps and their schema, invitations, CSRF
 //! refusal, the return to the page after an ended session, incidents and
-//! the event search, and passkey registration and sign-in through
+//! the event search, the operator's key status and a master-key rotation
+//! confirmed with a fresh TOTP code, the platform firewall lists, and passkey registration and sign-in through
 //! Chromium's virtual authenticator; it saves a screenshot of every page
 //! open when a scenario fails.
 //!
@@ -77,4 +78,30 @@ async fn console_works_in_chromium() {
         .filter(|e| e.details.get("reason") == Some(&serde_json::json!("csrf")))
         .count();
     assert!(denied >= 2, "CSRF refusals recorded: {denied}");
+    // The rotation confirmed with a fresh code was recorded once, by the
+    // operator's account; the wrong code before it as a failed MFA check.
+    let events = super::kura_id_api::logged_actions(&server.events).await;
+    let rotations: Vec<_> = events
+        .iter()
+        .filter(|e| e.action.as_str() == "keys.master.rotated")
+        .collect();
+    assert_eq!(rotations.len(), 1, "{rotations:?}");
+    assert!(matches!(
+        rotations[0].actor,
+        kura_types::Actor::Account { .. }
+    ));
+    assert_eq!(
+        rotations[0].details.get("version"),
+        Some(&serde_json::json!(2))
+    );
+    // The firewall was changed once (the refused attempts changed nothing).
+    let firewall: Vec<_> = events
+        .iter()
+        .filter(|e| e.action.as_str() == "edge.firewall.changed")
+        .collect();
+    assert_eq!(firewall.len(), 1, "{firewall:?}");
+    assert_eq!(
+        firewall[0].details.get("after"),
+        Some(&serde_json::json!({"allow": [], "deny": ["203.0.113.0/24", "198.51.100.7/32"]}))
+    );
 }

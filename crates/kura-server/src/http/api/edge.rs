@@ -12,13 +12,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use kura_identity::{Action, Resource};
+use kura_identity::{Action, Principal, Resource};
 use kura_store::StoreError;
 use kura_types::{Actor, Outcome, SecurityEvent, TeamId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::auth::{Auth, finish};
+use super::auth::{Auth, Ctx, finish};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::parse_id;
@@ -31,12 +31,12 @@ use crate::http::AppState;
 /// A policy as shown: its content and version (0: never set).
 #[derive(Debug, Serialize)]
 pub struct PolicyOut<T: Serialize> {
-    scope: String,
-    version: u64,
-    updated_at: Option<String>,
-    updated_by: Option<String>,
+    pub(crate) scope: String,
+    pub(crate) version: u64,
+    pub(crate) updated_at: Option<String>,
+    pub(crate) updated_by: Option<String>,
     #[serde(flatten)]
-    policy: T,
+    pub(crate) policy: T,
 }
 
 /// One WAF rule, for the catalogue.
@@ -68,7 +68,7 @@ pub struct Versioned<T> {
     pub(super) policy: T,
 }
 
-pub(super) fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
+pub(crate) fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
     state: &AppState,
     scope: Scope,
     kind: Kind,
@@ -98,7 +98,7 @@ pub(super) fn current<T: Serialize + serde::de::DeserializeOwned + Default>(
 /// Applies a validated change with its event.
 pub(super) async fn store<T: Serialize>(
     state: &AppState,
-    auth: &Auth,
+    (principal, ctx): (&Principal, &Ctx),
     scope: Scope,
     kind: Kind,
     policy: &T,
@@ -123,7 +123,7 @@ pub(super) async fn store<T: Serialize>(
     let action = kura_types::Action::parse(&format!("edge.{}.changed", kind.as_str()))
         .map_err(|_| ApiError::EventNotRecorded)?;
     let actor = Actor::Account {
-        id: auth.principal.account.to_string(),
+        id: principal.account.to_string(),
     };
     let mut event = SecurityEvent::new(state.clock.now(), actor.clone(), action, Outcome::Success)
         .with_target(scope.to_string())
@@ -134,7 +134,7 @@ pub(super) async fn store<T: Serialize>(
     if let Some(team) = team {
         event = event.with_team(team);
     }
-    let record = kura_events::prepare(auth.ctx.decorate(event)).map_err(|e| {
+    let record = kura_events::prepare(ctx.decorate(event)).map_err(|e| {
         tracing::error!(error = %e, "edge change event not prepared");
         ApiError::EventNotRecorded
     })?;
@@ -161,8 +161,8 @@ pub(super) async fn store<T: Serialize>(
 
 /// Refuses firewall lists that would shut out the requester: an operator
 /// who cannot reach the platform cannot undo the change.
-pub(super) fn lockout(auth: &Auth, rules: &FirewallRules) -> Result<(), ApiError> {
-    if let Some(ip) = auth.ctx.source
+pub(super) fn lockout(ctx: &Ctx, rules: &FirewallRules) -> Result<(), ApiError> {
+    if let Some(ip) = ctx.source
         && !rules.permits(Some(ip))
     {
         return Err(ApiError::Conflict(format!(
@@ -218,25 +218,51 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> Result<Json<Edge
     }))
 }
 
+/// Replaces the platform firewall lists: the policy check
+/// (`platform.edge.manage`), validation (an invalid list answers
+/// [`ApiError::Invalid`] for `firewall`), the lock-out refusal and the
+/// compare-and-swap store with its event. The admin API and the console
+/// both change the platform firewall through this one function.
+pub(crate) async fn replace_platform_firewall(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Ctx,
+    wanted: &FirewallPolicy,
+    expected: Option<u64>,
+) -> Result<(u64, FirewallPolicy), ApiError> {
+    let audited = state
+        .identity
+        .check(principal, Action::EdgeManage, &Resource::Platform);
+    finish(state, ctx, audited).await?;
+    let rules =
+        FirewallRules::parse(wanted).map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
+    lockout(ctx, &rules)?;
+    let policy = rules.to_policy();
+    let version = store(
+        state,
+        (principal, ctx),
+        Scope::Platform,
+        Kind::Firewall,
+        &policy,
+        expected,
+        None,
+    )
+    .await?;
+    Ok((version, policy))
+}
+
 /// `PUT /api/v1/edge/firewall`.
 pub async fn set_platform_firewall(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<Versioned<FirewallPolicy>>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&state, &auth, Action::EdgeManage, Resource::Platform).await?;
-    let rules = FirewallRules::parse(&body.policy)
-        .map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
-    lockout(&auth, &rules)?;
-    let policy = rules.to_policy();
-    let version = store(
+    let (version, policy) = replace_platform_firewall(
         &state,
-        &auth,
-        Scope::Platform,
-        Kind::Firewall,
-        &policy,
+        &auth.principal,
+        &auth.ctx,
+        &body.policy,
         body.version,
-        None,
     )
     .await?;
     Ok(Json(
@@ -256,7 +282,7 @@ pub async fn set_rate_limits(
         .map_err(|e| ApiError::invalid(format!("rate_limits.{}", e.field), e.message))?;
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         Scope::Platform,
         Kind::RateLimits,
         &body.policy,
@@ -281,7 +307,7 @@ pub async fn set_platform_waf(
         .map_err(|e| ApiError::invalid("rules", e.to_string()))?;
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         Scope::Platform,
         Kind::Waf,
         &body.policy,
@@ -318,12 +344,12 @@ pub async fn set_team_firewall(
     team_exists(&state, team).await?;
     let rules = FirewallRules::parse(&body.policy)
         .map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
-    lockout(&auth, &rules)?;
+    lockout(&auth.ctx, &rules)?;
     let policy = rules.to_policy();
     let scope = Scope::Team(team);
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         scope,
         Kind::Firewall,
         &policy,
@@ -365,7 +391,7 @@ pub async fn set_team_waf(
     let scope = Scope::Team(team);
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         scope,
         Kind::Waf,
         &body.policy,

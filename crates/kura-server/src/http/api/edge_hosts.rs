@@ -60,11 +60,11 @@ pub async fn set_host_firewall(
     let (team, scope) = host_scope(&state, &auth, &team, &host, Action::FirewallManage).await?;
     let rules = FirewallRules::parse(&body.policy)
         .map_err(|e| ApiError::invalid("firewall", e.to_string()))?;
-    lockout(&auth, &rules)?;
+    lockout(&auth.ctx, &rules)?;
     let policy = rules.to_policy();
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         scope,
         Kind::Firewall,
         &policy,
@@ -101,7 +101,7 @@ pub async fn set_host_waf(
         .map_err(|e| ApiError::invalid("rules", e.to_string()))?;
     let version = store(
         &state,
-        &auth,
+        (&auth.principal, &auth.ctx),
         scope,
         Kind::Waf,
         &body.policy,

@@ -23,7 +23,7 @@ mod body;
 mod connect;
 mod connect_openapi;
 mod connect_runs;
-mod edge;
+pub(crate) mod edge;
 mod edge_hosts;
 pub(crate) mod error;
 mod events;

@@ -487,6 +487,62 @@ await scenario('an operator opens an incident, triages it and searches security 
   await shoot(op, 'events');
 });
 
+await scenario('an operator sees the key status and rotates the master key with a fresh code', async () => {
+  await op.goto(`${base}/console/`);
+  await op.click('nav >> text=Keys');
+  await op.waitForURL(`${base}/console/operator/keys`);
+  const row = (v) => op.locator(`#key-versions tr[data-version="${v}"]`);
+  check(await row(1).count() === 1 && await row(2).count() === 0, 'one master key version before the rotation');
+  check((await row(1).locator('td[data-label=State]').textContent()).trim() === 'current', 'version 1 is current');
+  const before = Number((await row(1).locator('td[data-label="Data keys"]').textContent()).trim());
+  check(before >= 1, `the platform key at least is counted (${before})`);
+  // Without a code, and with a wrong one, nothing is rotated.
+  await op.click('button:has-text("Rotate master key")');
+  check(await op.locator('#f-code-error').isVisible(), 'a missing code is refused beside the field');
+  await op.fill('#f-code', '000000');
+  await op.click('button:has-text("Rotate master key")');
+  check(await op.locator('#f-code-error').isVisible(), 'a wrong code is refused beside the field');
+  check(await row(2).count() === 0, 'a wrong code rotates nothing');
+  await shoot(op, 'keys-error');
+  await op.fill('#f-code', await freshCode());
+  await op.click('button:has-text("Rotate master key")');
+  await op.waitForURL(/\/console\/operator\/keys\?ok=rotated$/);
+  check((await row(2).locator('td[data-label=State]').textContent()).trim() === 'current', 'version 2 is current');
+  check((await row(1).locator('td[data-label=State]').textContent()).trim() === 'previous', 'version 1 is previous');
+  check(Number((await row(2).locator('td[data-label="Data keys"]').textContent()).trim()) === before, 'every data key moved to version 2');
+  check(Number((await row(1).locator('td[data-label="Data keys"]').textContent()).trim()) === 0, 'none is left under version 1');
+  await shoot(op, 'keys');
+  await op.click('nav >> text=Security events');
+  await op.fill('#f-action', 'keys.master.rotated');
+  await op.click('button:has-text("Search")');
+  check(await op.locator('#events tbody tr').count() === 1, 'the rotation is in the security log');
+});
+
+await scenario('an operator replaces the platform firewall lists; bad entries and a wrong code change nothing', async () => {
+  await op.click('nav >> text=Firewall');
+  await op.waitForURL(`${base}/console/operator/firewall`);
+  check(await op.locator('text=Never changed').isVisible(), 'the firewall starts unchanged');
+  await op.fill('#f-deny', '203.0.113.0/24\nnot-a-range');
+  await op.click('button:has-text("Save firewall")');
+  check(await op.locator('#f-deny-error').isVisible(), 'an invalid range is refused beside the deny list');
+  check((await op.textContent('#f-deny-error')).includes('not-a-range'), 'the error names the entry');
+  check((await op.inputValue('#f-deny')).includes('not-a-range'), 'the input is kept');
+  check(await op.locator('text=Never changed').isVisible(), 'nothing changed');
+  await shoot(op, 'firewall-error');
+  await op.fill('#f-deny', '203.0.113.0/24\n198.51.100.7');
+  await op.fill('#f-code', '000000');
+  await op.click('button:has-text("Save firewall")');
+  check(await op.locator('#f-code-error').isVisible(), 'a wrong code is refused beside the field');
+  check(await op.locator('text=Never changed').isVisible(), 'a wrong code changes nothing');
+  await op.fill('#f-code', await freshCode());
+  await op.click('button:has-text("Save firewall")');
+  await op.waitForURL(/\/console\/operator\/firewall\?ok=saved$/);
+  check((await op.textContent('#firewall-version')).trim() === '1', 'the lists are at version 1');
+  const deny = (await op.inputValue('#f-deny')).split('\n');
+  check(deny.includes('203.0.113.0/24') && deny.includes('198.51.100.7/32'), `the deny list is stored (${deny})`);
+  await shoot(op, 'firewall');
+});
+
 await scenario('passkey registration and sign-in through the virtual authenticator', async () => {
   const cdp = await op.context().newCDPSession(op);
   await cdp.send('WebAuthn.enable');
