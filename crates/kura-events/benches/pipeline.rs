@@ -67,6 +67,11 @@ async fn open_log(dir: &std::path::Path) -> (LogSink, kura_store::Storage) {
         Arc::new(SystemClock),
         EventLogOptions {
             checkpoint_every: 10_000,
+            // `KURA_BENCH_SPLIT_VERIFY_AT=0` walks the log in one piece.
+            split_verify_at: match env_u64("KURA_BENCH_SPLIT_VERIFY_AT", 100_000) {
+                0 => u64::MAX,
+                n => n,
+            },
             ..EventLogOptions::default()
         },
     )
