@@ -521,8 +521,11 @@ async fn unknown_accounts_and_wrong_passwords_look_the_same() {
     // The unknown account ran a real Argon2 verification (the dummy hash):
     // its fastest time is of the same order as the wrong password's.
     let (unknown, wrong) = (timings[0].as_secs_f64(), timings[1].as_secs_f64());
+    // Skipping the hash would make the unknown account about twenty times
+    // faster; noise on a loaded machine only ever adds time, so the upper
+    // bound is loose.
     assert!(
-        unknown > wrong * 0.25 && unknown < wrong * 4.0,
+        unknown > wrong * 0.25 && unknown < wrong * 10.0,
         "unknown {unknown:.3}s vs wrong password {wrong:.3}s"
     );
 }
