@@ -230,9 +230,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for SessionForm<T> {
             return Err(Refusal::SignIn(referer_path(&parts.headers)));
         };
         let presented = field(&fields, "csrf").unwrap_or("");
-        if !kura_crypto::hmac::HmacKey::new(token.as_bytes())
-            .verify_hex(crate::http::api::auth::CSRF_LABEL, presented)
-        {
+        if !crate::http::api::auth::csrf_valid(&token, presented) {
             return Err(refuse_csrf(state, &ctx).await);
         }
         let who = authenticate(&parts, state).await?;

@@ -28,7 +28,7 @@ use crate::http::middleware::RequestId;
 pub const SESSION_COOKIE: &str = "__Host-kura_session";
 /// The header carrying the CSRF token of a cookie session.
 pub const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
-pub(crate) const CSRF_LABEL: &[u8] = b"kura csrf v1";
+const CSRF_LABEL: &[u8] = b"kura csrf v1";
 
 /// The request's facts for security events.
 #[derive(Debug, Clone, Default)]
@@ -194,13 +194,16 @@ pub fn csrf_token(session_token: &str) -> String {
     HmacKey::new(session_token.as_bytes()).sign_hex(CSRF_LABEL)
 }
 
+/// Whether `presented` is the CSRF token of `session_token` (constant time).
+pub(crate) fn csrf_valid(session_token: &str, presented: &str) -> bool {
+    HmacKey::new(session_token.as_bytes()).verify_hex(CSRF_LABEL, presented)
+}
+
 fn csrf_matches(headers: &HeaderMap, session_token: &str) -> bool {
     headers
         .get(&CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|presented| {
-            HmacKey::new(session_token.as_bytes()).verify_hex(CSRF_LABEL, presented)
-        })
+        .is_some_and(|presented| csrf_valid(session_token, presented))
 }
 
 /// Records one event with the request's facts; fails the request if it

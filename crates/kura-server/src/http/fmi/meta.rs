@@ -179,10 +179,14 @@ pub async fn login(
                     .authenticate_api_token(secret, Some(peer.ip()))
                     .await
                     .into_parts();
+                // As everywhere: an event that cannot be recorded fails the
+                // sign-in instead of being dropped.
                 for e in &events {
-                    if let Ok(ev) = e.to_security_event() {
-                        let _ = state.events.record(ev).await;
-                    }
+                    let ev = e.to_security_event().map_err(|_| FmError::code(-1))?;
+                    state.events.record(ev).await.map_err(|err| {
+                        tracing::error!(error = %err, "sign-in event not recorded");
+                        FmError::code(-1)
+                    })?;
                 }
                 let allowed = principal.as_ref().is_ok_and(|p| {
                     kura_identity::authorize(
