@@ -97,7 +97,7 @@ pub use mfa::{
 pub use passkey::PasskeyConfig;
 pub use password::{
     HashError, HashParams, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordRejection, Passwords,
-    check_password_policy, common_password_count, is_common_password,
+    check_password_policy, common_password_count, is_common_password, run_hashing,
 };
 pub use policy::{
     AccountTarget, Action, Credential, Decision, DenyReason, MfaMethod, OperatorRole, Principal,

@@ -88,6 +88,34 @@ pub fn check_password_policy(password: &SecretString) -> Result<(), PasswordReje
     Ok(())
 }
 
+/// How many Argon2id computations may run at once in the whole process:
+/// one per core. Each holds its memory cost (19 MiB at the OWASP setting)
+/// while it runs, so without a bound a burst of sign-ins — or an attacker
+/// sending many — would hold hundreds of megabytes and starve every other
+/// blocking task; with it, more concurrent sign-ins only queue, and the
+/// hashing throughput is the same because the work is CPU-bound anyway.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::sync::Semaphore::new(cores)
+});
+
+/// Runs password-hashing work (hash, verify, dummy verify) on a blocking
+/// thread once one of the process-wide hashing slots is free (see
+/// `HASHING`). Every Argon2id computation in Kura goes through here.
+pub async fn run_hashing<T, F>(work: F) -> Result<T, HashError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let _slot = HASHING
+        .acquire()
+        .await
+        .map_err(|e| HashError(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| HashError(e.to_string()))
+}
+
 /// Hashing failed (bad parameters or a broken random generator).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("password hashing failed: {0}")]
@@ -212,6 +240,39 @@ mod tests {
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn hashing_work_never_runs_on_more_threads_than_cores() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..cores * 4)
+                .map(|_| {
+                    let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                    tokio::spawn(run_hashing(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    }))
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task").expect("hashing slot");
+            }
+        });
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=cores).contains(&most),
+            "{most} ran at once on {cores} cores"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Apps {
                 kura_identity::check_password_policy(&password)
                     .map_err(|e| AppsError::invalid("password", e.to_string()))?;
                 let passwords = Arc::clone(&self.passwords);
-                let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
+                let hash = kura_identity::run_hashing(move || passwords.hash(&password))
                     .await
                     .map_err(|e| AppsError::Store(StoreError::Worker(e.to_string())))?
                     .map_err(|e| AppsError::Store(StoreError::Worker(e.to_string())))?;

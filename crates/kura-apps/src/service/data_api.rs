@@ -117,14 +117,13 @@ impl Apps {
                     password.clone(),
                     r.password_hash.clone().unwrap_or_default(),
                 );
-                tokio::task::spawn_blocking(move || passwords.verify(&password, &hash))
+                kura_identity::run_hashing(move || passwords.verify(&password, &hash))
                     .await
                     .unwrap_or(false)
             }
             (AppCredential::Password { password, .. }, _) => {
                 let (passwords, password) = (Arc::clone(&self.passwords), password.clone());
-                let _ =
-                    tokio::task::spawn_blocking(move || passwords.verify_dummy(&password)).await;
+                let _ = kura_identity::run_hashing(move || passwords.verify_dummy(&password)).await;
                 false
             }
             (AppCredential::KuraId(_), Some(r)) => r.kind == "kura_id",
@@ -167,8 +166,7 @@ impl Apps {
                 password.clone(),
                 row.name.clone(),
             );
-            if let Ok(Ok(new)) =
-                tokio::task::spawn_blocking(move || passwords.hash(&password)).await
+            if let Ok(Ok(new)) = kura_identity::run_hashing(move || passwords.hash(&password)).await
             {
                 let _ = app
                     .data

@@ -188,7 +188,7 @@ impl Identity {
     async fn hash_password(&self, password: &SecretString) -> Result<String, IdentityError> {
         let inner = Arc::clone(&self.inner);
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || inner.passwords.hash(&pw))
+        crate::password::run_hashing(move || inner.passwords.hash(&pw))
             .await
             .map_err(|e| IdentityError::Internal(e.to_string()))?
             .map_err(|e| IdentityError::Internal(e.to_string()))
@@ -199,7 +199,7 @@ impl Identity {
     async fn verify_password(&self, password: &SecretString, phc: Option<String>) -> bool {
         let inner = Arc::clone(&self.inner);
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || match phc {
+        crate::password::run_hashing(move || match phc {
             Some(phc) => inner.passwords.verify(&pw, &phc),
             None => {
                 inner.passwords.verify_dummy(&pw);
