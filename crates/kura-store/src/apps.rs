@@ -7,10 +7,10 @@ use kura_types::{AppId, KeyScope};
 use parking_lot::Mutex;
 
 use crate::StoreError;
-use crate::app_data::APP_MIGRATIONS;
+use crate::app_data::init_app_db;
 use crate::datadir::DataDir;
 use crate::keys::KeyService;
-use crate::sqlite::{Durability, Pool, migrate};
+use crate::sqlite::{Durability, Pool};
 
 /// Opens, creates and destroys app databases. Each file is encrypted under
 /// its app's own data key; destroying the key makes the file (and every
@@ -51,7 +51,7 @@ impl AppDatabases {
         let (durability, readers) = (self.durability, self.readers);
         let pool = tokio::task::spawn_blocking(move || {
             Pool::open(&path, Some(&key), true, durability, readers, |conn| {
-                migrate(conn, &path, APP_MIGRATIONS).map(|_| ())
+                init_app_db(conn, &path)
             })
         })
         .await
@@ -70,7 +70,7 @@ impl AppDatabases {
         let (durability, readers) = (self.durability, self.readers);
         let pool = tokio::task::spawn_blocking(move || {
             Pool::open(&path, Some(&key), false, durability, readers, |conn| {
-                migrate(conn, &path, APP_MIGRATIONS).map(|_| ())
+                init_app_db(conn, &path)
             })
         })
         .await

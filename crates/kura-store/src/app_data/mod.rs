@@ -83,7 +83,71 @@ pub(crate) const APP_MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 3,
+        name: "record counts",
+        // Filled, with the triggers that keep it, by `ensure_record_counts`
+        // (the record tables are named by the app's schema, so plain SQL
+        // here cannot know them).
+        sql: "
+        CREATE TABLE kura_counts (
+            tbl INTEGER PRIMARY KEY,
+            n   INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
+
+/// Opens the app database's schema: migrations, then the record counts.
+pub(crate) fn init_app_db(conn: &mut Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    crate::sqlite::migrate(conn, path, APP_MIGRATIONS)?;
+    ensure_record_counts(conn)
+}
+
+/// Makes sure every record table has its row in `kura_counts` and the two
+/// triggers that keep that row equal to `count(*)`. Every page of the Data
+/// API reports the table's total record count; counting a table is a scan
+/// of all its rows, while this row is one lookup that every snapshot sees
+/// consistently (the triggers change it in the same transaction as the
+/// records). Idempotent; runs whenever the database is opened, so tables
+/// created before the counts existed get them.
+pub(crate) fn ensure_record_counts(conn: &mut Connection) -> Result<(), StoreError> {
+    let tables: Vec<u32> = {
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 't[0-9]*'",
+        )?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut ids = Vec::new();
+        for name in names {
+            if let Ok(id) = name?[1..].parse::<u32>() {
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    let tx = conn.transaction()?;
+    for table in tables {
+        keep_record_count(&tx, table)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Creates `table`'s count row (from a real count when missing) and its
+/// triggers, if they do not exist yet.
+fn keep_record_count(conn: &Connection, table: u32) -> Result<(), StoreError> {
+    let t = table_name(table);
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER IF NOT EXISTS {t}_count_insert AFTER INSERT ON {t} BEGIN
+             UPDATE kura_counts SET n = n + 1 WHERE tbl = {table};
+         END;
+         CREATE TRIGGER IF NOT EXISTS {t}_count_delete AFTER DELETE ON {t} BEGIN
+             UPDATE kura_counts SET n = n - 1 WHERE tbl = {table};
+         END;
+         INSERT OR IGNORE INTO kura_counts(tbl, n) SELECT {table}, count(*) FROM {t};"
+    ))?;
+    Ok(())
+}
 
 /// A stored value. Empty fields are `Null`: FileMaker has no distinction
 /// between an empty string and no value.
@@ -316,13 +380,17 @@ fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
 
 fn apply_ddl(conn: &Connection, op: &Ddl) -> Result<(), StoreError> {
     match *op {
-        Ddl::CreateTable { table } => conn.execute_batch(&format!(
-            "CREATE TABLE {} (rid INTEGER PRIMARY KEY AUTOINCREMENT, \
-             mod INTEGER NOT NULL DEFAULT 0, owner TEXT)",
-            table_name(table)
-        ))?,
+        Ddl::CreateTable { table } => {
+            conn.execute_batch(&format!(
+                "CREATE TABLE {} (rid INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 mod INTEGER NOT NULL DEFAULT 0, owner TEXT)",
+                table_name(table)
+            ))?;
+            keep_record_count(conn, table)?;
+        }
         Ddl::DropTable { table } => {
             conn.execute_batch(&format!("DROP TABLE {}", table_name(table)))?;
+            conn.execute("DELETE FROM kura_counts WHERE tbl = ?1", [table])?;
             conn.execute("DELETE FROM kura_containers WHERE tbl = ?1", [table])?;
             conn.execute("DELETE FROM kura_serials WHERE tbl = ?1", [table])?;
         }
@@ -385,4 +453,69 @@ pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
         e,
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, table: u32) -> i64 {
+        AppRead::new(conn).count(table).unwrap() as i64
+    }
+
+    fn real_count(conn: &Connection, table: u32) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM t{table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn record_counts_follow_every_kind_of_change_and_cover_older_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // A table with records from before the counts existed.
+        conn.execute_batch(
+            "CREATE TABLE t7 (rid INTEGER PRIMARY KEY AUTOINCREMENT,
+                              mod INTEGER NOT NULL DEFAULT 0, owner TEXT);
+             INSERT INTO t7(owner) VALUES ('a'), ('b'), ('c');",
+        )
+        .unwrap();
+        init_app_db(&mut conn, &path).unwrap();
+        assert_eq!(count(&conn, 7), 3);
+        // Opening again changes nothing.
+        init_app_db(&mut conn, &path).unwrap();
+        assert_eq!(count(&conn, 7), 3);
+
+        apply_ddl(&conn, &Ddl::CreateTable { table: 8 }).unwrap();
+        assert_eq!(count(&conn, 8), 0);
+        conn.execute_batch(
+            "INSERT INTO t8(owner) SELECT 'x' FROM t7;
+             INSERT INTO t8(owner) VALUES ('y');
+             DELETE FROM t7 WHERE owner = 'b';",
+        )
+        .unwrap();
+        assert_eq!((count(&conn, 7), count(&conn, 8)), (2, 4));
+        // A rolled-back transaction leaves the count as it was.
+        {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch("INSERT INTO t8(owner) VALUES ('z');")
+                .unwrap();
+            assert_eq!(count(&tx, 8), 5);
+        }
+        assert_eq!(count(&conn, 8), 4);
+        // An unconditional delete (SQLite's truncate shortcut is off when
+        // triggers exist) and an update, which changes no count.
+        conn.execute_batch("UPDATE t8 SET owner = 'w'; DELETE FROM t7;")
+            .unwrap();
+        for table in [7, 8] {
+            assert_eq!(count(&conn, table), real_count(&conn, table));
+        }
+        apply_ddl(&conn, &Ddl::DropTable { table: 8 }).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM kura_counts WHERE tbl = 8", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
 }

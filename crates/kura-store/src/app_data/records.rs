@@ -80,12 +80,23 @@ impl<'c> AppRead<'c> {
     }
 
     /// How many records `table` holds.
+    /// Read from the count the table's triggers keep (see
+    /// `ensure_record_counts`), not by counting.
     pub fn count(&self, table: u32) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
-            &format!("SELECT count(*) FROM {}", table_name(table)),
-            [],
-            |r| r.get(0),
-        )?;
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT n FROM kura_counts WHERE tbl = ?1")?
+            .query_row([table], |r| r.get(0))
+            .optional()?;
+        let n = match n {
+            Some(n) => n,
+            // Only a table created outside the schema path lacks its row.
+            None => self.conn.query_row(
+                &format!("SELECT count(*) FROM {}", table_name(table)),
+                [],
+                |r| r.get(0),
+            )?,
+        };
         Ok(n.max(0) as u64)
     }
 
@@ -145,13 +156,17 @@ impl<'c> AppRead<'c> {
             })
             .collect();
         order.push("rid".into());
+        // Limit and offset are parameters, so paging through a range reuses
+        // one cached statement.
+        params.push(Cell::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        params.push(Cell::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
         let sql = format!(
-            "SELECT rid, mod, owner{} FROM {} WHERE {clause} ORDER BY {} LIMIT {} OFFSET {}",
+            "SELECT rid, mod, owner{} FROM {} WHERE {clause} ORDER BY {} LIMIT ?{} OFFSET ?{}",
             select_list(cols),
             table_name(table),
             order.join(", "),
-            i64::try_from(limit).unwrap_or(i64::MAX),
-            i64::try_from(offset).unwrap_or(i64::MAX),
+            params.len() - 1,
+            params.len(),
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params_from_iter(params.iter()))?;
