@@ -287,9 +287,8 @@ fn strip_table<'n>(table: &Table, name: &'n str) -> &'n str {
     }
 }
 
-/// Records of a layout matching `filter` (already combined with nothing
-/// else): adds the caller's view restriction, sorts and pages. An empty
-/// result is FileMaker's error 401.
+/// A page of records: the table's total, the found count and the records
+/// from `offset` (1-based) up to `limit`, collected.
 #[allow(clippy::too_many_arguments)]
 pub fn page(
     r: &AppRead<'_>,
@@ -302,6 +301,56 @@ pub fn page(
     limit: u64,
     render: &Render<'_>,
 ) -> Result<Page, FmError> {
+    let counts = page_counts(r, schema, layout, caller, filter)?;
+    let mut records = Vec::with_capacity(counts.returned(offset, limit) as usize);
+    page_each(
+        r,
+        schema,
+        layout,
+        caller,
+        &counts,
+        sort,
+        offset,
+        limit,
+        render,
+        |v| {
+            records.push(v);
+            Ok(())
+        },
+    )?;
+    Ok((counts.total, counts.found, records))
+}
+
+/// What a page will hold, known before any record is rendered.
+#[derive(Debug, Clone)]
+pub struct PageCounts {
+    /// Records in the table.
+    pub total: u64,
+    /// Records the caller's filter (and privilege set) finds.
+    pub found: u64,
+    /// The filter with the privilege set's record condition joined in.
+    filter: Filter,
+}
+
+impl PageCounts {
+    /// How many records a page from `offset` (1-based) of at most `limit`
+    /// returns.
+    pub fn returned(&self, offset: u64, limit: u64) -> u64 {
+        self.found
+            .saturating_sub(offset.saturating_sub(1))
+            .min(limit)
+    }
+}
+
+/// Counts a page's records: the table's total and how many match `filter`
+/// within what the caller may view; nothing found is error 401.
+pub fn page_counts(
+    r: &AppRead<'_>,
+    schema: &Schema,
+    layout: &Layout,
+    caller: &Caller<'_>,
+    filter: Filter,
+) -> Result<PageCounts, FmError> {
     let table = &schema.tables[layout.table];
     let filter = match (
         filter,
@@ -318,30 +367,59 @@ pub fn page(
     if found == 0 {
         return Err(FmError::code(401));
     }
+    Ok(PageCounts {
+        total,
+        found,
+        filter,
+    })
+}
+
+/// Renders the records of a counted page one by one, in order, handing
+/// each to `visit` as soon as it is rendered: a large range is never held
+/// whole (the Data API streams it to the client).
+#[allow(clippy::too_many_arguments)]
+pub fn page_each(
+    r: &AppRead<'_>,
+    schema: &Schema,
+    layout: &Layout,
+    caller: &Caller<'_>,
+    counts: &PageCounts,
+    sort: &[SortKey],
+    offset: u64,
+    limit: u64,
+    render: &Render<'_>,
+    mut visit: impl FnMut(Value) -> Result<(), FmError>,
+) -> Result<(), FmError> {
+    let table = &schema.tables[layout.table];
     let fields = visible(table, &layout.fields, caller);
     let cols = stored_ids(&fields);
-    let mut records = Vec::with_capacity(limit.min(found) as usize);
     let mut failure = None;
     r.select_each(
         table.id,
-        &filter,
+        &counts.filter,
         sort,
         offset.saturating_sub(1),
         limit,
         &cols,
         |row| {
-            match record_json(r, schema, layout, &fields, &row, caller, render) {
-                Ok(v) => records.push(v),
-                Err(e) => failure = Some(e),
+            let rendered =
+                record_json(r, schema, layout, &fields, &row, caller, render).and_then(&mut visit);
+            match rendered {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    failure = Some(e);
+                    // Stops the scan: nothing after a failure is wanted.
+                    Err(kura_store::StoreError::Worker(
+                        "page rendering stopped".into(),
+                    ))
+                }
             }
-            Ok(())
         },
     )
-    .map_err(|e| FmError::internal(&e))?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok((total, found, records))
+    .or_else(|e| match failure.take() {
+        Some(f) => Err(f),
+        None => Err(FmError::internal(&e)),
+    })
 }
 
 /// One record of a layout, as a page of one.

@@ -10,7 +10,7 @@ use kura_types::AppId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::fmi::{ADMIN_PASSWORD, DB, Fixture, fixture, fm, login};
+use super::fmi::{ADMIN_PASSWORD, DB, Fixture, LIMITED_PASSWORD, fixture, fm, login};
 use super::kura_id_api::get;
 
 async fn import(f: &Fixture, table: &str, content_type: &str, csv: &str) -> (u16, Value) {
@@ -44,6 +44,132 @@ async fn total(f: &Fixture, token: &str) -> u64 {
     v["response"]["dataInfo"]["totalRecordCount"]
         .as_u64()
         .unwrap_or(0)
+}
+
+/// Pages of more than 100 records are streamed (written while they are
+/// read); they must say exactly what a page answered whole says, and
+/// every error must still arrive with its FileMaker code and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pages_are_streamed_and_agree_with_whole_pages() {
+    let f = fixture().await;
+    let mut csv = String::from("first_name,last_name,email,age\n");
+    for i in 0..600 {
+        csv.push_str(&format!("P{i},Person,p{i}@x.test,{}\n", i % 70));
+    }
+    let (status, v) = import(&f, "contacts", "text/csv", &csv).await;
+    assert_eq!((status, &v["imported"]), (200, &json!(600)), "{v}");
+    let admin = format!("Bearer {}", login(&f.server, "admin", ADMIN_PASSWORD).await);
+    let limited = format!(
+        "Bearer {}",
+        login(&f.server, "limited", LIMITED_PASSWORD).await
+    );
+    let range = |q: &str| format!("{DB}/layouts/contacts/records?{q}");
+
+    let (status, streamed, headers) = fm(
+        &f.server,
+        Method::GET,
+        &range("_limit=500"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{streamed}");
+    assert!(
+        headers.get("content-length").is_none(),
+        "a 500-record page is streamed, not sized up front: {headers:?}"
+    );
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    let info = &streamed["response"]["dataInfo"];
+    assert_eq!(
+        (
+            &info["totalRecordCount"],
+            &info["foundCount"],
+            &info["returnedCount"]
+        ),
+        (&json!(600), &json!(600), &json!(500))
+    );
+    let data = streamed["response"]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 500);
+    let ids: Vec<i64> = data
+        .iter()
+        .map(|r| r["recordId"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=500).collect::<Vec<i64>>());
+    assert_eq!(streamed["messages"][0]["code"], "0");
+
+    // The same records as whole pages of 100.
+    let (_, whole, headers) = fm(
+        &f.server,
+        Method::GET,
+        &range("_offset=101&_limit=100"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(headers.get("content-length").is_some());
+    assert_eq!(
+        whole["response"]["data"].as_array().unwrap()[..],
+        data[100..200]
+    );
+
+    // The tail of the found set.
+    let (_, tail, _) = fm(
+        &f.server,
+        Method::GET,
+        &range("_offset=551&_limit=500"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(tail["response"]["dataInfo"]["returnedCount"], 50);
+    assert_eq!(tail["response"]["data"].as_array().unwrap().len(), 50);
+
+    // A streamed find, sorted, under a privilege set that hides a field.
+    let find = |limit: u32, query: Value, sort: Value| json!({ "query": query, "limit": limit.to_string(), "sort": sort });
+    let (status, found, _) = fm(
+        &f.server,
+        Method::POST,
+        &format!("{DB}/layouts/contacts/_find"),
+        Some(&limited),
+        Some(find(
+            1_000,
+            json!([{ "age": "10...19" }]),
+            json!([{ "fieldName": "age", "sortOrder": "descend" }]),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    let rows = found["response"]["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 90, "ages 10-19, 9 records each");
+    assert_eq!(found["response"]["dataInfo"]["returnedCount"], 90);
+    let ages: Vec<i64> = rows
+        .iter()
+        .map(|r| r["fieldData"]["age"].as_i64().unwrap())
+        .collect();
+    assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
+    assert!(rows.iter().all(|r| r["fieldData"].get("email").is_none()));
+
+    // Errors are the same whether the page would have been streamed or not.
+    for (query, sort) in [
+        (json!([{ "age": ">1000" }]), json!([])),
+        (json!([{ "nope": "1" }]), json!([])),
+        (json!([{ "age": "1" }]), json!([{ "fieldName": "nope" }])),
+    ] {
+        let mut answers = Vec::new();
+        for limit in [10, 1_000] {
+            let (status, v, _) = fm(
+                &f.server,
+                Method::POST,
+                &format!("{DB}/layouts/contacts/_find"),
+                Some(&admin),
+                Some(find(limit, query.clone(), sort.clone())),
+            )
+            .await;
+            assert_ne!(status, 200, "{v}");
+            answers.push((status, v["messages"][0]["code"].clone()));
+        }
+        assert_eq!(answers[0], answers[1], "{query} {sort}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

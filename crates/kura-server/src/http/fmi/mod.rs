@@ -15,6 +15,7 @@ mod containers;
 mod meta;
 mod reads;
 mod records;
+mod stream;
 mod writes;
 
 use std::collections::HashMap;

@@ -94,18 +94,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
             }
             None => layout,
         };
-        let (base, key, app_id) = (
-            call.container_base.clone(),
-            Arc::clone(&call.key),
-            call.app.record().id,
-        );
-        let exp = call.now.unix_timestamp() + CONTAINER_URL_SECS;
-        let url = move |table: u32, rid: i64, field: u32| {
-            format!(
-                "{base}/{table}/{rid}/{field}?exp={exp}&sig={}",
-                sign(&key, app_id, table, rid, field, exp)
-            )
-        };
+        let url = container_urls(&call);
         let render = Render {
             format: req.format,
             portals: req.portals.as_deref(),
@@ -156,6 +145,32 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
     }
 }
 
+/// Container URLs of a page: signed, expiring links to each file.
+pub(super) fn container_urls(call: &Call) -> impl Fn(u32, i64, u32) -> String + use<> {
+    let (base, key, app_id) = (
+        call.container_base.clone(),
+        Arc::clone(&call.key),
+        call.app.record().id,
+    );
+    let exp = call.now.unix_timestamp() + CONTAINER_URL_SECS;
+    move |table: u32, rid: i64, field: u32| {
+        format!(
+            "{base}/{table}/{rid}/{field}?exp={exp}&sig={}",
+            sign(&key, app_id, table, rid, field, exp)
+        )
+    }
+}
+
+/// Answers a range or find: pages of more than [`super::stream::STREAM_OVER`]
+/// records without scripts are streamed, the rest answered whole.
+async fn respond(call: Call, req: PageRequest) -> Response {
+    if req.rid.is_none() && !req.scripts.any() && req.limit > super::stream::STREAM_OVER {
+        super::stream::page(call, req).await
+    } else {
+        reply(page(call, req).await)
+    }
+}
+
 /// `GET …/records`.
 pub async fn range(
     State(state): State<AppState>,
@@ -180,10 +195,10 @@ pub async fn range(
             response_layout: o.text("layout.response"),
             scripts: o.scripts(),
         };
-        page(call, req).await
+        Ok(respond(call, req).await)
     }
     .await;
-    reply(result)
+    result.unwrap_or_else(|e| reply(Err(e)))
 }
 
 /// `GET …/records/{id}`.
@@ -248,8 +263,8 @@ pub async fn find(
             response_layout: o.text("layout.response"),
             scripts: o.scripts(),
         };
-        page(call, req).await
+        Ok(respond(call, req).await)
     }
     .await;
-    reply(result)
+    result.unwrap_or_else(|e| reply(Err(e)))
 }
