@@ -105,7 +105,8 @@ pub use policy::{
     token_scopes,
 };
 pub use service::{
-    Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, Identity, IdentityConfig,
+    Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, GroupDetail, Identity,
+    IdentityConfig,
     Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member, MfaVerified,
     NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
     SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,

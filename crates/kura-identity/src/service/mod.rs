@@ -6,6 +6,7 @@
 //! API tokens (`tokens`).
 
 mod access;
+mod directory;
 mod invitations;
 mod mfa;
 mod operators;
@@ -38,6 +39,7 @@ use crate::throttle::ThrottlePolicy;
 use crate::{Audited, IdentityError};
 
 pub use access::{MAX_OPERATOR_ACCESS, OperatorAccess};
+pub use directory::GroupDetail;
 pub use mfa::{MfaVerified, TotpConfirmed, TotpEnrolment};
 pub use passkeys::{PasskeyChallenge, PasskeyInfo, PasskeyRegistered};
 pub use signin::{SessionInfo, SignInStep, SignedIn};
