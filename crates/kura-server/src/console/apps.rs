@@ -1,7 +1,7 @@
 //! One hosted app: its schema (tables, fields, layouts, privilege sets),
 //! the schema editor (the definition as JSON, plus quick "add a table" and
 //! "add a field" forms), rename, close/open, and deletion that needs the
-//! app's name typed. Every change asks the policy (`AppsOperate`) through
+//! app's name typed and a fresh authenticator code (step-up). Every change asks the policy (`AppsOperate`) through
 //! `Identity::check`, calls `kura_apps`, and records the same event as the
 //! API's `apps` handlers.
 
@@ -35,7 +35,9 @@ struct Forms {
     field_error: Option<String>,
     rename: Option<String>,
     rename_error: Option<String>,
+    confirm: String,
     confirm_error: Option<String>,
+    code_error: Option<String>,
     changes: Vec<String>,
 }
 
@@ -203,7 +205,8 @@ async fn app_page(
             p { "Deleting destroys the app's data key: its data and every backup of it become unreadable. This cannot be undone." }
             form.inline-form method="post" action={ (base) "/delete" } data-confirm-name=(record.name) novalidate {
                 (page::csrf(&who.csrf))
-                (Field::new("confirm", "Type the app's name to confirm").error(forms.confirm_error.as_deref()).render())
+                (Field::new("confirm", "Type the app's name to confirm").value(&forms.confirm).error(forms.confirm_error.as_deref()).render())
+                (super::stepup::code_field("code", forms.code_error.as_deref()).render())
                 button.danger type="submit" { "Delete app" }
             }
         }
@@ -573,9 +576,13 @@ pub async fn set_status(
 pub struct DeleteForm {
     #[serde(default)]
     confirm: String,
+    #[serde(default)]
+    code: String,
 }
 
-/// `POST …/delete`: only with the app's name typed.
+/// `POST …/delete`: only with the app's name typed exactly and a fresh code
+/// from the person's authenticator app (step-up). The name is checked
+/// first, so a mistyped name does not spend a code.
 pub async fn delete(
     State(state): State<AppState>,
     Path((team, app)): Path<(String, String)>,
@@ -594,6 +601,7 @@ pub async fn delete(
     };
     if p.form.confirm != record.name {
         let forms = Forms {
+            confirm: p.form.confirm,
             confirm_error: Some("Type the app's name exactly to delete it.".to_owned()),
             ..Forms::default()
         };
@@ -606,6 +614,14 @@ pub async fn delete(
             &forms,
         )
         .await;
+    }
+    if let Err((status, message)) = super::stepup::step_up(&state, &p.who, &p.form.code).await {
+        let forms = Forms {
+            confirm: p.form.confirm,
+            code_error: Some(message),
+            ..Forms::default()
+        };
+        return show_with(&state, &p.who, team, app, status, &forms).await;
     }
     match state.apps.delete_app(team, app).await {
         Ok(()) => match event(
