@@ -396,13 +396,37 @@ fn enrol_start_page(csrf: &str, next: &str) -> Markup {
     )
 }
 
+/// The `otpauth://` URI as a QR code image: an SVG in a `data:` URL, which
+/// the console's CSP allows for images (`img-src 'self' data:`), so the
+/// secret never travels in a URL to the server. `None` for anything that is
+/// not an `otpauth://` URI or does not fit in a QR code.
+pub(super) fn qr_data_url(uri: &str) -> Option<String> {
+    use base64::Engine as _;
+    if !uri.starts_with("otpauth://") {
+        return None;
+    }
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Some(format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    ))
+}
+
 fn enrol_confirm_page(csrf: &str, f: &EnrolForm, error: Option<&str>) -> Markup {
     public_page(
         "Set up your authenticator",
         html! {
             h1 { "Add Kura to your authenticator app" }
             ol.steps {
-                li { "In your app, add an account and enter this setup key (or open the link on a phone):" }
+                li { "In your app, add an account: scan the QR code, enter the setup key, or open the link on a phone." }
+            }
+            @if let Some(qr) = qr_data_url(&f.uri) {
+                img.qr #totp-qr src=(qr) width="200" height="200" alt="QR code of your setup key: scan it with your authenticator app";
             }
             p { code.secret #totp-secret { (f.secret) } }
             p { a.otpauth #totp-uri href=(f.uri) { "Open in an authenticator app" } }
@@ -493,5 +517,41 @@ pub async fn sign_out(State(state): State<AppState>, p: SessionForm<Empty>) -> R
             Some(clear_cookie()),
         ),
         Err(e) => page::api_error_page(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::qr_data_url;
+
+    #[test]
+    fn the_setup_key_qr_code_is_an_svg_data_url_of_the_uri() {
+        let uri = "otpauth://totp/Kura:ada%40example.test?secret=JBSWY3DPEHPK3PXP&issuer=Kura";
+        let url = qr_data_url(uri).expect("a QR code");
+        let b64 = url
+            .strip_prefix("data:image/svg+xml;base64,")
+            .expect("an SVG data URL");
+        let svg = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64"),
+        )
+        .expect("UTF-8");
+        assert!(svg.contains("<svg"), "{svg}");
+        // The same URI gives the same picture; another URI another one.
+        assert_eq!(qr_data_url(uri), Some(url.clone()));
+        assert_ne!(
+            qr_data_url("otpauth://totp/Kura:bob?secret=GEZDGNBVGY3TQOJQ"),
+            Some(url)
+        );
+    }
+
+    #[test]
+    fn only_otpauth_uris_become_qr_codes() {
+        assert_eq!(qr_data_url("https://evil.test/"), None);
+        assert_eq!(qr_data_url(""), None);
+        assert_eq!(qr_data_url(&format!("otpauth://{}", "x".repeat(8000))), None);
     }
 }
