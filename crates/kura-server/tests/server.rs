@@ -3349,3 +3349,9 @@ mod incident_channels;
 mod connect;
 #[path = "server/console.rs"]
 mod console;
+#[path = "server/console_pages.rs"]
+mod console_pages;
+#[path = "server/console_records.rs"]
+mod console_records;
+#[path = "server/console_team.rs"]
+mod console_team;
