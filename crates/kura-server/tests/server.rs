@@ -3355,3 +3355,5 @@ mod console_pages;
 mod console_records;
 #[path = "server/console_team.rs"]
 mod console_team;
+#[path = "server/console_schema.rs"]
+mod console_schema;

@@ -24,7 +24,7 @@ use crate::http::api::error::ApiError;
 
 /// What the forms on the app page kept and what was wrong.
 #[derive(Debug, Default)]
-struct Forms {
+pub(super) struct Forms {
     definition: Option<String>,
     definition_error: Option<String>,
     table: String,
@@ -39,11 +39,13 @@ struct Forms {
     confirm_error: Option<String>,
     code_error: Option<String>,
     changes: Vec<String>,
+    /// The relationship, value-list and privilege-set forms.
+    pub(super) schema: super::schema_forms::SchemaForms,
 }
 
 const FIELD_TYPES: &[&str] = &["text", "number", "date", "time", "timestamp", "container"];
 
-fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
+pub(super) fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
     match (team.parse(), app.parse()) {
         (Ok(t), Ok(a)) => Ok((t, a)),
         _ => Err(page::Missing("app")),
@@ -145,6 +147,7 @@ async fn app_page(
                 @for p in &def.privilege_sets { li { strong { (p.name) } } }
             }
         }
+        (super::schema_forms::render(&base, &who.csrf, &def, &forms.schema))
         section.card #accounts {
             h2 { "Who may open records" }
             p.muted { "Team members open records in the console (and the Data API) as their app account; its privilege set decides which records and fields they see and change." }
@@ -224,7 +227,7 @@ fn type_name(f: &kura_apps::schema::definition::FieldDef) -> String {
         .unwrap_or_default()
 }
 
-async fn show_with(
+pub(super) async fn show_with(
     state: &AppState,
     who: &Signed,
     team: TeamId,
@@ -256,7 +259,7 @@ pub async fn show(
 }
 
 /// Applies `def`; on success shows the changes, on failure the form again.
-async fn apply(
+pub(super) async fn apply(
     state: &AppState,
     who: &Signed,
     team: TeamId,

@@ -21,6 +21,7 @@ mod page;
 mod platform;
 mod record_edit;
 mod records;
+mod schema_forms;
 mod security;
 mod session;
 mod signin;
@@ -182,6 +183,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/teams/{team}/apps/{app}/fields",
             post(apps::add_field),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/relationships",
+            post(schema_forms::relationship),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/value-lists",
+            post(schema_forms::value_list),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/privilege-sets",
+            post(schema_forms::privilege_set),
         )
         .route(
             "/console/teams/{team}/apps/{app}/rename",

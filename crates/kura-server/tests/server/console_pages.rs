@@ -145,7 +145,7 @@ impl Console {
 
 /// A team (created by the operator through the API) with a host and an
 /// app created through the console's forms; returns (team, host, app) ids.
-async fn team_with_app(c: &Console, session: &str, team: &str) -> (String, String, String) {
+pub(super) async fn team_with_app(c: &Console, session: &str, team: &str) -> (String, String, String) {
     let base = format!("/console/teams/{team}");
     let page = c.get(session, &base).await;
     assert_eq!(page.status, 200, "{}", page.body);
