@@ -3357,3 +3357,5 @@ mod console_records;
 mod console_team;
 #[path = "server/console_schema.rs"]
 mod console_schema;
+#[path = "server/console_import.rs"]
+mod console_import;

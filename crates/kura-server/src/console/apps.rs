@@ -132,6 +132,7 @@ async fn app_page(
         }
         section.card #layouts {
             h2 { "Layouts" }
+            @if !def.tables.is_empty() { p { a.button href={ (base) "/import" } { "Import CSV into a table" } } }
             @if def.layouts.is_empty() {
                 p.empty { "No layouts: the Data API addresses records through layouts." }
             } @else {

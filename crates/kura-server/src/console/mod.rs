@@ -14,6 +14,7 @@ mod apps;
 mod firewall;
 mod groups;
 mod home;
+mod import;
 mod invite;
 mod keys;
 mod operator;
@@ -38,7 +39,7 @@ use crate::http::AppState;
 /// The stylesheet's path (versioned by content so it can be cached for long).
 const CSS_PATH: &str = "/console/assets/console-v3.css";
 /// The script's path.
-const JS_PATH: &str = "/console/assets/console-v1.js";
+const JS_PATH: &str = "/console/assets/console-v2.js";
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
@@ -183,6 +184,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/teams/{team}/apps/{app}/fields",
             post(apps::add_field),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/import",
+            get(import::show).post(import::import),
         )
         .route(
             "/console/teams/{team}/apps/{app}/relationships",

@@ -351,6 +351,7 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("mfa-policy-saved") => "Requirement saved.",
         Some("record-deleted") => "Record deleted.",
         Some("record-saved") => "Record saved.",
+        Some("imported") => "Import finished.",
         Some("group-created") => "Group created.",
         Some("group-member-added") => "Member added to the group.",
         Some("group-member-removed") => "Member removed from the group.",

@@ -133,6 +133,17 @@ impl Console {
         self.send(req, session).await
     }
 
+    /// A multipart form post as the holder of `session` (parts in order).
+    pub(super) async fn post_multipart(
+        &self,
+        session: &str,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Page {
+        let req = self.client.post(self.server.url(path)).multipart(form);
+        self.send(req, session).await
+    }
+
     /// The security events' actions so far.
     pub(super) async fn actions(&self) -> Vec<String> {
         super::kura_id_api::logged_actions(&self.server.events)
