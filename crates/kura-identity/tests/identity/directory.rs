@@ -19,7 +19,10 @@ async fn only_operators_list_every_team() {
     // A team owner is no operator: refused, and the refusal recorded.
     let po = env.principal(&owner.token).await;
     let (e, actions) = err(env.id.all_teams(&po).await);
-    assert!(matches!(e, IdentityError::Denied(DenyReason::NoRole)), "{e:?}");
+    assert!(
+        matches!(e, IdentityError::Denied(DenyReason::NoRole)),
+        "{e:?}"
+    );
     assert_eq!(actions, ["authz.denied"]);
 }
 

@@ -232,9 +232,19 @@ pub async fn create(
             name_error: Some("Enter a name for the group.".to_owned()),
             ..Forms::default()
         };
-        return again(&state, &p.who, team, StatusCode::UNPROCESSABLE_ENTITY, &forms).await;
+        return again(
+            &state,
+            &p.who,
+            team,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &forms,
+        )
+        .await;
     }
-    let audited = state.identity.create_group(&p.who.principal, team, name).await;
+    let audited = state
+        .identity
+        .create_group(&p.who.principal, team, name)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(_) => done(&format!("/console/teams/{team}/groups"), "group-created"),
         Err(e) if is_denial(&e) => page::api_error_page(&e),
@@ -244,7 +254,14 @@ pub async fn create(
                 name_error: Some(page::message(&e)),
                 ..Forms::default()
             };
-            again(&state, &p.who, team, StatusCode::UNPROCESSABLE_ENTITY, &forms).await
+            again(
+                &state,
+                &p.who,
+                team,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &forms,
+            )
+            .await
         }
     }
 }

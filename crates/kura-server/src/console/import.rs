@@ -93,7 +93,12 @@ async fn import_page(
             }
         }
     };
-    Ok(page::shell("Import CSV", Nav::Team, &super::chrome(who), body))
+    Ok(page::shell(
+        "Import CSV",
+        Nav::Team,
+        &super::chrome(who),
+        body,
+    ))
 }
 
 /// `GET /console/teams/{team}/apps/{app}/import`.
@@ -149,7 +154,11 @@ async fn read_form(
     }
     let mut table = String::new();
     let mut file = None;
-    while let Some(f) = form.next_field().await.map_err(|_| bad("the upload broke off"))? {
+    while let Some(f) = form
+        .next_field()
+        .await
+        .map_err(|_| bad("the upload broke off"))?
+    {
         match f.name() {
             Some("table") => table = f.text().await.map_err(|_| bad("the table"))?,
             Some("file") => {
@@ -195,11 +204,25 @@ pub async fn import(
             .apps
             .import_csv(team, app, &table, &who.principal.account.to_string(), text)
             .await
-            .map_err(|e| refuse(format!("{} Nothing was imported.", page::message(&ApiError::Apps(e))))),
+            .map_err(|e| {
+                refuse(format!(
+                    "{} Nothing was imported.",
+                    page::message(&ApiError::Apps(e))
+                ))
+            }),
     };
     match outcome {
         Ok(report) => {
-            if let Err(e) = imported_event(&state, &who, team, app, &report, file.map_or(0, |f| f.len())).await {
+            if let Err(e) = imported_event(
+                &state,
+                &who,
+                team,
+                app,
+                &report,
+                file.map_or(0, |f| f.len()),
+            )
+            .await
+            {
                 return page::api_error_page(&e);
             }
             let q = serde_urlencoded::to_string([
@@ -227,7 +250,8 @@ async fn imported_event(
     report: &kura_apps::import::ImportReport,
     bytes: usize,
 ) -> Result<(), ApiError> {
-    let action = kura_types::Action::parse("data.import").map_err(|_| ApiError::EventNotRecorded)?;
+    let action =
+        kura_types::Action::parse("data.import").map_err(|_| ApiError::EventNotRecorded)?;
     let e = SecurityEvent::new(
         state.clock.now(),
         Actor::Account {

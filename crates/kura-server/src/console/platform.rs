@@ -49,22 +49,22 @@ async fn overview(state: &AppState, who: &Signed) -> Result<Markup, ApiError> {
     let mut rows = Vec::with_capacity(teams.len());
     for team in teams {
         let r = Resource::Team(team.id);
-        let counts = if may(who, state, Action::HostsRead, &r) && may(who, state, Action::AppsRead, &r)
-        {
-            let hosts = state.apps.hosts(team.id).await.map_err(ApiError::Apps)?;
-            let mut apps = 0;
-            for h in &hosts {
-                apps += state
-                    .apps
-                    .apps(team.id, h.id)
-                    .await
-                    .map_err(ApiError::Apps)?
-                    .len();
-            }
-            Some((hosts.len(), apps))
-        } else {
-            None
-        };
+        let counts =
+            if may(who, state, Action::HostsRead, &r) && may(who, state, Action::AppsRead, &r) {
+                let hosts = state.apps.hosts(team.id).await.map_err(ApiError::Apps)?;
+                let mut apps = 0;
+                for h in &hosts {
+                    apps += state
+                        .apps
+                        .apps(team.id, h.id)
+                        .await
+                        .map_err(ApiError::Apps)?
+                        .len();
+                }
+                Some((hosts.len(), apps))
+            } else {
+                None
+            };
         rows.push(Row { team, counts });
     }
     let serving = state.ready.load(Ordering::Acquire);
@@ -156,7 +156,12 @@ async fn overview(state: &AppState, who: &Signed) -> Result<Markup, ApiError> {
             }
         }
     };
-    Ok(page::shell("Platform", Nav::Platform, &super::chrome(who), body))
+    Ok(page::shell(
+        "Platform",
+        Nav::Platform,
+        &super::chrome(who),
+        body,
+    ))
 }
 
 /// `GET /console/operator/platform`.

@@ -44,14 +44,22 @@ fn kept<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-const ACCESS: &[(&str, &str)] = &[("none", "None"), ("all", "All records"), ("own", "Own records")];
+const ACCESS: &[(&str, &str)] = &[
+    ("none", "None"),
+    ("all", "All records"),
+    ("own", "Own records"),
+];
 
 /// The forms, for the app page.
 pub(super) fn render(base: &str, csrf: &str, def: &Definition, f: &SchemaForms) -> Markup {
     let field_options: Vec<String> = def
         .tables
         .iter()
-        .flat_map(|t| t.fields.iter().map(move |x| format!("{}::{}", t.name, x.name)))
+        .flat_map(|t| {
+            t.fields
+                .iter()
+                .map(move |x| format!("{}::{}", t.name, x.name))
+        })
         .collect();
     let rel = &f.relationship;
     let vl = &f.value_list;
@@ -152,9 +160,10 @@ fn add_relationship(def: &mut Definition, f: &[(String, String)]) -> Result<(), 
     if name.is_empty() {
         return Err("Enter a name for the relationship.".to_owned());
     }
-    let (Some((lt, lf)), Some((rt, rf))) =
-        (split_field(kept(f, "rel_left")), split_field(kept(f, "rel_right")))
-    else {
+    let (Some((lt, lf)), Some((rt, rf))) = (
+        split_field(kept(f, "rel_left")),
+        split_field(kept(f, "rel_right")),
+    ) else {
         return Err("Choose a field on each side.".to_owned());
     };
     def.relationships.push(RelationshipDef {
@@ -212,7 +221,11 @@ fn add_privilege_set(def: &mut Definition, f: &[(String, String)]) -> Result<(),
             ));
         };
         let create = kept(f, &format!("ps_create.{}", t.name)) == "on";
-        if view == RecordAccess::None && edit == RecordAccess::None && delete == RecordAccess::None && !create {
+        if view == RecordAccess::None
+            && edit == RecordAccess::None
+            && delete == RecordAccess::None
+            && !create
+        {
             continue;
         }
         set.tables.insert(

@@ -552,6 +552,9 @@ mod tests {
     fn only_otpauth_uris_become_qr_codes() {
         assert_eq!(qr_data_url("https://evil.test/"), None);
         assert_eq!(qr_data_url(""), None);
-        assert_eq!(qr_data_url(&format!("otpauth://{}", "x".repeat(8000))), None);
+        assert_eq!(
+            qr_data_url(&format!("otpauth://{}", "x".repeat(8000))),
+            None
+        );
     }
 }

@@ -36,14 +36,22 @@ async fn a_csv_file_is_imported_whole_or_not_at_all() {
     })
     .to_string();
     let r = c
-        .post(owner, &format!("{base}/schema"), &[("csrf", &csrf), ("definition", &def)])
+        .post(
+            owner,
+            &format!("{base}/schema"),
+            &[("csrf", &csrf), ("definition", &def)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c
         .post(
             owner,
             &format!("{base}/accounts"),
-            &[("csrf", &csrf), ("email", "owner@acme.test"), ("privilege_set", "[Full Access]")],
+            &[
+                ("csrf", &csrf),
+                ("email", "owner@acme.test"),
+                ("privilege_set", "[Full Access]"),
+            ],
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
@@ -58,34 +66,57 @@ async fn a_csv_file_is_imported_whole_or_not_at_all() {
 
     // A bad value on the third line: refused beside the file, nothing in.
     let r = c
-        .post_multipart(owner, &import, form(Some(&csrf), "books", "title,price\nDune,12\nEmma,cheap\n"))
+        .post_multipart(
+            owner,
+            &import,
+            form(Some(&csrf), "books", "title,price\nDune,12\nEmma,cheap\n"),
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.has_error("f-file"), "{}", r.body);
     assert!(r.body.contains("Nothing was imported"), "{}", r.body);
-    assert!(r.body.contains("<option value=\"books\" selected"), "the table is kept");
+    assert!(
+        r.body.contains("<option value=\"books\" selected"),
+        "the table is kept"
+    );
     assert_eq!(count().await, 0);
     // No file, and a file that is not UTF-8: refused the same way.
     let r = c
-        .post_multipart(owner, &import, Form::new().text("csrf", csrf.clone()).text("table", "books"))
+        .post_multipart(
+            owner,
+            &import,
+            Form::new()
+                .text("csrf", csrf.clone())
+                .text("table", "books"),
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("Choose a CSV file"), "{}", r.body);
-    let latin1 = Form::new().text("csrf", csrf.clone()).text("table", "books").part(
-        "file",
-        Part::bytes(b"title,price\nCaf\xe9,1\n".to_vec()).file_name("x.csv"),
-    );
+    let latin1 = Form::new()
+        .text("csrf", csrf.clone())
+        .text("table", "books")
+        .part(
+            "file",
+            Part::bytes(b"title,price\nCaf\xe9,1\n".to_vec()).file_name("x.csv"),
+        );
     let r = c.post_multipart(owner, &import, latin1).await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("not UTF-8"), "{}", r.body);
     // Without the CSRF token (or with it after the file) nothing happens.
     let r = c
-        .post_multipart(owner, &import, form(None, "books", "title,price\nForged,1\n"))
+        .post_multipart(
+            owner,
+            &import,
+            form(None, "books", "title,price\nForged,1\n"),
+        )
         .await;
     assert_eq!(r.status, 403);
     let late = Form::new()
         .text("table", "books")
-        .part("file", Part::bytes(b"title,price\nForged,1\n".to_vec()).file_name("x.csv"))
+        .part(
+            "file",
+            Part::bytes(b"title,price\nForged,1\n".to_vec()).file_name("x.csv"),
+        )
         .text("csrf", csrf.clone());
     assert_eq!(c.post_multipart(owner, &import, late).await.status, 403);
     assert_eq!(count().await, 0);
@@ -93,7 +124,15 @@ async fn a_csv_file_is_imported_whole_or_not_at_all() {
 
     // A good file: every row, one event, and the page says how many.
     let r = c
-        .post_multipart(owner, &import, form(Some(&csrf), "books", "title,price\nDune,12\nEmma,8\nUlysses,15\n"))
+        .post_multipart(
+            owner,
+            &import,
+            form(
+                Some(&csrf),
+                "books",
+                "title,price\nDune,12\nEmma,8\nUlysses,15\n",
+            ),
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let to = r.location.unwrap();
@@ -102,7 +141,10 @@ async fn a_csv_file_is_imported_whole_or_not_at_all() {
     assert!(done.body.contains("Imported 3 row(s)"), "{}", done.body);
     assert_eq!(count().await, 3);
     let events = super::kura_id_api::logged_actions(&c.server.events).await;
-    let imports: Vec<_> = events.iter().filter(|e| e.action.as_str() == "data.import").collect();
+    let imports: Vec<_> = events
+        .iter()
+        .filter(|e| e.action.as_str() == "data.import")
+        .collect();
     assert_eq!(imports.len(), 1);
     assert_eq!(imports[0].details.get("rows"), Some(&json!("3")));
 
@@ -110,7 +152,11 @@ async fn a_csv_file_is_imported_whole_or_not_at_all() {
     let m = super::console_records::member(&c, &t.id, owner, "m@acme.test").await;
     let mcsrf = c.get(&m, &import).await.csrf();
     let r = c
-        .post_multipart(&m, &import, form(Some(&mcsrf), "books", "title,price\nSneaky,1\n"))
+        .post_multipart(
+            &m,
+            &import,
+            form(Some(&mcsrf), "books", "title,price\nSneaky,1\n"),
+        )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(count().await, 3);

@@ -156,13 +156,21 @@ impl Console {
 
 /// A team (created by the operator through the API) with a host and an
 /// app created through the console's forms; returns (team, host, app) ids.
-pub(super) async fn team_with_app(c: &Console, session: &str, team: &str) -> (String, String, String) {
+pub(super) async fn team_with_app(
+    c: &Console,
+    session: &str,
+    team: &str,
+) -> (String, String, String) {
     let base = format!("/console/teams/{team}");
     let page = c.get(session, &base).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = page.csrf();
     let r = c
-        .post(session, &format!("{base}/hosts"), &[("csrf", &csrf), ("name", "acme")])
+        .post(
+            session,
+            &format!("{base}/hosts"),
+            &[("csrf", &csrf), ("name", "acme")],
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let page = c.get(session, &base).await;
@@ -203,7 +211,10 @@ async fn deleting_an_app_needs_its_exact_name_and_a_fresh_code() {
         .await;
     assert_eq!(r.status, 422);
     assert!(r.has_error("f-confirm"), "{}", r.body);
-    assert!(r.body.contains("value=\"Contact\""), "the typed name is kept");
+    assert!(
+        r.body.contains("value=\"Contact\""),
+        "the typed name is kept"
+    );
     // The right name with a wrong or a missing code: refused beside the code.
     for wrong in ["000000", ""] {
         let r = c
@@ -218,7 +229,11 @@ async fn deleting_an_app_needs_its_exact_name_and_a_fresh_code() {
         assert!(!r.has_error("f-confirm"));
         assert!(r.body.contains("value=\"Contacts\""), "the name is kept");
     }
-    assert_eq!(c.get(&op, &app_path).await.status, 200, "the app is still there");
+    assert_eq!(
+        c.get(&op, &app_path).await.status,
+        200,
+        "the app is still there"
+    );
     assert!(!c.actions().await.contains(&"app.deleted".to_owned()));
     // The code the wrong name did not spend still works.
     let r = c
@@ -236,7 +251,10 @@ async fn deleting_an_app_needs_its_exact_name_and_a_fresh_code() {
     assert_eq!(c.get(&op, &app_path).await.status, 404, "the app is gone");
     let actions = c.actions().await;
     assert_eq!(actions.iter().filter(|a| *a == "app.deleted").count(), 1);
-    assert!(actions.contains(&"auth.mfa.failed".to_owned()), "{actions:?}");
+    assert!(
+        actions.contains(&"auth.mfa.failed".to_owned()),
+        "{actions:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +266,11 @@ async fn deleting_a_host_needs_its_exact_name_and_a_fresh_code() {
     let page = c.get(&op, &base).await;
     let csrf = page.csrf();
     let r = c
-        .post(&op, &format!("{base}/hosts"), &[("csrf", &csrf), ("name", "spare")])
+        .post(
+            &op,
+            &format!("{base}/hosts"),
+            &[("csrf", &csrf), ("name", "spare")],
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let host = c.get(&op, &base).await.ids_after(&format!("{base}/hosts/"))[0].clone();
@@ -266,7 +288,10 @@ async fn deleting_a_host_needs_its_exact_name_and_a_fresh_code() {
         .await;
     assert_eq!(r.status, 422);
     assert!(r.has_error(&format!("f-{confirm}")), "{}", r.body);
-    assert!(r.body.contains("<details class=\"host-settings\" open"), "the form stays open");
+    assert!(
+        r.body.contains("<details class=\"host-settings\" open"),
+        "the form stays open"
+    );
     let r = c
         .post(
             &op,
@@ -276,7 +301,10 @@ async fn deleting_a_host_needs_its_exact_name_and_a_fresh_code() {
         .await;
     assert_eq!(r.status, 422);
     assert!(r.has_error(&format!("f-{code_field}")), "{}", r.body);
-    assert!(c.get(&op, &base).await.body.contains(">spare</h3>"), "still there");
+    assert!(
+        c.get(&op, &base).await.body.contains(">spare</h3>"),
+        "still there"
+    );
     let r = c
         .post(
             &op,
@@ -285,7 +313,10 @@ async fn deleting_a_host_needs_its_exact_name_and_a_fresh_code() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert!(!c.get(&op, &base).await.body.contains(">spare</h3>"), "gone");
+    assert!(
+        !c.get(&op, &base).await.body.contains(">spare</h3>"),
+        "gone"
+    );
     let actions = c.actions().await;
     assert_eq!(actions.iter().filter(|a| *a == "host.deleted").count(), 1);
 }
@@ -325,5 +356,8 @@ async fn the_enrolment_page_shows_the_setup_key_as_a_qr_code() {
     assert_eq!(r.status, 200, "{}", r.body);
     let src = attr_after(&r.body, "id=\"totp-qr\" src=\"").expect("a QR code image");
     assert!(src.starts_with("data:image/svg+xml;base64,"), "{src}");
-    assert!(r.body.contains("alt=\"QR code of your setup key"), "described for screen readers");
+    assert!(
+        r.body.contains("alt=\"QR code of your setup key"),
+        "described for screen readers"
+    );
 }

@@ -65,10 +65,18 @@ async fn library_with_a_book(c: &Console, team: &str, owner: &str) -> (String, S
     let base = format!("/console/teams/{team}");
     let csrf = c.get(owner, &base).await.csrf();
     let r = c
-        .post(owner, &format!("{base}/hosts"), &[("csrf", &csrf), ("name", "lib")])
+        .post(
+            owner,
+            &format!("{base}/hosts"),
+            &[("csrf", &csrf), ("name", "lib")],
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    let host = c.get(owner, &base).await.ids_after(&format!("{base}/hosts/"))[0].clone();
+    let host = c
+        .get(owner, &base)
+        .await
+        .ids_after(&format!("{base}/hosts/"))[0]
+        .clone();
     let r = c
         .post(
             owner,
@@ -77,7 +85,11 @@ async fn library_with_a_book(c: &Console, team: &str, owner: &str) -> (String, S
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    let app = c.get(owner, &base).await.ids_after(&format!("{base}/apps/"))[0].clone();
+    let app = c
+        .get(owner, &base)
+        .await
+        .ids_after(&format!("{base}/apps/"))[0]
+        .clone();
     let app_path = format!("{base}/apps/{app}");
     let r = c
         .post(
@@ -152,7 +164,10 @@ async fn records_are_created_and_edited_with_errors_beside_the_field() {
     assert!(!r.has_error("f-field.title"));
     assert!(r.body.contains("value=\"Priceless\""), "the input is kept");
     assert_eq!(
-        c.get(owner, &layout).await.ids_after(&format!("{layout}/records/")).len(),
+        c.get(owner, &layout)
+            .await
+            .ids_after(&format!("{layout}/records/"))
+            .len(),
         1,
         "no record was created"
     );
@@ -199,7 +214,10 @@ async fn records_are_created_and_edited_with_errors_beside_the_field() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert_eq!(r.location.as_deref(), Some(format!("{record}?ok=record-saved").as_str()));
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("{record}?ok=record-saved").as_str())
+    );
     let page = c.get(owner, &record).await;
     assert!(page.body.contains("value=\"Dune Messiah\"") && page.body.contains("value=\"14\""));
 
@@ -289,7 +307,11 @@ async fn members_edit_only_what_their_privilege_set_allows() {
         .await;
     assert!(r.status.is_client_error(), "{} {}", r.status, r.body);
     let seen = c.get(owner, &record).await;
-    assert!(seen.body.contains("value=\"Children of Dune\""), "{}", seen.body);
+    assert!(
+        seen.body.contains("value=\"Children of Dune\""),
+        "{}",
+        seen.body
+    );
     assert!(seen.body.contains("value=\"12\"") && !seen.body.contains("Cheap Dune"));
 
     // The reader sees the record without a form; a forced edit is refused.

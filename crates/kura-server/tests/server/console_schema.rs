@@ -35,7 +35,11 @@ async fn relationships_value_lists_and_privilege_sets_are_added_by_form() {
     ]})
     .to_string();
     let r = c
-        .post(owner, &format!("{base}/schema"), &[("csrf", &csrf), ("definition", &tables)])
+        .post(
+            owner,
+            &format!("{base}/schema"),
+            &[("csrf", &csrf), ("definition", &tables)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let before = definition(&c.get(owner, &base).await);
@@ -44,18 +48,53 @@ async fn relationships_value_lists_and_privilege_sets_are_added_by_form() {
     // refused with the input kept; nothing changes.
     let rel = format!("{base}/relationships");
     let r = c
-        .post(owner, &rel, &[("csrf", &csrf), ("rel_name", ""), ("rel_left", "books::author_id"), ("rel_right", "authors::id")])
+        .post(
+            owner,
+            &rel,
+            &[
+                ("csrf", &csrf),
+                ("rel_name", ""),
+                ("rel_left", "books::author_id"),
+                ("rel_right", "authors::id"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422);
-    assert!(r.body.contains("Enter a name for the relationship"), "{}", r.body);
+    assert!(
+        r.body.contains("Enter a name for the relationship"),
+        "{}",
+        r.body
+    );
     let r = c
-        .post(owner, &rel, &[("csrf", &csrf), ("rel_name", "book_author"), ("rel_left", "books::author_id"), ("rel_right", "authors::nope")])
+        .post(
+            owner,
+            &rel,
+            &[
+                ("csrf", &csrf),
+                ("rel_name", "book_author"),
+                ("rel_left", "books::author_id"),
+                ("rel_right", "authors::nope"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("value=\"book_author\""), "the name is kept");
-    assert_eq!(definition(&c.get(owner, &base).await), before, "nothing changed");
+    assert_eq!(
+        definition(&c.get(owner, &base).await),
+        before,
+        "nothing changed"
+    );
     let r = c
-        .post(owner, &rel, &[("csrf", &csrf), ("rel_name", "book_author"), ("rel_left", "books::author_id"), ("rel_right", "authors::id")])
+        .post(
+            owner,
+            &rel,
+            &[
+                ("csrf", &csrf),
+                ("rel_name", "book_author"),
+                ("rel_left", "books::author_id"),
+                ("rel_right", "authors::id"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Schema applied"));
@@ -68,22 +107,49 @@ async fn relationships_value_lists_and_privilege_sets_are_added_by_form() {
     // Value lists: values are needed; blank lines are dropped.
     let vl = format!("{base}/value-lists");
     let r = c
-        .post(owner, &vl, &[("csrf", &csrf), ("vl_name", "genres"), ("vl_values", " \n ")])
+        .post(
+            owner,
+            &vl,
+            &[
+                ("csrf", &csrf),
+                ("vl_name", "genres"),
+                ("vl_values", " \n "),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("at least one value"), "{}", r.body);
     let r = c
-        .post(owner, &vl, &[("csrf", &csrf), ("vl_name", "genres"), ("vl_values", "Fiction\n\n Poetry \r\nHistory")])
+        .post(
+            owner,
+            &vl,
+            &[
+                ("csrf", &csrf),
+                ("vl_name", "genres"),
+                ("vl_values", "Fiction\n\n Poetry \r\nHistory"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let def = definition(&c.get(owner, &base).await);
-    assert_eq!(def["value_lists"], json!([{ "name": "genres", "values": ["Fiction", "Poetry", "History"] }]));
+    assert_eq!(
+        def["value_lists"],
+        json!([{ "name": "genres", "values": ["Fiction", "Poetry", "History"] }])
+    );
 
     // Privilege sets: an unknown access is refused; a good set is stored
     // with exactly the rights chosen (untouched tables left out).
     let ps = format!("{base}/privilege-sets");
     let r = c
-        .post(owner, &ps, &[("csrf", &csrf), ("ps_name", "clerk"), ("ps_view.books", "everything")])
+        .post(
+            owner,
+            &ps,
+            &[
+                ("csrf", &csrf),
+                ("ps_name", "clerk"),
+                ("ps_view.books", "everything"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("table `books`"), "{}", r.body);
@@ -117,17 +183,37 @@ async fn relationships_value_lists_and_privilege_sets_are_added_by_form() {
     assert!(set["tables"].get("authors").is_none(), "{set}");
     // The same name again is refused by the schema's own rules.
     let r = c
-        .post(owner, &ps, &[("csrf", &csrf), ("ps_name", "clerk"), ("ps_view.books", "all")])
+        .post(
+            owner,
+            &ps,
+            &[
+                ("csrf", &csrf),
+                ("ps_name", "clerk"),
+                ("ps_view.books", "all"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
-    assert_eq!(definition(&c.get(owner, &base).await), def, "nothing changed");
+    assert_eq!(
+        definition(&c.get(owner, &base).await),
+        def,
+        "nothing changed"
+    );
 
     // A member without AppsOperate cannot add anything.
     let m = super::console_records::member(&c, &t.id, owner, "m@acme.test").await;
     let mcsrf = c.get(&m, &base).await.csrf();
     let r = c
-        .post(&m, &vl, &[("csrf", &mcsrf), ("vl_name", "sneaky"), ("vl_values", "x")])
+        .post(
+            &m,
+            &vl,
+            &[("csrf", &mcsrf), ("vl_name", "sneaky"), ("vl_values", "x")],
+        )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(definition(&c.get(owner, &base).await), def, "nothing changed");
+    assert_eq!(
+        definition(&c.get(owner, &base).await),
+        def,
+        "nothing changed"
+    );
 }

@@ -43,13 +43,19 @@ async fn groups_get_members_and_roles_through_the_console() {
     let csrf = page.csrf();
 
     // A blank name is refused beside the field; a good one creates.
-    let r = c.post(owner, &groups, &[("csrf", &csrf), ("name", "  ")]).await;
+    let r = c
+        .post(owner, &groups, &[("csrf", &csrf), ("name", "  ")])
+        .await;
     assert_eq!(r.status, 422);
     assert!(r.has_error("f-name"), "{}", r.body);
-    let r = c.post(owner, &groups, &[("csrf", &csrf), ("name", "auditors")]).await;
+    let r = c
+        .post(owner, &groups, &[("csrf", &csrf), ("name", "auditors")])
+        .await;
     assert_eq!(r.status, 303, "{}", r.body);
     // The same name again: refused beside the field, the input kept.
-    let r = c.post(owner, &groups, &[("csrf", &csrf), ("name", "auditors")]).await;
+    let r = c
+        .post(owner, &groups, &[("csrf", &csrf), ("name", "auditors")])
+        .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.has_error("f-name") && r.body.contains("value=\"auditors\""));
     let page = c.get(owner, &groups).await;
@@ -79,7 +85,11 @@ async fn groups_get_members_and_roles_through_the_console() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert!(roles_of(&c, &t.id, owner, "m@acme.test").await.contains(&"auditor".to_owned()));
+    assert!(
+        roles_of(&c, &t.id, owner, "m@acme.test")
+            .await
+            .contains(&"auditor".to_owned())
+    );
     let page = c.get(owner, &groups).await;
     assert!(page.body.contains("m@acme.test") && page.body.contains("Revoke auditor"));
 
@@ -110,10 +120,18 @@ async fn groups_get_members_and_roles_through_the_console() {
     assert_eq!(r.status, 403, "{}", r.body);
     // A post without the CSRF token changes nothing.
     let r = c
-        .post(owner, &format!("{group}/roles"), &[("op", "revoke"), ("role", "auditor")])
+        .post(
+            owner,
+            &format!("{group}/roles"),
+            &[("op", "revoke"), ("role", "auditor")],
+        )
         .await;
     assert_eq!(r.status, 403);
-    assert!(roles_of(&c, &t.id, owner, "m@acme.test").await.contains(&"auditor".to_owned()));
+    assert!(
+        roles_of(&c, &t.id, owner, "m@acme.test")
+            .await
+            .contains(&"auditor".to_owned())
+    );
     // An unknown role is refused.
     let r = c
         .post(
@@ -133,7 +151,11 @@ async fn groups_get_members_and_roles_through_the_console() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert!(!roles_of(&c, &t.id, owner, "m@acme.test").await.contains(&"auditor".to_owned()));
+    assert!(
+        !roles_of(&c, &t.id, owner, "m@acme.test")
+            .await
+            .contains(&"auditor".to_owned())
+    );
     let r = c
         .post(
             owner,
@@ -160,7 +182,11 @@ async fn groups_get_members_and_roles_through_the_console() {
         "team.role.revoked",
         "team.group.member_removed",
     ] {
-        assert_eq!(actions.iter().filter(|x| *x == a).count(), 1, "{a}: {actions:?}");
+        assert_eq!(
+            actions.iter().filter(|x| *x == a).count(),
+            1,
+            "{a}: {actions:?}"
+        );
     }
 }
 
@@ -173,7 +199,11 @@ async fn operators_see_every_team_on_the_platform_overview() {
     let base = format!("/console/teams/{}", a.id);
     let csrf = c.get(&a.owner, &base).await.csrf();
     let r = c
-        .post(&a.owner, &format!("{base}/hosts"), &[("csrf", &csrf), ("name", "main")])
+        .post(
+            &a.owner,
+            &format!("{base}/hosts"),
+            &[("csrf", &csrf), ("name", "main")],
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
 

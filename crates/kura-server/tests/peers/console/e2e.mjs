@@ -143,6 +143,7 @@ await scenario('an operator creates a team and its owner invitation', async () =
 
 let owner;
 let addressBookUrl;
+let libraryUrl;
 await scenario('the invited owner accepts and sees the team', async () => {
   owner = await newPage();
   await owner.goto(`${base}${inviteLink}`);
@@ -247,7 +248,7 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   await owner.fill('#f-app_name', 'Library');
   await owner.click('button:has-text("Create app")');
   await owner.click('a.app-name:has-text("Library")');
-  const libraryUrl = owner.url();
+  libraryUrl = owner.url();
   const definition = {
     tables: [
       { name: 'books', fields: [{ name: 'title', type: 'text' }, { name: 'author', type: 'text' }, { name: 'price', type: 'number' }] },
@@ -282,7 +283,7 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   await owner.fill('#f-field\\.title', 'Priceless');
   await owner.fill('#f-field\\.price', 'not a number');
   await owner.click('button:has-text("Create record")');
-  check(await owner.locator('#new-record [role=alert]').isVisible(), 'a non-number price is refused');
+  check(await owner.locator('#new-record #f-field\\.price-error').isVisible(), 'a non-number price is refused beside the field');
   check((await owner.inputValue('#f-field\\.title')) === 'Priceless', 'the input is kept');
   await owner.goto(booksUrl);
   check((await owner.locator('#records tbody tr').count()) === 3, 'still three records');
@@ -358,6 +359,35 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   check((await reader.locator('#records tbody tr').count()) === 3, 'nothing was deleted');
   await reader.context().close();
   pages.delete(reader);
+});
+
+await scenario('a CSV file is imported with upload progress; a bad row imports nothing', async () => {
+  await owner.goto(libraryUrl);
+  await owner.click('a:has-text("Import CSV into a table")');
+  await owner.waitForURL(/\/import$/);
+  await owner.selectOption('#f-table', 'books');
+  // Notes whether the progress row was shown (only the script shows it,
+  // and only when it sends the form itself: a plain post would reload).
+  await owner.evaluate(() => {
+    window.progressShown = false;
+    const row = document.getElementById('import-progress');
+    new MutationObserver(() => { if (!row.hidden) window.progressShown = true; }).observe(row, { attributes: true });
+  });
+  await owner.setInputFiles('#f-file', { name: 'books.csv', mimeType: 'text/csv', buffer: Buffer.from('title,author,price\nMiddlemarch,Eliot,11\nBad,Nobody,cheap\n') });
+  await owner.click('button:has-text("Import")');
+  await owner.locator('#f-file-error').waitFor();
+  check((await owner.textContent('#f-file-error')).includes('Nothing was imported'), 'the bad row is named and nothing imported');
+  check(await owner.evaluate(() => window.progressShown === true), 'the upload showed its progress');
+  check((await owner.inputValue('#f-table')) === 'books', 'the table is kept');
+  await shoot(owner, 'import-error');
+  await owner.setInputFiles('#f-file', { name: 'books.csv', mimeType: 'text/csv', buffer: Buffer.from('title,author,price\nMiddlemarch,Eliot,11\nBeloved,Morrison,10\n') });
+  await owner.click('button:has-text("Import")');
+  await owner.waitForURL(/ok=imported/);
+  check((await owner.textContent('#import-done')).includes('Imported 2 row(s)'), 'two rows imported');
+  await shoot(owner, 'import');
+  await owner.goto(libraryUrl);
+  await owner.click('#layouts a:has-text("Browse records") >> nth=0');
+  check((await owner.locator('#records tbody tr').count()) === 5, 'five books now');
 });
 
 await scenario('a form posted without the CSRF token is refused and changes nothing', async () => {

@@ -253,5 +253,11 @@ async fn all_teams_and_group_members_list_what_is_stored() {
     assert!(store.remove_group_member(group, b_id).await.unwrap());
     assert_eq!(store.group_members(group).await.unwrap(), [a_id]);
     // Another group's members are not mixed in.
-    assert!(store.group_members(GroupId::new()).await.unwrap().is_empty());
+    assert!(
+        store
+            .group_members(GroupId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
