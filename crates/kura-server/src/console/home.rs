@@ -636,6 +636,26 @@ pub async fn delete_host(
         };
         return again(&state, &p.who, team, &forms).await;
     }
+    // A host that still serves apps cannot go; say so before a code is spent.
+    match state.apps.apps(team, host).await {
+        Ok(apps) if !apps.is_empty() => {
+            refused.confirm_error = Some(format!(
+                "{} still serves {} app(s): delete or move them first.",
+                record.name,
+                apps.len()
+            ));
+            let forms = TeamForms {
+                host_delete: Some(refused),
+                ..TeamForms::default()
+            };
+            return match team_page(&state, &p.who, team, None, &forms).await {
+                Ok(m) => page::respond(StatusCode::CONFLICT, m),
+                Err(e) => page::api_error_page(&e),
+            };
+        }
+        Ok(_) => {}
+        Err(e) => return page::api_error_page(&ApiError::Apps(e)),
+    }
     if let Err((status, message)) =
         super::stepup::step_up(&state, &p.who, &value(format!("code-{host}"))).await
     {

@@ -278,6 +278,42 @@ async fn deleting_a_host_needs_its_exact_name_and_a_fresh_code() {
     let confirm = format!("confirm-{host}");
     let code_field = format!("code-{host}");
 
+    // A host that serves an app is refused beside the name, before a code
+    // is asked for.
+    let r = c
+        .post(
+            &op,
+            &format!("{base}/apps"),
+            &[("csrf", &csrf), ("host", &host), ("app_name", "Busy")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = c
+        .post(
+            &op,
+            &delete,
+            &[("csrf", &csrf), (&confirm, "spare"), (&code_field, "")],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.has_error(&format!("f-{confirm}")), "{}", r.body);
+    assert!(r.body.contains("still serves 1 app(s)"), "{}", r.body);
+    assert!(!r.has_error(&format!("f-{code_field}")));
+    let app = c.get(&op, &base).await.ids_after(&format!("{base}/apps/"))[0].clone();
+    let app_path = format!("{base}/apps/{app}");
+    let r = c
+        .post(
+            &op,
+            &format!("{app_path}/delete"),
+            &[
+                ("csrf", &csrf),
+                ("confirm", "Busy"),
+                ("code", &c.fresh_code(&c.op.totp_secret)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+
     let code = c.fresh_code(&c.op.totp_secret);
     let r = c
         .post(
