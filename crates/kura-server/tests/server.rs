@@ -3349,6 +3349,8 @@ mod incident_channels;
 mod connect;
 #[path = "server/console.rs"]
 mod console;
+#[path = "server/console_device.rs"]
+mod console_device;
 #[path = "server/console_import.rs"]
 mod console_import;
 #[path = "server/console_pages.rs"]

@@ -11,6 +11,7 @@
 
 mod account;
 mod apps;
+mod device;
 mod firewall;
 mod groups;
 mod home;

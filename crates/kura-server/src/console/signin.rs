@@ -268,6 +268,9 @@ pub struct CodeForm {
     method: String,
     #[serde(default)]
     next: String,
+    /// `on` to remember this device (the box is off by default).
+    #[serde(default)]
+    remember: String,
 }
 
 fn mfa_page(csrf: &str, next: &str, error: Option<&str>, recovery: bool) -> Markup {
@@ -286,6 +289,11 @@ fn mfa_page(csrf: &str, next: &str, error: Option<&str>, recovery: bool) -> Mark
                 input type="hidden" name="method" value=(if recovery { "recovery" } else { "totp" });
                 (Field::new("code", if recovery { "Recovery code" } else { "Code" })
                     .error(error).autocomplete("one-time-code").render())
+                label.check.remember {
+                    input #f-remember type="checkbox" name="remember" value="on";
+                    "Remember this device for " (kura_identity::REMEMBER_DEVICE_FOR.whole_days()) " days"
+                }
+                p.hint { "Only on a device you alone use. Signing out everywhere or changing your password forgets it." }
                 button.primary type="submit" { "Verify" }
             }
             div.alt {
@@ -314,19 +322,33 @@ pub struct MfaQuery {
     next: Option<String>,
 }
 
-/// `GET /console/mfa`.
-pub async fn mfa_form(AnyStage(who): AnyStage, Query(q): Query<MfaQuery>) -> Response {
+/// `GET /console/mfa`: a remembered device completes the sign-in at
+/// once; otherwise the code form.
+pub async fn mfa_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AnyStage(who): AnyStage,
+    Query(q): Query<MfaQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     match stage(&who.principal) {
-        Some(SessionStage::MfaPending) => page::respond(
-            StatusCode::OK,
-            mfa_page(
-                &who.csrf,
-                &next,
-                None,
-                q.method.as_deref() == Some("recovery"),
-            ),
-        ),
+        Some(SessionStage::MfaPending) => {
+            let stale = match super::device::try_cookie(&state, &who, &headers).await {
+                super::device::Outcome::SignedIn(s) => return with_session(&next, &s),
+                super::device::Outcome::Absent => None,
+                super::device::Outcome::Stale(clear) => Some(clear),
+            };
+            let form = page::respond(
+                StatusCode::OK,
+                mfa_page(
+                    &who.csrf,
+                    &next,
+                    None,
+                    q.method.as_deref() == Some("recovery"),
+                ),
+            );
+            with_cookie(form, stale)
+        }
         Some(s) => Redirect::to(&next_for(s, &next)).into_response(),
         None => Redirect::to("/console/sign-in").into_response(),
     }
@@ -350,7 +372,17 @@ pub async fn mfa(State(state): State<AppState>, p: SessionForm<CodeForm>) -> Res
     let next = safe_next(Some(&f.next));
     match finish(&state, &p.who.ctx, audited).await {
         Ok(v) => match v.session {
-            Some(signed) => with_session(&next, &signed),
+            Some(signed) => {
+                let device = if f.remember == "on" {
+                    match super::device::remember(&state, &p.who.ctx, &signed).await {
+                        Ok(c) => Some(c),
+                        Err(e) => return page::api_error_page(&e),
+                    }
+                } else {
+                    None
+                };
+                with_cookie(with_session(&next, &signed), device)
+            }
             None => Redirect::to(&next).into_response(),
         },
         Err(e) => {

@@ -90,6 +90,11 @@ impl Console {
         }
     }
 
+    /// The client (no redirects followed), for requests with other cookies.
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The next TOTP code of `secret`: the clock moves on one step first, so
     /// the server has not seen the code yet.
     pub(super) fn fresh_code(&self, secret: &str) -> String {
