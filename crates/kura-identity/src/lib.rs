@@ -108,7 +108,8 @@ pub use service::{
     Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, GroupDetail, Identity,
     IdentityConfig, Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member,
     MfaVerified, NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered,
-    REMEMBER_DEVICE_FOR, RememberedDevice, SessionInfo, SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,
+    REMEMBER_DEVICE_FOR, RememberedDevice, SessionInfo, SignInStep, SignedIn, Team, TeamCreated,
+    TotpConfirmed, TotpEnrolment,
 };
 pub use session::{SessionConfig, SessionValidity};
 pub use throttle::{ThrottlePolicy, ThrottleState};

@@ -96,11 +96,12 @@ impl Identity {
             ev.push(
                 IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
                     .actor(p.account)
-                    .detail("method", super::mfa_method_name(MfaMethod::RememberedDevice)),
+                    .detail(
+                        "method",
+                        super::mfa_method_name(MfaMethod::RememberedDevice),
+                    ),
             );
-            let session = self
-                .mark_verified(p, MfaMethod::RememberedDevice)
-                .await?;
+            let session = self.mark_verified(p, MfaMethod::RememberedDevice).await?;
             Ok(MfaVerified {
                 session,
                 recovery_codes_left: None,

@@ -17,7 +17,10 @@ async fn pending(env: &Env) -> Principal {
 async fn remember(env: &Env, op: &Operator) -> String {
     let p = pending(env).await;
     env.advance(Duration::seconds(30));
-    let verified = ok(env.id.verify_totp(&p, &pyotp_code(&op.totp, env.now())).await);
+    let verified = ok(env
+        .id
+        .verify_totp(&p, &pyotp_code(&op.totp, env.now()))
+        .await);
     let session = verified.session.expect("a complete session");
     let p = env.principal(session.token.reveal()).await;
     let device = ok(env.id.remember_device(&p).await);
@@ -82,15 +85,24 @@ async fn a_remembered_device_skips_the_second_factor_until_revoked_or_expired() 
     let token = remember(&env, &op).await;
     let pend = pending(&env).await;
     env.advance(Duration::seconds(30));
-    let s = ok(env.id.verify_totp(&pend, &pyotp_code(&op.totp, env.now())).await)
-        .session
-        .unwrap();
+    let s = ok(env
+        .id
+        .verify_totp(&pend, &pyotp_code(&op.totp, env.now()))
+        .await)
+    .session
+    .unwrap();
     let p = env.principal(s.token.reveal()).await;
     ok(env
         .id
-        .change_password(&p, &secret(PASSWORD), &secret("a-whole-new-operator-passphrase"))
+        .change_password(
+            &p,
+            &secret(PASSWORD),
+            &secret("a-whole-new-operator-passphrase"),
+        )
         .await);
-    let step = ok(env.sign_in("root@example.com", "a-whole-new-operator-passphrase").await);
+    let step = ok(env
+        .sign_in("root@example.com", "a-whole-new-operator-passphrase")
+        .await);
     let pend = env.principal(step.signed_in().token.reveal()).await;
     let (e, _) = err(env.id.use_remembered_device(&pend, &token).await);
     assert!(matches!(e, IdentityError::InvalidCode), "{e:?}");

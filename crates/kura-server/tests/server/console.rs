@@ -7,7 +7,7 @@
 //! progress, host and app deletion confirmed with the name and a fresh
 //! code, groups and roles, invitations, CSRF refusal, the return to the
 //! page after an ended session, the platform overview, incidents and
-//! the event search, the operator's key status and a master-key rotation
+//! the event search, "remember this device", the operator's key status and a master-key rotation
 //! confirmed with a fresh TOTP code, the platform firewall lists, and passkey registration and sign-in through
 //! Chromium's virtual authenticator; it saves a screenshot of every page
 //! open when a scenario fails.

@@ -696,6 +696,33 @@ await scenario('a personal API token is shown once, works, and stops when revoke
   check(after.status() === 401, `the revoked token is refused (${after.status()})`);
 });
 
+await scenario('remember this device: the next sign-in skips the code', async () => {
+  const dev = await newPage();
+  const signIn = async () => {
+    await dev.goto(`${base}/console/sign-in`);
+    await dev.fill('#f-email', OPERATOR.email);
+    await dev.fill('#f-password', OPERATOR.password);
+    await dev.click('button[type=submit]');
+  };
+  await signIn();
+  await dev.waitForURL(/\/console\/mfa/);
+  check(!(await dev.isChecked('#f-remember')), 'remembering is off by default');
+  await dev.check('#f-remember');
+  await dev.fill('#f-code', await freshCode());
+  await dev.click('button[type=submit]');
+  await dev.waitForURL(`${base}/console/`);
+  const cookies = await dev.context().cookies();
+  const device = cookies.find((c) => c.name === '__Host-kura_device');
+  check(device && device.httpOnly && device.secure && device.sameSite === 'Strict', 'an HttpOnly, Secure, SameSite=Strict device cookie');
+  await dev.click('button:has-text("Sign out")');
+  await dev.waitForURL(/\/console\/sign-in/);
+  await signIn();
+  await dev.waitForURL(`${base}/console/`);
+  check(await dev.locator('h1:has-text("Teams")').isVisible(), 'signed in without a code');
+  await dev.context().close();
+  pages.delete(dev);
+});
+
 await browser.close();
 if (failures > 0) {
   console.log(`${failures} scenario(s) failed`);
