@@ -53,6 +53,7 @@ pub const EVENT_ACTIONS: &[&str] = &[
     "auth.mfa.removed",
     "auth.mfa.reset",
     "auth.mfa.verified",
+    "auth.device.remembered",
     "auth.password.change_failed",
     "auth.password.changed",
     "auth.password.rehashed",
@@ -251,6 +252,8 @@ mod tests {
             include_str!("service/invitations.rs"),
             include_str!("service/teams.rs"),
             include_str!("service/tokens.rs"),
+            include_str!("service/devices.rs"),
+            include_str!("service/directory.rs"),
         ];
         let mut found = std::collections::BTreeSet::new();
         for src in sources {

@@ -105,10 +105,11 @@ pub use policy::{
     token_scopes,
 };
 pub use service::{
-    Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, Identity, IdentityConfig,
-    Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member, MfaVerified,
-    NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered, SessionInfo,
-    SignInStep, SignedIn, Team, TeamCreated, TotpConfirmed, TotpEnrolment,
+    Acceptance, AcceptedInvitation, ApiTokenInfo, ApiTokenKind, Group, GroupDetail, Identity,
+    IdentityConfig, Invitation, IssuedApiToken, IssuedInvitation, MAX_OPERATOR_ACCESS, Member,
+    MfaVerified, NewApiToken, OperatorAccess, PasskeyChallenge, PasskeyInfo, PasskeyRegistered,
+    REMEMBER_DEVICE_FOR, RememberedDevice, SessionInfo, SignInStep, SignedIn, Team, TeamCreated,
+    TotpConfirmed, TotpEnrolment,
 };
 pub use session::{SessionConfig, SessionValidity};
 pub use throttle::{ThrottlePolicy, ThrottleState};

@@ -297,6 +297,10 @@ pub enum MfaMethod {
     RecoveryCode,
     /// A WebAuthn passkey.
     Passkey,
+    /// A device the person chose to remember after a second factor: it
+    /// stands in for the factor at sign-in, but never counts as a fresh
+    /// check for sensitive actions (step-up).
+    RememberedDevice,
 }
 
 /// How the principal authenticated this request.
@@ -378,7 +382,10 @@ impl Principal {
                 signed_in_recently,
                 mfa,
                 ..
-            } => (*mfa_recent && mfa.is_some()) || (!self.mfa_enrolled && *signed_in_recently),
+            } => {
+                (*mfa_recent && mfa.is_some_and(|m| m != MfaMethod::RememberedDevice))
+                    || (!self.mfa_enrolled && *signed_in_recently)
+            }
             Credential::ApiToken { .. } => false,
         }
     }

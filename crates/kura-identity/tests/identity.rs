@@ -29,6 +29,10 @@ use time::{Duration, OffsetDateTime};
 
 #[path = "identity/access.rs"]
 mod access;
+#[path = "identity/devices.rs"]
+mod devices;
+#[path = "identity/directory.rs"]
+mod directory;
 #[path = "identity/passkeys.rs"]
 mod passkeys;
 

@@ -3349,3 +3349,15 @@ mod incident_channels;
 mod connect;
 #[path = "server/console.rs"]
 mod console;
+#[path = "server/console_device.rs"]
+mod console_device;
+#[path = "server/console_import.rs"]
+mod console_import;
+#[path = "server/console_pages.rs"]
+mod console_pages;
+#[path = "server/console_records.rs"]
+mod console_records;
+#[path = "server/console_schema.rs"]
+mod console_schema;
+#[path = "server/console_team.rs"]
+mod console_team;

@@ -25,6 +25,24 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
     /// One session by its token hash (revoked ones included).
     async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Remembers a device for `account` until `expires_at` by the hash of
+    /// its cookie's token. Revoking the account's sessions forgets it.
+    async fn remember_device(
+        &self,
+        account: AccountId,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The account a remembered device's token hash stands for, unless it
+    /// has expired by `now` or was forgotten.
+    async fn remembered_device(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<AccountId>, StoreError>;
+
     /// Records use of a session (idle timeout restarts).
     async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError>;
 

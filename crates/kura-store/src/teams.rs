@@ -33,6 +33,9 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
     /// The teams an account belongs to.
     async fn teams_of(&self, id: AccountId) -> Result<Vec<TeamRecord>, StoreError>;
 
+    /// Every team on the platform, by name (the operators' overview).
+    async fn all_teams(&self) -> Result<Vec<TeamRecord>, StoreError>;
+
     /// Sets a team's serialised MFA requirement.
     async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError>;
 
@@ -75,6 +78,9 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         group: GroupId,
         account: AccountId,
     ) -> Result<bool, StoreError>;
+
+    /// The accounts in a group, in the order they were added.
+    async fn group_members(&self, group: GroupId) -> Result<Vec<AccountId>, StoreError>;
 
     /// The groups (of any team) an account is in.
     async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupId>, StoreError>;

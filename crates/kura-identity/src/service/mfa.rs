@@ -181,7 +181,7 @@ impl Identity {
                     .use_recovery_code(p.account, &recovery_code_hash(code), now)
                     .await?
             }
-            MfaMethod::Passkey => false,
+            MfaMethod::Passkey | MfaMethod::RememberedDevice => false,
         };
         if !accepted {
             ev.push(

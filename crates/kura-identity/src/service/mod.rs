@@ -6,6 +6,8 @@
 //! API tokens (`tokens`).
 
 mod access;
+mod devices;
+mod directory;
 mod invitations;
 mod mfa;
 mod operators;
@@ -38,6 +40,8 @@ use crate::throttle::ThrottlePolicy;
 use crate::{Audited, IdentityError};
 
 pub use access::{MAX_OPERATOR_ACCESS, OperatorAccess};
+pub use devices::{REMEMBER_DEVICE_FOR, RememberedDevice};
+pub use directory::GroupDetail;
 pub use mfa::{MfaVerified, TotpConfirmed, TotpEnrolment};
 pub use passkeys::{PasskeyChallenge, PasskeyInfo, PasskeyRegistered};
 pub use signin::{SessionInfo, SignInStep, SignedIn};
@@ -369,6 +373,7 @@ pub(crate) fn mfa_method_name(m: MfaMethod) -> &'static str {
         MfaMethod::Totp => "totp",
         MfaMethod::RecoveryCode => "recovery_code",
         MfaMethod::Passkey => "passkey",
+        MfaMethod::RememberedDevice => "remembered_device",
     }
 }
 
@@ -377,6 +382,7 @@ pub(crate) fn parse_mfa_method(s: &str) -> Option<MfaMethod> {
         "totp" => Some(MfaMethod::Totp),
         "recovery_code" => Some(MfaMethod::RecoveryCode),
         "passkey" => Some(MfaMethod::Passkey),
+        "remembered_device" => Some(MfaMethod::RememberedDevice),
         _ => None,
     }
 }

@@ -30,7 +30,7 @@ pub struct Team {
 }
 
 impl Team {
-    fn from_record(r: TeamRecord) -> Result<Self, IdentityError> {
+    pub(super) fn from_record(r: TeamRecord) -> Result<Self, IdentityError> {
         Ok(Self {
             id: r.id,
             mfa_policy: TeamMfaPolicy::from_stored(&r.mfa_policy)?,

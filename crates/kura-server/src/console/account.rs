@@ -47,6 +47,15 @@ pub async fn show(
             h1 { "Account & sessions" }
             p.muted { (me.display_name.as_str()) " · " (me.email.as_str()) }
         }
+        section.card #authenticator {
+            h2 { "Authenticator app" }
+            @if who.principal.mfa_enrolled {
+                p { "A second factor is set up. Sensitive actions (deleting hosts and apps, rotating keys) ask for a fresh code from your authenticator app." }
+            } @else {
+                p.empty { "No authenticator app yet. Sensitive actions such as deleting hosts and apps ask for a fresh code from one." }
+                p { a.button.primary href="/console/mfa/enrol?next=%2Fconsole%2Faccount" { "Set up an authenticator app" } }
+            }
+        }
         section.card #passkeys {
             h2 { "Passkeys" }
             @if passkeys.is_empty() {

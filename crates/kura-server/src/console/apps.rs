@@ -1,7 +1,7 @@
 //! One hosted app: its schema (tables, fields, layouts, privilege sets),
 //! the schema editor (the definition as JSON, plus quick "add a table" and
 //! "add a field" forms), rename, close/open, and deletion that needs the
-//! app's name typed. Every change asks the policy (`AppsOperate`) through
+//! app's name typed and a fresh authenticator code (step-up). Every change asks the policy (`AppsOperate`) through
 //! `Identity::check`, calls `kura_apps`, and records the same event as the
 //! API's `apps` handlers.
 
@@ -24,7 +24,7 @@ use crate::http::api::error::ApiError;
 
 /// What the forms on the app page kept and what was wrong.
 #[derive(Debug, Default)]
-struct Forms {
+pub(super) struct Forms {
     definition: Option<String>,
     definition_error: Option<String>,
     table: String,
@@ -35,13 +35,17 @@ struct Forms {
     field_error: Option<String>,
     rename: Option<String>,
     rename_error: Option<String>,
+    confirm: String,
     confirm_error: Option<String>,
+    code_error: Option<String>,
     changes: Vec<String>,
+    /// The relationship, value-list and privilege-set forms.
+    pub(super) schema: super::schema_forms::SchemaForms,
 }
 
 const FIELD_TYPES: &[&str] = &["text", "number", "date", "time", "timestamp", "container"];
 
-fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
+pub(super) fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
     match (team.parse(), app.parse()) {
         (Ok(t), Ok(a)) => Ok((t, a)),
         _ => Err(page::Missing("app")),
@@ -128,6 +132,7 @@ async fn app_page(
         }
         section.card #layouts {
             h2 { "Layouts" }
+            @if !def.tables.is_empty() { p { a.button href={ (base) "/import" } { "Import CSV into a table" } } }
             @if def.layouts.is_empty() {
                 p.empty { "No layouts: the Data API addresses records through layouts." }
             } @else {
@@ -143,6 +148,7 @@ async fn app_page(
                 @for p in &def.privilege_sets { li { strong { (p.name) } } }
             }
         }
+        (super::schema_forms::render(&base, &who.csrf, &def, &forms.schema))
         section.card #accounts {
             h2 { "Who may open records" }
             p.muted { "Team members open records in the console (and the Data API) as their app account; its privilege set decides which records and fields they see and change." }
@@ -203,7 +209,8 @@ async fn app_page(
             p { "Deleting destroys the app's data key: its data and every backup of it become unreadable. This cannot be undone." }
             form.inline-form method="post" action={ (base) "/delete" } data-confirm-name=(record.name) novalidate {
                 (page::csrf(&who.csrf))
-                (Field::new("confirm", "Type the app's name to confirm").error(forms.confirm_error.as_deref()).render())
+                (Field::new("confirm", "Type the app's name to confirm").value(&forms.confirm).error(forms.confirm_error.as_deref()).render())
+                (super::stepup::code_field("code", forms.code_error.as_deref()).render())
                 button.danger type="submit" { "Delete app" }
             }
         }
@@ -221,7 +228,7 @@ fn type_name(f: &kura_apps::schema::definition::FieldDef) -> String {
         .unwrap_or_default()
 }
 
-async fn show_with(
+pub(super) async fn show_with(
     state: &AppState,
     who: &Signed,
     team: TeamId,
@@ -253,7 +260,7 @@ pub async fn show(
 }
 
 /// Applies `def`; on success shows the changes, on failure the form again.
-async fn apply(
+pub(super) async fn apply(
     state: &AppState,
     who: &Signed,
     team: TeamId,
@@ -573,9 +580,13 @@ pub async fn set_status(
 pub struct DeleteForm {
     #[serde(default)]
     confirm: String,
+    #[serde(default)]
+    code: String,
 }
 
-/// `POST …/delete`: only with the app's name typed.
+/// `POST …/delete`: only with the app's name typed exactly and a fresh code
+/// from the person's authenticator app (step-up). The name is checked
+/// first, so a mistyped name does not spend a code.
 pub async fn delete(
     State(state): State<AppState>,
     Path((team, app)): Path<(String, String)>,
@@ -594,6 +605,7 @@ pub async fn delete(
     };
     if p.form.confirm != record.name {
         let forms = Forms {
+            confirm: p.form.confirm,
             confirm_error: Some("Type the app's name exactly to delete it.".to_owned()),
             ..Forms::default()
         };
@@ -606,6 +618,14 @@ pub async fn delete(
             &forms,
         )
         .await;
+    }
+    if let Err((status, message)) = super::stepup::step_up(&state, &p.who, &p.form.code).await {
+        let forms = Forms {
+            confirm: p.form.confirm,
+            code_error: Some(message),
+            ..Forms::default()
+        };
+        return show_with(&state, &p.who, team, app, status, &forms).await;
     }
     match state.apps.delete_app(team, app).await {
         Ok(()) => match event(

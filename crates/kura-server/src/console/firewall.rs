@@ -14,7 +14,7 @@ use kura_identity::{Action, Resource};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::page::{self, Field, Nav};
+use super::page::{self, Nav};
 use super::session::{SessionForm, Signed};
 use crate::edge::firewall::{FirewallError, FirewallPolicy, FirewallRules};
 use crate::edge::{Kind, Scope};
@@ -118,7 +118,7 @@ async fn firewall_page(
                 input type="hidden" name="version" value=(version);
                 (textarea("allow", "Allow", "One address or CIDR range per line. Empty allows every address that is not denied.", &allow, errors.allow.as_deref()))
                 (textarea("deny", "Deny", "One address or CIDR range per line. Deny wins over allow.", &deny, errors.deny.as_deref()))
-                (Field::new("code", "Confirm with the current code from your authenticator app").error(errors.code.as_deref()).autocomplete("one-time-code").render())
+                (super::stepup::code_field("code", errors.code.as_deref()).render())
                 button.primary type="submit" { "Save firewall" }
             }
         }
@@ -188,7 +188,7 @@ pub async fn save(State(state): State<AppState>, p: SessionForm<FirewallForm>) -
             firewall_page(&state, who, Some(f), &errors, None).await,
         );
     }
-    let principal = match super::keys::step_up(&state, who, &f.code).await {
+    let principal = match super::stepup::step_up(&state, who, &f.code).await {
         Ok(p) => p,
         Err((status, message)) => {
             let errors = Errors {

@@ -209,6 +209,16 @@ struct TeamForms {
     invite_email: String,
     invite_error: Option<String>,
     invite_link: Option<String>,
+    host_delete: Option<HostDelete>,
+}
+
+/// A refused host deletion: which host, what was typed, what was wrong.
+#[derive(Debug)]
+struct HostDelete {
+    host: HostId,
+    confirm: String,
+    confirm_error: Option<String>,
+    code_error: Option<String>,
 }
 
 async fn team_page(
@@ -247,7 +257,7 @@ async fn team_page(
         (page::notice(ok))
         header.page-head {
             h1 { (t.name) }
-            p.muted { "Team · created " (page::when(t.created_at)) " · " a href={ (base) "/security" } { "Security settings and events" } }
+            p.muted { "Team · created " (page::when(t.created_at)) " · " a href={ (base) "/security" } { "Security settings and events" } " · " a href={ (base) "/groups" } { "Groups and roles" } }
         }
         ul.stats {
             li.card { span.stat { (hosts.len()) } " hosts" }
@@ -260,10 +270,13 @@ async fn team_page(
                 p.empty { "No hosts yet. A host is where the team's apps live; create one below." }
             }
             @for (h, list) in hosts.iter().zip(&apps) {
+                @let refused = forms.host_delete.as_ref().filter(|d| d.host == h.id);
+                @let confirm_name = format!("confirm-{}", h.id);
+                @let code_name = format!("code-{}", h.id);
                 article.host {
                     h3 { (h.name) }
                     p.muted { "Data API: " code { "/hosts/" (h.name) "/fmi/data/vLatest" } }
-                    details.host-settings {
+                    details.host-settings open[refused.is_some()] {
                         summary { "Rename or delete " (h.name) }
                         form.inline-form method="post" action={ (base) "/hosts/" (h.id) "/rename" } novalidate {
                             (page::csrf(&who.csrf))
@@ -272,7 +285,10 @@ async fn team_page(
                         }
                         form.inline-form method="post" action={ (base) "/hosts/" (h.id) "/delete" } data-confirm-name=(h.name) novalidate {
                             (page::csrf(&who.csrf))
-                            (Field::new(&format!("confirm-{}", h.id), "Type the host's name to delete it (it must have no apps)").render())
+                            (Field::new(&confirm_name, "Type the host's name to delete it (it must have no apps)")
+                                .value(refused.map_or("", |d| d.confirm.as_str()))
+                                .error(refused.and_then(|d| d.confirm_error.as_deref())).render())
+                            (super::stepup::code_field(&code_name, refused.and_then(|d| d.code_error.as_deref())).render())
                             button.danger type="submit" { "Delete host" }
                         }
                     }
@@ -579,7 +595,10 @@ pub async fn rename_host(
 }
 
 /// `POST /console/teams/{team}/hosts/{host}/delete`: only with the name
-/// typed (field `confirm-<id>`).
+/// typed exactly (field `confirm-<id>`) and a fresh authenticator code
+/// (field `code-<id>`, step-up). The name is checked first, so a mistyped
+/// name does not spend a code; either refusal shows the team page again
+/// with the error beside its field.
 pub async fn delete_host(
     State(state): State<AppState>,
     Path((team, host)): Path<(String, String)>,
@@ -595,18 +614,60 @@ pub async fn delete_host(
         Ok(h) => h,
         Err(e) => return page::api_error_page(&ApiError::Apps(e)),
     };
-    let key = format!("confirm-{host}");
-    let typed = p
-        .form
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str());
-    if typed != Some(record.name.as_str()) {
-        return page::error_page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Not deleted",
-            "Type the host's name exactly to delete it. Nothing was changed.",
-        );
+    let value = |key: String| {
+        p.form
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let typed = value(format!("confirm-{host}"));
+    let mut refused = HostDelete {
+        host,
+        confirm: typed.clone(),
+        confirm_error: None,
+        code_error: None,
+    };
+    if typed != record.name {
+        refused.confirm_error = Some("Type the host's name exactly to delete it.".to_owned());
+        let forms = TeamForms {
+            host_delete: Some(refused),
+            ..TeamForms::default()
+        };
+        return again(&state, &p.who, team, &forms).await;
+    }
+    // A host that still serves apps cannot go; say so before a code is spent.
+    match state.apps.apps(team, host).await {
+        Ok(apps) if !apps.is_empty() => {
+            refused.confirm_error = Some(format!(
+                "{} still serves {} app(s): delete or move them first.",
+                record.name,
+                apps.len()
+            ));
+            let forms = TeamForms {
+                host_delete: Some(refused),
+                ..TeamForms::default()
+            };
+            return match team_page(&state, &p.who, team, None, &forms).await {
+                Ok(m) => page::respond(StatusCode::CONFLICT, m),
+                Err(e) => page::api_error_page(&e),
+            };
+        }
+        Ok(_) => {}
+        Err(e) => return page::api_error_page(&ApiError::Apps(e)),
+    }
+    if let Err((status, message)) =
+        super::stepup::step_up(&state, &p.who, &value(format!("code-{host}"))).await
+    {
+        refused.code_error = Some(message);
+        let forms = TeamForms {
+            host_delete: Some(refused),
+            ..TeamForms::default()
+        };
+        return match team_page(&state, &p.who, team, None, &forms).await {
+            Ok(m) => page::respond(status, m),
+            Err(e) => page::api_error_page(&e),
+        };
     }
     match state.apps.delete_host(team, host).await {
         Ok(()) => match event(

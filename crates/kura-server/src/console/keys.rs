@@ -10,12 +10,12 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use kura_events::actions;
-use kura_identity::{Action, Credential, MfaMethod, Principal, Resource};
+use kura_identity::{Action, Principal, Resource};
 use kura_types::{Actor, Outcome, SecurityEvent};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::page::{self, Field, Nav};
+use super::page::{self, Nav};
 use super::session::{SessionForm, Signed};
 use crate::http::AppState;
 use crate::http::api::auth::{finish, record_event};
@@ -100,7 +100,7 @@ async fn keys_page(
             p { "Creates a new master key version and re-wraps every data key under it while Kura keeps running. Old versions stay until you retire them with " code { "kura keys retire" } "." }
             form method="post" action="/console/operator/keys/rotate" novalidate {
                 (page::csrf(&who.csrf))
-                (Field::new("code", "Confirm with the current code from your authenticator app").error(code_error).autocomplete("one-time-code").render())
+                (super::stepup::code_field("code", code_error).render())
                 button.danger type="submit" { "Rotate master key" }
             }
         }
@@ -120,49 +120,6 @@ pub async fn show(
     }
 }
 
-/// The principal after a second factor was verified in this request: the
-/// session is now within the step-up window (the store has recorded it).
-fn stepped_up(p: &Principal) -> Principal {
-    let mut p = p.clone();
-    if let Credential::Session {
-        mfa, mfa_recent, ..
-    } = &mut p.credential
-    {
-        *mfa = Some(MfaMethod::Totp);
-        *mfa_recent = true;
-    }
-    p
-}
-
-/// A step-up from a form's TOTP code: verified (and recorded) through
-/// Kura ID, then the principal as it now stands. On failure, the status
-/// and the message to show beside the code field; nothing else happened.
-pub(super) async fn step_up(
-    state: &AppState,
-    who: &Signed,
-    code: &str,
-) -> Result<Principal, (StatusCode, String)> {
-    let code = code.trim();
-    let verified = if code.is_empty() {
-        Err(ApiError::Identity(
-            kura_identity::IdentityError::InvalidCode,
-        ))
-    } else {
-        let audited = state.identity.verify_totp(&who.principal, code).await;
-        finish(state, &who.ctx, audited).await.map(|_| ())
-    };
-    match verified {
-        Ok(()) => Ok(stepped_up(&who.principal)),
-        Err(e) => {
-            let status = match e {
-                ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Err((status, page::message(&e)))
-        }
-    }
-}
-
 /// `POST /console/operator/keys/rotate`.
 pub async fn rotate(State(state): State<AppState>, p: SessionForm<RotateForm>) -> Response {
     let who = &p.who;
@@ -171,7 +128,7 @@ pub async fn rotate(State(state): State<AppState>, p: SessionForm<RotateForm>) -
     if let Err(e) = permit(&state, who, &who.principal, Action::KeysRead).await {
         return page::api_error_page(&e);
     }
-    let principal = match step_up(&state, who, &p.form.code).await {
+    let principal = match super::stepup::step_up(&state, who, &p.form.code).await {
         Ok(p) => p,
         Err((status, message)) => {
             return match keys_page(&state, who, None, Some(&message)).await {

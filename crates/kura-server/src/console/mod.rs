@@ -11,16 +11,23 @@
 
 mod account;
 mod apps;
+mod device;
 mod firewall;
+mod groups;
 mod home;
+mod import;
 mod invite;
 mod keys;
 mod operator;
 mod page;
+mod platform;
+mod record_edit;
 mod records;
+mod schema_forms;
 mod security;
 mod session;
 mod signin;
+mod stepup;
 mod tokens;
 
 use axum::Router;
@@ -31,9 +38,9 @@ use http::{HeaderValue, header};
 use crate::http::AppState;
 
 /// The stylesheet's path (versioned by content so it can be cached for long).
-const CSS_PATH: &str = "/console/assets/console-v2.css";
+const CSS_PATH: &str = "/console/assets/console-v3.css";
 /// The script's path.
-const JS_PATH: &str = "/console/assets/console-v1.js";
+const JS_PATH: &str = "/console/assets/console-v2.js";
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
@@ -109,6 +116,18 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/teams/{team}/invitations", post(home::invite))
         .route(
+            "/console/teams/{team}/groups",
+            get(groups::show).post(groups::create),
+        )
+        .route(
+            "/console/teams/{team}/groups/{group}/members",
+            post(groups::members),
+        )
+        .route(
+            "/console/teams/{team}/groups/{group}/roles",
+            post(groups::roles),
+        )
+        .route(
             "/console/operator/incidents",
             get(operator::incidents).post(operator::open_incident),
         )
@@ -122,6 +141,7 @@ pub fn router() -> Router<AppState> {
             post(operator::add_note),
         )
         .route("/console/operator/events", get(operator::events))
+        .route("/console/operator/platform", get(platform::show))
         .route("/console/operator/keys", get(keys::show))
         .route(
             "/console/operator/firewall",
@@ -147,6 +167,10 @@ pub fn router() -> Router<AppState> {
             post(records::create),
         )
         .route(
+            "/console/teams/{team}/apps/{app}/layouts/{layout}/records/{id}",
+            get(record_edit::show).post(record_edit::update),
+        )
+        .route(
             "/console/teams/{team}/apps/{app}/layouts/{layout}/records/{id}/delete",
             post(records::delete),
         )
@@ -161,6 +185,22 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/teams/{team}/apps/{app}/fields",
             post(apps::add_field),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/import",
+            get(import::show).post(import::import),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/relationships",
+            post(schema_forms::relationship),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/value-lists",
+            post(schema_forms::value_list),
+        )
+        .route(
+            "/console/teams/{team}/apps/{app}/privilege-sets",
+            post(schema_forms::privilege_set),
         )
         .route(
             "/console/teams/{team}/apps/{app}/rename",

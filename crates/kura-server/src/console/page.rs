@@ -20,6 +20,8 @@ pub enum Nav {
     Account,
     /// My API tokens.
     Tokens,
+    /// Operators: the platform overview.
+    Platform,
     /// Operators: incidents.
     Incidents,
     /// Operators: the security event search.
@@ -62,6 +64,7 @@ pub fn shell(title: &str, nav: Nav, chrome: &Chrome, body: Markup) -> Markup {
                             ul {
                                 li { a href="/console/" aria-current=[current(nav, Nav::Home)] { "Teams" } }
                                 @if chrome.operator {
+                                    li { a href="/console/operator/platform" aria-current=[current(nav, Nav::Platform)] { "Platform" } }
                                     li { a href="/console/operator/incidents" aria-current=[current(nav, Nav::Incidents)] { "Incidents" } }
                                     li { a href="/console/operator/events" aria-current=[current(nav, Nav::Events)] { "Security events" } }
                                     li { a href="/console/operator/keys" aria-current=[current(nav, Nav::Keys)] { "Keys" } }
@@ -347,6 +350,13 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("record-created") => "Record created.",
         Some("mfa-policy-saved") => "Requirement saved.",
         Some("record-deleted") => "Record deleted.",
+        Some("record-saved") => "Record saved.",
+        Some("imported") => "Import finished.",
+        Some("group-created") => "Group created.",
+        Some("group-member-added") => "Member added to the group.",
+        Some("group-member-removed") => "Member removed from the group.",
+        Some("group-role-granted") => "Role granted to the group.",
+        Some("group-role-revoked") => "Role revoked from the group.",
         Some("account-added") => "App account added.",
         Some("token-revoked") => "Token revoked: it no longer works.",
         Some("passkey-removed") => "Passkey removed.",

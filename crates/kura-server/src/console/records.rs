@@ -1,5 +1,6 @@
 //! The record browser: one layout's records with find (the Data API's
-//! operators: `==`, `<`, `>`, `...`, `*`), sort, paging, create and delete,
+//! operators: `==`, `<`, `>`, `...`, `*`), sort, paging, create and delete
+//! (editing one record is `record_edit`),
 //! and "who may open records": app accounts mapped to team members with a
 //! privilege set. Records go through `http::fmi::browse`, i.e. the Data
 //! API's own paths in an app session of the signed-in person's mapped app
@@ -43,18 +44,28 @@ pub struct BrowseQuery {
     ok: Option<String>,
 }
 
-fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
+pub(super) fn ids(team: &str, app: &str) -> Result<(TeamId, AppId), page::Missing> {
     match (team.parse(), app.parse()) {
         (Ok(t), Ok(a)) => Ok((t, a)),
         _ => Err(page::Missing("app")),
     }
 }
 
-fn fm_message(e: &kura_apps::FmError) -> String {
+/// The field a Data API error names (its message ends in "(field `x`…)"),
+/// so the console can show the error beside that field.
+pub(super) fn field_of(e: &kura_apps::FmError) -> Option<String> {
+    let start = e.message.find("(field `")? + "(field `".len();
+    let len = e.message[start..].find('`')?;
+    Some(e.message[start..start + len].to_owned())
+}
+
+pub(super) fn fm_message(e: &kura_apps::FmError) -> String {
     match e.code {
         212 => "You have no account in this app. Ask the team owner to give you one with a privilege set.".to_owned(),
         105 => "There is no such layout.".to_owned(),
         200 | 201 => "Your privilege set does not allow this.".to_owned(),
+        101 => "There is no such record, or your privilege set does not show it.".to_owned(),
+        306 => "Someone changed this record after you opened it. Reload it to see their changes, then edit again.".to_owned(),
         _ => format!("{} (FileMaker error {}).", e.message.trim_end_matches('.'), e.code),
     }
 }
@@ -66,6 +77,8 @@ struct View<'a> {
     q: &'a BrowseQuery,
     create_values: Map<String, Value>,
     create_error: Option<String>,
+    /// A create error that names one field: (field, message).
+    create_field_error: Option<(String, String)>,
 }
 
 async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Markup, ApiError> {
@@ -117,6 +130,13 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
         .filter(|f| access(f) == FieldAccess::Modify)
         .collect();
     let can_create = privileges.is_some_and(|p| p.can_create(table.id));
+    let can_edit = !editable.is_empty()
+        && privileges.is_some_and(|p| {
+            !matches!(
+                p.edit_filter(table.id, browse.account()),
+                kura_store::app_data::Filter::Nothing
+            )
+        });
     // Delete buttons only where some record may be deleted (the write path
     // still checks each record).
     let can_delete = privileges.is_some_and(|p| {
@@ -214,7 +234,7 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
                                     a href=(keep(&[("sort", f.def.name.clone()), ("dir", dir.to_owned()), ("page", String::new())])) { (f.def.name) }
                                 }
                             }
-                            @if can_delete { th scope="col" { span.sr-only { "Actions" } } }
+                            th scope="col" { span.sr-only { "Actions" } }
                         } }
                         tbody {
                             @for r in &rows {
@@ -222,12 +242,16 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
                                     @for f in &visible {
                                         td data-label=(f.def.name) { (cell(&r["fieldData"][&f.def.name])) }
                                     }
-                                    @if can_delete { td {
-                                        form method="post" action={ (here) "/records/" (r["recordId"].as_str().unwrap_or("")) "/delete" } {
-                                            (page::csrf(&who.csrf))
-                                            button.danger.small type="submit" { "Delete" }
+                                    @let rid = r["recordId"].as_str().unwrap_or("");
+                                    td.actions {
+                                        a.button.small.open-record href={ (here) "/records/" (rid) } { (if can_edit { "Edit" } else { "Open" }) }
+                                        @if can_delete {
+                                            form.inline method="post" action={ (here) "/records/" (rid) "/delete" } {
+                                                (page::csrf(&who.csrf))
+                                                button.danger.small type="submit" { "Delete" }
+                                            }
                                         }
-                                    } }
+                                    }
                                 }
                             }
                         }
@@ -248,7 +272,8 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
                     @for f in &editable {
                         @let name = format!("field.{}", f.def.name);
                         @let kept = v.create_values.get(&f.def.name).and_then(|x| x.as_str()).unwrap_or("");
-                        (Field::new(&name, &f.def.name).value(kept).render_optional())
+                        @let error = v.create_field_error.as_ref().filter(|(n, _)| *n == f.def.name).map(|(_, m)| m.as_str());
+                        (Field::new(&name, &f.def.name).value(kept).error(error).render_optional())
                     }
                     button.primary type="submit" { "Create record" }
                 }
@@ -258,7 +283,7 @@ async fn browse_page(state: &AppState, who: &Signed, v: &View<'_>) -> Result<Mar
     Ok(page::shell(v.layout, Nav::Team, &super::chrome(who), body))
 }
 
-fn cell(v: &Value) -> String {
+pub(super) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -266,7 +291,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn urlenc(s: &str) -> String {
+pub(super) fn urlenc(s: &str) -> String {
     serde_urlencoded::to_string([("", s)])
         .map(|q| q.trim_start_matches('=').to_owned())
         .unwrap_or_default()
@@ -290,6 +315,7 @@ pub async fn show(
         q: &q,
         create_values: Map::new(),
         create_error: None,
+        create_field_error: None,
     };
     match browse_page(&state, &who, &v).await {
         Ok(m) => page::respond(StatusCode::OK, m),
@@ -318,18 +344,22 @@ pub async fn create(
             fields.insert(name.to_owned(), Value::String(v));
         }
     }
+    let mut failed_field = None;
     let result = async {
         let record = state.apps.app(team, app).await.map_err(|e| e.to_string())?;
         let loaded = state.apps.load(&record).await.map_err(|e| e.to_string())?;
         let b = Browse::open(&state, loaded, p.who.principal.account)
             .await
             .map_err(|e| fm_message(&e))?;
-        let r = b
-            .create(&state, &layout, fields.clone())
-            .await
-            .map_err(|e| fm_message(&e));
+        let r = b.create(&state, &layout, fields.clone()).await;
         b.close(&state);
-        r
+        r.map_err(|e| match field_of(&e) {
+            Some(field) => {
+                failed_field = Some((field, fm_message(&e)));
+                String::new()
+            }
+            None => fm_message(&e),
+        })
     }
     .await;
     let here = format!(
@@ -346,7 +376,8 @@ pub async fn create(
                 layout: &layout,
                 q: &q,
                 create_values: fields,
-                create_error: Some(msg),
+                create_error: (!msg.is_empty()).then_some(msg),
+                create_field_error: failed_field,
             };
             match browse_page(&state, &p.who, &v).await {
                 Ok(m) => page::invalid(m),

@@ -208,7 +208,8 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-async fn refuse_csrf(state: &AppState, ctx: &Ctx) -> Refusal {
+/// Records a refused CSRF token (`authz.denied`, reason `csrf`) and says so.
+pub(super) async fn refuse_csrf(state: &AppState, ctx: &Ctx) -> Refusal {
     let Ok(action) = kura_types::Action::parse("authz.denied") else {
         return Refusal::Failed(ApiError::EventNotRecorded);
     };

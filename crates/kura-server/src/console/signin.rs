@@ -268,6 +268,9 @@ pub struct CodeForm {
     method: String,
     #[serde(default)]
     next: String,
+    /// `on` to remember this device (the box is off by default).
+    #[serde(default)]
+    remember: String,
 }
 
 fn mfa_page(csrf: &str, next: &str, error: Option<&str>, recovery: bool) -> Markup {
@@ -286,6 +289,11 @@ fn mfa_page(csrf: &str, next: &str, error: Option<&str>, recovery: bool) -> Mark
                 input type="hidden" name="method" value=(if recovery { "recovery" } else { "totp" });
                 (Field::new("code", if recovery { "Recovery code" } else { "Code" })
                     .error(error).autocomplete("one-time-code").render())
+                label.check.remember {
+                    input #f-remember type="checkbox" name="remember" value="on";
+                    "Remember this device for " (kura_identity::REMEMBER_DEVICE_FOR.whole_days()) " days"
+                }
+                p.hint { "Only on a device you alone use. Signing out everywhere or changing your password forgets it." }
                 button.primary type="submit" { "Verify" }
             }
             div.alt {
@@ -314,19 +322,33 @@ pub struct MfaQuery {
     next: Option<String>,
 }
 
-/// `GET /console/mfa`.
-pub async fn mfa_form(AnyStage(who): AnyStage, Query(q): Query<MfaQuery>) -> Response {
+/// `GET /console/mfa`: a remembered device completes the sign-in at
+/// once; otherwise the code form.
+pub async fn mfa_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AnyStage(who): AnyStage,
+    Query(q): Query<MfaQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     match stage(&who.principal) {
-        Some(SessionStage::MfaPending) => page::respond(
-            StatusCode::OK,
-            mfa_page(
-                &who.csrf,
-                &next,
-                None,
-                q.method.as_deref() == Some("recovery"),
-            ),
-        ),
+        Some(SessionStage::MfaPending) => {
+            let stale = match super::device::try_cookie(&state, &who, &headers).await {
+                super::device::Outcome::SignedIn(s) => return with_session(&next, &s),
+                super::device::Outcome::Absent => None,
+                super::device::Outcome::Stale(clear) => Some(clear),
+            };
+            let form = page::respond(
+                StatusCode::OK,
+                mfa_page(
+                    &who.csrf,
+                    &next,
+                    None,
+                    q.method.as_deref() == Some("recovery"),
+                ),
+            );
+            with_cookie(form, stale)
+        }
         Some(s) => Redirect::to(&next_for(s, &next)).into_response(),
         None => Redirect::to("/console/sign-in").into_response(),
     }
@@ -350,7 +372,17 @@ pub async fn mfa(State(state): State<AppState>, p: SessionForm<CodeForm>) -> Res
     let next = safe_next(Some(&f.next));
     match finish(&state, &p.who.ctx, audited).await {
         Ok(v) => match v.session {
-            Some(signed) => with_session(&next, &signed),
+            Some(signed) => {
+                let device = if f.remember == "on" {
+                    match super::device::remember(&state, &p.who.ctx, &signed).await {
+                        Ok(c) => Some(c),
+                        Err(e) => return page::api_error_page(&e),
+                    }
+                } else {
+                    None
+                };
+                with_cookie(with_session(&next, &signed), device)
+            }
             None => Redirect::to(&next).into_response(),
         },
         Err(e) => {
@@ -396,13 +428,37 @@ fn enrol_start_page(csrf: &str, next: &str) -> Markup {
     )
 }
 
+/// The `otpauth://` URI as a QR code image: an SVG in a `data:` URL, which
+/// the console's CSP allows for images (`img-src 'self' data:`), so the
+/// secret never travels in a URL to the server. `None` for anything that is
+/// not an `otpauth://` URI or does not fit in a QR code.
+pub(super) fn qr_data_url(uri: &str) -> Option<String> {
+    use base64::Engine as _;
+    if !uri.starts_with("otpauth://") {
+        return None;
+    }
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Some(format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    ))
+}
+
 fn enrol_confirm_page(csrf: &str, f: &EnrolForm, error: Option<&str>) -> Markup {
     public_page(
         "Set up your authenticator",
         html! {
             h1 { "Add Kura to your authenticator app" }
             ol.steps {
-                li { "In your app, add an account and enter this setup key (or open the link on a phone):" }
+                li { "In your app, add an account: scan the QR code, enter the setup key, or open the link on a phone." }
+            }
+            @if let Some(qr) = qr_data_url(&f.uri) {
+                img.qr #totp-qr src=(qr) width="200" height="200" alt="QR code of your setup key: scan it with your authenticator app";
             }
             p { code.secret #totp-secret { (f.secret) } }
             p { a.otpauth #totp-uri href=(f.uri) { "Open in an authenticator app" } }
@@ -493,5 +549,44 @@ pub async fn sign_out(State(state): State<AppState>, p: SessionForm<Empty>) -> R
             Some(clear_cookie()),
         ),
         Err(e) => page::api_error_page(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::qr_data_url;
+
+    #[test]
+    fn the_setup_key_qr_code_is_an_svg_data_url_of_the_uri() {
+        let uri = "otpauth://totp/Kura:ada%40example.test?secret=JBSWY3DPEHPK3PXP&issuer=Kura";
+        let url = qr_data_url(uri).expect("a QR code");
+        let b64 = url
+            .strip_prefix("data:image/svg+xml;base64,")
+            .expect("an SVG data URL");
+        let svg = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64"),
+        )
+        .expect("UTF-8");
+        assert!(svg.contains("<svg"), "{svg}");
+        // The same URI gives the same picture; another URI another one.
+        assert_eq!(qr_data_url(uri), Some(url.clone()));
+        assert_ne!(
+            qr_data_url("otpauth://totp/Kura:bob?secret=GEZDGNBVGY3TQOJQ"),
+            Some(url)
+        );
+    }
+
+    #[test]
+    fn only_otpauth_uris_become_qr_codes() {
+        assert_eq!(qr_data_url("https://evil.test/"), None);
+        assert_eq!(qr_data_url(""), None);
+        assert_eq!(
+            qr_data_url(&format!("otpauth://{}", "x".repeat(8000))),
+            None
+        );
     }
 }

@@ -2,9 +2,12 @@
 //! playwright-core (`peers/console/e2e.mjs`) against a server booted by the
 //! test kit. The script walks first-operator setup with TOTP enrolment
 //! (codes from the independent `otpauth` package), sign-in with TOTP and a
-//! recovery code, teams, hosts, apps and their schema, invitations, CSRF
-//! refusal, the return to the page after an ended session, incidents and
-//! the event search, the operator's key status and a master-key rotation
+//! recovery code, teams, hosts, apps and their schema, records (create,
+//! find, sort, edit as the privilege set allows), CSV import with upload
+//! progress, host and app deletion confirmed with the name and a fresh
+//! code, groups and roles, invitations, CSRF refusal, the return to the
+//! page after an ended session, the platform overview, incidents and
+//! the event search, "remember this device", the operator's key status and a master-key rotation
 //! confirmed with a fresh TOTP code, the platform firewall lists, and passkey registration and sign-in through
 //! Chromium's virtual authenticator; it saves a screenshot of every page
 //! open when a scenario fails.

@@ -36,6 +36,47 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
+    async fn remember_device(
+        &self,
+        account: AccountId,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let hash = hash.as_str().to_owned();
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO remembered_devices (token_hash, account_id, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, account.to_string(), ts(now), ts(expires_at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remembered_device(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<AccountId>, StoreError> {
+        let hash = hash.as_str().to_owned();
+        self.pool
+            .read(move |c| {
+                c.query_row(
+                    "SELECT account_id FROM remembered_devices
+                      WHERE token_hash = ?1 AND expires_at > ?2",
+                    params![hash, ts(now)],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .map(|a| parse_id(&a, "account"))
+                .transpose()
+            })
+            .await
+    }
+
     async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {

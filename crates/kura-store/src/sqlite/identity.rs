@@ -151,6 +151,12 @@ pub(super) fn revoke_sessions(
           WHERE account_id = ?2 AND revoked_at IS NULL AND id IS NOT ?3",
         params![ts(now), account.to_string(), except.map(|s| s.to_string())],
     )?;
+    // A remembered device would let a new session skip the second factor:
+    // whatever ends the account's other sessions forgets those devices too.
+    tx.execute(
+        "DELETE FROM remembered_devices WHERE account_id = ?1",
+        [account.to_string()],
+    )?;
     Ok(n as u64)
 }
 

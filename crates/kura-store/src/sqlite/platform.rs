@@ -551,6 +551,23 @@ const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 11,
+        name: "remembered devices: a device cookie that stands in for the second factor",
+        // Only the token's hash is stored; times are Unix seconds (UTC). Every
+        // revocation of an account's sessions deletes its rows (see
+        // `revoke_sessions`), so signing out everywhere or changing the
+        // password forgets every remembered device.
+        sql: "
+        CREATE TABLE remembered_devices (
+            token_hash TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX remembered_devices_by_account ON remembered_devices(account_id);
+    ",
+    },
 ];
 
 /// The embedded platform store.

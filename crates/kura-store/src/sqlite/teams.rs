@@ -84,6 +84,22 @@ impl TeamStore for SqliteIdentityStore {
             .await
     }
 
+    async fn all_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
+        self.pool
+            .read(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {TEAM_COLUMNS} FROM teams ORDER BY name, id"
+                ))?;
+                let rows = stmt.query_map([], decode_team)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(team_record(row?)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError> {
         let policy = policy.to_owned();
         self.pool
@@ -253,6 +269,23 @@ impl TeamStore for SqliteIdentityStore {
                     params![group.to_string(), account.to_string()],
                 )?;
                 Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn group_members(&self, group: GroupId) -> Result<Vec<AccountId>, StoreError> {
+        self.pool
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT account_id FROM group_members WHERE group_id = ?1
+                      ORDER BY added_at, account_id",
+                )?;
+                let rows = stmt.query_map([group.to_string()], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(parse_id(&row?, "account")?);
+                }
+                Ok(out)
             })
             .await
     }

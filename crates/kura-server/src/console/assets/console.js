@@ -124,3 +124,54 @@ document.addEventListener('DOMContentLoaded', () => {
   for (const el of document.querySelectorAll('.needs-webauthn')) el.hidden = false;
   for (const el of document.querySelectorAll('.no-webauthn')) el.hidden = true;
 });
+
+// Uploads (CSV import): send the form with upload progress, then show the
+// page the server answers with: its address after a redirect, or its main
+// content when the form comes back with errors. Without JavaScript the form
+// posts as usual.
+document.addEventListener('DOMContentLoaded', () => {
+  for (const form of document.querySelectorAll('form[data-progress]')) {
+    const row = document.getElementById(form.dataset.progress);
+    if (!row || !window.XMLHttpRequest || !window.FormData) continue;
+    const bar = row.querySelector('progress');
+    const text = row.querySelector('.progress-text');
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const button = form.querySelector('button[type="submit"]');
+      if (button) button.disabled = true;
+      row.hidden = false;
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', form.action);
+      xhr.upload.addEventListener('progress', (e) => {
+        if (!e.lengthComputable) return;
+        const pct = Math.round((e.loaded / e.total) * 100);
+        bar.value = pct;
+        bar.textContent = `${pct}%`;
+        text.textContent = pct < 100 ? `Uploading… ${pct}%` : 'Checking and importing…';
+      });
+      xhr.addEventListener('load', () => {
+        if (xhr.status >= 200 && xhr.status < 300 && xhr.responseURL && xhr.responseURL !== form.action) {
+          location.assign(xhr.responseURL);
+          return;
+        }
+        const doc = new DOMParser().parseFromString(xhr.responseText, 'text/html');
+        const main = doc.querySelector('main');
+        if (main) {
+          document.querySelector('main').replaceWith(document.adoptNode(main));
+          const invalid = document.querySelector('[aria-invalid="true"]');
+          if (invalid) invalid.focus();
+          // The new form gets the same behaviour.
+          document.dispatchEvent(new Event('DOMContentLoaded'));
+        } else {
+          text.textContent = `The import failed (${xhr.status}). Reload the page and try again.`;
+          if (button) button.disabled = false;
+        }
+      });
+      xhr.addEventListener('error', () => {
+        text.textContent = 'The upload broke off. Check the connection and try again.';
+        if (button) button.disabled = false;
+      });
+      xhr.send(new FormData(form));
+    });
+  }
+});

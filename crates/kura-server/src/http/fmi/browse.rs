@@ -1,5 +1,6 @@
 //! The console's record browser runs on the Data API's own read and write
-//! paths (`reads::page`, `writes::write`), in a short app session opened
+//! paths (`reads::page`, `writes::write`: find, read one, create, edit,
+//! delete), in a short app session opened
 //! for the signed-in Kura ID account: the app account mapped to it decides
 //! the privilege set, so the console shows and changes exactly what the
 //! Data API would allow that person. The session ends with the request.
@@ -101,6 +102,50 @@ impl Browse {
         fields: Map<String, Value>,
     ) -> Result<Value, FmError> {
         let op = WriteOp::Create {
+            fields,
+            portals: Map::new(),
+        };
+        let o = Options { values: Map::new() };
+        write(self.call(state, layout), op, &o).await
+    }
+
+    /// One record through `layout` (the Data API's `{ data, dataInfo }`
+    /// with at most one row); a record the privilege set hides is
+    /// FileMaker's 101.
+    pub(crate) async fn record(
+        &self,
+        state: &AppState,
+        layout: &str,
+        rid: i64,
+    ) -> Result<Value, FmError> {
+        let req = PageRequest {
+            filter: None,
+            rid: Some(rid),
+            offset: 1,
+            limit: 1,
+            sort: Vec::new(),
+            portals: Some(Vec::new()),
+            ranges: Default::default(),
+            format: Default::default(),
+            response_layout: None,
+            scripts: Scripts::default(),
+        };
+        page(self.call(state, layout), req).await
+    }
+
+    /// Changes a record's fields through `layout`; with `modid`, only if
+    /// nobody changed the record since it was read (else FileMaker's 306).
+    pub(crate) async fn edit(
+        &self,
+        state: &AppState,
+        layout: &str,
+        rid: i64,
+        modid: Option<i64>,
+        fields: Map<String, Value>,
+    ) -> Result<Value, FmError> {
+        let op = WriteOp::Edit {
+            rid,
+            modid,
             fields,
             portals: Map::new(),
         };

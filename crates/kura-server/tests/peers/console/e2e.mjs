@@ -72,12 +72,14 @@ async function shoot(page, name) {
 }
 
 let totp;
-// A code for a time step the server has not seen yet (each is accepted once).
-let lastStep = -1;
-async function freshCode() {
+let ownerTotp;
+// A code for a time step the server has not seen yet (each is accepted
+// once per account), from the operator's authenticator or another one.
+const lastSteps = new Map();
+async function freshCode(authenticator = totp) {
   for (;;) {
     const step = Math.floor(Date.now() / 1000 / 30);
-    if (step > lastStep) { lastStep = step; return totp.generate(); }
+    if (step > (lastSteps.get(authenticator) ?? -1)) { lastSteps.set(authenticator, step); return authenticator.generate(); }
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
@@ -108,6 +110,9 @@ await scenario('first-operator setup with TOTP enrolment', async () => {
   const uri = await op.getAttribute('#totp-uri', 'href');
   check(uri.startsWith('otpauth://totp/'), 'an otpauth URI is offered');
   totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: 'SHA1' });
+  // The QR code is an image the strict CSP lets the browser draw.
+  const qrWidth = await op.locator('#totp-qr').evaluate((img) => img.complete ? img.naturalWidth : 0);
+  check(qrWidth > 0, `the QR code image is drawn (${qrWidth})`);
   await shoot(op, 'enrol-totp');
   // A wrong code keeps the secret on screen and says what to do.
   await op.fill('#f-code', '000000');
@@ -137,6 +142,8 @@ await scenario('an operator creates a team and its owner invitation', async () =
 });
 
 let owner;
+let addressBookUrl;
+let libraryUrl;
 await scenario('the invited owner accepts and sees the team', async () => {
   owner = await newPage();
   await owner.goto(`${base}${inviteLink}`);
@@ -192,13 +199,7 @@ await scenario('hosts and apps: bad input changes nothing, good input creates', 
   await spare.locator('input[name^="rename-"]').fill('spare-two');
   await spare.locator('button:has-text("Rename host")').click();
   await owner.waitForURL(/ok=host-renamed/);
-  const renamed = owner.locator('article.host', { hasText: 'spare-two' });
-  await renamed.locator('summary').click();
-  check(await renamed.locator('button:has-text("Delete host")').isDisabled(), 'delete waits for the name');
-  await renamed.locator('input[name^="confirm-"]').fill('spare-two');
-  await renamed.locator('button:has-text("Delete host")').click();
-  await owner.waitForURL(/ok=host-deleted/);
-  check((await owner.locator('article.host').count()) === 1, 'one host left');
+  check(await owner.locator('#hosts h3:has-text("spare-two")').isVisible(), 'the host is renamed');
 });
 
 await scenario('an app gets two tables, fields and a layout; rename, close, delete', async () => {
@@ -239,16 +240,7 @@ await scenario('an app gets two tables, fields and a layout; rename, close, dele
   await owner.waitForURL(/ok=app-closed/);
   await owner.click('button:has-text("Open app")');
   await owner.waitForURL(/ok=app-opened/);
-  // Deletion: the button waits for the name; a wrong name is refused anyway.
-  check(await owner.locator('button:has-text("Delete app")').isDisabled(), 'delete is disabled until the name is typed');
-  const path = new URL(appUrl).pathname;
-  const csrf = await owner.locator('#delete input[name=csrf]').inputValue();
-  const wrong = await owner.request.post(`${base}${path}/delete`, { form: { csrf, confirm: 'Address' }, maxRedirects: 0, ignoreHTTPSErrors: true });
-  check(wrong.status() === 422, `a wrong name is refused (${wrong.status()})`);
-  await owner.fill('#f-confirm', 'Address Book');
-  await owner.click('button:has-text("Delete app")');
-  await owner.waitForURL(/ok=app-deleted/);
-  check((await owner.locator('a.app-name').count()) === 0, 'the app is gone');
+  addressBookUrl = appUrl;
 });
 
 await scenario('records: add, find, sort; a member with a restricted privilege set sees only what it allows', async () => {
@@ -256,7 +248,7 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   await owner.fill('#f-app_name', 'Library');
   await owner.click('button:has-text("Create app")');
   await owner.click('a.app-name:has-text("Library")');
-  const libraryUrl = owner.url();
+  libraryUrl = owner.url();
   const definition = {
     tables: [
       { name: 'books', fields: [{ name: 'title', type: 'text' }, { name: 'author', type: 'text' }, { name: 'price', type: 'number' }] },
@@ -291,7 +283,7 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   await owner.fill('#f-field\\.title', 'Priceless');
   await owner.fill('#f-field\\.price', 'not a number');
   await owner.click('button:has-text("Create record")');
-  check(await owner.locator('#new-record [role=alert]').isVisible(), 'a non-number price is refused');
+  check(await owner.locator('#new-record #f-field\\.price-error').isVisible(), 'a non-number price is refused beside the field');
   check((await owner.inputValue('#f-field\\.title')) === 'Priceless', 'the input is kept');
   await owner.goto(booksUrl);
   check((await owner.locator('#records tbody tr').count()) === 3, 'still three records');
@@ -306,6 +298,22 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   const titles = await owner.locator('#records tbody td[data-label=title]').allTextContents();
   check(titles.join(',') === 'Ulysses,Emma,Dune', `sorted by title descending (${titles})`);
   await shoot(owner, 'records');
+  // Editing one record: a bad value is refused beside its field with the
+  // input kept; a good one is saved.
+  await owner.locator('#records tr', { hasText: 'Emma' }).locator('a:has-text("Edit")').click();
+  await owner.waitForURL(/\/records\/\d+$/);
+  const recordUrl = owner.url();
+  check((await owner.inputValue('#f-field\\.title')) === 'Emma', 'the edit form holds the record');
+  await owner.fill('#f-field\\.price', 'nine');
+  await owner.click('button:has-text("Save changes")');
+  check(await owner.locator('#f-field\\.price-error').isVisible(), 'a non-number price is refused beside the field');
+  check((await owner.inputValue('#f-field\\.price')) === 'nine', 'the input is kept');
+  await shoot(owner, 'record-edit-error');
+  await owner.fill('#f-field\\.price', '9');
+  await owner.click('button:has-text("Save changes")');
+  await owner.waitForURL(/ok=record-saved/);
+  check((await owner.inputValue('#f-field\\.price')) === '9', 'the price is saved');
+  await shoot(owner, 'record-edit');
   // A member with the reader set: no price column, no new-record form, no deletes.
   await owner.goto(teamUrl);
   await owner.fill('#f-email', 'reader@acme.test');
@@ -335,6 +343,12 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   check((await reader.locator('#new-record').count()) === 0, 'no new-record form');
   await shoot(reader, 'records-reader');
   check((await reader.locator('#records button:has-text("Delete")').count()) === 0, 'no delete buttons');
+  // The reader opens a record: its fields, no form.
+  await reader.goto(recordUrl);
+  check(await reader.locator('text=does not let you change it').isVisible(), 'the reader cannot edit');
+  check((await reader.locator('form input[name^="field."]').count()) === 0, 'no edit fields');
+  check((await reader.locator('[data-field=price]').count()) === 0, 'no price');
+  await reader.goto(booksUrl);
   // A delete posted anyway (with a valid CSRF token) is refused by the privilege set.
   const readerCsrf = await reader.locator('form.signout input[name=csrf]').inputValue();
   await owner.goto(booksUrl);
@@ -345,6 +359,35 @@ await scenario('records: add, find, sort; a member with a restricted privilege s
   check((await reader.locator('#records tbody tr').count()) === 3, 'nothing was deleted');
   await reader.context().close();
   pages.delete(reader);
+});
+
+await scenario('a CSV file is imported with upload progress; a bad row imports nothing', async () => {
+  await owner.goto(libraryUrl);
+  await owner.click('a:has-text("Import CSV into a table")');
+  await owner.waitForURL(/\/import$/);
+  await owner.selectOption('#f-table', 'books');
+  // Notes whether the progress row was shown (only the script shows it,
+  // and only when it sends the form itself: a plain post would reload).
+  await owner.evaluate(() => {
+    window.progressShown = false;
+    const row = document.getElementById('import-progress');
+    new MutationObserver(() => { if (!row.hidden) window.progressShown = true; }).observe(row, { attributes: true });
+  });
+  await owner.setInputFiles('#f-file', { name: 'books.csv', mimeType: 'text/csv', buffer: Buffer.from('title,author,price\nMiddlemarch,Eliot,11\nBad,Nobody,cheap\n') });
+  await owner.click('button:has-text("Import")');
+  await owner.locator('#f-file-error').waitFor();
+  check((await owner.textContent('#f-file-error')).includes('Nothing was imported'), 'the bad row is named and nothing imported');
+  check(await owner.evaluate(() => window.progressShown === true), 'the upload showed its progress');
+  check((await owner.inputValue('#f-table')) === 'books', 'the table is kept');
+  await shoot(owner, 'import-error');
+  await owner.setInputFiles('#f-file', { name: 'books.csv', mimeType: 'text/csv', buffer: Buffer.from('title,author,price\nMiddlemarch,Eliot,11\nBeloved,Morrison,10\n') });
+  await owner.click('button:has-text("Import")');
+  await owner.waitForURL(/ok=imported/);
+  check((await owner.textContent('#import-done')).includes('Imported 2 row(s)'), 'two rows imported');
+  await shoot(owner, 'import');
+  await owner.goto(libraryUrl);
+  await owner.click('#layouts a:has-text("Browse records") >> nth=0');
+  check((await owner.locator('#records tbody tr').count()) === 5, 'five books now');
 });
 
 await scenario('a form posted without the CSRF token is refused and changes nothing', async () => {
@@ -373,14 +416,68 @@ await scenario('the owner switches the team MFA requirement and reads the team e
   await owner.click('a:has-text("Set up a second factor")');
   await owner.click('button:has-text("Show my setup key")');
   const secret = (await owner.textContent('#totp-secret')).trim();
-  const ownerTotp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: 'SHA1' });
-  await owner.fill('#f-code', ownerTotp.generate());
+  ownerTotp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: 'SHA1' });
+  await owner.fill('#f-code', await freshCode(ownerTotp));
   await owner.click('button[type=submit]');
   check((await owner.locator('#recovery-codes code').count()) === 10, 'the owner gets recovery codes');
   await owner.goto(teamUrl);
   await owner.click('a:has-text("Security settings and events")');
   check(await owner.locator('input[name=policy][value=all]').isChecked(), 'the requirement is saved');
   check(await owner.locator('#team-events code:has-text("team.mfa_policy.changed")').first().isVisible(), 'the change is in the team events');
+});
+
+await scenario('deleting a host or an app needs its name and a fresh code from the authenticator', async () => {
+  await owner.goto(teamUrl);
+  const spare = owner.locator('article.host', { hasText: 'spare-two' });
+  await spare.locator('summary').click();
+  check(await spare.locator('button:has-text("Delete host")').isDisabled(), 'delete waits for the name');
+  await spare.locator('input[name^="confirm-"]').fill('spare-two');
+  await spare.locator('input[name^="code-"]').fill('000000');
+  await spare.locator('button:has-text("Delete host")').click();
+  const refused = owner.locator('article.host', { hasText: 'spare-two' });
+  check(await refused.locator('input[name^="code-"][aria-invalid=true]').isVisible(), 'a wrong code is refused beside the field');
+  check((await refused.locator('input[name^="confirm-"]').inputValue()) === 'spare-two', 'the typed name is kept');
+  await shoot(owner, 'host-delete-error');
+  await refused.locator('input[name^="code-"]').fill(await freshCode(ownerTotp));
+  await refused.locator('button:has-text("Delete host")').click();
+  await owner.waitForURL(/ok=host-deleted/);
+  check((await owner.locator('#hosts h3:has-text("spare-two")').count()) === 0, 'the host is gone');
+  // The app: a wrong name is refused even when posted directly.
+  await owner.goto(addressBookUrl);
+  check(await owner.locator('button:has-text("Delete app")').isDisabled(), 'delete is disabled until the name is typed');
+  const path = new URL(addressBookUrl).pathname;
+  const csrf = await owner.locator('#delete input[name=csrf]').inputValue();
+  const wrong = await owner.request.post(`${base}${path}/delete`, { form: { csrf, confirm: 'Address', code: '000000' }, maxRedirects: 0, ignoreHTTPSErrors: true });
+  check(wrong.status() === 422, `a wrong name is refused (${wrong.status()})`);
+  await owner.fill('#f-confirm', 'Address Book');
+  await owner.click('button:has-text("Delete app")');
+  check(await owner.locator('#f-code-error').isVisible(), 'a missing code is refused beside the field');
+  await owner.fill('#f-code', await freshCode(ownerTotp));
+  await owner.click('button:has-text("Delete app")');
+  await owner.waitForURL(/ok=app-deleted/);
+  check((await owner.locator('a.app-name:has-text("Address Book")').count()) === 0, 'the app is gone');
+});
+
+await scenario('the owner makes a group, adds a member and gives the group a role', async () => {
+  await owner.goto(teamUrl);
+  await owner.click('a:has-text("Groups and roles")');
+  check(await owner.locator('#no-groups').isVisible(), 'the empty state explains groups');
+  await owner.click('button:has-text("Create group")');
+  check(await owner.locator('#f-name-error').isVisible(), 'an empty name is refused beside the field');
+  await owner.fill('#f-name', 'Librarians');
+  await owner.click('button:has-text("Create group")');
+  await owner.waitForURL(/ok=group-created/);
+  const group = owner.locator('section.group', { hasText: 'Librarians' });
+  await group.locator('select[name=account]').selectOption({ label: 'Rita Reader <reader@acme.test>' });
+  await group.locator('button:has-text("Add to Librarians")').click();
+  await owner.waitForURL(/ok=group-member-added/);
+  await owner.locator('section.group', { hasText: 'Librarians' }).locator('select[name=role]').selectOption('auditor');
+  await owner.locator('section.group', { hasText: 'Librarians' }).locator('button:has-text("Grant role")').click();
+  await owner.waitForURL(/ok=group-role-granted/);
+  const done = owner.locator('section.group', { hasText: 'Librarians' });
+  check(await done.locator('text=reader@acme.test').isVisible(), 'the member is listed');
+  check(await done.locator('.roles .badge:has-text("auditor")').isVisible(), 'the role is listed');
+  await shoot(owner, 'team-groups');
 });
 
 await scenario('sign-out, then sign-in with password and TOTP', async () => {
@@ -453,6 +550,16 @@ await scenario('a second session is listed and can be revoked', async () => {
   check(other.url().includes('/console/sign-in'), 'the revoked session must sign in again');
   await other.context().close();
   pages.delete(other);
+});
+
+await scenario('an operator sees every team and the platform health', async () => {
+  await op.goto(`${base}/console/`);
+  await op.click('nav >> text=Platform');
+  await op.waitForURL(`${base}/console/operator/platform`);
+  check((await op.textContent('#team-count')).trim() === '1', 'one team');
+  check(await op.locator('#teams a:has-text("Acme")').isVisible(), 'the team is listed');
+  check(await op.locator('#health-storage .badge:has-text("answers")').isVisible(), 'storage answers');
+  await shoot(op, 'platform');
 });
 
 await scenario('an operator opens an incident, triages it and searches security events', async () => {
@@ -587,6 +694,33 @@ await scenario('a personal API token is shown once, works, and stops when revoke
   await op.waitForURL(/ok=token-revoked/);
   const after = await op.request.get(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` }, ignoreHTTPSErrors: true });
   check(after.status() === 401, `the revoked token is refused (${after.status()})`);
+});
+
+await scenario('remember this device: the next sign-in skips the code', async () => {
+  const dev = await newPage();
+  const signIn = async () => {
+    await dev.goto(`${base}/console/sign-in`);
+    await dev.fill('#f-email', OPERATOR.email);
+    await dev.fill('#f-password', OPERATOR.password);
+    await dev.click('button[type=submit]');
+  };
+  await signIn();
+  await dev.waitForURL(/\/console\/mfa/);
+  check(!(await dev.isChecked('#f-remember')), 'remembering is off by default');
+  await dev.check('#f-remember');
+  await dev.fill('#f-code', await freshCode());
+  await dev.click('button[type=submit]');
+  await dev.waitForURL(`${base}/console/`);
+  const cookies = await dev.context().cookies();
+  const device = cookies.find((c) => c.name === '__Host-kura_device');
+  check(device && device.httpOnly && device.secure && device.sameSite === 'Strict', 'an HttpOnly, Secure, SameSite=Strict device cookie');
+  await dev.click('button:has-text("Sign out")');
+  await dev.waitForURL(/\/console\/sign-in/);
+  await signIn();
+  await dev.waitForURL(`${base}/console/`);
+  check(await dev.locator('h1:has-text("Teams")').isVisible(), 'signed in without a code');
+  await dev.context().close();
+  pages.delete(dev);
 });
 
 await browser.close();

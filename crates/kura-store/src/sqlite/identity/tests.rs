@@ -197,3 +197,67 @@ async fn throttle_counters_restart_after_their_window() {
     store.throttle_clear("k").await.unwrap();
     assert!(store.throttle("k").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_teams_and_group_members_list_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    assert!(store.all_teams().await.unwrap().is_empty());
+    let a = account("a@example.com", now);
+    let b = account("b@example.com", now);
+    let (a_id, b_id) = (a.account.id, b.account.id);
+    store.create_account(a).await.unwrap();
+    store.create_account(b).await.unwrap();
+    let mut teams = Vec::new();
+    for name in ["Zeta", "Alpha"] {
+        let id = TeamId::new();
+        store
+            .create_team(
+                TeamRecord {
+                    id,
+                    name: name.into(),
+                    mfa_policy: "{}".into(),
+                    created_at: now,
+                },
+                Some(a_id),
+                None,
+            )
+            .await
+            .unwrap();
+        teams.push(id);
+    }
+    // Every team, by name, whoever belongs to it.
+    let all = store.all_teams().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["Alpha", "Zeta"]);
+    assert!(store.teams_of(b_id).await.unwrap().is_empty());
+
+    let group = GroupId::new();
+    store
+        .create_group(GroupRecord {
+            id: group,
+            team: teams[0],
+            name: "ops".into(),
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    assert!(store.group_members(group).await.unwrap().is_empty());
+    store.add_group_member(group, b_id, now).await.unwrap();
+    store
+        .add_group_member(group, a_id, now + time::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(store.group_members(group).await.unwrap(), [b_id, a_id]);
+    assert!(store.remove_group_member(group, b_id).await.unwrap());
+    assert_eq!(store.group_members(group).await.unwrap(), [a_id]);
+    // Another group's members are not mixed in.
+    assert!(
+        store
+            .group_members(GroupId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
