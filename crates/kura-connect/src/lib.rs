@@ -24,6 +24,7 @@ pub mod expr;
 pub mod outbound;
 pub mod schedule;
 mod service;
+pub mod steps;
 pub mod validate;
 
 pub use service::{Connect, EngineConfig, InlineRun, SaveError, SavedFlow, Workers};

@@ -41,6 +41,11 @@ pub struct EngineConfig {
     pub outbound: OutboundPolicy,
     /// Finished runs are deleted after this long (`None`: kept).
     pub retention: Option<Duration>,
+    /// The server's SMTP relay for `email` steps and approval links
+    /// (`[connect.smtp]`); steps may name a team `smtp` credential instead.
+    pub smtp: Option<crate::steps::email::SmtpRelay>,
+    /// The server's public base URL, for approval links.
+    pub public_url: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +58,8 @@ impl Default for EngineConfig {
             max_takeovers: 5,
             outbound: OutboundPolicy::default(),
             retention: Some(Duration::from_secs(30 * 86_400)),
+            smtp: None,
+            public_url: None,
         }
     }
 }
@@ -591,7 +598,34 @@ impl Connect {
                     "header credentials need a header".into(),
                 ));
             }
+            CredentialKind::Smtp => {
+                let host = settings.host.as_deref().unwrap_or_default();
+                if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) {
+                    return Err(ConnectError::Invalid(
+                        "smtp credentials need the relay's host".into(),
+                    ));
+                }
+                let from = settings.from.as_deref().ok_or_else(|| {
+                    ConnectError::Invalid("smtp credentials need a sender address (`from`)".into())
+                })?;
+                crate::steps::email::parse_mailbox(from).map_err(ConnectError::Invalid)?;
+                if settings.username.is_none() {
+                    return Err(ConnectError::Invalid(
+                        "smtp credentials need a username (the secret is its password)".into(),
+                    ));
+                }
+            }
             _ => {}
+        }
+        if kind != CredentialKind::Smtp
+            && (settings.host.is_some()
+                || settings.port.is_some()
+                || settings.security.is_some()
+                || settings.from.is_some())
+        {
+            return Err(ConnectError::Invalid(
+                "host, port, security and from are settings of smtp credentials only".into(),
+            ));
         }
         let key = self.team_key(team).await?;
         let id = FlowCredentialId::new();

@@ -331,7 +331,9 @@ pub struct ScheduleRecord {
 
 /// Kura Connect's state.
 #[async_trait]
-pub trait ConnectStore: Send + Sync + std::fmt::Debug {
+pub trait ConnectStore:
+    crate::connect_approvals::ApprovalStore + Send + Sync + std::fmt::Debug
+{
     /// Creates a flow with its first version.
     async fn create_flow(
         &self,

@@ -39,6 +39,7 @@ pub mod app_data;
 mod app_registry;
 mod apps;
 pub mod connect;
+pub mod connect_approvals;
 mod credentials;
 mod datadir;
 pub mod edge;

@@ -1,6 +1,7 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
 pub mod api;
+mod approval_links;
 pub(crate) mod fmi;
 mod health;
 mod hooks;
@@ -103,6 +104,10 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .merge(fmi::router())
         .merge(crate::console::router())
         .route("/hooks/{token}", axum::routing::post(hooks::receive))
+        .route(
+            "/hooks/approvals/{token}",
+            get(approval_links::show).post(approval_links::decide),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

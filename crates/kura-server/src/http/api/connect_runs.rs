@@ -299,6 +299,10 @@ pub struct NewCredential {
     secret: Zeroizing<String>,
     username: Option<String>,
     header: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<kura_connect::steps::email::SmtpSecurity>,
+    from: Option<String>,
 }
 
 impl std::fmt::Debug for NewCredential {
@@ -321,7 +325,7 @@ pub async fn create_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let kind = CredentialKind::parse(&req.kind)
-        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic or header"))?;
+        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic, header or smtp"))?;
     let record = state
         .connect
         .create_credential(
@@ -332,6 +336,10 @@ pub async fn create_credential(
             CredentialSettings {
                 username: req.username,
                 header: req.header,
+                host: req.host,
+                port: req.port,
+                security: req.security,
+                from: req.from,
             },
             req.secret,
         )

@@ -2,6 +2,7 @@
 //! migration "Kura Connect"). Times are Unix nanoseconds (UTC); row
 //! encodings are in `rows`.
 
+mod approvals;
 mod rows;
 
 use async_trait::async_trait;
