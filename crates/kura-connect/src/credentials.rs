@@ -21,6 +21,11 @@ pub enum CredentialKind {
     /// An SMTP relay for `email` steps: the secret is the SMTP AUTH
     /// password; host, port, security, sender and user are settings.
     Smtp,
+    /// OAuth 2.0 authorisation code with PKCE and refresh: the secret is
+    /// the client secret; client id, URLs and scopes are settings; the
+    /// tokens, once authorised, are sealed beside it. HTTP steps send
+    /// `Authorization: Bearer <access token>`.
+    Oauth2,
 }
 
 impl CredentialKind {
@@ -31,6 +36,7 @@ impl CredentialKind {
             CredentialKind::Basic => "basic",
             CredentialKind::Header => "header",
             CredentialKind::Smtp => "smtp",
+            CredentialKind::Oauth2 => "oauth2",
         }
     }
 
@@ -41,6 +47,7 @@ impl CredentialKind {
             "basic" => Some(CredentialKind::Basic),
             "header" => Some(CredentialKind::Header),
             "smtp" => Some(CredentialKind::Smtp),
+            "oauth2" => Some(CredentialKind::Oauth2),
             _ => None,
         }
     }
@@ -68,6 +75,18 @@ pub struct CredentialSettings {
     /// The sender address of `smtp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The client id of `oauth2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The provider's authorisation endpoint (`oauth2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// The provider's token endpoint (`oauth2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// The scopes asked for (`oauth2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 /// An opened credential, for one request.
@@ -92,7 +111,7 @@ impl Secret {
     pub fn header(&self) -> Option<(String, String, Vec<String>)> {
         let v = self.value.as_str().to_owned();
         Some(match self.kind {
-            CredentialKind::Smtp => return None,
+            CredentialKind::Smtp | CredentialKind::Oauth2 => return None,
             CredentialKind::Bearer => ("Authorization".into(), format!("Bearer {v}"), vec![v]),
             CredentialKind::Basic => {
                 let user = self.settings.username.clone().unwrap_or_default();

@@ -448,11 +448,19 @@ impl Connect {
                         .open_credential(run.team, name)
                         .await
                         .map_err(|e| StepFailure::fatal(e.to_string()))?;
-                    let (header, value, exposed) = secret.header().ok_or_else(|| {
-                        StepFailure::fatal(format!("credential `{name}` is not for HTTP"))
-                    })?;
-                    secrets.extend(exposed);
-                    hs.push((header, value));
+                    if secret.kind == crate::credentials::CredentialKind::Oauth2 {
+                        let token = self
+                            .oauth_access_token(run.team, name, &secret, secrets)
+                            .await
+                            .map_err(|e| StepFailure::fatal(e.to_string()))?;
+                        hs.push(("Authorization".into(), format!("Bearer {}", token.as_str())));
+                    } else {
+                        let (header, value, exposed) = secret.header().ok_or_else(|| {
+                            StepFailure::fatal(format!("credential `{name}` is not for HTTP"))
+                        })?;
+                        secrets.extend(exposed);
+                        hs.push((header, value));
+                    }
                 }
                 if let Some(k) = idempotency_key {
                     hs.push(("Idempotency-Key".into(), k.to_owned()));

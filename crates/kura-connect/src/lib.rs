@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod document;
 mod engine;
 pub mod expr;
+pub mod oauth;
 pub mod outbound;
 pub mod schedule;
 mod service;

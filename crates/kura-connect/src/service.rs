@@ -615,7 +615,19 @@ impl Connect {
                     ));
                 }
             }
+            CredentialKind::Oauth2 => crate::oauth::check_settings(&settings)?,
             _ => {}
+        }
+        if kind != CredentialKind::Oauth2
+            && (settings.client_id.is_some()
+                || settings.auth_url.is_some()
+                || settings.token_url.is_some()
+                || !settings.scopes.is_empty())
+        {
+            return Err(ConnectError::Invalid(
+                "client_id, auth_url, token_url and scopes are settings of oauth2 credentials only"
+                    .into(),
+            ));
         }
         if kind != CredentialKind::Smtp
             && (settings.host.is_some()
@@ -647,7 +659,10 @@ impl Connect {
     }
 
     /// The team's data key, created on first use.
-    async fn team_key(&self, team: TeamId) -> Result<kura_crypto::DataKey, ConnectError> {
+    pub(crate) async fn team_key(
+        &self,
+        team: TeamId,
+    ) -> Result<kura_crypto::DataKey, ConnectError> {
         match self.inner.keys.get(KeyScope::Team(team)).await {
             Ok(k) => Ok(k),
             Err(StoreError::NotFound(_)) => {

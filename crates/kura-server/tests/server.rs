@@ -2385,6 +2385,9 @@ mod kura_id_api {
                 ("POST", "/api/v1/teams/{id}/flow-credentials") => Some(json!({
                     "name": "evil", "kind": "bearer", "secret": "evil secret 12345",
                 })),
+                ("POST", "/api/v1/teams/{id}/flow-credentials/{credential}/authorize") => {
+                    Some(json!({}))
+                }
                 ("POST", "/api/v1/teams/{id}/approvals/{approval}/decision") => {
                     Some(json!({ "decision": "approve" }))
                 }

@@ -332,7 +332,11 @@ pub struct ScheduleRecord {
 /// Kura Connect's state.
 #[async_trait]
 pub trait ConnectStore:
-    crate::connect_approvals::ApprovalStore + Send + Sync + std::fmt::Debug
+    crate::connect_approvals::ApprovalStore
+    + crate::connect_oauth::OAuthStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Creates a flow with its first version.
     async fn create_flow(

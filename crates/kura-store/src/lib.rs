@@ -40,6 +40,7 @@ mod app_registry;
 mod apps;
 pub mod connect;
 pub mod connect_approvals;
+pub mod connect_oauth;
 mod credentials;
 mod datadir;
 pub mod edge;

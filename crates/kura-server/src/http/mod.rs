@@ -7,6 +7,7 @@ mod health;
 mod hooks;
 mod metrics;
 pub(crate) mod middleware;
+mod oauth_callback;
 mod problem;
 
 use std::sync::Arc;
@@ -104,6 +105,10 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .merge(fmi::router())
         .merge(crate::console::router())
         .route("/hooks/{token}", axum::routing::post(hooks::receive))
+        .route(
+            kura_connect::oauth::CALLBACK_PATH,
+            get(oauth_callback::callback),
+        )
         .route(
             "/hooks/approvals/{token}",
             get(approval_links::show).post(approval_links::decide),

@@ -553,10 +553,12 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        name: "Kura Connect approvals: runs paused for a person's decision, one-time links stored as hashes",
+        name: "Kura Connect approvals (runs paused for a person's decision, one-time links stored as hashes) and OAuth 2.0 credentials (sealed tokens, pending authorisations)",
         // `approvers` is a JSON array of lower-case e-mail addresses. A
         // link's token is never stored, only its SHA-256. `closed` marks an
-        // approval whose run has moved on along the decision's path.
+        // approval whose run has moved on along the decision's path. OAuth
+        // tokens and PKCE verifiers are sealed under the team's data key
+        // before they reach this file; a state is stored as its SHA-256.
         sql: "
         CREATE TABLE connect_approvals (
             id          TEXT PRIMARY KEY,
@@ -583,6 +585,15 @@ const MIGRATIONS: &[Migration] = &[
             approver   TEXT NOT NULL,
             expires_at INTEGER NOT NULL,
             used_at    INTEGER
+        ) STRICT;
+        ALTER TABLE connect_credentials ADD COLUMN oauth_tokens BLOB;
+        CREATE TABLE connect_oauth_states (
+            state_hash      BLOB PRIMARY KEY,
+            team            TEXT NOT NULL,
+            credential      TEXT NOT NULL REFERENCES connect_credentials(id) ON DELETE CASCADE,
+            sealed_verifier BLOB NOT NULL,
+            created_by      TEXT NOT NULL,
+            expires_at      INTEGER NOT NULL
         ) STRICT;
     ",
     },

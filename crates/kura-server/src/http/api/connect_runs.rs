@@ -303,6 +303,11 @@ pub struct NewCredential {
     port: Option<u16>,
     security: Option<kura_connect::steps::email::SmtpSecurity>,
     from: Option<String>,
+    client_id: Option<String>,
+    auth_url: Option<String>,
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 impl std::fmt::Debug for NewCredential {
@@ -325,7 +330,7 @@ pub async fn create_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let kind = CredentialKind::parse(&req.kind)
-        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic, header or smtp"))?;
+        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic, header, smtp or oauth2"))?;
     let record = state
         .connect
         .create_credential(
@@ -340,6 +345,10 @@ pub async fn create_credential(
                 port: req.port,
                 security: req.security,
                 from: req.from,
+                client_id: req.client_id,
+                auth_url: req.auth_url,
+                token_url: req.token_url,
+                scopes: req.scopes,
             },
             req.secret,
         )
@@ -401,4 +410,31 @@ pub async fn delete_credential(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/teams/{id}/flow-credentials/{credential}/authorize`:
+/// starts an OAuth 2.0 authorisation of an `oauth2` credential; answers the
+/// provider URL to open (with state and PKCE), valid for ten minutes.
+pub async fn authorize_credential(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((team, credential)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
+    let id: FlowCredentialId = parse_id("credential", &credential)?;
+    let url = state
+        .connect
+        .oauth_authorize(team, id, &actor_key(&auth))
+        .await
+        .map_err(ApiError::Connect)?;
+    event(
+        &state,
+        &auth,
+        team,
+        "connect.credential.authorization_started",
+        format!("credential:{id}"),
+        &[],
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "authorize_url": url })).into_response())
 }

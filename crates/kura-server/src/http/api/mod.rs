@@ -150,6 +150,11 @@ fn connect_routes(b: Builder) -> Builder {
             delete(r::delete_credential),
         )
         .at(
+            "POST",
+            "/api/v1/teams/{id}/flow-credentials/{credential}/authorize",
+            post(r::authorize_credential),
+        )
+        .at(
             "GET",
             "/api/v1/teams/{id}/approvals",
             get(connect_approvals::list),

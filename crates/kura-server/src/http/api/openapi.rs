@@ -36,7 +36,7 @@ pub(super) const CSV_IMPORT_OP: &str = "importCsv";
 
 pub(super) const S: &str = "string";
 pub(super) const B: &str = "boolean";
-const A: &str = "array";
+pub(super) const A: &str = "array";
 pub(super) const I: &str = "integer";
 pub(super) const O: &str = "object";
 

@@ -3,6 +3,7 @@
 //! encodings are in `rows`.
 
 mod approvals;
+mod oauth;
 mod rows;
 
 use async_trait::async_trait;
