@@ -11,6 +11,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use kura_connect::audit::Audit;
 use kura_connect::document::FlowDocument;
 use kura_connect::validate::{Format, parse_text};
 use kura_connect::{SaveError, SavedFlow};
@@ -42,6 +43,20 @@ pub(super) async fn allow(
 
 pub(super) fn actor_key(auth: &Auth) -> String {
     format!("account:{}", auth.principal.account)
+}
+
+/// The caller as Connect records its changes' events (committed with the
+/// change), completed by `decorate` (the request's facts).
+pub(super) fn audit<'a>(
+    auth: &Auth,
+    decorate: &'a (dyn Fn(SecurityEvent) -> SecurityEvent + Sync),
+) -> Audit<'a> {
+    Audit {
+        actor: Actor::Account {
+            id: auth.principal.account.to_string(),
+        },
+        decorate,
+    }
 }
 
 pub(super) async fn event(
@@ -143,20 +158,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let value = document_value(req)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let SavedFlow { flow, document } = state
         .connect
-        .create_flow(team, &actor_key(&auth), value)
+        .create_flow(team, &audit(&auth, &decorate), value)
         .await
         .map_err(save_err)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.created",
-        format!("flow:{}", flow.id),
-        &[("name", flow.name.clone()), ("version", "1".into())],
-    )
-    .await?;
     let out = CreatedOut {
         webhook_secret: hex::encode(&flow.webhook_secret),
         flow: flow_out(&flow, Some(document)),
@@ -229,23 +236,12 @@ pub async fn update(
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
     let value = document_value(req)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let SavedFlow { flow, document } = state
         .connect
-        .update_flow(team, flow, &actor_key(&auth), value)
+        .update_flow(team, flow, &audit(&auth, &decorate), value)
         .await
         .map_err(save_err)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.saved",
-        format!("flow:{}", flow.id),
-        &[
-            ("name", flow.name.clone()),
-            ("version", flow.version.to_string()),
-        ],
-    )
-    .await?;
     Ok(Json(flow_out(&flow, Some(document))).into_response())
 }
 
@@ -288,24 +284,12 @@ async fn set_enabled(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let record = state
         .connect
-        .set_enabled(team, flow, enabled)
+        .set_enabled(team, flow, enabled, &audit(&auth, &decorate))
         .await
         .map_err(ApiError::Connect)?;
-    event(
-        &state,
-        &auth,
-        team,
-        if enabled {
-            "connect.flow.enabled"
-        } else {
-            "connect.flow.disabled"
-        },
-        format!("flow:{flow}"),
-        &[],
-    )
-    .await?;
     Ok(Json(flow_out(&record, None)).into_response())
 }
 
@@ -335,26 +319,12 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
-    let deleted = state
+    let decorate = |e| auth.ctx.decorate(e);
+    state
         .connect
-        .store()
-        .delete_flow(team, flow)
+        .delete_flow(team, flow, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?;
-    if !deleted {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
-            "flow",
-        )));
-    }
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.deleted",
-        format!("flow:{flow}"),
-        &[],
-    )
-    .await?;
+        .map_err(ApiError::Connect)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::auth::Auth;
 use super::body::ApiJson;
-use super::connect::{actor_key, allow, event, rfc3339};
+use super::connect::{actor_key, allow, audit, event, rfc3339};
 use super::error::ApiError;
 use super::parse_id;
 use crate::http::AppState;
@@ -213,27 +213,18 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let run = team_run(&state, team, &run).await?;
+    let decorate = |e| auth.ctx.decorate(e);
     let cancelled = state
         .connect
-        .store()
-        .cancel_run(team, run.id, state.clock.now())
+        .cancel_run(team, run.id, run.flow, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?;
+        .map_err(ApiError::Connect)?;
     if !cancelled {
         return Err(ApiError::Conflict(format!(
             "the run is already {}",
             run.status.as_str()
         )));
     }
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.run.cancelled",
-        format!("run:{}", run.id),
-        &[("flow", run.flow.to_string())],
-    )
-    .await?;
     let run = team_run(&state, team, &run.id.to_string()).await?;
     Ok(Json(run_out(&run)).into_response())
 }
@@ -331,11 +322,12 @@ pub async fn create_credential(
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let kind = CredentialKind::parse(&req.kind)
         .ok_or_else(|| ApiError::invalid("kind", "bearer, basic, header, smtp or oauth2"))?;
+    let decorate = |e| auth.ctx.decorate(e);
     let record = state
         .connect
         .create_credential(
             team,
-            &actor_key(&auth),
+            &audit(&auth, &decorate),
             &req.name,
             kind,
             CredentialSettings {
@@ -354,15 +346,6 @@ pub async fn create_credential(
         )
         .await
         .map_err(ApiError::Connect)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.credential.created",
-        format!("credential:{}", record.id),
-        &[("name", record.name.clone()), ("kind", record.kind.clone())],
-    )
-    .await?;
     Ok((StatusCode::CREATED, Json(credential_out(&record))).into_response())
 }
 
@@ -393,22 +376,12 @@ pub async fn delete_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let id: FlowCredentialId = parse_id("credential", &credential)?;
-    let name = state
+    let decorate = |e| auth.ctx.decorate(e);
+    state
         .connect
-        .store()
-        .delete_credential(team, id)
+        .delete_credential(team, id, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?
-        .ok_or(ApiError::Connect(ConnectError::NotFound("credential")))?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.credential.deleted",
-        format!("credential:{id}"),
-        &[("name", name)],
-    )
-    .await?;
+        .map_err(ApiError::Connect)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
