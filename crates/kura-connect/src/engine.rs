@@ -2,10 +2,11 @@
 //! record and the run's next position in one transaction, so a worker that
 //! stops at any point leaves a run another worker can resume.
 //!
-//! A step with side effects (`http`, `store_set`) is first recorded as
-//! started with an idempotency key; a resumed run that finds it started
-//! sends the same key again (`Idempotency-Key` header), and a step that was
-//! recorded as finished is never run again.
+//! A step with side effects (`http`, `store_set`, `call_flow`, `email`) is
+//! first recorded as started with an idempotency key; a resumed run that
+//! finds it started sends the same key again (`Idempotency-Key` header, the
+//! e-mail's `Message-ID`), and a step that was recorded as finished is
+//! never run again.
 
 use std::time::Duration;
 
@@ -272,6 +273,7 @@ impl Connect {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_step(
         &self,
         run: &RunRecord,

@@ -532,3 +532,34 @@ fn waiting(a: &ApprovalRecord, now: time::OffsetDateTime) -> Produced {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::validate::parse_document;
+
+    fn doc(on_reject: &str) -> serde_json::Value {
+        json!({"name": "f", "trigger": {"kind": "manual"}, "steps": [
+            {"id": "prep", "kind": "transform", "set": {"x": "1"}},
+            {"id": "ask", "kind": "approval", "approvers": ["a@example.org"],
+             "message": "ok?", "timeout_seconds": 60,
+             "on_approve": "done", "on_reject": on_reject, "on_timeout": "done"},
+            {"id": "done", "kind": "transform", "set": {"y": "2"}}
+        ]})
+    }
+
+    #[test]
+    fn approval_paths_are_checked_like_any_goto() {
+        assert!(parse_document(doc("done"), &|_| false).is_ok());
+        let errors = parse_document(doc("prep"), &|_| false).unwrap_err();
+        assert_eq!(errors[0].path, "steps[1].on_reject", "{errors:?}");
+        assert!(errors[0].message.contains("cycle"), "{errors:?}");
+        let errors = parse_document(doc("nowhere"), &|_| false).unwrap_err();
+        assert_eq!(errors[0].path, "steps[1].on_reject", "{errors:?}");
+        let mut with_next = doc("done");
+        with_next["steps"][1]["next"] = json!("done");
+        let errors = parse_document(with_next, &|_| false).unwrap_err();
+        assert_eq!(errors[0].path, "steps[1].next", "{errors:?}");
+    }
+}
