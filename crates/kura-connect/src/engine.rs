@@ -265,6 +265,9 @@ impl Connect {
             }
             if status != RunStatus::Running {
                 if status == RunStatus::Waiting {
+                    if matches!(step.action, Action::Approval(_)) {
+                        self.approval_paused(run.id, &step.id).await;
+                    }
                     inner.wake.notify_one();
                 }
                 return Ok(());

@@ -190,9 +190,10 @@ pub trait ApprovalStore: Send + Sync {
     ) -> Result<Option<ApprovalLinkRecord>, StoreError>;
 
     /// Records a decision with its events in one transaction: only while
-    /// the approval is pending, before it expires, while its run waits,
-    /// and (through a link) while the link is unused; the run is made due
-    /// at once. Anything else records nothing.
+    /// the approval is pending, before it expires, while its run waits (or
+    /// is pausing at the step), and (through a link) while the link is
+    /// unused; a waiting run is made due at once. Anything else records
+    /// nothing.
     async fn decide(&self, decision: ApprovalDecision) -> Result<DecisionOutcome, StoreError>;
 
     /// Marks a pending approval past its time as timed out, with its events;
@@ -203,6 +204,10 @@ pub trait ApprovalStore: Send + Sync {
         at: OffsetDateTime,
         events: Vec<EventRecord>,
     ) -> Result<bool, StoreError>;
+
+    /// Makes a waiting run due at `at` (a decision that came while the run
+    /// was pausing); false if it is not waiting.
+    async fn wake_waiting_run(&self, run: RunId, at: OffsetDateTime) -> Result<bool, StoreError>;
 
     /// Marks an approval as taken (its run moved on along its path).
     async fn close_approval(&self, id: ApprovalId) -> Result<(), StoreError>;

@@ -412,6 +412,24 @@ impl Connect {
         Ok(p)
     }
 
+    /// After the run paused at an approval step: a decision recorded while
+    /// it was pausing (after the approval opened, before the pause was
+    /// written) did not find it waiting, so it is made due here.
+    pub(crate) async fn approval_paused(&self, run: kura_types::RunId, step: &str) {
+        let store = &self.inner.store;
+        let decided = match store.open_approval_of_step(run, step).await {
+            Ok(Some(a)) => a.status != ApprovalStatus::Pending,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(%run, error = %e, "cannot look at a paused approval");
+                false
+            }
+        };
+        if decided && let Err(e) = store.wake_waiting_run(run, self.inner.clock.now()).await {
+            tracing::error!(%run, error = %e, "cannot wake a decided approval's run");
+        }
+    }
+
     /// A team's approval, for the API.
     pub async fn approval(
         &self,

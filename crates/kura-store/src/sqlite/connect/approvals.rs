@@ -234,7 +234,10 @@ impl ApprovalStore for SqliteConnectStore {
                 let Some((status, run_status, expires)) = found else {
                     return Ok(DecisionOutcome::NotFound);
                 };
-                if status != "pending" || run_status != "waiting" {
+                // A run still `running` has just opened the approval and is
+                // about to pause; once paused its worker looks at the
+                // approval again (`wake_waiting_run`).
+                if status != "pending" || !matches!(run_status.as_str(), "waiting" | "running") {
                     return Ok(DecisionOutcome::NotPending);
                 }
                 if at >= expires {
@@ -300,6 +303,18 @@ impl ApprovalStore for SqliteConnectStore {
                 )?;
                 append_in_tx(tx, &events)?;
                 Ok(true)
+            })
+            .await
+    }
+
+    async fn wake_waiting_run(&self, run: RunId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.pool
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE connect_runs SET not_before = ?1 WHERE id = ?2 AND status = 'waiting'",
+                    params![ns(at)?, run.to_string()],
+                )?;
+                Ok(n > 0)
             })
             .await
     }

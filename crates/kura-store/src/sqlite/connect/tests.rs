@@ -356,3 +356,133 @@ async fn changes_commit_with_their_events_or_not_at_all() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_approval_is_decided_once_through_an_unspent_link_before_it_expires() {
+    use crate::connect_approvals::{
+        ApprovalDecision, ApprovalLinkRecord, ApprovalRecord, ApprovalStatus, ApprovalStore,
+        DecisionOutcome,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let team = TeamId::new();
+    let f = flow(&store, team, now).await;
+    let run = new_run(&f, now);
+    let run_id = run.id;
+    assert!(
+        store
+            .insert_claimed_run(run, "w1", now + Duration::minutes(2), 10)
+            .await
+            .unwrap()
+    );
+    let approval = ApprovalRecord {
+        id: kura_types::ApprovalId::new(),
+        team,
+        flow: f.id,
+        run: run_id,
+        step: "ask".into(),
+        approvers: vec!["ann@example.org".into()],
+        message: "ok?".into(),
+        status: ApprovalStatus::Pending,
+        decided_by: None,
+        decided_via: None,
+        comment: None,
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        decided_at: None,
+        closed: false,
+    };
+    let link = |hash: u8| ApprovalLinkRecord {
+        token_hash: [hash; 32],
+        approval: approval.id,
+        approver: "ann@example.org".into(),
+        expires_at: approval.expires_at,
+        used_at: None,
+    };
+    // Only the worker holding the run opens its approval.
+    assert!(
+        !store
+            .open_approval("w2", approval.clone(), vec![link(1)], Vec::new())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .open_approval(
+                "w1",
+                approval.clone(),
+                vec![link(1)],
+                vec![event(team, "connect.approval.requested", now)]
+            )
+            .await
+            .unwrap()
+    );
+    let decision = |link: Option<[u8; 32]>, at: OffsetDateTime, action: &str| ApprovalDecision {
+        approval: approval.id,
+        status: ApprovalStatus::Approved,
+        by: "account:ann".into(),
+        via: "link".into(),
+        comment: None,
+        link,
+        at,
+        events: vec![event(team, action, at)],
+    };
+    let later = now + Duration::hours(2);
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), later, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::Expired
+    );
+    assert_eq!(
+        store
+            .decide(decision(Some([9; 32]), now, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::LinkUsed,
+        "a link that was never issued"
+    );
+    // Decided while the run is still pausing (running): recorded; the
+    // worker wakes the run once it has paused.
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), now, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::Recorded
+    );
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), now, "connect.approval.rejected"))
+            .await
+            .unwrap(),
+        DecisionOutcome::NotPending
+    );
+    assert!(
+        !store
+            .time_out_approval(approval.id, later, Vec::new())
+            .await
+            .unwrap()
+    );
+    let stored = store.approval(approval.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Approved);
+    assert!(
+        store
+            .approval_link([1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at
+            .is_some()
+    );
+    assert!(
+        !store.wake_waiting_run(run_id, now).await.unwrap(),
+        "still running"
+    );
+    assert_eq!(
+        logged(&store).await,
+        ["connect.approval.requested", "connect.approval.approved"]
+    );
+}
