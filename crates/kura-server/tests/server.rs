@@ -3394,5 +3394,7 @@ mod incident_channels;
 mod connect;
 #[path = "server/connect_human.rs"]
 mod connect_human;
+#[path = "server/connect_oauth.rs"]
+mod connect_oauth;
 #[path = "server/console.rs"]
 mod console;
