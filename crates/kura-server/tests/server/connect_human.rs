@@ -463,6 +463,37 @@ async fn approvals_take_their_paths_and_refuse_forged_replayed_and_outside_decid
     // The outsider, though named, is not a member: refused, nothing moves.
     let r = decide(&server, &t.id, &outsider.owner, &approval, "approve").await;
     assert_eq!(r.status, 404, "{}", r.text);
+    // A member who is not named is refused too.
+    let r = post(
+        &server,
+        &format!("/api/v1/teams/{}/invitations", t.id),
+        Some(&t.owner),
+        json!({"email": "member@appr.test", "role": "member"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let invite = r.json()["token"].as_str().unwrap().to_owned();
+    let password = "member passphrase for approvals 4471";
+    let r = post(
+        &server,
+        "/api/v1/invitations/accept",
+        None,
+        json!({
+            "token": invite, "display_name": "Member", "password": password,
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = post(
+        &server,
+        "/api/v1/sessions",
+        None,
+        json!({"email": "member@appr.test", "password": password}),
+    )
+    .await;
+    let member = r.json()["token"].as_str().unwrap().to_owned();
+    let r = decide(&server, &t.id, &member, &approval, "approve").await;
+    assert_eq!(r.status, 403, "{}", r.text);
     let r = decide(&server, &t.id, &t.owner, &approval, "maybe").await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(pending(&server, &t.id, &t.owner).await.len(), 1);
