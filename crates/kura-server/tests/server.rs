@@ -3396,5 +3396,7 @@ mod connect;
 mod connect_human;
 #[path = "server/connect_oauth.rs"]
 mod connect_oauth;
+#[path = "server/connect_smtp_credential.rs"]
+mod connect_smtp_credential;
 #[path = "server/console.rs"]
 mod console;
