@@ -189,9 +189,9 @@ impl Connect {
         &self,
         team: TeamId,
         id: FlowCredentialId,
-        actor: &str,
+        audit: &crate::audit::Audit<'_>,
     ) -> Result<String, ConnectError> {
-        let (_, secret) = self.oauth_credential(team, id).await?;
+        let (record, secret) = self.oauth_credential(team, id).await?;
         let client = client(&secret.settings, &secret, &self.redirect_url()?)?;
         let random = || {
             kura_crypto::random::array::<32>()
@@ -215,16 +215,27 @@ impl Connect {
             verifier.as_bytes(),
         )
         .map_err(|e| ConnectError::Crypto(e.to_string()))?;
+        let now = self.inner.clock.now();
+        let event = audit.event(
+            now,
+            team,
+            "connect.credential.authorization_started",
+            format!("credential:{id}"),
+            &[("name", record.name.clone())],
+        )?;
         self.inner
             .store
-            .put_oauth_state(OAuthStateRecord {
-                state_hash: kura_crypto::digest::sha256(state.as_bytes()),
-                team,
-                credential: id,
-                sealed_verifier,
-                created_by: actor.to_owned(),
-                expires_at: self.inner.clock.now() + STATE_LIFETIME,
-            })
+            .put_oauth_state(
+                OAuthStateRecord {
+                    state_hash: kura_crypto::digest::sha256(state.as_bytes()),
+                    team,
+                    credential: id,
+                    sealed_verifier,
+                    created_by: audit.key(),
+                    expires_at: now + STATE_LIFETIME,
+                },
+                vec![event],
+            )
             .await?;
         Ok(url.to_string())
     }

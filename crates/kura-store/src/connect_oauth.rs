@@ -40,8 +40,12 @@ impl std::fmt::Debug for OAuthStateRecord {
 /// OAuth credentials' state.
 #[async_trait]
 pub trait OAuthStore: Send + Sync {
-    /// Stores a pending authorisation.
-    async fn put_oauth_state(&self, state: OAuthStateRecord) -> Result<(), StoreError>;
+    /// Stores a pending authorisation with the events describing it.
+    async fn put_oauth_state(
+        &self,
+        state: OAuthStateRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
 
     /// Takes (deletes and returns) a pending authorisation: a state works
     /// once, whatever comes of it.

@@ -4,8 +4,9 @@
 //! and the flow document's JSON Schema.
 //!
 //! Every handler asks the policy first (`FlowsRead`/`FlowsManage`; another
-//! team's flows are "not found"), calls `kura_connect::Connect`, and
-//! records a `connect.*` security event for each change before answering.
+//! team's flows are "not found") and calls `kura_connect::Connect` with an
+//! [`Audit`] of the caller: each change's `connect.*` security event is
+//! committed in the change's own transaction (no event, no change).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -17,11 +18,11 @@ use kura_connect::validate::{Format, parse_text};
 use kura_connect::{SaveError, SavedFlow};
 use kura_identity::{Action, Resource};
 use kura_store::connect::FlowRecord;
-use kura_types::{Actor, FlowId, Outcome, SecurityEvent, TeamId};
+use kura_types::{Actor, FlowId, SecurityEvent, TeamId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{Auth, finish, record_event};
+use super::auth::{Auth, finish};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::parse_id;
@@ -41,10 +42,6 @@ pub(super) async fn allow(
     Ok(team)
 }
 
-pub(super) fn actor_key(auth: &Auth) -> String {
-    format!("account:{}", auth.principal.account)
-}
-
 /// The caller as Connect records its changes' events (committed with the
 /// change), completed by `decorate` (the request's facts).
 pub(super) fn audit<'a>(
@@ -57,31 +54,6 @@ pub(super) fn audit<'a>(
         },
         decorate,
     }
-}
-
-pub(super) async fn event(
-    state: &AppState,
-    auth: &Auth,
-    team: TeamId,
-    action: &str,
-    target: String,
-    details: &[(&str, String)],
-) -> Result<(), ApiError> {
-    let action = kura_types::Action::parse(action).map_err(|_| ApiError::EventNotRecorded)?;
-    let mut e = SecurityEvent::new(
-        state.clock.now(),
-        Actor::Account {
-            id: auth.principal.account.to_string(),
-        },
-        action,
-        Outcome::Success,
-    )
-    .with_team(team)
-    .with_target(target);
-    for (k, v) in details {
-        e = e.with_detail(*k, v.clone());
-    }
-    record_event(state, &auth.ctx, e).await
 }
 
 pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::auth::Auth;
 use super::body::ApiJson;
-use super::connect::{actor_key, allow, audit, event, rfc3339};
+use super::connect::{allow, audit, rfc3339};
 use super::error::ApiError;
 use super::parse_id;
 use crate::http::AppState;
@@ -395,19 +395,11 @@ pub async fn authorize_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let id: FlowCredentialId = parse_id("credential", &credential)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let url = state
         .connect
-        .oauth_authorize(team, id, &actor_key(&auth))
+        .oauth_authorize(team, id, &audit(&auth, &decorate))
         .await
         .map_err(ApiError::Connect)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.credential.authorization_started",
-        format!("credential:{id}"),
-        &[],
-    )
-    .await?;
     Ok(Json(serde_json::json!({ "authorize_url": url })).into_response())
 }

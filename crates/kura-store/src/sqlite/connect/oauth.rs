@@ -13,7 +13,11 @@ use crate::sqlite::events::append_in_tx;
 
 #[async_trait]
 impl OAuthStore for SqliteConnectStore {
-    async fn put_oauth_state(&self, s: OAuthStateRecord) -> Result<(), StoreError> {
+    async fn put_oauth_state(
+        &self,
+        s: OAuthStateRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
                 tx.execute(
@@ -29,6 +33,7 @@ impl OAuthStore for SqliteConnectStore {
                         ns(s.expires_at)?,
                     ],
                 )?;
+                append_in_tx(tx, &events)?;
                 Ok(())
             })
             .await
