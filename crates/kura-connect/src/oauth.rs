@@ -39,6 +39,22 @@ const REFRESH_MARGIN: time::Duration = time::Duration::seconds(60);
 /// Where providers send the browser back, under the public URL.
 pub const CALLBACK_PATH: &str = "/hooks/oauth2/callback";
 
+/// Per-credential locks, so runs of one process that find the same token
+/// due refresh it once (a provider that rotates refresh tokens would refuse
+/// the second refresh).
+#[derive(Debug, Default)]
+pub(crate) struct RefreshLocks(
+    parking_lot::Mutex<
+        std::collections::HashMap<FlowCredentialId, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+);
+
+impl RefreshLocks {
+    fn of(&self, id: FlowCredentialId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        std::sync::Arc::clone(self.0.lock().entry(id).or_default())
+    }
+}
+
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// The tokens of an authorised credential (sealed at rest).
@@ -376,27 +392,20 @@ impl Connect {
             .credential(team, name)
             .await?
             .ok_or(ConnectError::NotFound("credential"))?;
-        let sealed = self
-            .inner
-            .store
-            .oauth_tokens(team, record.id)
-            .await?
-            .ok_or_else(|| {
-                ConnectError::Invalid(format!("credential `{name}` has not been authorised yet"))
-            })?;
-        let key = self.team_key(team).await?;
-        let plain = Zeroizing::new(
-            kura_crypto::aead::open(key.expose(), &tokens_context(team, record.id), &sealed)
-                .map_err(|e| ConnectError::Crypto(e.to_string()))?,
-        );
-        let tokens: Tokens =
-            serde_json::from_slice(&plain).map_err(|e| ConnectError::Corrupt(e.to_string()))?;
+        let tokens = self.read_tokens(team, record.id, name).await?;
         secrets.push(tokens.access.clone());
         secrets.extend(tokens.refresh.clone());
-        let due = tokens
-            .expires_at
-            .is_some_and(|at| at <= (self.inner.clock.now() + REFRESH_MARGIN).unix_timestamp());
-        let Some(refresh) = tokens.refresh.clone().filter(|_| due) else {
+        if !self.due(&tokens) {
+            return Ok(Zeroizing::new(tokens.access.clone()));
+        }
+        // Refresh once: whoever waited for the lock reads what the holder
+        // stored.
+        let lock = self.inner.refreshing.of(record.id);
+        let _held = lock.lock().await;
+        let tokens = self.read_tokens(team, record.id, name).await?;
+        secrets.push(tokens.access.clone());
+        secrets.extend(tokens.refresh.clone());
+        let Some(refresh) = tokens.refresh.clone().filter(|_| self.due(&tokens)) else {
             return Ok(Zeroizing::new(tokens.access.clone()));
         };
         let client = client(&secret.settings, secret, &self.redirect_url()?)?;
@@ -417,5 +426,35 @@ impl Connect {
             self.credential_event(team, &record, "connect.credential.refreshed", "system")?;
         self.store_tokens(team, record.id, &fresh, event).await?;
         Ok(Zeroizing::new(fresh.access.clone()))
+    }
+
+    /// Whether a token expires within the margin.
+    fn due(&self, tokens: &Tokens) -> bool {
+        tokens
+            .expires_at
+            .is_some_and(|at| at <= (self.inner.clock.now() + REFRESH_MARGIN).unix_timestamp())
+    }
+
+    /// A credential's tokens, opened.
+    async fn read_tokens(
+        &self,
+        team: TeamId,
+        id: FlowCredentialId,
+        name: &str,
+    ) -> Result<Tokens, ConnectError> {
+        let sealed = self
+            .inner
+            .store
+            .oauth_tokens(team, id)
+            .await?
+            .ok_or_else(|| {
+                ConnectError::Invalid(format!("credential `{name}` has not been authorised yet"))
+            })?;
+        let key = self.team_key(team).await?;
+        let plain = Zeroizing::new(
+            kura_crypto::aead::open(key.expose(), &tokens_context(team, id), &sealed)
+                .map_err(|e| ConnectError::Crypto(e.to_string()))?,
+        );
+        serde_json::from_slice(&plain).map_err(|e| ConnectError::Corrupt(e.to_string()))
     }
 }

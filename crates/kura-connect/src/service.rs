@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub expr: Expressions,
     pub wake: Notify,
+    /// One refresh at a time per OAuth credential in this process.
+    pub refreshing: crate::oauth::RefreshLocks,
     pub node: String,
 }
 
@@ -171,6 +173,7 @@ impl Connect {
                 config,
                 expr: Expressions::new(),
                 wake: Notify::new(),
+                refreshing: crate::oauth::RefreshLocks::default(),
                 node: uuid::Uuid::now_v7().to_string(),
             }),
         }

@@ -171,10 +171,19 @@ async fn oauth2_credentials_authorise_with_pkce_refresh_and_never_show_their_tok
     let r = call(&server, reqwest::Method::GET, &cb, None, None).await;
     assert_eq!(r.status, 404, "{}", r.text);
 
-    // The stored access token expires within the margin: the step
-    // refreshes it, stores the new one, and the next run reuses it.
-    for _ in 0..2 {
-        let run = start(&server, &t.id, &t.owner, &flow, json!({})).await;
+    // The stored access token expires within the margin: runs started
+    // together refresh it once and store the new token; a later run reuses
+    // it.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(start(&server, &t.id, &t.owner, &flow, json!({})).await);
+    }
+    for later in [false, false, false, true] {
+        let run = if later {
+            start(&server, &t.id, &t.owner, &flow, json!({})).await
+        } else {
+            runs.remove(0)
+        };
         let done = wait_for(&server, &t.id, &t.owner, &run, over).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         let text = done.to_string();
