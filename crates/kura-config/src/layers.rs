@@ -546,6 +546,30 @@ fn validate_connect(c: &crate::model::ConnectConfig) -> Result<(), (String, Stri
             ));
         }
     }
+    if let Some(m) = &c.smtp {
+        let port_ok = m
+            .relay
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            return err("connect.smtp.relay", "must be host:port");
+        }
+        if !["none", "starttls", "tls"].contains(&m.security.as_str()) {
+            return err("connect.smtp.security", "must be none, starttls or tls");
+        }
+        if !m.from.contains('@') {
+            return err("connect.smtp.from", "must be an e-mail address");
+        }
+        if m.username.is_some() != m.password_file.is_some() {
+            return err(
+                "connect.smtp.username",
+                "username and password_file go together",
+            );
+        }
+        if !(1..=300).contains(&m.timeout_secs) {
+            return err("connect.smtp.timeout_secs", "must be between 1 and 300");
+        }
+    }
     Ok(())
 }
 

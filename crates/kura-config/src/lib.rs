@@ -14,8 +14,8 @@ mod model;
 
 pub use layers::{ConfigError, Layers, Source};
 pub use model::{
-    Config, ConnectConfig, EdgeConfig, Environment, EventsConfig, ExportConfig, IdentitySettings,
-    IncidentEmail, IncidentWebhook, IncidentsConfig, JsonlExport, KeysConfig, KmsProvider,
-    LocalKeysConfig, LogConfig, LogFormat, ServerConfig, SetupConfig, StorageBackend,
+    Config, ConnectConfig, ConnectSmtp, EdgeConfig, Environment, EventsConfig, ExportConfig,
+    IdentitySettings, IncidentEmail, IncidentWebhook, IncidentsConfig, JsonlExport, KeysConfig,
+    KmsProvider, LocalKeysConfig, LogConfig, LogFormat, ServerConfig, SetupConfig, StorageBackend,
     StorageConfig, SyslogExport, SyslogIngestConfig, TlsConfig, TlsVersion, WebhookExport,
 };

@@ -588,6 +588,42 @@ pub struct ConnectConfig {
     /// Internal ranges (CIDR) HTTP steps may reach anyway; everything
     /// loopback, private, link-local or multicast is refused otherwise.
     pub outbound_allow: Vec<String>,
+    /// The SMTP relay of `email` steps and approval links
+    /// (`[connect.smtp]`); without it steps need a team `smtp` credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<ConnectSmtp>,
+}
+
+/// The SMTP relay Kura Connect sends through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectSmtp {
+    /// `host:port` of the relay. The host passes the outbound (SSRF)
+    /// policy like any step's target.
+    pub relay: String,
+    /// `starttls` (required, the default), `tls` (implicit TLS), or `none`
+    /// (only to an internal address in `connect.outbound_allow`).
+    #[serde(default = "default_starttls")]
+    pub security: String,
+    /// PEM CA the relay's certificate must chain to (default: the system's
+    /// roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SMTP AUTH user, with `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the SMTP AUTH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The sender address.
+    pub from: String,
+    /// Seconds allowed per delivery.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_starttls() -> String {
+    "starttls".into()
 }
 
 impl Default for ConnectConfig {
@@ -600,6 +636,7 @@ impl Default for ConnectConfig {
             webhook_body_limit_bytes: 256 * 1024,
             max_response_bytes: 1024 * 1024,
             outbound_allow: Vec::new(),
+            smtp: None,
         }
     }
 }

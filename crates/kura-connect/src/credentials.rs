@@ -18,6 +18,14 @@ pub enum CredentialKind {
     Basic,
     /// `<header>: <secret>` (API keys).
     Header,
+    /// An SMTP relay for `email` steps: the secret is the SMTP AUTH
+    /// password; host, port, security, sender and user are settings.
+    Smtp,
+    /// OAuth 2.0 authorisation code with PKCE and refresh: the secret is
+    /// the client secret; client id, URLs and scopes are settings; the
+    /// tokens, once authorised, are sealed beside it. HTTP steps send
+    /// `Authorization: Bearer <access token>`.
+    Oauth2,
 }
 
 impl CredentialKind {
@@ -27,6 +35,8 @@ impl CredentialKind {
             CredentialKind::Bearer => "bearer",
             CredentialKind::Basic => "basic",
             CredentialKind::Header => "header",
+            CredentialKind::Smtp => "smtp",
+            CredentialKind::Oauth2 => "oauth2",
         }
     }
 
@@ -36,6 +46,8 @@ impl CredentialKind {
             "bearer" => Some(CredentialKind::Bearer),
             "basic" => Some(CredentialKind::Basic),
             "header" => Some(CredentialKind::Header),
+            "smtp" => Some(CredentialKind::Smtp),
+            "oauth2" => Some(CredentialKind::Oauth2),
             _ => None,
         }
     }
@@ -51,6 +63,30 @@ pub struct CredentialSettings {
     /// The header of `header`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// The relay host of `smtp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The relay port of `smtp` (default 587).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// How `smtp` reaches the relay (default `starttls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<crate::steps::email::SmtpSecurity>,
+    /// The sender address of `smtp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The client id of `oauth2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The provider's authorisation endpoint (`oauth2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// The provider's token endpoint (`oauth2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// The scopes asked for (`oauth2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 /// An opened credential, for one request.
@@ -70,10 +106,12 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The header to send, and the strings to redact from records.
-    pub fn header(&self) -> (String, String, Vec<String>) {
+    /// The header to send, and the strings to redact from records (`None`
+    /// for a kind that is not for HTTP).
+    pub fn header(&self) -> Option<(String, String, Vec<String>)> {
         let v = self.value.as_str().to_owned();
-        match self.kind {
+        Some(match self.kind {
+            CredentialKind::Smtp | CredentialKind::Oauth2 => return None,
             CredentialKind::Bearer => ("Authorization".into(), format!("Bearer {v}"), vec![v]),
             CredentialKind::Basic => {
                 let user = self.settings.username.clone().unwrap_or_default();
@@ -93,7 +131,7 @@ impl Secret {
                 v.clone(),
                 vec![v],
             ),
-        }
+        })
     }
 }
 

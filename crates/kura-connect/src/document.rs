@@ -203,6 +203,13 @@ pub enum Action {
         /// A template for the message.
         message: String,
     },
+    /// Sends a plain-text e-mail through SMTP (the server's relay or a
+    /// team `smtp` credential); the relay passes the SSRF policy.
+    Email(crate::steps::email::EmailStep),
+    /// Pauses the run until a named team member approves or rejects (through
+    /// the API or a one-time link), or the time runs out; each outcome goes
+    /// to its own step.
+    Approval(crate::steps::approval::ApprovalStep),
 }
 
 fn ok_status() -> u16 {
@@ -253,6 +260,8 @@ pub const STEP_KINDS: &[&str] = &[
     "delay",
     "call_flow",
     "fail",
+    "email",
+    "approval",
 ];
 
 impl Action {
@@ -262,7 +271,10 @@ impl Action {
     pub fn has_side_effects(&self) -> bool {
         matches!(
             self,
-            Action::Http { .. } | Action::StoreSet { .. } | Action::CallFlow { .. }
+            Action::Http { .. }
+                | Action::StoreSet { .. }
+                | Action::CallFlow { .. }
+                | Action::Email(_)
         )
     }
 
@@ -278,6 +290,8 @@ impl Action {
             Action::Delay { .. } => "delay",
             Action::CallFlow { .. } => "call_flow",
             Action::Fail { .. } => "fail",
+            Action::Email(_) => "email",
+            Action::Approval(_) => "approval",
         }
     }
 }

@@ -2,10 +2,11 @@
 //! record and the run's next position in one transaction, so a worker that
 //! stops at any point leaves a run another worker can resume.
 //!
-//! A step with side effects (`http`, `store_set`) is first recorded as
-//! started with an idempotency key; a resumed run that finds it started
-//! sends the same key again (`Idempotency-Key` header), and a step that was
-//! recorded as finished is never run again.
+//! A step with side effects (`http`, `store_set`, `call_flow`, `email`) is
+//! first recorded as started with an idempotency key; a resumed run that
+//! finds it started sends the same key again (`Idempotency-Key` header, the
+//! e-mail's `Message-ID`), and a step that was recorded as finished is
+//! never run again.
 
 use std::time::Duration;
 
@@ -18,21 +19,36 @@ use crate::outbound::{OutboundError, OutboundRequest};
 use crate::service::Connect;
 
 /// What a step produced.
-struct Produced {
-    value: Value,
-    goto: Option<String>,
-    response: Option<Value>,
-    wait: Option<Duration>,
+pub(crate) struct Produced {
+    pub value: Value,
+    pub goto: Option<String>,
+    pub response: Option<Value>,
+    pub wait: Option<Duration>,
+    /// The step record's status when not `succeeded` (`waiting`).
+    pub label: Option<&'static str>,
+}
+
+impl Produced {
+    /// A plain output.
+    pub fn value(value: Value) -> Self {
+        Self {
+            value,
+            goto: None,
+            response: None,
+            wait: None,
+            label: None,
+        }
+    }
 }
 
 /// Why a step failed.
-struct StepFailure {
-    message: String,
-    retryable: bool,
+pub(crate) struct StepFailure {
+    pub message: String,
+    pub retryable: bool,
 }
 
 impl StepFailure {
-    fn fatal(message: impl Into<String>) -> Self {
+    pub(crate) fn fatal(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             retryable: false,
@@ -144,6 +160,7 @@ impl Connect {
                 let r = self
                     .run_step(
                         run,
+                        owner,
                         step,
                         &scope,
                         idempotency_key.as_deref(),
@@ -170,7 +187,7 @@ impl Connect {
                     if let Some(obj) = steps.as_object_mut() {
                         obj.insert(step.id.clone(), p.value.clone());
                     }
-                    status_text = "succeeded";
+                    status_text = p.label.unwrap_or("succeeded");
                     output = Some(p.value);
                     error = None;
                     response = p.response.map(|r| r.to_string());
@@ -248,6 +265,9 @@ impl Connect {
             }
             if status != RunStatus::Running {
                 if status == RunStatus::Waiting {
+                    if matches!(step.action, Action::Approval(_)) {
+                        self.approval_paused(run.id, &step.id).await;
+                    }
                     inner.wake.notify_one();
                 }
                 return Ok(());
@@ -256,9 +276,11 @@ impl Connect {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_step(
         &self,
         run: &RunRecord,
+        owner: &str,
         step: &Step,
         scope: &Value,
         idempotency_key: Option<&str>,
@@ -268,12 +290,7 @@ impl Connect {
         let x = &self.inner.expr;
         let eval = |source: &str| x.eval(source, scope).map_err(StepFailure::fatal);
         let render = |source: &str| x.render(source, scope).map_err(StepFailure::fatal);
-        let done = |value: Value| Produced {
-            value,
-            goto: None,
-            response: None,
-            wait: None,
-        };
+        let done = Produced::value;
         match &step.action {
             Action::Transform { set } => {
                 let mut out = serde_json::Map::new();
@@ -368,6 +385,14 @@ impl Connect {
                 })
             }
             Action::Fail { message } => Err(StepFailure::fatal(render(message)?)),
+            Action::Email(spec) => {
+                self.email_step(run, spec, scope, idempotency_key, secrets, recorded)
+                    .await
+            }
+            Action::Approval(spec) => {
+                self.approval_step(run, owner, step, spec, scope, secrets, recorded)
+                    .await
+            }
             Action::CallFlow { flow, input } => {
                 let child_input = match input {
                     Some(source) => eval(source)?,
@@ -428,9 +453,19 @@ impl Connect {
                         .open_credential(run.team, name)
                         .await
                         .map_err(|e| StepFailure::fatal(e.to_string()))?;
-                    let (header, value, exposed) = secret.header();
-                    secrets.extend(exposed);
-                    hs.push((header, value));
+                    if secret.kind == crate::credentials::CredentialKind::Oauth2 {
+                        let token = self
+                            .oauth_access_token(run.team, name, &secret, secrets)
+                            .await
+                            .map_err(|e| StepFailure::fatal(e.to_string()))?;
+                        hs.push(("Authorization".into(), format!("Bearer {}", token.as_str())));
+                    } else {
+                        let (header, value, exposed) = secret.header().ok_or_else(|| {
+                            StepFailure::fatal(format!("credential `{name}` is not for HTTP"))
+                        })?;
+                        secrets.extend(exposed);
+                        hs.push((header, value));
+                    }
                 }
                 if let Some(k) = idempotency_key {
                     hs.push(("Idempotency-Key".into(), k.to_owned()));
@@ -472,7 +507,7 @@ impl Connect {
         }
     }
 
-    async fn refused(&self, run: &RunRecord, url: &str, reason: &str) {
+    pub(crate) async fn refused(&self, run: &RunRecord, url: &str, reason: &str) {
         let Ok(action) = kura_types::Action::parse("connect.outbound.refused") else {
             return;
         };

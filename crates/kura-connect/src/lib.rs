@@ -17,13 +17,17 @@
 //! security events through `kura_events::EventSink`. It knows no SQL and
 //! serves no HTTP (outbound requests are its only network use).
 
+pub mod audit;
+mod credential_store;
 pub mod credentials;
 pub mod document;
 mod engine;
 pub mod expr;
+pub mod oauth;
 pub mod outbound;
 pub mod schedule;
 mod service;
+pub mod steps;
 pub mod validate;
 
 pub use service::{Connect, EngineConfig, InlineRun, SaveError, SavedFlow, Workers};
@@ -49,6 +53,10 @@ pub enum ConnectError {
     /// The system random source failed.
     #[error("the random source failed")]
     Random,
+    /// A security event for the change could not be prepared or recorded
+    /// (the change did not happen).
+    #[error("security event not recorded: {0}")]
+    Event(String),
     /// A run's task failed.
     #[error("run task failed: {0}")]
     Worker(String),

@@ -148,6 +148,30 @@ impl OutboundPolicy {
         }
     }
 
+    /// Resolves a host name (or takes an address) for a non-HTTP protocol
+    /// (SMTP) and checks every address; returns the one to connect to.
+    pub async fn resolve_host(&self, host: &str, port: u16) -> Result<SocketAddr, OutboundError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            self.check(ip)?;
+            return Ok(SocketAddr::new(ip, port));
+        }
+        if bare.is_empty() {
+            return Err(OutboundError::Failed("no host".into()));
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| OutboundError::Failed(format!("cannot resolve {bare}: {e}")))?
+            .collect();
+        let first = *addrs
+            .first()
+            .ok_or_else(|| OutboundError::Failed(format!("{bare} has no address")))?;
+        for a in &addrs {
+            self.check(a.ip())?;
+        }
+        Ok(first)
+    }
+
     /// Resolves `url`'s host and checks every address; returns the one to
     /// connect to.
     async fn resolve(&self, url: &reqwest::Url) -> Result<(String, SocketAddr), OutboundError> {

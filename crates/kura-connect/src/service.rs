@@ -7,18 +7,16 @@ use std::time::Duration;
 
 use kura_events::EventSink;
 use kura_store::connect::{
-    ConnectStore, FlowCredentialRecord, FlowRecord, FlowVersionRecord, NewRun, RunRecord,
-    ScheduleRecord,
+    ConnectStore, FlowRecord, FlowVersionRecord, NewRun, RunRecord, ScheduleRecord,
 };
 use kura_store::{KeyService, StoreError};
-use kura_types::{Clock, FlowCredentialId, FlowId, KeyScope, RunId, TeamId};
+use kura_types::{Clock, FlowId, RunId, TeamId};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use zeroize::Zeroizing;
 
 use crate::ConnectError;
-use crate::credentials::{CredentialKind, CredentialSettings, Secret, context};
+use crate::audit::Audit;
 use crate::document::{FlowDocument, Trigger};
 use crate::expr::Expressions;
 use crate::outbound::OutboundPolicy;
@@ -41,6 +39,11 @@ pub struct EngineConfig {
     pub outbound: OutboundPolicy,
     /// Finished runs are deleted after this long (`None`: kept).
     pub retention: Option<Duration>,
+    /// The server's SMTP relay for `email` steps and approval links
+    /// (`[connect.smtp]`); steps may name a team `smtp` credential instead.
+    pub smtp: Option<crate::steps::email::SmtpRelay>,
+    /// The server's public base URL, for approval links.
+    pub public_url: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,8 @@ impl Default for EngineConfig {
             max_takeovers: 5,
             outbound: OutboundPolicy::default(),
             retention: Some(Duration::from_secs(30 * 86_400)),
+            smtp: None,
+            public_url: None,
         }
     }
 }
@@ -65,6 +70,8 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub expr: Expressions,
     pub wake: Notify,
+    /// One refresh at a time per OAuth credential in this process.
+    pub refreshing: crate::oauth::RefreshLocks,
     pub node: String,
 }
 
@@ -166,6 +173,7 @@ impl Connect {
                 config,
                 expr: Expressions::new(),
                 wake: Notify::new(),
+                refreshing: crate::oauth::RefreshLocks::default(),
                 node: uuid::Uuid::now_v7().to_string(),
             }),
         }
@@ -192,7 +200,7 @@ impl Connect {
     pub async fn create_flow(
         &self,
         team: TeamId,
-        actor: &str,
+        audit: &Audit<'_>,
         value: Value,
     ) -> Result<SavedFlow, SaveError> {
         let document = self.check_document(team, value).await?;
@@ -210,11 +218,19 @@ impl Connect {
             created_at: now,
             updated_at: now,
         };
+        let event = audit.event(
+            now,
+            team,
+            "connect.flow.created",
+            format!("flow:{}", flow.id),
+            &[("name", flow.name.clone()), ("version", "1".into())],
+        )?;
         self.inner
             .store
             .create_flow(
                 flow.clone(),
-                self.version_record(flow.id, 1, &document, actor)?,
+                self.version_record(flow.id, 1, &document, &audit.key())?,
+                vec![event],
             )
             .await?;
         Ok(SavedFlow { flow, document })
@@ -242,7 +258,7 @@ impl Connect {
         &self,
         team: TeamId,
         id: FlowId,
-        actor: &str,
+        audit: &Audit<'_>,
         value: Value,
     ) -> Result<SavedFlow, SaveError> {
         let mut flow = self
@@ -253,13 +269,24 @@ impl Connect {
             .ok_or(ConnectError::NotFound("flow"))?;
         let document = self.check_document(team, value).await?;
         let next = flow.version + 1;
+        let event = audit.event(
+            self.inner.clock.now(),
+            team,
+            "connect.flow.saved",
+            format!("flow:{id}"),
+            &[
+                ("name", document.name.clone()),
+                ("version", next.to_string()),
+            ],
+        )?;
         self.inner
             .store
             .add_version(
                 team,
-                self.version_record(id, next, &document, actor)?,
+                self.version_record(id, next, &document, &audit.key())?,
                 document.name.clone(),
                 flow.version,
+                vec![event],
             )
             .await?;
         flow.version = next;
@@ -484,11 +511,19 @@ impl Connect {
         team: TeamId,
         id: FlowId,
         enabled: bool,
+        audit: &Audit<'_>,
     ) -> Result<FlowRecord, ConnectError> {
+        let now = self.inner.clock.now();
+        let action = if enabled {
+            "connect.flow.enabled"
+        } else {
+            "connect.flow.disabled"
+        };
+        let event = audit.event(now, team, action, format!("flow:{id}"), &[])?;
         if !self
             .inner
             .store
-            .set_enabled(team, id, enabled, self.inner.clock.now())
+            .set_enabled(team, id, enabled, now, vec![event])
             .await?
         {
             return Err(ConnectError::NotFound("flow"));
@@ -553,107 +588,6 @@ impl Connect {
             }
         }
         Ok(())
-    }
-
-    /// Stores a credential sealed under the team's data key.
-    pub async fn create_credential(
-        &self,
-        team: TeamId,
-        actor: &str,
-        name: &str,
-        kind: CredentialKind,
-        settings: CredentialSettings,
-        secret: Zeroizing<String>,
-    ) -> Result<FlowCredentialRecord, ConnectError> {
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid_name {
-            return Err(ConnectError::Invalid(
-                "a credential name is 1-64 characters of a-z, A-Z, 0-9, `_` and `-`".into(),
-            ));
-        }
-        if secret.len() < 8 || secret.len() > 4096 {
-            return Err(ConnectError::Invalid(
-                "a secret has 8 to 4096 characters".into(),
-            ));
-        }
-        match kind {
-            CredentialKind::Basic if settings.username.is_none() => {
-                return Err(ConnectError::Invalid(
-                    "basic credentials need a username".into(),
-                ));
-            }
-            CredentialKind::Header if settings.header.is_none() => {
-                return Err(ConnectError::Invalid(
-                    "header credentials need a header".into(),
-                ));
-            }
-            _ => {}
-        }
-        let key = self.team_key(team).await?;
-        let id = FlowCredentialId::new();
-        let sealed = kura_crypto::aead::seal(key.expose(), &context(team, id), secret.as_bytes())
-            .map_err(|e| ConnectError::Crypto(e.to_string()))?;
-        let record = FlowCredentialRecord {
-            id,
-            team,
-            name: name.to_owned(),
-            kind: kind.as_str().to_owned(),
-            settings: serde_json::to_string(&settings)
-                .map_err(|e| ConnectError::Corrupt(e.to_string()))?,
-            sealed,
-            created_by: actor.to_owned(),
-            created_at: self.inner.clock.now(),
-        };
-        self.inner.store.create_credential(record.clone()).await?;
-        Ok(record)
-    }
-
-    /// The team's data key, created on first use.
-    async fn team_key(&self, team: TeamId) -> Result<kura_crypto::DataKey, ConnectError> {
-        match self.inner.keys.get(KeyScope::Team(team)).await {
-            Ok(k) => Ok(k),
-            Err(StoreError::NotFound(_)) => {
-                match self.inner.keys.create(KeyScope::Team(team)).await {
-                    Ok(k) => Ok(k),
-                    // Another request created it first.
-                    Err(StoreError::Conflict(_)) => {
-                        Ok(self.inner.keys.get(KeyScope::Team(team)).await?)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub(crate) async fn open_credential(
-        &self,
-        team: TeamId,
-        name: &str,
-    ) -> Result<Secret, ConnectError> {
-        let record = self
-            .inner
-            .store
-            .credential(team, name)
-            .await?
-            .ok_or(ConnectError::NotFound("credential"))?;
-        let key = self.team_key(team).await?;
-        let plain =
-            kura_crypto::aead::open(key.expose(), &context(team, record.id), &record.sealed)
-                .map_err(|e| ConnectError::Crypto(e.to_string()))?;
-        let value = Zeroizing::new(
-            String::from_utf8(plain).map_err(|_| ConnectError::Corrupt("credential".into()))?,
-        );
-        Ok(Secret {
-            kind: CredentialKind::parse(&record.kind)
-                .ok_or(ConnectError::Corrupt("credential kind".into()))?,
-            settings: serde_json::from_str(&record.settings).unwrap_or_default(),
-            value,
-        })
     }
 
     /// Whether a flow's trigger is a webhook, and whether it must be signed.

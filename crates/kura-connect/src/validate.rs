@@ -293,6 +293,25 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
                 }
             }
             Action::Fail { message } => template(&mut errors, at("message"), message),
+            Action::Email(spec) => {
+                for (field, message) in spec.check(&x, credential_exists) {
+                    errors.push(err(at(&field), message));
+                }
+            }
+            Action::Approval(spec) => {
+                for (field, message) in spec.check(&x, credential_exists) {
+                    errors.push(err(at(&field), message));
+                }
+                for (field, target) in spec.paths() {
+                    reference(&mut errors, at(field), target);
+                }
+                if s.next.is_some() {
+                    errors.push(err(
+                        at("next"),
+                        "an approval goes on at on_approve, on_reject or on_timeout, not next",
+                    ));
+                }
+            }
         }
     }
     if errors.is_empty()
@@ -327,6 +346,8 @@ fn edges(doc: &FlowDocument, i: usize) -> Vec<(usize, String)> {
         (None, Action::Respond { .. } | Action::Fail { .. }) => {
             matches!(s.action, Action::Respond { .. })
         }
+        // An approval always goes to one of its three paths.
+        (None, Action::Approval(_)) => false,
         _ => true,
     };
     if let Action::Condition {
@@ -339,6 +360,11 @@ fn edges(doc: &FlowDocument, i: usize) -> Vec<(usize, String)> {
         }
         if let Some(o) = otherwise {
             push(Some(o), format!("steps[{i}].otherwise"));
+        }
+    }
+    if let Action::Approval(a) = &s.action {
+        for (field, target) in a.paths() {
+            push(Some(target), format!("steps[{i}].{field}"));
         }
     }
     if implicit {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use kura_config::{Config, StorageBackend};
+use kura_connect::steps::email::{SmtpRelay, SmtpSecurity};
 use kura_crypto::token::SecretToken;
 use kura_crypto::{Kms, KmsError, LocalKms, SealParams};
 use kura_events::incident::CommunicationPlan;
@@ -234,7 +235,7 @@ impl Installation {
             storage.keys.clone(),
             Arc::new(events.clone()),
             Arc::clone(&clock),
-            connect_config(&config.connect),
+            connect_config(config)?,
         );
         Ok(Self {
             dir,
@@ -450,8 +451,10 @@ fn identity_config(
 }
 
 /// The engine settings from `[connect]` (validated when the configuration
-/// was loaded, so a range that does not parse here cannot occur).
-fn connect_config(c: &kura_config::ConnectConfig) -> kura_connect::EngineConfig {
+/// was loaded, so a range that does not parse here cannot occur), with the
+/// SMTP relay's files read; an unreadable one stops the start, naming it.
+fn connect_config(config: &Config) -> Result<kura_connect::EngineConfig, StartError> {
+    let c = &config.connect;
     let allow = c
         .outbound_allow
         .iter()
@@ -462,7 +465,7 @@ fn connect_config(c: &kura_config::ConnectConfig) -> kura_connect::EngineConfig 
                 .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
         })
         .collect();
-    kura_connect::EngineConfig {
+    Ok(kura_connect::EngineConfig {
         workers: c.workers,
         team_concurrency: c.team_concurrency,
         lease: std::time::Duration::from_secs(c.lease_secs),
@@ -474,6 +477,46 @@ fn connect_config(c: &kura_config::ConnectConfig) -> kura_connect::EngineConfig 
         },
         retention: (c.run_retention_days > 0)
             .then(|| std::time::Duration::from_secs(u64::from(c.run_retention_days) * 86_400)),
+        smtp: c.smtp.as_ref().map(smtp_relay).transpose()?,
+        public_url: config.server.public_url.clone(),
         ..kura_connect::EngineConfig::default()
-    }
+    })
+}
+
+/// `[connect.smtp]` as the engine's relay.
+fn smtp_relay(m: &kura_config::ConnectSmtp) -> Result<SmtpRelay, StartError> {
+    let refuse = |detail: String| {
+        StartError::Event(EventError::Invalid(format!("[connect.smtp]: {detail}")))
+    };
+    let (host, port) = m
+        .relay
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| refuse(format!("relay `{}` is not host:port", m.relay)))?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))
+    };
+    let credentials = match (&m.username, &m.password_file) {
+        (Some(user), Some(file)) => {
+            let raw = zeroize::Zeroizing::new(read(file)?);
+            let password = std::str::from_utf8(&raw)
+                .map_err(|_| refuse("password_file is not UTF-8".into()))?;
+            Some((
+                user.clone(),
+                zeroize::Zeroizing::new(password.trim_end().to_owned()),
+            ))
+        }
+        _ => None,
+    };
+    kura_connect::steps::email::parse_mailbox(&m.from).map_err(refuse)?;
+    Ok(SmtpRelay {
+        host: host.to_owned(),
+        port,
+        security: SmtpSecurity::parse(&m.security)
+            .ok_or_else(|| refuse(format!("security `{}`", m.security)))?,
+        ca_pem: m.ca_file.as_deref().map(read).transpose()?,
+        credentials,
+        from: m.from.clone(),
+        timeout: std::time::Duration::from_secs(m.timeout_secs),
+    })
 }

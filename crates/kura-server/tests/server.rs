@@ -2245,6 +2245,38 @@ mod kura_id_api {
         .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let b_credential = r.json()["id"].as_str().unwrap().to_owned();
+        // A run of team B waiting for an approval that names team A's
+        // owner (who is no member of B, so still may not decide).
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows", b.id),
+            Some(&b.owner),
+            json!({ "document": { "name": "ask", "trigger": { "kind": "manual" }, "steps": [
+                { "id": "ask", "kind": "approval", "approvers": ["owner@alpha.test", "owner@bravo.test"],
+                  "message": "ok?", "timeout_seconds": 3600,
+                  "on_approve": "d", "on_reject": "d", "on_timeout": "d" },
+                { "id": "d", "kind": "delay", "seconds": 1 }
+            ] } }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let b_ask = r.json()["flow"]["id"].as_str().unwrap().to_owned();
+        let r = post(
+            &server,
+            &format!("/api/v1/teams/{}/flows/{b_ask}/runs", b.id),
+            Some(&b.owner),
+            json!({ "input": {} }),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let b_pending = format!("/api/v1/teams/{}/approvals?status=pending", b.id);
+        let b_approval = loop {
+            let r = get(&server, &b_pending, &b.owner).await;
+            if let Some(id) = r.json()["approvals"][0]["id"].as_str() {
+                break id.to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         let b_before = (
             get(&server, &format!("/api/v1/teams/{}", b.id), &b.owner)
                 .await
@@ -2291,6 +2323,7 @@ mod kura_id_api {
                 .replace("{flow}", &b_flow)
                 .replace("{run}", &b_run)
                 .replace("{credential}", &b_credential)
+                .replace("{approval}", &b_approval)
                 .replace("{grant}", "0195d7c4-0000-7000-8000-000000000000");
             assert!(
                 !path.contains('{'),
@@ -2352,6 +2385,12 @@ mod kura_id_api {
                 ("POST", "/api/v1/teams/{id}/flow-credentials") => Some(json!({
                     "name": "evil", "kind": "bearer", "secret": "evil secret 12345",
                 })),
+                ("POST", "/api/v1/teams/{id}/flow-credentials/{credential}/authorize") => {
+                    Some(json!({}))
+                }
+                ("POST", "/api/v1/teams/{id}/approvals/{approval}/decision") => {
+                    Some(json!({ "decision": "approve" }))
+                }
                 ("POST", "/api/v1/teams/{id}/operator-access") => Some(json!({
                     "operator_id": a.owner_account, "role": "admin", "minutes": 60,
                     "reason": "let me in",
@@ -2408,6 +2447,12 @@ mod kura_id_api {
                 .text,
         );
         assert_eq!(b_before, b_after, "team B changed");
+        let r = get(&server, &b_pending, &b.owner).await;
+        assert_eq!(
+            r.json()["approvals"][0]["id"],
+            b_approval.as_str(),
+            "still pending"
+        );
         // Team A's owner does not see team B in its list either.
         let listed = get(&server, "/api/v1/teams", &a.owner).await.json();
         let ids: BTreeSet<&str> = listed
@@ -3347,6 +3392,12 @@ mod incident_channels;
 
 #[path = "server/connect.rs"]
 mod connect;
+#[path = "server/connect_human.rs"]
+mod connect_human;
+#[path = "server/connect_oauth.rs"]
+mod connect_oauth;
+#[path = "server/connect_smtp_credential.rs"]
+mod connect_smtp_credential;
 #[path = "server/console.rs"]
 mod console;
 #[path = "server/console_device.rs"]

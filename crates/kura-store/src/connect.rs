@@ -16,6 +16,7 @@ use kura_types::{FlowCredentialId, FlowId, RunId, TeamId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::EventRecord;
 
 /// A flow (its current version's document is in [`FlowVersionRecord`]).
 #[derive(Clone, PartialEq, Eq)]
@@ -331,12 +332,20 @@ pub struct ScheduleRecord {
 
 /// Kura Connect's state.
 #[async_trait]
-pub trait ConnectStore: Send + Sync + std::fmt::Debug {
-    /// Creates a flow with its first version.
+pub trait ConnectStore:
+    crate::connect_approvals::ApprovalStore
+    + crate::connect_oauth::OAuthStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+    /// Creates a flow with its first version and the events describing it
+    /// (appended in the same transaction, like every `events` below).
     async fn create_flow(
         &self,
         flow: FlowRecord,
         version: FlowVersionRecord,
+        events: Vec<EventRecord>,
     ) -> Result<(), StoreError>;
 
     /// Adds the next version of a team's flow; fails with
@@ -347,6 +356,7 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
         version: FlowVersionRecord,
         name: String,
         expected: u32,
+        events: Vec<EventRecord>,
     ) -> Result<(), StoreError>;
 
     /// A team's flow.
@@ -380,10 +390,16 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
         id: FlowId,
         enabled: bool,
         at: OffsetDateTime,
+        events: Vec<EventRecord>,
     ) -> Result<bool, StoreError>;
 
     /// Deletes a flow, its versions and its runs; false if there was none.
-    async fn delete_flow(&self, team: TeamId, id: FlowId) -> Result<bool, StoreError>;
+    async fn delete_flow(
+        &self,
+        team: TeamId,
+        id: FlowId,
+        events: Vec<EventRecord>,
+    ) -> Result<bool, StoreError>;
 
     /// Sets (or with `None` removes) a flow's schedule.
     async fn set_schedule(
@@ -459,6 +475,7 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
         team: TeamId,
         run: RunId,
         at: OffsetDateTime,
+        events: Vec<EventRecord>,
     ) -> Result<bool, StoreError>;
 
     /// A run (any team; callers check the team).
@@ -493,7 +510,11 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
 
     /// Stores a credential; [`StoreError::Conflict`] if the name is taken.
-    async fn create_credential(&self, credential: FlowCredentialRecord) -> Result<(), StoreError>;
+    async fn create_credential(
+        &self,
+        credential: FlowCredentialRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
 
     /// A team's credentials.
     async fn credentials(&self, team: TeamId) -> Result<Vec<FlowCredentialRecord>, StoreError>;
@@ -510,5 +531,6 @@ pub trait ConnectStore: Send + Sync + std::fmt::Debug {
         &self,
         team: TeamId,
         id: FlowCredentialId,
+        events: Vec<EventRecord>,
     ) -> Result<Option<String>, StoreError>;
 }

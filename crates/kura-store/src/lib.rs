@@ -39,6 +39,8 @@ pub mod app_data;
 mod app_registry;
 mod apps;
 pub mod connect;
+pub mod connect_approvals;
+pub mod connect_oauth;
 mod credentials;
 mod datadir;
 pub mod edge;

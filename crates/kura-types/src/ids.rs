@@ -147,6 +147,11 @@ typed_id!(
     FlowCredentialId,
     "credential"
 );
+typed_id!(
+    /// A Kura Connect approval: one pause of a run for a person's decision.
+    ApprovalId,
+    "approval"
+);
 
 #[cfg(test)]
 mod tests {

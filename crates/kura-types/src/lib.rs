@@ -24,5 +24,5 @@ pub use event::{
 pub use ids::{AccountId, ApiTokenId, GroupId, InvitationId, SessionId};
 pub use ids::{AlertId, IncidentId, NotificationId};
 pub use ids::{AppId, DataKeyId, EventId, HostId, IdParseError, TeamId};
-pub use ids::{FlowCredentialId, FlowId, RunId};
+pub use ids::{ApprovalId, FlowCredentialId, FlowId, RunId};
 pub use scope::{KeyScope, KeyScopeParseError};

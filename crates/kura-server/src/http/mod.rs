@@ -1,11 +1,13 @@
 //! The HTTP application: routes, shared state and the middleware stack.
 
 pub mod api;
+mod approval_links;
 pub(crate) mod fmi;
 mod health;
 mod hooks;
 mod metrics;
 pub(crate) mod middleware;
+mod oauth_callback;
 mod problem;
 
 use std::sync::Arc;
@@ -103,6 +105,14 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .merge(fmi::router())
         .merge(crate::console::router())
         .route("/hooks/{token}", axum::routing::post(hooks::receive))
+        .route(
+            kura_connect::oauth::CALLBACK_PATH,
+            get(oauth_callback::callback),
+        )
+        .route(
+            "/hooks/approvals/{token}",
+            get(approval_links::show).post(approval_links::decide),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

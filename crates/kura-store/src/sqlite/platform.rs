@@ -568,6 +568,52 @@ const MIGRATIONS: &[Migration] = &[
         CREATE INDEX remembered_devices_by_account ON remembered_devices(account_id);
     ",
     },
+    Migration {
+        version: 12,
+        name: "Kura Connect approvals (runs paused for a person's decision, one-time links stored as hashes) and OAuth 2.0 credentials (sealed tokens, pending authorisations)",
+        // `approvers` is a JSON array of lower-case e-mail addresses. A
+        // link's token is never stored, only its SHA-256. `closed` marks an
+        // approval whose run has moved on along the decision's path. OAuth
+        // tokens and PKCE verifiers are sealed under the team's data key
+        // before they reach this file; a state is stored as its SHA-256.
+        sql: "
+        CREATE TABLE connect_approvals (
+            id          TEXT PRIMARY KEY,
+            team        TEXT NOT NULL,
+            flow        TEXT NOT NULL,
+            run         TEXT NOT NULL REFERENCES connect_runs(id) ON DELETE CASCADE,
+            step        TEXT NOT NULL,
+            approvers   TEXT NOT NULL,
+            message     TEXT NOT NULL,
+            status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'timed_out')),
+            decided_by  TEXT,
+            decided_via TEXT,
+            comment     TEXT,
+            created_at  INTEGER NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            decided_at  INTEGER,
+            closed      INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        CREATE INDEX connect_approvals_by_run ON connect_approvals(run, step);
+        CREATE INDEX connect_approvals_by_team ON connect_approvals(team, created_at);
+        CREATE TABLE connect_approval_links (
+            token_hash BLOB PRIMARY KEY,
+            approval   TEXT NOT NULL REFERENCES connect_approvals(id) ON DELETE CASCADE,
+            approver   TEXT NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at    INTEGER
+        ) STRICT;
+        ALTER TABLE connect_credentials ADD COLUMN oauth_tokens BLOB;
+        CREATE TABLE connect_oauth_states (
+            state_hash      BLOB PRIMARY KEY,
+            team            TEXT NOT NULL,
+            credential      TEXT NOT NULL REFERENCES connect_credentials(id) ON DELETE CASCADE,
+            sealed_verifier BLOB NOT NULL,
+            created_by      TEXT NOT NULL,
+            expires_at      INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.

@@ -4,23 +4,25 @@
 //! and the flow document's JSON Schema.
 //!
 //! Every handler asks the policy first (`FlowsRead`/`FlowsManage`; another
-//! team's flows are "not found"), calls `kura_connect::Connect`, and
-//! records a `connect.*` security event for each change before answering.
+//! team's flows are "not found") and calls `kura_connect::Connect` with an
+//! [`Audit`] of the caller: each change's `connect.*` security event is
+//! committed in the change's own transaction (no event, no change).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use kura_connect::audit::Audit;
 use kura_connect::document::FlowDocument;
 use kura_connect::validate::{Format, parse_text};
 use kura_connect::{SaveError, SavedFlow};
 use kura_identity::{Action, Resource};
 use kura_store::connect::FlowRecord;
-use kura_types::{Actor, FlowId, Outcome, SecurityEvent, TeamId};
+use kura_types::{Actor, FlowId, SecurityEvent, TeamId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{Auth, finish, record_event};
+use super::auth::{Auth, finish};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::parse_id;
@@ -40,33 +42,18 @@ pub(super) async fn allow(
     Ok(team)
 }
 
-pub(super) fn actor_key(auth: &Auth) -> String {
-    format!("account:{}", auth.principal.account)
-}
-
-pub(super) async fn event(
-    state: &AppState,
+/// The caller as Connect records its changes' events (committed with the
+/// change), completed by `decorate` (the request's facts).
+pub(super) fn audit<'a>(
     auth: &Auth,
-    team: TeamId,
-    action: &str,
-    target: String,
-    details: &[(&str, String)],
-) -> Result<(), ApiError> {
-    let action = kura_types::Action::parse(action).map_err(|_| ApiError::EventNotRecorded)?;
-    let mut e = SecurityEvent::new(
-        state.clock.now(),
-        Actor::Account {
+    decorate: &'a (dyn Fn(SecurityEvent) -> SecurityEvent + Sync),
+) -> Audit<'a> {
+    Audit {
+        actor: Actor::Account {
             id: auth.principal.account.to_string(),
         },
-        action,
-        Outcome::Success,
-    )
-    .with_team(team)
-    .with_target(target);
-    for (k, v) in details {
-        e = e.with_detail(*k, v.clone());
+        decorate,
     }
-    record_event(state, &auth.ctx, e).await
 }
 
 pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -143,20 +130,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let value = document_value(req)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let SavedFlow { flow, document } = state
         .connect
-        .create_flow(team, &actor_key(&auth), value)
+        .create_flow(team, &audit(&auth, &decorate), value)
         .await
         .map_err(save_err)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.created",
-        format!("flow:{}", flow.id),
-        &[("name", flow.name.clone()), ("version", "1".into())],
-    )
-    .await?;
     let out = CreatedOut {
         webhook_secret: hex::encode(&flow.webhook_secret),
         flow: flow_out(&flow, Some(document)),
@@ -229,23 +208,12 @@ pub async fn update(
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
     let value = document_value(req)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let SavedFlow { flow, document } = state
         .connect
-        .update_flow(team, flow, &actor_key(&auth), value)
+        .update_flow(team, flow, &audit(&auth, &decorate), value)
         .await
         .map_err(save_err)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.saved",
-        format!("flow:{}", flow.id),
-        &[
-            ("name", flow.name.clone()),
-            ("version", flow.version.to_string()),
-        ],
-    )
-    .await?;
     Ok(Json(flow_out(&flow, Some(document))).into_response())
 }
 
@@ -288,24 +256,12 @@ async fn set_enabled(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
+    let decorate = |e| auth.ctx.decorate(e);
     let record = state
         .connect
-        .set_enabled(team, flow, enabled)
+        .set_enabled(team, flow, enabled, &audit(&auth, &decorate))
         .await
         .map_err(ApiError::Connect)?;
-    event(
-        &state,
-        &auth,
-        team,
-        if enabled {
-            "connect.flow.enabled"
-        } else {
-            "connect.flow.disabled"
-        },
-        format!("flow:{flow}"),
-        &[],
-    )
-    .await?;
     Ok(Json(flow_out(&record, None)).into_response())
 }
 
@@ -335,26 +291,12 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let flow: FlowId = parse_id("flow", &flow)?;
-    let deleted = state
+    let decorate = |e| auth.ctx.decorate(e);
+    state
         .connect
-        .store()
-        .delete_flow(team, flow)
+        .delete_flow(team, flow, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?;
-    if !deleted {
-        return Err(ApiError::Connect(kura_connect::ConnectError::NotFound(
-            "flow",
-        )));
-    }
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.flow.deleted",
-        format!("flow:{flow}"),
-        &[],
-    )
-    .await?;
+        .map_err(ApiError::Connect)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,7 +1,7 @@
 //! The OpenAPI operations of Kura Connect's routes (`connect`,
 //! `connect_runs`), kept beside the rest of the document in `openapi`.
 
-use super::openapi::{Auth, O, Op, S};
+use super::openapi::{A, Auth, I, O, Op, S};
 
 pub(super) const OPS: &[Op] = &[
     Op {
@@ -152,7 +152,7 @@ pub(super) const OPS: &[Op] = &[
         method: "POST",
         path: "/api/v1/teams/{id}/flow-credentials",
         id: "createFlowCredential",
-        summary: "Store a credential (bearer, basic, header) sealed under the team's key; the secret is never answered",
+        summary: "Store a credential (bearer, basic, header; smtp: a relay for e-mail steps with host, port, security, from, username and the password as secret; oauth2: client_id, auth_url, token_url, scopes and the client secret as secret) sealed under the team's key; the secret is never answered",
         auth: Auth::Required,
         body: Some(&[
             ("name", S, true),
@@ -160,6 +160,14 @@ pub(super) const OPS: &[Op] = &[
             ("secret", S, true),
             ("username", S, false),
             ("header", S, false),
+            ("host", S, false),
+            ("port", I, false),
+            ("security", S, false),
+            ("from", S, false),
+            ("client_id", S, false),
+            ("auth_url", S, false),
+            ("token_url", S, false),
+            ("scopes", A, false),
         ]),
         ok: 201,
     },
@@ -180,5 +188,41 @@ pub(super) const OPS: &[Op] = &[
         auth: Auth::Required,
         body: None,
         ok: 204,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/flow-credentials/{credential}/authorize",
+        id: "authorizeFlowCredential",
+        summary: "Start the OAuth 2.0 authorisation of an oauth2 credential: the provider URL (state and PKCE) to open; the provider returns to /hooks/oauth2/callback",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/approvals",
+        id: "listApprovals",
+        summary: "The approvals a team's runs wait for or waited for, newest first (`status=pending` for open ones)",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "GET",
+        path: "/api/v1/teams/{id}/approvals/{approval}",
+        id: "getApproval",
+        summary: "One approval: what is asked, the approvers, and the decision with who made it",
+        auth: Auth::Required,
+        body: None,
+        ok: 200,
+    },
+    Op {
+        method: "POST",
+        path: "/api/v1/teams/{id}/approvals/{approval}/decision",
+        id: "decideApproval",
+        summary: "Approve or reject as one of the step's approvers (a member of the team); the run goes on along the decision's path",
+        auth: Auth::Required,
+        body: Some(&[("decision", S, true), ("comment", S, false)]),
+        ok: 200,
     },
 ];

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::auth::Auth;
 use super::body::ApiJson;
-use super::connect::{actor_key, allow, event, rfc3339};
+use super::connect::{allow, audit, rfc3339};
 use super::error::ApiError;
 use super::parse_id;
 use crate::http::AppState;
@@ -213,27 +213,18 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowsManage, &team).await?;
     let run = team_run(&state, team, &run).await?;
+    let decorate = |e| auth.ctx.decorate(e);
     let cancelled = state
         .connect
-        .store()
-        .cancel_run(team, run.id, state.clock.now())
+        .cancel_run(team, run.id, run.flow, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?;
+        .map_err(ApiError::Connect)?;
     if !cancelled {
         return Err(ApiError::Conflict(format!(
             "the run is already {}",
             run.status.as_str()
         )));
     }
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.run.cancelled",
-        format!("run:{}", run.id),
-        &[("flow", run.flow.to_string())],
-    )
-    .await?;
     let run = team_run(&state, team, &run.id.to_string()).await?;
     Ok(Json(run_out(&run)).into_response())
 }
@@ -299,6 +290,15 @@ pub struct NewCredential {
     secret: Zeroizing<String>,
     username: Option<String>,
     header: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<kura_connect::steps::email::SmtpSecurity>,
+    from: Option<String>,
+    client_id: Option<String>,
+    auth_url: Option<String>,
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 impl std::fmt::Debug for NewCredential {
@@ -321,31 +321,31 @@ pub async fn create_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let kind = CredentialKind::parse(&req.kind)
-        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic or header"))?;
+        .ok_or_else(|| ApiError::invalid("kind", "bearer, basic, header, smtp or oauth2"))?;
+    let decorate = |e| auth.ctx.decorate(e);
     let record = state
         .connect
         .create_credential(
             team,
-            &actor_key(&auth),
+            &audit(&auth, &decorate),
             &req.name,
             kind,
             CredentialSettings {
                 username: req.username,
                 header: req.header,
+                host: req.host,
+                port: req.port,
+                security: req.security,
+                from: req.from,
+                client_id: req.client_id,
+                auth_url: req.auth_url,
+                token_url: req.token_url,
+                scopes: req.scopes,
             },
             req.secret,
         )
         .await
         .map_err(ApiError::Connect)?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.credential.created",
-        format!("credential:{}", record.id),
-        &[("name", record.name.clone()), ("kind", record.kind.clone())],
-    )
-    .await?;
     Ok((StatusCode::CREATED, Json(credential_out(&record))).into_response())
 }
 
@@ -376,21 +376,30 @@ pub async fn delete_credential(
 ) -> Result<Response, ApiError> {
     let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
     let id: FlowCredentialId = parse_id("credential", &credential)?;
-    let name = state
+    let decorate = |e| auth.ctx.decorate(e);
+    state
         .connect
-        .store()
-        .delete_credential(team, id)
+        .delete_credential(team, id, &audit(&auth, &decorate))
         .await
-        .map_err(|e| ApiError::Connect(e.into()))?
-        .ok_or(ApiError::Connect(ConnectError::NotFound("credential")))?;
-    event(
-        &state,
-        &auth,
-        team,
-        "connect.credential.deleted",
-        format!("credential:{id}"),
-        &[("name", name)],
-    )
-    .await?;
+        .map_err(ApiError::Connect)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/teams/{id}/flow-credentials/{credential}/authorize`:
+/// starts an OAuth 2.0 authorisation of an `oauth2` credential; answers the
+/// provider URL to open (with state and PKCE), valid for ten minutes.
+pub async fn authorize_credential(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((team, credential)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let team = allow(&state, &auth, Action::FlowCredentialsManage, &team).await?;
+    let id: FlowCredentialId = parse_id("credential", &credential)?;
+    let decorate = |e| auth.ctx.decorate(e);
+    let url = state
+        .connect
+        .oauth_authorize(team, id, &audit(&auth, &decorate))
+        .await
+        .map_err(ApiError::Connect)?;
+    Ok(Json(serde_json::json!({ "authorize_url": url })).into_response())
 }

@@ -23,6 +23,8 @@ pub enum ApiError {
     Apps(kura_apps::AppsError),
     /// Kura Connect refused (or failed).
     Connect(kura_connect::ConnectError),
+    /// A Kura Connect approval decision was refused.
+    Approval(kura_connect::steps::approval::ApprovalError),
     /// A flow document has problems, each with its JSON path (422).
     Document(Vec<kura_connect::validate::DocumentError>),
     /// Too many failures: retry after this many seconds.
@@ -204,6 +206,40 @@ fn connect_problem(e: &kura_connect::ConnectError) -> Problem {
     }
 }
 
+/// The mapping of an approval decision's refusal (also used by the link
+/// endpoint outside `/api/v1`).
+pub(crate) fn approval_problem(e: &kura_connect::steps::approval::ApprovalError) -> Problem {
+    use kura_connect::steps::approval::ApprovalError as E;
+    match e {
+        E::NotFound => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            e.to_string(),
+        ),
+        E::NotApprover => problem(
+            StatusCode::FORBIDDEN,
+            "not-an-approver",
+            "Not an approver",
+            e.to_string(),
+        ),
+        E::NotPending | E::Expired => problem(
+            StatusCode::CONFLICT,
+            "approval-closed",
+            "Approval closed",
+            e.to_string(),
+        ),
+        E::LinkUsed => problem(StatusCode::GONE, "link-used", "Link used", e.to_string()),
+        E::Invalid(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "Invalid request",
+            e.to_string(),
+        ),
+        E::Connect(c) => connect_problem(c),
+    }
+}
+
 fn identity_problem(e: &IdentityError) -> Problem {
     use IdentityError as E;
     match e {
@@ -344,6 +380,7 @@ impl IntoResponse for ApiError {
             Self::Incident(e) => (incident_problem(e), None),
             Self::Apps(e) => (apps_problem(e), None),
             Self::Connect(e) => (connect_problem(e), None),
+            Self::Approval(e) => (approval_problem(e), None),
             Self::Document(errors) => return document_problem(errors),
             Self::Throttled(secs) => (
                 problem(

@@ -19,8 +19,9 @@ mod apps;
 mod apps_import;
 mod apps_openapi;
 pub(crate) mod auth;
-mod body;
+pub(crate) mod body;
 mod connect;
+pub(crate) mod connect_approvals;
 mod connect_openapi;
 mod connect_runs;
 pub(crate) mod edge;
@@ -147,6 +148,26 @@ fn connect_routes(b: Builder) -> Builder {
             "DELETE",
             "/api/v1/teams/{id}/flow-credentials/{credential}",
             delete(r::delete_credential),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/flow-credentials/{credential}/authorize",
+            post(r::authorize_credential),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/approvals",
+            get(connect_approvals::list),
+        )
+        .at(
+            "GET",
+            "/api/v1/teams/{id}/approvals/{approval}",
+            get(connect_approvals::get),
+        )
+        .at(
+            "POST",
+            "/api/v1/teams/{id}/approvals/{approval}/decision",
+            post(connect_approvals::decide),
         )
 }
 

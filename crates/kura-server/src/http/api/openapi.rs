@@ -36,8 +36,8 @@ pub(super) const CSV_IMPORT_OP: &str = "importCsv";
 
 pub(super) const S: &str = "string";
 pub(super) const B: &str = "boolean";
-const A: &str = "array";
-const I: &str = "integer";
+pub(super) const A: &str = "array";
+pub(super) const I: &str = "integer";
 pub(super) const O: &str = "object";
 
 const CODE: &[(&str, &str, bool)] = &[("code", S, true)];

@@ -2,6 +2,8 @@
 //! migration "Kura Connect"). Times are Unix nanoseconds (UTC); row
 //! encodings are in `rows`.
 
+mod approvals;
+mod oauth;
 mod rows;
 
 use async_trait::async_trait;
@@ -11,11 +13,13 @@ use time::OffsetDateTime;
 
 use self::rows::*;
 use super::Pool;
+use super::events::append_in_tx;
 use crate::StoreError;
 use crate::connect::{
     ConnectStore, FlowCredentialRecord, FlowMetrics, FlowRecord, FlowVersionRecord, NewRun,
     RunAdvance, RunFilter, RunRecord, RunStatus, ScheduleRecord, StepRecord,
 };
+use crate::events::EventRecord;
 
 /// Kura Connect's tables in the platform database.
 #[derive(Debug, Clone)]
@@ -36,6 +40,7 @@ impl ConnectStore for SqliteConnectStore {
         &self,
         flow: FlowRecord,
         version: FlowVersionRecord,
+        events: Vec<EventRecord>,
     ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
@@ -64,6 +69,7 @@ impl ConnectStore for SqliteConnectStore {
                         ns(version.created_at)?,
                     ],
                 )?;
+                append_in_tx(tx, &events)?;
                 Ok(())
             })
             .await
@@ -75,6 +81,7 @@ impl ConnectStore for SqliteConnectStore {
         version: FlowVersionRecord,
         name: String,
         expected: u32,
+        events: Vec<EventRecord>,
     ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
@@ -107,6 +114,7 @@ impl ConnectStore for SqliteConnectStore {
                         ns(version.created_at)?,
                     ],
                 )?;
+                append_in_tx(tx, &events)?;
                 Ok(())
             })
             .await
@@ -227,6 +235,7 @@ impl ConnectStore for SqliteConnectStore {
         id: FlowId,
         enabled: bool,
         at: OffsetDateTime,
+        events: Vec<EventRecord>,
     ) -> Result<bool, StoreError> {
         self.pool
             .write(move |tx| {
@@ -234,18 +243,29 @@ impl ConnectStore for SqliteConnectStore {
                     "UPDATE connect_flows SET enabled = ?1, updated_at = ?2 WHERE id = ?3 AND team = ?4",
                     params![i64::from(enabled), ns(at)?, id.to_string(), team.to_string()],
                 )?;
+                if n > 0 {
+                    append_in_tx(tx, &events)?;
+                }
                 Ok(n > 0)
             })
             .await
     }
 
-    async fn delete_flow(&self, team: TeamId, id: FlowId) -> Result<bool, StoreError> {
+    async fn delete_flow(
+        &self,
+        team: TeamId,
+        id: FlowId,
+        events: Vec<EventRecord>,
+    ) -> Result<bool, StoreError> {
         self.pool
             .write(move |tx| {
                 let n = tx.execute(
                     "DELETE FROM connect_flows WHERE id = ?1 AND team = ?2",
                     params![id.to_string(), team.to_string()],
                 )?;
+                if n > 0 {
+                    append_in_tx(tx, &events)?;
+                }
                 Ok(n > 0)
             })
             .await
@@ -503,6 +523,7 @@ impl ConnectStore for SqliteConnectStore {
         team: TeamId,
         run: RunId,
         at: OffsetDateTime,
+        events: Vec<EventRecord>,
     ) -> Result<bool, StoreError> {
         self.pool
             .write(move |tx| {
@@ -512,6 +533,9 @@ impl ConnectStore for SqliteConnectStore {
                      WHERE id = ?2 AND team = ?3 AND status IN ('queued', 'running', 'waiting')",
                     params![ns(at)?, run.to_string(), team.to_string()],
                 )?;
+                if n > 0 {
+                    append_in_tx(tx, &events)?;
+                }
                 Ok(n > 0)
             })
             .await
@@ -661,7 +685,11 @@ impl ConnectStore for SqliteConnectStore {
             .await
     }
 
-    async fn create_credential(&self, c: FlowCredentialRecord) -> Result<(), StoreError> {
+    async fn create_credential(
+        &self,
+        c: FlowCredentialRecord,
+        events: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
                 let taken: Option<i64> = tx
@@ -687,6 +715,7 @@ impl ConnectStore for SqliteConnectStore {
                         ns(c.created_at)?,
                     ],
                 )?;
+                append_in_tx(tx, &events)?;
                 Ok(())
             })
             .await
@@ -730,6 +759,7 @@ impl ConnectStore for SqliteConnectStore {
         &self,
         team: TeamId,
         id: FlowCredentialId,
+        events: Vec<EventRecord>,
     ) -> Result<Option<String>, StoreError> {
         self.pool
             .write(move |tx| {
@@ -740,6 +770,9 @@ impl ConnectStore for SqliteConnectStore {
                         |r| r.get(0),
                     )
                     .optional()?;
+                if name.is_some() {
+                    append_in_tx(tx, &events)?;
+                }
                 Ok(name)
             })
             .await

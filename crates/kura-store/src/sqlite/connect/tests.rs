@@ -38,7 +38,7 @@ async fn flow(store: &SqliteConnectStore, team: TeamId, now: OffsetDateTime) -> 
         created_by: "test".into(),
         created_at: now,
     };
-    store.create_flow(f.clone(), v).await.unwrap();
+    store.create_flow(f.clone(), v, Vec::new()).await.unwrap();
     f
 }
 
@@ -214,6 +214,275 @@ async fn a_schedule_fires_once_per_fire_time() {
     assert_eq!(runs.len(), 1);
     assert!(store.due_schedules(now).await.unwrap().is_empty());
     // A disabled flow's schedule is not due.
-    store.set_enabled(f.team, f.id, false, now).await.unwrap();
+    store
+        .set_enabled(f.team, f.id, false, now, Vec::new())
+        .await
+        .unwrap();
     assert!(store.due_schedules(next).await.unwrap().is_empty());
+}
+
+fn event(team: TeamId, action: &str, at: OffsetDateTime) -> EventRecord {
+    EventRecord::new(
+        kura_types::SecurityEvent::new(
+            at,
+            kura_types::Actor::Account { id: "ann".into() },
+            kura_types::Action::parse(action).unwrap(),
+            kura_types::Outcome::Success,
+        )
+        .with_team(team),
+    )
+    .unwrap()
+}
+
+async fn logged(store: &SqliteConnectStore) -> Vec<String> {
+    store
+        .pool
+        .read(|c| {
+            let mut stmt = c.prepare("SELECT action FROM events ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn changes_commit_with_their_events_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let team = TeamId::new();
+    let f = flow(&store, team, now).await;
+    let created = event(team, "connect.flow.enabled", now);
+    assert!(
+        store
+            .set_enabled(team, f.id, true, now, vec![created.clone()])
+            .await
+            .unwrap()
+    );
+    assert_eq!(logged(&store).await, ["connect.flow.enabled"]);
+
+    // An event that cannot be appended (its id is taken) fails the change
+    // it describes, which leaves nothing behind.
+    assert!(
+        store
+            .set_enabled(team, f.id, false, now, vec![created.clone()])
+            .await
+            .is_err()
+    );
+    assert!(store.flow(team, f.id).await.unwrap().unwrap().enabled);
+    assert!(
+        store
+            .delete_flow(team, f.id, vec![created.clone()])
+            .await
+            .is_err()
+    );
+    assert!(store.flow(team, f.id).await.unwrap().is_some());
+    let credential = FlowCredentialRecord {
+        id: FlowCredentialId::new(),
+        team,
+        name: "crm".into(),
+        kind: "bearer".into(),
+        settings: "{}".into(),
+        sealed: vec![1, 2, 3],
+        created_by: "account:ann".into(),
+        created_at: now,
+    };
+    assert!(
+        store
+            .create_credential(credential.clone(), vec![created.clone()])
+            .await
+            .is_err()
+    );
+    assert!(store.credentials(team).await.unwrap().is_empty());
+    let run = new_run(&f, now);
+    let id = run.id;
+    store.insert_run(run).await.unwrap();
+    assert!(
+        store
+            .cancel_run(team, id, now, vec![created])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.run(id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
+
+    // With good events each change and its event land together; a change
+    // that finds nothing to change records nothing.
+    store
+        .create_credential(
+            credential.clone(),
+            vec![event(team, "connect.credential.created", now)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .cancel_run(
+                team,
+                id,
+                now,
+                vec![event(team, "connect.run.cancelled", now)]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .cancel_run(
+                team,
+                id,
+                now,
+                vec![event(team, "connect.run.cancelled", now)]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_flow(team, f.id, vec![event(team, "connect.flow.deleted", now)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        logged(&store).await,
+        [
+            "connect.flow.enabled",
+            "connect.credential.created",
+            "connect.run.cancelled",
+            "connect.flow.deleted",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_approval_is_decided_once_through_an_unspent_link_before_it_expires() {
+    use crate::connect_approvals::{
+        ApprovalDecision, ApprovalLinkRecord, ApprovalRecord, ApprovalStatus, ApprovalStore,
+        DecisionOutcome,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let team = TeamId::new();
+    let f = flow(&store, team, now).await;
+    let run = new_run(&f, now);
+    let run_id = run.id;
+    assert!(
+        store
+            .insert_claimed_run(run, "w1", now + Duration::minutes(2), 10)
+            .await
+            .unwrap()
+    );
+    let approval = ApprovalRecord {
+        id: kura_types::ApprovalId::new(),
+        team,
+        flow: f.id,
+        run: run_id,
+        step: "ask".into(),
+        approvers: vec!["ann@example.org".into()],
+        message: "ok?".into(),
+        status: ApprovalStatus::Pending,
+        decided_by: None,
+        decided_via: None,
+        comment: None,
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        decided_at: None,
+        closed: false,
+    };
+    let link = |hash: u8| ApprovalLinkRecord {
+        token_hash: [hash; 32],
+        approval: approval.id,
+        approver: "ann@example.org".into(),
+        expires_at: approval.expires_at,
+        used_at: None,
+    };
+    // Only the worker holding the run opens its approval.
+    assert!(
+        !store
+            .open_approval("w2", approval.clone(), vec![link(1)], Vec::new())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .open_approval(
+                "w1",
+                approval.clone(),
+                vec![link(1)],
+                vec![event(team, "connect.approval.requested", now)]
+            )
+            .await
+            .unwrap()
+    );
+    let decision = |link: Option<[u8; 32]>, at: OffsetDateTime, action: &str| ApprovalDecision {
+        approval: approval.id,
+        status: ApprovalStatus::Approved,
+        by: "account:ann".into(),
+        via: "link".into(),
+        comment: None,
+        link,
+        at,
+        events: vec![event(team, action, at)],
+    };
+    let later = now + Duration::hours(2);
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), later, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::Expired
+    );
+    assert_eq!(
+        store
+            .decide(decision(Some([9; 32]), now, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::LinkUsed,
+        "a link that was never issued"
+    );
+    // Decided while the run is still pausing (running): recorded; the
+    // worker wakes the run once it has paused.
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), now, "connect.approval.approved"))
+            .await
+            .unwrap(),
+        DecisionOutcome::Recorded
+    );
+    assert_eq!(
+        store
+            .decide(decision(Some([1; 32]), now, "connect.approval.rejected"))
+            .await
+            .unwrap(),
+        DecisionOutcome::NotPending
+    );
+    assert!(
+        !store
+            .time_out_approval(approval.id, later, Vec::new())
+            .await
+            .unwrap()
+    );
+    let stored = store.approval(approval.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Approved);
+    assert!(
+        store
+            .approval_link([1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at
+            .is_some()
+    );
+    assert!(
+        !store.wake_waiting_run(run_id, now).await.unwrap(),
+        "still running"
+    );
+    assert_eq!(
+        logged(&store).await,
+        ["connect.approval.requested", "connect.approval.approved"]
+    );
 }
