@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kura_store::StoreError;
-use kura_store::events::{EventLog, EventRecord, VerifyOptions};
+use kura_store::events::{EventLog, EventQuery, EventRecord, Order, Seq, VerifyOptions};
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use parking_lot::Mutex;
 
@@ -72,12 +72,29 @@ pub trait AlertHandler: Send + Sync + std::fmt::Debug {
 }
 
 /// The production sink: the tamper-evident log in the platform database,
-/// with detection rules evaluated on every recorded event.
+/// with detection rules evaluated on every event of the log.
+///
+/// Detection follows the log itself, in sequence order, not only the events
+/// recorded through this sink: a state change that commits its event in its
+/// own transaction (`kura_store::events::append_in_tx`) is detected too. An
+/// event recorded here is observed before `record` returns (with any events
+/// committed elsewhere since the last one observed, read back from the log);
+/// events committed elsewhere with nothing recorded here after them are
+/// picked up by [`LogSink::catch_up`], which the server calls every second.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     log: EventLog,
-    detector: Option<Arc<Mutex<Detector>>>,
+    detector: Option<Arc<tokio::sync::Mutex<Feed>>>,
     alerts: Option<Arc<dyn AlertHandler>>,
+}
+
+/// The detector and how far into the log it has looked.
+#[derive(Debug)]
+struct Feed {
+    detector: Detector,
+    /// The next sequence number to observe; `None` until the first event
+    /// (detection starts at the log's head when the server starts).
+    next: Option<Seq>,
 }
 
 impl LogSink {
@@ -95,7 +112,10 @@ impl LogSink {
     pub fn with_detector(log: EventLog, detector: Detector) -> Self {
         Self {
             log,
-            detector: Some(Arc::new(Mutex::new(detector))),
+            detector: Some(Arc::new(tokio::sync::Mutex::new(Feed {
+                detector,
+                next: None,
+            }))),
             alerts: None,
         }
     }
@@ -136,16 +156,7 @@ impl LogSink {
 #[async_trait]
 impl EventSink for LogSink {
     async fn record(&self, event: SecurityEvent) -> Result<(), EventError> {
-        let record = prepare(event.clone())?;
-        self.log.append_records(vec![record]).await?;
-        // The event is durable; detection runs after and never fails it.
-        if let Some(detector) = &self.detector {
-            let alerts = detector.lock().observe(&event);
-            for alert in alerts {
-                self.raise(alert).await;
-            }
-        }
-        Ok(())
+        self.record_all(vec![event]).await
     }
 
     async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError> {
@@ -157,17 +168,107 @@ impl EventSink for LogSink {
             .cloned()
             .map(prepare)
             .collect::<Result<Vec<_>, _>>()?;
-        self.log.append_records(records).await?;
-        if let Some(detector) = &self.detector {
-            let alerts: Vec<Alert> = {
-                let mut detector = detector.lock();
-                events.iter().flat_map(|e| detector.observe(e)).collect()
-            };
-            for alert in alerts {
-                self.raise(alert).await;
-            }
+        let seqs = self.log.append_records(records).await?;
+        // The events are durable; detection runs after and never fails them.
+        if let Some(&first) = seqs.first() {
+            self.detect(Some((first, events))).await;
         }
         Ok(())
+    }
+}
+
+impl LogSink {
+    /// The last sequence number in the log (0 when empty).
+    async fn head(&self) -> Result<Seq, StoreError> {
+        let page = self
+            .log
+            .query(EventQuery {
+                order: Order::NewestFirst,
+                limit: 1,
+                ..EventQuery::default()
+            })
+            .await?;
+        Ok(page.events.first().map_or(0, |e| e.seq))
+    }
+
+    /// Runs detection over every event committed since the last one it
+    /// observed (events other components committed in their own
+    /// transactions), and raises what fires.
+    pub async fn catch_up(&self) {
+        self.detect(None).await;
+    }
+
+    /// Observes the log up to and including `known` (events just appended
+    /// from `first` on, already in hand), reading any gap before them back
+    /// from the log, in sequence order.
+    async fn detect(&self, known: Option<(Seq, Vec<SecurityEvent>)>) {
+        let Some(feed) = &self.detector else {
+            return;
+        };
+        let alerts = {
+            let mut feed = feed.lock().await;
+            let mut alerts = Vec::new();
+            let stop = known.as_ref().map(|(first, _)| *first);
+            if feed.next.is_none() {
+                feed.next = match stop {
+                    Some(first) => Some(first),
+                    // The first catch-up starts after the log's head.
+                    None => match self.head().await {
+                        Ok(head) => Some(head + 1),
+                        Err(e) => {
+                            tracing::error!(error = %e, "detection cannot read the log");
+                            None
+                        }
+                    },
+                };
+            }
+            // The gap: events committed elsewhere before the known ones.
+            while let Some(next) = feed.next {
+                if stop.is_some_and(|s| next >= s) {
+                    break;
+                }
+                let page = self
+                    .log
+                    .query(EventQuery {
+                        cursor: next.checked_sub(1),
+                        order: Order::OldestFirst,
+                        limit: kura_store::events::MAX_PAGE,
+                        ..EventQuery::default()
+                    })
+                    .await;
+                let events = match page {
+                    Ok(page) => page.events,
+                    Err(e) => {
+                        tracing::error!(error = %e, "detection cannot read the log");
+                        break;
+                    }
+                };
+                if events.is_empty() {
+                    break;
+                }
+                for stored in events {
+                    if stop.is_some_and(|s| stored.seq >= s) {
+                        break;
+                    }
+                    alerts.extend(feed.detector.observe(&stored.event));
+                    feed.next = Some(stored.seq + 1);
+                }
+            }
+            if let Some((first, events)) = known {
+                for (seq, event) in (first..).zip(events) {
+                    // Already observed from the log by a concurrent call.
+                    if feed.next.is_some_and(|n| seq < n) {
+                        continue;
+                    }
+                    alerts.extend(feed.detector.observe(&event));
+                    feed.next = Some(seq + 1);
+                }
+            }
+            alerts
+        };
+        for alert in alerts {
+            self.raise(alert).await;
+        }
     }
 }
 

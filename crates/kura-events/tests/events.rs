@@ -1634,3 +1634,53 @@ async fn retention_prunes_old_events_and_what_remains_still_verifies() {
         .unwrap();
     assert_eq!(n, 4, "nothing was deleted");
 }
+
+/// Detection follows the log, not only the sink: a privileged grant whose
+/// event committed in the grant's own transaction raises its alert at the
+/// next catch-up, or at the next event recorded through the sink, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_in_their_own_transactions_are_detected_once() {
+    let env = fresh(0, true).await;
+    env.sink.catch_up().await; // the server's first catch-up, at start
+    let pool = env.sink.log().pool().clone();
+    let alerts = || async {
+        env.sink
+            .log()
+            .query(EventQuery {
+                action_prefix: Some("detect.alert".into()),
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .events
+            .len()
+    };
+    let grant = |role: &str| {
+        prepare(event("admin.role.granted", Outcome::Success).with_detail("role", role.to_owned()))
+            .unwrap()
+    };
+
+    let record = grant("operator.security_responder");
+    pool.write(move |tx| Ok(kura_store::events::append_in_tx(tx, &[record])?))
+        .await
+        .unwrap();
+    assert_eq!(alerts().await, 0, "nothing observed it yet");
+    env.sink.catch_up().await;
+    assert_eq!(alerts().await, 1);
+    env.sink.catch_up().await;
+    assert_eq!(alerts().await, 1, "observed once");
+
+    // Committed elsewhere, then an ordinary event through the sink: the
+    // sink reads the gap before its own event.
+    let record = grant("team.owner");
+    pool.write(move |tx| Ok(kura_store::events::append_in_tx(tx, &[record])?))
+        .await
+        .unwrap();
+    env.sink
+        .record(event("auth.signin.succeeded", Outcome::Success))
+        .await
+        .unwrap();
+    assert_eq!(alerts().await, 2);
+    env.sink.catch_up().await;
+    assert_eq!(alerts().await, 2);
+}

@@ -27,6 +27,9 @@ use crate::syslog::{SyslogExportConfig, SyslogExporter, SyslogLimits, SyslogList
 /// The smallest webhook secret accepted, in bytes.
 const MIN_SECRET_BYTES: usize = 32;
 
+/// How often detection looks for events committed outside the sink.
+const DETECTION_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
@@ -173,6 +176,20 @@ impl Pipeline {
                 wait_for_stop(stopped.clone()),
             ),
         ));
+
+        // Detection follows the log: events that components committed in
+        // their own transactions (not through the sink) are observed here.
+        let detection = installation.events.clone();
+        let mut stop_detection = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(DETECTION_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => detection.catch_up().await,
+                    _ = stop_detection.changed() => break,
+                }
+            }
+        }));
 
         let retention = time::Duration::days(i64::from(config.retention_days));
         let events = installation.events.clone();
