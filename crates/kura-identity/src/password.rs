@@ -88,32 +88,74 @@ pub fn check_password_policy(password: &SecretString) -> Result<(), PasswordReje
     Ok(())
 }
 
-/// How many Argon2id computations may run at once in the whole process:
-/// one per core. Each holds its memory cost (19 MiB at the OWASP setting)
-/// while it runs, so without a bound a burst of sign-ins — or an attacker
-/// sending many — would hold hundreds of megabytes and starve every other
-/// blocking task; with it, more concurrent sign-ins only queue, and the
-/// hashing throughput is the same because the work is CPU-bound anyway.
-static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    tokio::sync::Semaphore::new(cores)
-});
+/// The threads every Argon2id computation in the process runs on: one per
+/// core, started on first use. Each computation holds its memory cost (19
+/// MiB at the OWASP setting) while it runs, so a burst of sign-ins — or an
+/// attacker sending many — must not run them on as many threads as there
+/// are requests: that holds hundreds of megabytes at once, and the
+/// allocator keeps a freed block in each thread's arena, so the process
+/// stays that large afterwards. On a few long-lived threads, more
+/// concurrent sign-ins only queue (first come, first served), the memory
+/// is a few blocks whatever the load, and throughput is the same because
+/// the work is CPU-bound anyway.
+static HASHERS: LazyLock<Hashers> = LazyLock::new(Hashers::start);
 
-/// Runs password-hashing work (hash, verify, dummy verify) on a blocking
-/// thread once one of the process-wide hashing slots is free (see
-/// `HASHING`). Every Argon2id computation in Kura goes through here.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+struct Hashers {
+    jobs: std::sync::mpsc::Sender<HashJob>,
+}
+
+impl Hashers {
+    fn start() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        for i in 0..threads {
+            let queue = std::sync::Arc::clone(&queue);
+            let started = std::thread::Builder::new()
+                .name(format!("kura-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next job.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(job) = job else { break };
+                        // A panicking job fails its caller (its answer is
+                        // dropped), not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a password-hashing thread");
+            }
+        }
+        Self { jobs }
+    }
+}
+
+/// Runs password-hashing work (hash, verify, dummy verify) on the
+/// process's hashing threads (see `HASHERS`) and waits for it without
+/// blocking the async runtime. Every Argon2id computation in Kura goes
+/// through here.
 pub async fn run_hashing<T, F>(work: F) -> Result<T, HashError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let _slot = HASHING
-        .acquire()
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = done.send(work());
+    });
+    HASHERS
+        .jobs
+        .send(job)
+        .map_err(|_| HashError("no password-hashing thread is running".into()))?;
+    result
         .await
-        .map_err(|e| HashError(e.to_string()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| HashError(e.to_string()))
+        .map_err(|_| HashError("the password-hashing thread stopped".into()))
 }
 
 /// Hashing failed (bad parameters or a broken random generator).
