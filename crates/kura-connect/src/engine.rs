@@ -18,21 +18,33 @@ use crate::outbound::{OutboundError, OutboundRequest};
 use crate::service::Connect;
 
 /// What a step produced.
-struct Produced {
-    value: Value,
-    goto: Option<String>,
-    response: Option<Value>,
-    wait: Option<Duration>,
+pub(crate) struct Produced {
+    pub(crate) value: Value,
+    pub(crate) goto: Option<String>,
+    pub(crate) response: Option<Value>,
+    pub(crate) wait: Option<Duration>,
+}
+
+impl Produced {
+    /// A plain output.
+    pub(crate) fn value(value: Value) -> Self {
+        Self {
+            value,
+            goto: None,
+            response: None,
+            wait: None,
+        }
+    }
 }
 
 /// Why a step failed.
-struct StepFailure {
-    message: String,
-    retryable: bool,
+pub(crate) struct StepFailure {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
 }
 
 impl StepFailure {
-    fn fatal(message: impl Into<String>) -> Self {
+    pub(crate) fn fatal(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             retryable: false,
@@ -139,10 +151,25 @@ impl Connect {
             let max_attempts = step.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
             let mut attempts = 0;
             let mut recorded_input = Value::Null;
+            let base = seq;
+            let mut loop_seqs = 0;
             let result = loop {
                 attempts += 1;
-                let r = self
-                    .run_step(
+                let r = if matches!(step.action, Action::Loop { .. }) {
+                    // Iterations take the sequence numbers from `base`; the
+                    // loop's own record follows them.
+                    self.run_loop(
+                        run,
+                        owner,
+                        step,
+                        &scope,
+                        base,
+                        &mut loop_seqs,
+                        &mut recorded_input,
+                    )
+                    .await
+                } else {
+                    self.run_step(
                         run,
                         step,
                         &scope,
@@ -150,7 +177,8 @@ impl Connect {
                         &mut secrets,
                         &mut recorded_input,
                     )
-                    .await;
+                    .await
+                };
                 match r {
                     Err(f) if f.retryable && attempts < max_attempts => {
                         tokio::time::sleep(backoff(step, attempts)).await;
@@ -158,6 +186,7 @@ impl Connect {
                     other => break other,
                 }
             };
+            seq = base + loop_seqs;
             let at = inner.clock.now();
             let following = step
                 .next
@@ -256,7 +285,7 @@ impl Connect {
         Ok(())
     }
 
-    async fn run_step(
+    pub(crate) async fn run_step(
         &self,
         run: &RunRecord,
         step: &Step,
@@ -368,6 +397,11 @@ impl Connect {
                 })
             }
             Action::Fail { message } => Err(StepFailure::fatal(render(message)?)),
+            Action::App { .. } => {
+                self.run_app_step(run, &step.action, scope, idempotency_key, recorded)
+                    .await
+            }
+            Action::Loop { .. } => Err(StepFailure::fatal("a loop cannot run inside a loop")),
             Action::CallFlow { flow, input } => {
                 let child_input = match input {
                     Some(source) => eval(source)?,
@@ -508,7 +542,7 @@ fn truthy(v: &Value) -> bool {
 
 /// Exponential back-off with full jitter: a random wait up to
 /// `initial * 2^(attempt-1)`, capped.
-fn backoff(step: &Step, attempt: u32) -> Duration {
+pub(crate) fn backoff(step: &Step, attempt: u32) -> Duration {
     let (initial, max) = step
         .retry
         .as_ref()

@@ -235,6 +235,7 @@ impl Installation {
             Arc::new(events.clone()),
             Arc::clone(&clock),
             connect_config(&config.connect),
+            apps.clone(),
         );
         Ok(Self {
             dir,

@@ -3347,5 +3347,7 @@ mod incident_channels;
 
 #[path = "server/connect.rs"]
 mod connect;
+#[path = "server/connect_apps.rs"]
+mod connect_apps;
 #[path = "server/console.rs"]
 mod console;
