@@ -132,8 +132,15 @@ async fn prepare(server: &TestServer, target: &str) -> (String, String, String, 
 
 fn start(dir: &std::path::Path, config: &std::path::Path) -> Serving {
     let mut cmd = kura(dir);
-    cmd.env("KURA_CONFIG", config);
-    Serving::start(cmd)
+    cmd.env("KURA_CONFIG", config).env("KURA_LOG", "warn");
+    let mut serving = Serving::start(cmd);
+    // Drain the log so a full pipe never blocks the server.
+    if let Some(err) = serving.child.stderr.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::BufReader::new(err), &mut std::io::sink());
+        });
+    }
+    serving
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -146,7 +153,7 @@ async fn sigkill_during_a_thousand_queued_runs_loses_and_doubles_nothing() {
     let config = tmp.as_ref().unwrap().path().join("crash.toml");
     std::fs::write(
         &config,
-        "[connect]\noutbound_allow = [\"127.0.0.1/32\"]\nlease_secs = 10\nteam_concurrency = 8\nworkers = 4\n\n[edge]\nenabled = false\n",
+        "[connect]\noutbound_allow = [\"127.0.0.1/32\"]\nlease_secs = 10\nteam_concurrency = 16\nworkers = 8\n\n[edge]\nenabled = false\n",
     )
     .unwrap();
 

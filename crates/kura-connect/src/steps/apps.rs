@@ -286,3 +286,93 @@ impl Connect {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::validate::parse_document;
+
+    const APP: &str = "01a216b3-486f-7059-ac7c-f538ccf8cec2";
+
+    /// The path of the first problem of a one-step flow, or `None`.
+    fn check(step: Value) -> Option<String> {
+        let mut step = step;
+        step["id"] = json!("a");
+        let doc = json!({"name": "f", "trigger": {"kind": "manual"}, "steps": [step]});
+        parse_document(doc, &|_| false)
+            .err()
+            .map(|e| e[0].path.clone())
+    }
+
+    fn app(op: &str, extra: Value) -> Value {
+        let mut s =
+            json!({"kind": "app", "app": APP, "layout": "orders", "account": "svc", "op": op});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            s[k] = v.clone();
+        }
+        s
+    }
+
+    #[test]
+    fn each_operation_takes_exactly_its_fields() {
+        assert_eq!(check(app("find", json!({"query": "[{'a': 1}]"}))), None);
+        assert_eq!(check(app("get", json!({"record_id": "input.id"}))), None);
+        assert_eq!(check(app("create", json!({"fields": {"a": "1"}}))), None);
+        for (step, path) in [
+            (app("find", json!({"app": "not-an-id"})), "steps[0].app"),
+            (app("get", json!({})), "steps[0].record_id"),
+            (
+                app("create", json!({"record_id": "1"})),
+                "steps[0].record_id",
+            ),
+            (app("edit", json!({"record_id": "1"})), "steps[0].fields"),
+            (
+                app("delete", json!({"record_id": "1", "fields": {"a": "1"}})),
+                "steps[0].fields",
+            ),
+            (
+                app("get", json!({"record_id": "1", "limit": 5})),
+                "steps[0].limit",
+            ),
+            (app("find", json!({"limit": 0})), "steps[0].limit"),
+            (app("find", json!({"query": "[{"})), "steps[0].query"),
+            (
+                app("create", json!({"fields": {"a": "1 +"}})),
+                "steps[0].fields.a",
+            ),
+            (app("find", json!({"account": " "})), "steps[0].account"),
+        ] {
+            assert_eq!(check(step.clone()).as_deref(), Some(path), "{step}");
+        }
+    }
+
+    #[test]
+    fn a_loop_checks_its_body_at_the_body_path() {
+        let body = |each: Value| json!({"kind": "loop", "over": "input.items", "each": each});
+        assert_eq!(check(body(app("get", json!({"record_id": "item"})))), None);
+        assert_eq!(
+            check(body(app("get", json!({})))).as_deref(),
+            Some("steps[0].each.record_id")
+        );
+        assert_eq!(
+            check(body(json!({"kind": "loop", "over": "x",
+                "each": {"kind": "transform", "set": {}}})))
+            .as_deref(),
+            Some("steps[0].each.kind")
+        );
+    }
+
+    #[test]
+    fn the_app_event_trigger_names_its_target() {
+        let doc = json!({"name": "f",
+            "trigger": {"kind": "app_event", "app": "x", "layout": "", "account": "svc"},
+            "steps": [{"id": "a", "kind": "transform", "set": {}}]});
+        let paths: Vec<String> = parse_document(doc, &|_| false)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["trigger.app", "trigger.layout"]);
+    }
+}
