@@ -46,10 +46,11 @@ async fn receiver() -> (String, Arc<Mutex<Ledger>>) {
                         .to_owned();
                     let n = body["n"].as_u64().unwrap_or(u64::MAX);
                     let mut l = seen.lock().unwrap();
-                    if l.applied.contains_key(&key) {
-                        l.repeats += 1;
-                    } else {
-                        l.applied.insert(key, n);
+                    match l.applied.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(_) => l.repeats += 1,
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(n);
+                        }
                     }
                     axum::Json(json!({"ok": true}))
                 }
