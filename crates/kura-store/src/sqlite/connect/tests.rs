@@ -234,7 +234,10 @@ async fn app_events_move_the_cursor_with_the_runs_once() {
         .set_app_subscription(f.id, Some(sub.clone()))
         .await
         .unwrap();
-    assert_eq!(store.app_subscriptions().await.unwrap(), [sub.clone()]);
+    assert_eq!(
+        store.app_subscriptions().await.unwrap(),
+        std::slice::from_ref(&sub)
+    );
     let runs = vec![new_run(&f, now), new_run(&f, now)];
     assert!(store.deliver_app_events(&sub, 9, runs).await.unwrap());
     // A second reader that read from the old place loses, and queues nothing.
