@@ -31,5 +31,6 @@ pub mod value;
 
 pub use error::{AppsError, FmError};
 pub use service::{
-    AppAccount, AppCredential, ApplyReport, Apps, LoadedApp, LoginFailure, NewAccountCredential,
+    AppAccount, AppCredential, ApplyReport, Apps, AutomationError, LoadedApp, LoginFailure,
+    NewAccountCredential, RecordOp, Target,
 };

@@ -19,6 +19,8 @@ mod app_apply;
 mod app_import;
 #[path = "cli/baseline.rs"]
 mod baseline;
+#[path = "cli/connect_crash.rs"]
+mod connect_crash;
 
 const KURA: &str = env!("CARGO_BIN_EXE_kura");
 

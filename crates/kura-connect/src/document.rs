@@ -39,6 +39,24 @@ pub enum Trigger {
     },
     /// Only through the API, with an input document.
     Manual {},
+    /// A record created, edited or deleted in a hosted app of the flow's
+    /// team: every change in the app's change outbox after the flow was
+    /// enabled starts one run, at least once and in order (the flow's
+    /// place in the outbox moves in the transaction that queues the run).
+    /// The input is `{event, table, record_id, mod_id, at, account,
+    /// record}`; `record` is the record as the service account sees it
+    /// through `layout` when the run is queued (`null` once deleted).
+    AppEvent {
+        /// The app's id.
+        app: String,
+        /// A layout of the app: only changes to its table start runs.
+        layout: String,
+        /// A service account of the app, whose privileges read the record.
+        account: String,
+        /// Which changes start runs (default: all of them).
+        #[serde(default = "all_events")]
+        events: Vec<AppEventKind>,
+    },
     /// A cron expression (5 or 6 fields) in a time zone.
     Schedule {
         /// The cron expression, e.g. `0 9 * * MON-FRI`.
@@ -47,6 +65,26 @@ pub enum Trigger {
         #[serde(default = "utc")]
         timezone: String,
     },
+}
+
+fn all_events() -> Vec<AppEventKind> {
+    vec![
+        AppEventKind::Created,
+        AppEventKind::Edited,
+        AppEventKind::Deleted,
+    ]
+}
+
+/// A kind of record change (creations include duplicates and imports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppEventKind {
+    /// A record was created (also duplicated or imported).
+    Created,
+    /// A record was changed.
+    Edited,
+    /// A record was deleted.
+    Deleted,
 }
 
 fn utc() -> String {
@@ -210,6 +248,88 @@ pub enum Action {
     /// the API or a one-time link), or the time runs out; each outcome goes
     /// to its own step.
     Approval(crate::steps::approval::ApprovalStep),
+    /// Finds, reads, creates, edits or deletes records of a hosted app of
+    /// the flow's team, as a service account of the app and under its
+    /// privilege set (the same checks as the Data API). Writes carry the
+    /// step's idempotency key, so a resumed run writes once.
+    App {
+        /// The app's id (an app of the flow's team).
+        app: String,
+        /// A layout of the app; it names the table and the fields seen.
+        layout: String,
+        /// A service account of the app the team created for flows.
+        account: String,
+        /// What to do.
+        op: AppOp,
+        /// An expression for the record id (`get`, `edit`, `delete`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record_id: Option<String>,
+        /// Field name → expression (`create`, `edit`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, String>,
+        /// An expression for FileMaker find requests, a list of objects
+        /// like `[{"city": "Paris"}]` (`find`; none: every record).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
+        /// Sort fields (`find`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sort: Vec<SortField>,
+        /// At most this many records (`find`; default 100, at most 10,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+    /// Runs `each` once per item of a list, up to `concurrency` at a time;
+    /// the output is the list of their outputs, in item order. `each` sees
+    /// `item` and `index`. Every finished iteration is recorded, so a
+    /// resumed run does not repeat it; a failed iteration fails the step.
+    Loop {
+        /// An expression whose value is the list (at most 1,000 items).
+        over: String,
+        /// Iterations at once, 1–16 (default 1).
+        #[serde(default = "one")]
+        concurrency: u32,
+        /// The step run for every item: `transform`, `http`, `store_get`,
+        /// `store_set`, `app` or `call_flow` (no `id`).
+        each: Box<Action>,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A hosted-app step's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppOp {
+    /// Records matching `query` (the output is `{found, records}`).
+    Find,
+    /// The record `record_id` (the output is `{record}`).
+    Get,
+    /// A new record with `fields`.
+    Create,
+    /// `fields` of the record `record_id`.
+    Edit,
+    /// The record `record_id`.
+    Delete,
+}
+
+impl AppOp {
+    /// Whether the operation changes records.
+    pub fn writes(self) -> bool {
+        matches!(self, AppOp::Create | AppOp::Edit | AppOp::Delete)
+    }
+}
+
+/// A sort field of a `find`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SortField {
+    /// The field's name.
+    pub field: String,
+    /// Largest first.
+    #[serde(default)]
+    pub descending: bool,
 }
 
 fn ok_status() -> u16 {
@@ -262,20 +382,24 @@ pub const STEP_KINDS: &[&str] = &[
     "fail",
     "email",
     "approval",
+    "app",
+    "loop",
 ];
 
 impl Action {
     /// Whether running the step twice could do something twice outside the
     /// run (such steps are recorded as started before they run and carry
-    /// an idempotency key).
+    /// an idempotency key). A loop is not: each of its iterations is
+    /// recorded on its own, by this rule applied to `each`.
     pub fn has_side_effects(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Action::Http { .. }
-                | Action::StoreSet { .. }
-                | Action::CallFlow { .. }
-                | Action::Email(_)
-        )
+            | Action::StoreSet { .. }
+            | Action::CallFlow { .. }
+            | Action::Email(_) => true,
+            Action::App { op, .. } => op.writes(),
+            _ => false,
+        }
     }
 
     /// Its kind's name.
@@ -292,6 +416,8 @@ impl Action {
             Action::Fail { .. } => "fail",
             Action::Email(_) => "email",
             Action::Approval(_) => "approval",
+            Action::App { .. } => "app",
+            Action::Loop { .. } => "loop",
         }
     }
 }

@@ -155,10 +155,25 @@ impl Connect {
             let max_attempts = step.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
             let mut attempts = 0;
             let mut recorded_input = Value::Null;
+            let base = seq;
+            let mut loop_seqs = 0;
             let result = loop {
                 attempts += 1;
-                let r = self
-                    .run_step(
+                let r = if matches!(step.action, Action::Loop { .. }) {
+                    // Iterations take the sequence numbers from `base`; the
+                    // loop's own record follows them.
+                    self.run_loop(
+                        run,
+                        owner,
+                        step,
+                        &scope,
+                        base,
+                        &mut loop_seqs,
+                        &mut recorded_input,
+                    )
+                    .await
+                } else {
+                    self.run_step(
                         run,
                         owner,
                         step,
@@ -167,7 +182,8 @@ impl Connect {
                         &mut secrets,
                         &mut recorded_input,
                     )
-                    .await;
+                    .await
+                };
                 match r {
                     Err(f) if f.retryable && attempts < max_attempts => {
                         tokio::time::sleep(backoff(step, attempts)).await;
@@ -175,6 +191,7 @@ impl Connect {
                     other => break other,
                 }
             };
+            seq = base + loop_seqs;
             let at = inner.clock.now();
             let following = step
                 .next
@@ -277,7 +294,7 @@ impl Connect {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn run_step(
+    pub(crate) async fn run_step(
         &self,
         run: &RunRecord,
         owner: &str,
@@ -393,6 +410,11 @@ impl Connect {
                 self.approval_step(run, owner, step, spec, scope, secrets, recorded)
                     .await
             }
+            Action::App { .. } => {
+                self.run_app_step(run, &step.action, scope, idempotency_key, recorded)
+                    .await
+            }
+            Action::Loop { .. } => Err(StepFailure::fatal("a loop cannot run inside a loop")),
             Action::CallFlow { flow, input } => {
                 let child_input = match input {
                     Some(source) => eval(source)?,
@@ -543,7 +565,7 @@ fn truthy(v: &Value) -> bool {
 
 /// Exponential back-off with full jitter: a random wait up to
 /// `initial * 2^(attempt-1)`, capped.
-fn backoff(step: &Step, attempt: u32) -> Duration {
+pub(crate) fn backoff(step: &Step, attempt: u32) -> Duration {
     let (initial, max) = step
         .retry
         .as_ref()

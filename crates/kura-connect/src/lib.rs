@@ -9,6 +9,9 @@
 //! - [`Connect`]: saving flows as immutable versions, starting runs,
 //!   sealed credentials, and the worker pool ([`Workers`]) that claims runs
 //!   with a lease and resumes those whose worker stopped.
+//! - Hosted-app steps and the app-event trigger, which act through
+//!   `kura_apps::Apps` as a service account of the app, under the same
+//!   privilege checks as the Data API.
 //! - [`outbound::OutboundPolicy`]: HTTP steps' SSRF guard (own DNS
 //!   resolution, address checks on every redirect hop, connection pinned to
 //!   the checked address).
@@ -17,6 +20,7 @@
 //! security events through `kura_events::EventSink`. It knows no SQL and
 //! serves no HTTP (outbound requests are its only network use).
 
+mod app_events;
 pub mod audit;
 mod credential_store;
 pub mod credentials;

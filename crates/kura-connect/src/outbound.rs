@@ -25,6 +25,43 @@ pub struct OutboundPolicy {
     pub max_response_bytes: usize,
     /// The time limit when a step sets none.
     pub default_timeout: Duration,
+    /// Clients pinned to checked addresses, kept for reuse.
+    pub clients: PinnedClients,
+}
+
+/// HTTP clients by (host, checked address): each is pinned to the address
+/// that passed the policy, so reusing it for the same pair keeps its
+/// connections and TLS set-up without widening what it may reach (a name
+/// that resolves elsewhere gets a client of its own, after its own check).
+#[derive(Debug, Clone, Default)]
+pub struct PinnedClients {
+    map: std::sync::Arc<
+        parking_lot::Mutex<std::collections::HashMap<(String, SocketAddr), reqwest::Client>>,
+    >,
+}
+
+impl PinnedClients {
+    /// The most pairs kept; past it the cache starts over.
+    const MAX: usize = 256;
+
+    fn get(&self, host: &str, addr: SocketAddr) -> Result<reqwest::Client, OutboundError> {
+        let key = (host.to_owned(), addr);
+        if let Some(c) = self.map.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .resolve(host, addr)
+            .build()
+            .map_err(|e| OutboundError::Failed(e.to_string()))?;
+        let mut map = self.map.lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(key, client.clone());
+        Ok(client)
+    }
 }
 
 impl Default for OutboundPolicy {
@@ -33,6 +70,7 @@ impl Default for OutboundPolicy {
             allow: Vec::new(),
             max_response_bytes: 1024 * 1024,
             default_timeout: Duration::from_secs(10),
+            clients: PinnedClients::default(),
         }
     }
 }
@@ -220,14 +258,8 @@ impl OutboundPolicy {
         let mut body = req.body.clone();
         for _ in 0..=MAX_REDIRECTS {
             let (host, addr) = self.resolve(&url).await?;
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .timeout(timeout)
-                .resolve(&host, addr)
-                .build()
-                .map_err(|e| OutboundError::Failed(e.to_string()))?;
-            let mut rb = client.request(method.clone(), url.clone());
+            let client = self.clients.get(&host, addr)?;
+            let mut rb = client.request(method.clone(), url.clone()).timeout(timeout);
             for (k, v) in &req.headers {
                 rb = rb.header(k.as_str(), v.as_str());
             }

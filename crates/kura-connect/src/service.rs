@@ -73,6 +73,7 @@ pub(crate) struct Inner {
     /// One refresh at a time per OAuth credential in this process.
     pub refreshing: crate::oauth::RefreshLocks,
     pub node: String,
+    pub apps: kura_apps::Apps,
 }
 
 /// Kura Connect: flows, runs, credentials and the engine.
@@ -163,6 +164,7 @@ impl Connect {
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
         config: EngineConfig,
+        apps: kura_apps::Apps,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -175,6 +177,7 @@ impl Connect {
                 wake: Notify::new(),
                 refreshing: crate::oauth::RefreshLocks::default(),
                 node: uuid::Uuid::now_v7().to_string(),
+                apps,
             }),
         }
     }
@@ -193,7 +196,13 @@ impl Connect {
             .into_iter()
             .map(|c| c.name)
             .collect();
-        parse_document(value, &|n| names.iter().any(|x| x == n)).map_err(SaveError::Invalid)
+        let doc =
+            parse_document(value, &|n| names.iter().any(|x| x == n)).map_err(SaveError::Invalid)?;
+        let problems = crate::steps::apps::check_targets(&self.inner.apps, team, &doc).await?;
+        if !problems.is_empty() {
+            return Err(SaveError::Invalid(problems));
+        }
+        Ok(doc)
     }
 
     /// Creates a flow (disabled until enabled) from a document.
@@ -292,6 +301,7 @@ impl Connect {
         flow.version = next;
         flow.name = document.name.clone();
         self.schedule(&flow, &document).await?;
+        self.subscribe(&flow, &document, false).await?;
         Ok(SavedFlow { flow, document })
     }
 
@@ -319,7 +329,7 @@ impl Connect {
         Ok((flow, v, doc))
     }
 
-    fn new_run(
+    pub(crate) fn new_run(
         flow: &FlowRecord,
         doc: &FlowDocument,
         trigger: &str,
@@ -531,6 +541,7 @@ impl Connect {
         let (flow, _, doc) = self.flow(team, id, None).await?;
         if enabled {
             self.schedule(&flow, &doc).await?;
+            self.subscribe(&flow, &doc, true).await?;
         }
         Ok(flow)
     }
@@ -622,6 +633,9 @@ impl Connect {
                 self.prune(&mut last_prune).await;
                 if let Err(e) = self.fire_due().await {
                     tracing::error!(error = %e, "connect schedules could not fire");
+                }
+                if let Err(e) = self.deliver_app_events().await {
+                    tracing::error!(error = %e, "connect app events could not be delivered");
                 }
             }
             let now = self.inner.clock.now();

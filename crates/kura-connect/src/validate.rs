@@ -31,7 +31,7 @@ impl std::fmt::Display for DocumentError {
     }
 }
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> DocumentError {
+pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> DocumentError {
     DocumentError {
         path: path.into(),
         message: message.into(),
@@ -139,6 +139,26 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
                 "trigger.timezone",
                 format!("`{timezone}` is not an IANA time zone"),
             ));
+        }
+    }
+    if let Trigger::AppEvent {
+        app,
+        layout,
+        account,
+        events,
+    } = &doc.trigger
+    {
+        if app.parse::<kura_types::AppId>().is_err() {
+            errors.push(err("trigger.app", "not an app id"));
+        }
+        if layout.trim().is_empty() {
+            errors.push(err("trigger.layout", "a layout name is needed"));
+        }
+        if account.trim().is_empty() {
+            errors.push(err("trigger.account", "a service account name is needed"));
+        }
+        if events.is_empty() {
+            errors.push(err("trigger.events", "name at least one kind of change"));
         }
     }
     if doc.steps.is_empty() || doc.steps.len() > MAX_STEPS {
@@ -312,6 +332,11 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
                     ));
                 }
             }
+            Action::App { .. } => crate::steps::apps::check(&s.action, &at, &x, &mut errors),
+            Action::Loop { each, .. } => {
+                crate::steps::looping::check(&s.action, &at, &x, &mut errors);
+                errors.extend(check_body(each, &at("each"), credential_exists));
+            }
         }
     }
     if errors.is_empty()
@@ -320,6 +345,37 @@ pub fn check(doc: &FlowDocument, credential_exists: &dyn Fn(&str) -> bool) -> Ve
         errors.push(e);
     }
     errors
+}
+
+/// Checks a loop's `each` as the only step of a flow of its own, with the
+/// paths moved under the loop (`steps[2].each.url`).
+fn check_body(
+    each: &Action,
+    prefix: &str,
+    credential_exists: &dyn Fn(&str) -> bool,
+) -> Vec<DocumentError> {
+    if matches!(each, Action::Loop { .. }) {
+        return Vec::new();
+    }
+    let alone = FlowDocument {
+        name: "each".into(),
+        description: None,
+        trigger: Trigger::Manual {},
+        steps: vec![crate::document::Step {
+            id: "each".into(),
+            action: each.clone(),
+            next: None,
+            retry: None,
+            on_error: OnError::Fail,
+        }],
+    };
+    check(&alone, credential_exists)
+        .into_iter()
+        .map(|e| DocumentError {
+            path: e.path.replacen("steps[0]", prefix, 1),
+            message: e.message,
+        })
+        .collect()
 }
 
 fn http_header_name_ok(name: &str) -> bool {

@@ -236,6 +236,7 @@ impl Installation {
             Arc::new(events.clone()),
             Arc::clone(&clock),
             connect_config(config)?,
+            apps.clone(),
         );
         Ok(Self {
             dir,

@@ -3392,6 +3392,8 @@ mod incident_channels;
 
 #[path = "server/connect.rs"]
 mod connect;
+#[path = "server/connect_apps.rs"]
+mod connect_apps;
 #[path = "server/connect_human.rs"]
 mod connect_human;
 #[path = "server/connect_oauth.rs"]

@@ -12,7 +12,7 @@
 //! half-recorded.
 
 use async_trait::async_trait;
-use kura_types::{FlowCredentialId, FlowId, RunId, TeamId};
+use kura_types::{AppId, FlowCredentialId, FlowId, RunId, TeamId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
@@ -330,6 +330,20 @@ pub struct ScheduleRecord {
     pub next_fire_at: OffsetDateTime,
 }
 
+/// An enabled flow's place in a hosted app's change outbox (its app-event
+/// trigger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSubscriptionRecord {
+    /// The flow.
+    pub flow: FlowId,
+    /// Its team.
+    pub team: TeamId,
+    /// The app whose outbox it follows.
+    pub app: AppId,
+    /// The last outbox entry handled (runs queued for it, or skipped).
+    pub cursor: i64,
+}
+
 /// Kura Connect's state.
 #[async_trait]
 pub trait ConnectStore:
@@ -420,6 +434,42 @@ pub trait ConnectStore:
         due: &ScheduleRecord,
         next: OffsetDateTime,
         run: NewRun,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets (or with `None` removes) a flow's app-event subscription.
+    async fn set_app_subscription(
+        &self,
+        flow: FlowId,
+        subscription: Option<AppSubscriptionRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// A flow's app-event subscription.
+    async fn app_subscription(
+        &self,
+        flow: FlowId,
+    ) -> Result<Option<AppSubscriptionRecord>, StoreError>;
+
+    /// The subscriptions of enabled flows.
+    async fn app_subscriptions(&self) -> Result<Vec<AppSubscriptionRecord>, StoreError>;
+
+    /// Moves a subscription's cursor from `from.cursor` to `to` and queues
+    /// `runs`, in one transaction, only if the cursor has not moved
+    /// (compare-and-swap); answers whether it did. Outbox entries are
+    /// therefore turned into runs once, across restarts and nodes.
+    async fn deliver_app_events(
+        &self,
+        from: &AppSubscriptionRecord,
+        to: i64,
+        runs: Vec<NewRun>,
+    ) -> Result<bool, StoreError>;
+
+    /// Extends the lease of a run `owner` holds (a long step's progress);
+    /// answers whether it still holds it.
+    async fn renew_lease(
+        &self,
+        run: RunId,
+        owner: &str,
+        lease_until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
     /// Queues a run.

@@ -416,10 +416,7 @@ pub fn page_each(
             }
         },
     )
-    .or_else(|e| match failure.take() {
-        Some(f) => Err(f),
-        None => Err(FmError::internal(&e)),
-    })
+    .map_err(|e| failure.take().unwrap_or_else(|| FmError::internal(&e)))
 }
 
 /// One record of a layout, as a page of one.

@@ -22,7 +22,8 @@ impl Apps {
     }
 
     /// Creates an app-local account (password under Kura ID's policy,
-    /// hashed with Argon2id) or maps a Kura ID account of the team.
+    /// hashed with Argon2id), maps a Kura ID account of the team, or
+    /// creates a service account for Kura Connect flows.
     pub async fn create_account(
         &self,
         team: TeamId,
@@ -57,6 +58,7 @@ impl Apps {
                 ("local", Some(hash), None)
             }
             NewAccountCredential::KuraId(account) => ("kura_id", None, Some(account.to_string())),
+            NewAccountCredential::Service => (super::SERVICE_KIND, None, None),
         };
         let row = AccountRow {
             name: name.clone(),
@@ -156,12 +158,16 @@ pub enum NewAccountCredential {
     Password(SecretString),
     /// A Kura ID account of the team.
     KuraId(AccountId),
+    /// A service account: it cannot sign in anywhere; the team's Kura
+    /// Connect flows act as it, under its privilege set.
+    Service,
 }
 
 fn account_view(row: AccountRow) -> AppAccount {
     AppAccount {
         name: row.name,
         kura_account: row.kura_account.and_then(|a| a.parse().ok()),
+        kind: row.kind,
         privilege_set: row.privilege_set,
         active: row.active,
     }

@@ -7,9 +7,12 @@
 //! - [`hosts`]: hosts, apps and their schema;
 //! - [`accounts`]: app accounts;
 //! - [`data_api`]: resolving apps by name, sign-in, Data API helpers;
-//! - [`records`]: CSV import and the change outbox.
+//! - [`records`]: CSV import and the change outbox;
+//! - [`automation`]: record operations of Kura Connect steps, as service
+//!   accounts.
 
 mod accounts;
+mod automation;
 mod data_api;
 mod hosts;
 mod records;
@@ -30,6 +33,7 @@ use crate::error::AppsError;
 use crate::schema::Schema;
 use crate::sessions::Sessions;
 pub use accounts::NewAccountCredential;
+pub use automation::{AutomationError, RecordOp, SERVICE_KIND, Target};
 pub use data_api::{LoginFailure, global_values};
 
 /// An opened app: its registry record, database and current schema.
@@ -73,6 +77,9 @@ pub struct AppAccount {
     pub name: String,
     /// A Kura ID account mapped to it, if any.
     pub kura_account: Option<AccountId>,
+    /// `local` (password), `kura_id` (mapped) or `service` (no sign-in;
+    /// Kura Connect flows act as it).
+    pub kind: String,
     /// Its privilege set.
     pub privilege_set: String,
     /// Whether it may sign in.

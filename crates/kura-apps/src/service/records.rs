@@ -94,4 +94,12 @@ impl Apps {
             .await
             .map_err(store)
     }
+
+    /// The sequence number of the newest change outbox entry of a team's
+    /// app (0 when there is none): where a new reader starts.
+    pub async fn change_head(&self, team: TeamId, id: AppId) -> Result<i64, AppsError> {
+        let app = self.app(team, id).await?;
+        let loaded = self.load(&app).await?;
+        loaded.data.read(|r| r.change_head()).await.map_err(store)
+    }
 }

@@ -89,6 +89,14 @@ impl AppWrite<'_> {
 }
 
 impl AppRead<'_> {
+    /// The sequence number of the newest outbox entry (0 when empty).
+    pub fn change_head(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM kura_changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// Outbox entries after `cursor` (0 for the beginning), oldest first,
     /// at most `limit`.
     pub fn changes_after(&self, cursor: i64, limit: u32) -> Result<Vec<Change>, StoreError> {

@@ -15,9 +15,12 @@
 //! - `kura_changes`: the change outbox, one row per record created, edited,
 //!   deleted, duplicated or imported, written in the same transaction as
 //!   the change (what Kura Connect's app-event trigger reads);
+//! - `kura_automation_keys`: idempotency keys of Kura Connect steps' writes
+//!   and what each write returned;
 //! - `t{table}`: one table per app table, with `rid` (record id, never
 //!   reused), `mod` (modification count) and one `c{field}` column per field.
 
+mod automation;
 mod changes;
 mod filter;
 mod records;
@@ -85,6 +88,36 @@ pub(crate) const APP_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "service accounts and automation idempotency keys",
+        // `service` accounts cannot sign in anywhere; the team grants them a
+        // privilege set for Kura Connect flows to act under. SQLite cannot
+        // change a CHECK constraint in place, so the table is rebuilt.
+        // `kura_automation_keys` remembers what a flow step's write did,
+        // written in the write's own transaction, so a resumed run that
+        // repeats the step gets the first result instead of a second write.
+        sql: "
+        CREATE TABLE kura_accounts_new (
+            name          TEXT NOT NULL PRIMARY KEY COLLATE NOCASE,
+            kind          TEXT NOT NULL CHECK (kind IN ('local', 'kura_id', 'service')),
+            password_hash TEXT,
+            kura_account  TEXT UNIQUE,
+            privilege_set TEXT NOT NULL,
+            active        INTEGER NOT NULL DEFAULT 1,
+            created_at    INTEGER NOT NULL
+        ) STRICT;
+        INSERT INTO kura_accounts_new SELECT name, kind, password_hash, kura_account,
+            privilege_set, active, created_at FROM kura_accounts;
+        DROP TABLE kura_accounts;
+        ALTER TABLE kura_accounts_new RENAME TO kura_accounts;
+        CREATE TABLE kura_automation_keys (
+            key    TEXT PRIMARY KEY,
+            result TEXT NOT NULL,
+            at_ms  INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
+    Migration {
+        version: 4,
         name: "record counts",
         // Filled, with the triggers that keep it, by `ensure_record_counts`
         // (the record tables are named by the app's schema, so plain SQL

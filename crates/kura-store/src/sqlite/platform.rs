@@ -614,6 +614,21 @@ const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 13,
+        name: "Kura Connect: app-event subscriptions",
+        // Each enabled flow with an app-event trigger keeps the sequence
+        // number of the last change-outbox entry of its app it handled; it
+        // moves in the transaction that queues the runs.
+        sql: "
+        CREATE TABLE connect_app_subscriptions (
+            flow   TEXT PRIMARY KEY REFERENCES connect_flows(id) ON DELETE CASCADE,
+            team   TEXT NOT NULL,
+            app    TEXT NOT NULL,
+            cursor INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The embedded platform store.

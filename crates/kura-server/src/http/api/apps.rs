@@ -506,6 +506,7 @@ pub async fn put_schema(
 #[derive(Debug, Serialize)]
 struct AccountOut {
     name: String,
+    kind: String,
     kura_account: Option<String>,
     privilege_set: String,
     active: bool,
@@ -515,6 +516,7 @@ impl From<AppAccount> for AccountOut {
     fn from(a: AppAccount) -> Self {
         Self {
             name: a.name,
+            kind: a.kind,
             kura_account: a.kura_account.map(|a| a.to_string()),
             privilege_set: a.privilege_set,
             active: a.active,
@@ -542,7 +544,9 @@ pub async fn list_accounts(
 }
 
 /// `POST /api/v1/teams/{team}/apps/{app}/accounts`: an app-local account
-/// (`password`) or a Kura ID account of the team (`kura_account`).
+/// (`password`), a Kura ID account of the team (`kura_account`), or a
+/// service account for the team's Kura Connect flows (`"service": true`;
+/// it cannot sign in).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAppAccount {
@@ -551,6 +555,8 @@ pub struct NewAppAccount {
     password: Option<SecretString>,
     #[serde(default)]
     kura_account: Option<String>,
+    #[serde(default)]
+    service: bool,
     privilege_set: String,
 }
 
@@ -564,9 +570,10 @@ pub async fn create_account(
     let team: TeamId = parse_id("team", &team)?;
     let id: AppId = parse_id("app", &app)?;
     allow(&state, &auth, Action::AppsOperate, team).await?;
-    let credential = match (req.password, req.kura_account) {
-        (Some(p), None) => NewAccountCredential::Password(p),
-        (None, Some(a)) => {
+    let credential = match (req.password, req.kura_account, req.service) {
+        (None, None, true) => NewAccountCredential::Service,
+        (Some(p), None, false) => NewAccountCredential::Password(p),
+        (None, Some(a), false) => {
             let account: AccountId = parse_id("kura_account", &a)?;
             let audited = state.identity.members(&auth.principal, team).await;
             let members = finish(&state, &auth.ctx, audited).await?;
@@ -581,7 +588,7 @@ pub async fn create_account(
         _ => {
             return Err(ApiError::invalid(
                 "password",
-                "give exactly one of `password` (an app-local account) or `kura_account`",
+                "give exactly one of `password` (an app-local account), `kura_account` or `\"service\": true`",
             ));
         }
     };

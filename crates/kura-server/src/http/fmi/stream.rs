@@ -146,7 +146,7 @@ fn produce(
             usize::try_from(counts.returned(req.offset, req.limit)).unwrap_or(usize::MAX),
         );
         let mut head = br#"{"response":{"dataInfo":"#.to_vec();
-        serde_json::to_writer(&mut head, &info).map_err(|e| broken(e))?;
+        serde_json::to_writer(&mut head, &info).map_err(broken)?;
         head.extend_from_slice(br#","data":["#);
         Ok((caller, sort, out_layout, counts, head))
     })();
@@ -177,7 +177,7 @@ fn produce(
                 buf.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut buf, &record).map_err(|e| broken(e))?;
+            serde_json::to_writer(&mut buf, &record).map_err(broken)?;
             if buf.len() >= CHUNK_BYTES {
                 send(runtime, body, std::mem::take(&mut buf))?;
             }

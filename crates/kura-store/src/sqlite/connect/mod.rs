@@ -5,6 +5,7 @@
 mod approvals;
 mod oauth;
 mod rows;
+mod subscriptions;
 
 use async_trait::async_trait;
 use kura_types::{FlowCredentialId, FlowId, RunId, TeamId};
@@ -16,8 +17,9 @@ use super::Pool;
 use super::events::append_in_tx;
 use crate::StoreError;
 use crate::connect::{
-    ConnectStore, FlowCredentialRecord, FlowMetrics, FlowRecord, FlowVersionRecord, NewRun,
-    RunAdvance, RunFilter, RunRecord, RunStatus, ScheduleRecord, StepRecord,
+    AppSubscriptionRecord, ConnectStore, FlowCredentialRecord, FlowMetrics, FlowRecord,
+    FlowVersionRecord, NewRun, RunAdvance, RunFilter, RunRecord, RunStatus, ScheduleRecord,
+    StepRecord,
 };
 use crate::events::EventRecord;
 
@@ -353,6 +355,52 @@ impl ConnectStore for SqliteConnectStore {
                 }
                 insert_queued(tx, &run)?;
                 Ok(true)
+            })
+            .await
+    }
+
+    async fn set_app_subscription(
+        &self,
+        flow: FlowId,
+        subscription: Option<AppSubscriptionRecord>,
+    ) -> Result<(), StoreError> {
+        subscriptions::set(&self.pool, flow, subscription).await
+    }
+
+    async fn app_subscription(
+        &self,
+        flow: FlowId,
+    ) -> Result<Option<AppSubscriptionRecord>, StoreError> {
+        subscriptions::one(&self.pool, flow).await
+    }
+
+    async fn app_subscriptions(&self) -> Result<Vec<AppSubscriptionRecord>, StoreError> {
+        subscriptions::enabled(&self.pool).await
+    }
+
+    async fn deliver_app_events(
+        &self,
+        from: &AppSubscriptionRecord,
+        to: i64,
+        runs: Vec<NewRun>,
+    ) -> Result<bool, StoreError> {
+        subscriptions::deliver(&self.pool, from, to, runs).await
+    }
+
+    async fn renew_lease(
+        &self,
+        run: RunId,
+        owner: &str,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.pool
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "UPDATE connect_runs SET lease_until = ?1
+                     WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+                    params![ns(lease_until)?, run.to_string(), owner],
+                )? > 0)
             })
             .await
     }

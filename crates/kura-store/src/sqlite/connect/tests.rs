@@ -486,3 +486,69 @@ async fn an_approval_is_decided_once_through_an_unspent_link_before_it_expires()
         ["connect.approval.requested", "connect.approval.approved"]
     );
 }
+
+#[tokio::test]
+async fn app_events_move_the_cursor_with_the_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let f = flow(&store, TeamId::new(), now).await;
+    let sub = AppSubscriptionRecord {
+        flow: f.id,
+        team: f.team,
+        app: kura_types::AppId::new(),
+        cursor: 3,
+    };
+    store
+        .set_app_subscription(f.id, Some(sub.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.app_subscriptions().await.unwrap(),
+        std::slice::from_ref(&sub)
+    );
+    let runs = vec![new_run(&f, now), new_run(&f, now)];
+    assert!(store.deliver_app_events(&sub, 9, runs).await.unwrap());
+    // A second reader that read from the old place loses, and queues nothing.
+    let late = vec![new_run(&f, now)];
+    let late_id = late[0].id;
+    assert!(!store.deliver_app_events(&sub, 9, late).await.unwrap());
+    assert!(store.run(late_id).await.unwrap().is_none());
+    assert_eq!(
+        store.app_subscription(f.id).await.unwrap().unwrap().cursor,
+        9
+    );
+    let queued = store.runs(f.team, RunFilter::default()).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    // Disabled flows are not followed.
+    store
+        .set_enabled(f.team, f.id, false, now, Vec::new())
+        .await
+        .unwrap();
+    assert!(store.app_subscriptions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn only_the_holder_renews_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let f = flow(&store, TeamId::new(), now).await;
+    let run = new_run(&f, now);
+    let id = run.id;
+    assert!(
+        store
+            .insert_claimed_run(run, "w1", now + Duration::seconds(10), 16)
+            .await
+            .unwrap()
+    );
+    let later = now + Duration::seconds(60);
+    assert!(!store.renew_lease(id, "w2", later).await.unwrap());
+    assert!(store.renew_lease(id, "w1", later).await.unwrap());
+    // Renewed: another worker cannot take it over before the new expiry.
+    let taken = store
+        .claim_run("w2", now + Duration::seconds(30), later, 16, Some(id))
+        .await
+        .unwrap();
+    assert!(taken.is_none());
+}
