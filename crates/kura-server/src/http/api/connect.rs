@@ -26,7 +26,9 @@ use super::error::ApiError;
 use super::parse_id;
 use crate::http::AppState;
 
-pub(super) async fn allow(
+/// Asks the policy for `action` on the team named in the path; another
+/// team's flows answer "not found" further on, as they are not in this one.
+pub(crate) async fn allow(
     state: &AppState,
     auth: &Auth,
     action: Action,
@@ -40,11 +42,13 @@ pub(super) async fn allow(
     Ok(team)
 }
 
-pub(super) fn actor_key(auth: &Auth) -> String {
+/// Who saved a version, as flow versions record it.
+pub(crate) fn actor_key(auth: &Auth) -> String {
     format!("account:{}", auth.principal.account)
 }
 
-pub(super) async fn event(
+/// Records a successful `connect.*` security event for the team.
+pub(crate) async fn event(
     state: &AppState,
     auth: &Auth,
     team: TeamId,
@@ -69,7 +73,8 @@ pub(super) async fn event(
     record_event(state, &auth.ctx, e).await
 }
 
-pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {
+/// A time as RFC 3339 text.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

@@ -20,7 +20,7 @@ mod apps_import;
 mod apps_openapi;
 pub(crate) mod auth;
 mod body;
-mod connect;
+pub(crate) mod connect;
 mod connect_openapi;
 mod connect_runs;
 pub(crate) mod edge;
