@@ -216,8 +216,11 @@ async fn list_page(
     ))
 }
 
+/// A run id's last eight characters: the random end of a time-ordered id
+/// (runs started in the same millisecond share the beginning).
 fn short(id: RunId) -> String {
-    id.to_string().chars().take(8).collect()
+    let s = id.to_string();
+    s[s.len().saturating_sub(8)..].to_owned()
 }
 
 fn duration(start: Option<OffsetDateTime>, end: Option<OffsetDateTime>) -> String {
