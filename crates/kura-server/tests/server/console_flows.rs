@@ -42,6 +42,37 @@ async fn finished(c: &Console, team: &str, token: &str, run: &str) -> Value {
     }
 }
 
+/// A new account that joined `team` with `role`; returns its session.
+async fn joined(c: &Console, team: &str, owner: &str, email: &str, role: &str) -> String {
+    let r = post(
+        &c.server,
+        &format!("/api/v1/teams/{team}/invitations"),
+        Some(owner),
+        json!({ "email": email, "role": role }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let password = "a long auditor passphrase 9931";
+    let r = post(
+        &c.server,
+        "/api/v1/invitations/accept",
+        None,
+        json!({ "token": token, "display_name": email, "password": password }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = post(
+        &c.server,
+        "/api/v1/sessions",
+        None,
+        json!({ "email": email, "password": password }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
 /// The id at the end of a redirect to `…/runs/{id}?ok=…`.
 fn run_of(location: Option<&str>) -> String {
     let l = location.expect("a redirect");
@@ -430,6 +461,27 @@ async fn a_waiting_run_is_cancelled_and_other_teams_see_nothing() {
     );
 
     // A member of B (members may run flows) sees the run and cancels it.
+    // An auditor of B holds no flow role: refused, and nothing is made.
+    let auditor = joined(&c, &b.id, &b.owner, "aud@flows-b.test", "auditor").await;
+    let list = format!("/console/teams/{}/flows", b.id);
+    let r = c.get(&auditor, &list).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("You are not allowed"), "{}", r.body);
+    let home = c.get(&auditor, "/console/").await;
+    let r = c
+        .post(
+            &auditor,
+            &list,
+            &[
+                ("csrf", &home.csrf()),
+                ("format", "json"),
+                ("document", &doc.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(api_flows(&c, &b.id, &b.owner).await.len(), 1);
+
     let m = member(&c, &b.id, &b.owner, "m@flows-b.test").await;
     let rpath = format!("/console/teams/{}/runs/{run}", b.id);
     let page = c.get(&m, &rpath).await;
