@@ -3404,6 +3404,8 @@ mod connect_smtp_credential;
 mod console;
 #[path = "server/console_device.rs"]
 mod console_device;
+#[path = "server/console_flows.rs"]
+mod console_flows;
 #[path = "server/console_import.rs"]
 mod console_import;
 #[path = "server/console_pages.rs"]

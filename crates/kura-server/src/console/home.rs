@@ -257,7 +257,7 @@ async fn team_page(
         (page::notice(ok))
         header.page-head {
             h1 { (t.name) }
-            p.muted { "Team · created " (page::when(t.created_at)) " · " a href={ (base) "/security" } { "Security settings and events" } " · " a href={ (base) "/groups" } { "Groups and roles" } }
+            p.muted { "Team · created " (page::when(t.created_at)) " · " a href={ (base) "/security" } { "Security settings and events" } " · " a href={ (base) "/groups" } { "Groups and roles" } " · " a href={ (base) "/flows" } { "Flows" } }
         }
         ul.stats {
             li.card { span.stat { (hosts.len()) } " hosts" }

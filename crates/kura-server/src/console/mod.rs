@@ -13,6 +13,8 @@ mod account;
 mod apps;
 mod device;
 mod firewall;
+mod flow_edit;
+mod flows;
 mod groups;
 mod home;
 mod import;
@@ -23,6 +25,7 @@ mod page;
 mod platform;
 mod record_edit;
 mod records;
+mod runs;
 mod schema_forms;
 mod security;
 mod session;
@@ -148,6 +151,37 @@ pub fn router() -> Router<AppState> {
             get(firewall::show).post(firewall::save),
         )
         .route("/console/operator/keys/rotate", post(keys::rotate))
+        .route(
+            "/console/teams/{team}/flows",
+            get(flows::list).post(flow_edit::create),
+        )
+        .route("/console/teams/{team}/flows/{flow}", get(flows::show))
+        .route(
+            "/console/teams/{team}/flows/{flow}/versions",
+            post(flow_edit::save),
+        )
+        .route(
+            "/console/teams/{team}/flows/{flow}/enable",
+            post(flow_edit::enable),
+        )
+        .route(
+            "/console/teams/{team}/flows/{flow}/disable",
+            post(flow_edit::disable),
+        )
+        .route(
+            "/console/teams/{team}/flows/{flow}/delete",
+            post(flow_edit::delete),
+        )
+        .route(
+            "/console/teams/{team}/flows/{flow}/runs",
+            get(runs::list).post(runs::start),
+        )
+        .route("/console/teams/{team}/runs/{run}", get(runs::show))
+        .route(
+            "/console/teams/{team}/runs/{run}/cancel",
+            post(runs::cancel),
+        )
+        .route("/console/teams/{team}/runs/{run}/rerun", post(runs::rerun))
         .route("/console/teams/{team}/security", get(security::show))
         .route(
             "/console/teams/{team}/mfa-policy",

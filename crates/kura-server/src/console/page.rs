@@ -157,7 +157,12 @@ pub fn api_error_page(e: &ApiError) -> Response {
         ApiError::Identity(kura_identity::IdentityError::NotFound(_)) => {
             (StatusCode::NOT_FOUND, "Not found")
         }
-        ApiError::Apps(kura_apps::AppsError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
+        ApiError::Apps(kura_apps::AppsError::NotFound(_))
+        | ApiError::Connect(
+            kura_connect::ConnectError::NotFound(_)
+            | kura_connect::ConnectError::Store(kura_store::StoreError::NotFound(_)),
+        ) => (StatusCode::NOT_FOUND, "Not found"),
+        ApiError::Conflict(_) => (StatusCode::CONFLICT, "That did not work"),
         ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
         ApiError::EventNotRecorded | ApiError::Internal => {
             (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
@@ -208,6 +213,10 @@ pub fn message(e: &ApiError) -> String {
         ApiError::Identity(other) => capitalise(&other.to_string()),
         ApiError::Apps(a) => capitalise(&a.to_string()),
         ApiError::Invalid { message, .. } => capitalise(message),
+        ApiError::Connect(
+            c @ (kura_connect::ConnectError::NotFound(_) | kura_connect::ConnectError::Invalid(_)),
+        ) => format!("{}.", capitalise(&c.to_string())),
+        ApiError::Conflict(m) => format!("{}; nothing was changed.", capitalise(m)),
         _ => "The request was refused; nothing was changed.".to_owned(),
     }
 }
@@ -365,6 +374,13 @@ pub fn notice(ok: Option<&str>) -> Markup {
         Some("app-opened") => "App opened.",
         Some("app-closed") => "App closed: client sessions ended.",
         Some("app-deleted") => "App deleted.",
+        Some("flow-created") => "Flow created (disabled): enable it when it looks right.",
+        Some("flow-saved") => "Flow saved as a new version.",
+        Some("flow-enabled") => "Flow enabled: its trigger now starts runs.",
+        Some("flow-disabled") => "Flow disabled: its trigger no longer starts runs.",
+        Some("flow-deleted") => "Flow deleted with its versions and runs.",
+        Some("run-started") => "Run queued.",
+        Some("run-cancelled") => "Run cancelled.",
         Some("joined") => "Welcome! Your account is ready: sign in to continue.",
         _ => return html! {},
     };

@@ -28,7 +28,9 @@ use super::error::ApiError;
 use super::parse_id;
 use crate::http::AppState;
 
-pub(super) async fn allow(
+/// Asks the policy for `action` on the team named in the path; another
+/// team's flows answer "not found" further on, as they are not in this one.
+pub(crate) async fn allow(
     state: &AppState,
     auth: &Auth,
     action: Action,
@@ -44,7 +46,7 @@ pub(super) async fn allow(
 
 /// The caller as Connect records its changes' events (committed with the
 /// change), completed by `decorate` (the request's facts).
-pub(super) fn audit<'a>(
+pub(crate) fn audit<'a>(
     auth: &Auth,
     decorate: &'a (dyn Fn(SecurityEvent) -> SecurityEvent + Sync),
 ) -> Audit<'a> {
@@ -56,7 +58,8 @@ pub(super) fn audit<'a>(
     }
 }
 
-pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {
+/// A time as RFC 3339 text.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

@@ -20,7 +20,7 @@ mod apps_import;
 mod apps_openapi;
 pub(crate) mod auth;
 pub(crate) mod body;
-mod connect;
+pub(crate) mod connect;
 pub(crate) mod connect_approvals;
 mod connect_openapi;
 mod connect_runs;

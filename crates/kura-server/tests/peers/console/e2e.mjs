@@ -480,6 +480,44 @@ await scenario('the owner makes a group, adds a member and gives the group a rol
   await shoot(owner, 'team-groups');
 });
 
+await scenario('a flow is created from a document, refused text is kept, a manual run fails at a step and is re-run', async () => {
+  await owner.goto(teamUrl);
+  await owner.click('a:has-text("Flows")');
+  check(await owner.locator('#no-flows').isVisible(), 'the empty state explains flows');
+  await shoot(owner, 'flows-empty');
+  await owner.fill('#f-document', '{"name": "Greeter", "trigger": {"kind": "manual"}, "steps": [{"id": "greet", "kind": "transform", "set": {"x": "input.name +"}}]}');
+  await owner.click('button:has-text("Create flow")');
+  check(await owner.locator('#f-document-error:has-text("steps[0].set.x")').isVisible(), 'the problem is shown with its path beside the field');
+  check((await owner.inputValue('#f-document')).includes('input.name +'), 'the text is kept');
+  await owner.fill('#f-document', '{"name": "Greeter", "trigger": {"kind": "manual"}, "steps": [{"id": "greet", "kind": "transform", "set": {"greeting": "\'hello \' ~ input.name"}}, {"id": "check", "kind": "fail", "message": "no mailbox for {{ input.name }}"}]}');
+  await owner.click('button:has-text("Create flow")');
+  check(await owner.locator('h1:has-text("Greeter")').isVisible(), 'the flow page opens');
+  check(await owner.locator('#flow-state:has-text("disabled")').isVisible(), 'a new flow starts disabled');
+  await owner.click('button:has-text("Enable flow")');
+  await owner.waitForURL(/ok=flow-enabled/);
+  await owner.fill('#f-input', '{"name": "Ada"}');
+  await owner.click('button:has-text("Start run")');
+  await owner.waitForURL(/\/runs\/[0-9a-f-]+\?ok=run-started/);
+  for (let i = 0; i < 50 && !(await owner.locator('li.step[data-step=check]').count()); i += 1) {
+    await owner.waitForTimeout(100);
+    await owner.reload();
+  }
+  check(await owner.locator('li.step[data-step=greet][data-status=succeeded]').isVisible(), 'the first step succeeded');
+  check(await owner.locator('li.step[data-step=check][data-status=failed]').isVisible(), 'the second step failed');
+  check(await owner.locator('text=no mailbox for Ada').first().isVisible(), 'its error is shown');
+  await shoot(owner, 'flow-run');
+  await owner.click('button:has-text("Re-run from the failed step")');
+  await owner.waitForURL(/ok=run-started/);
+  await owner.click('nav.crumbs a:has-text("Runs")');
+  check((await owner.locator('#runs tbody tr').count()) === 2, 'both runs are listed');
+  await owner.selectOption('#f-status', 'succeeded');
+  await owner.click('button:has-text("Filter")');
+  check(await owner.locator('#no-runs').isVisible(), 'no run succeeded');
+  await owner.click('nav.crumbs a:has-text("Greeter")');
+  check(await owner.locator('#m-runs').isVisible(), 'the flow page shows its metrics');
+  await shoot(owner, 'flow');
+});
+
 await scenario('sign-out, then sign-in with password and TOTP', async () => {
   await op.click('button:has-text("Sign out")');
   await op.waitForURL(/\/console\/sign-in/);
