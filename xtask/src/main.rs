@@ -138,8 +138,15 @@ fn run(xtask: Xtask) -> anyhow::Result<()> {
 }
 
 /// The workspace root (xtask lives one level below it).
+/// The checkout this xtask runs for. `cargo run` sets `CARGO_MANIFEST_DIR`
+/// for the process; the compile-time value is only a fallback, because a
+/// build cache shared between checkouts can hand one checkout an xtask
+/// binary built in another (which would then install peers there).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
@@ -352,10 +359,7 @@ mod tidy {
     use std::path::{Path, PathBuf};
 
     fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+        super::workspace_root()
     }
 
     fn crates() -> Vec<PathBuf> {
