@@ -60,6 +60,13 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// of them are recorded (in one transaction, next to each other in the
     /// log) or, with an error, none is. An empty list records nothing.
     async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError>;
+
+    /// Takes note of events that are already durable because a store
+    /// appended them in the transaction of the state change they describe
+    /// ([`kura_store::events::TxEvents`]), so what watches recorded events
+    /// (detection rules) sees them too. Never records anything itself and
+    /// never fails: the events are in the log already.
+    async fn observe(&self, events: &[SecurityEvent]);
 }
 
 /// What happens to an alert after it is recorded in the log (the incident
@@ -158,6 +165,11 @@ impl EventSink for LogSink {
             .map(prepare)
             .collect::<Result<Vec<_>, _>>()?;
         self.log.append_records(records).await?;
+        self.observe(&events).await;
+        Ok(())
+    }
+
+    async fn observe(&self, events: &[SecurityEvent]) {
         if let Some(detector) = &self.detector {
             let alerts: Vec<Alert> = {
                 let mut detector = detector.lock();
@@ -167,7 +179,6 @@ impl EventSink for LogSink {
                 self.raise(alert).await;
             }
         }
-        Ok(())
     }
 }
 
@@ -222,6 +233,16 @@ impl EventSink for MemorySink {
         });
         self.events.lock().extend(events);
         Ok(())
+    }
+
+    /// Keeps the observed events too (sanitised), so a test sees every event
+    /// of an action, whichever way it reached the log.
+    async fn observe(&self, events: &[SecurityEvent]) {
+        let events = events.iter().cloned().map(|mut e| {
+            e.sanitize();
+            e
+        });
+        self.events.lock().extend(events);
     }
 }
 

@@ -11,6 +11,7 @@ use kura_types::{AccountId, GroupId, InvitationId, TeamId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::TxEvents;
 use crate::identity::{GroupRecord, InvitationRecord, MemberRecord, NewAccount, TeamRecord};
 
 /// Teams, members, groups and invitations.
@@ -25,6 +26,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         team: TeamRecord,
         owner: Option<AccountId>,
         invitation: Option<InvitationRecord>,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// One team.
@@ -34,7 +36,12 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
     async fn teams_of(&self, id: AccountId) -> Result<Vec<TeamRecord>, StoreError>;
 
     /// Sets a team's serialised MFA requirement.
-    async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError>;
+    async fn set_team_mfa_policy(
+        &self,
+        id: TeamId,
+        policy: &str,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// Adds a member with a role (membership and grant in one transaction).
     async fn add_member(
@@ -43,17 +50,27 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         role: &str,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Removes a member with its roles and group memberships in that team;
     /// returns whether it was a member.
-    async fn remove_member(&self, team: TeamId, account: AccountId) -> Result<bool, StoreError>;
+    async fn remove_member(
+        &self,
+        team: TeamId,
+        account: AccountId,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError>;
 
     /// The team's members.
     async fn members(&self, team: TeamId) -> Result<Vec<MemberRecord>, StoreError>;
 
     /// Creates a group. Fails with [`StoreError::Conflict`] on a duplicate name.
-    async fn create_group(&self, group: GroupRecord) -> Result<(), StoreError>;
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One group.
     async fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StoreError>;
@@ -67,6 +84,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         group: GroupId,
         account: AccountId,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Removes an account from a group; returns whether it was in it.
@@ -74,6 +92,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         &self,
         group: GroupId,
         account: AccountId,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// The groups (of any team) an account is in.
@@ -82,7 +101,11 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
     // ----- invitations -----
 
     /// Stores a new invitation.
-    async fn create_invitation(&self, invitation: InvitationRecord) -> Result<(), StoreError>;
+    async fn create_invitation(
+        &self,
+        invitation: InvitationRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One invitation by id.
     async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError>;
@@ -107,6 +130,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         new_account: Option<NewAccount>,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// Revokes an unused invitation; returns whether it was open.
@@ -114,5 +138,6 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         &self,
         id: InvitationId,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 }

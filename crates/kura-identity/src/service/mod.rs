@@ -19,13 +19,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use kura_crypto::token::SecretToken;
+use kura_store::events::{EventRecord, TxEvents};
 use kura_store::{IdentityStore, PlatformStore, RoleGrant, SessionRecord};
 use kura_types::{AccountId, Clock, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::oneshot;
 
 use crate::account::{Account, AccountStatus};
-use crate::event::{EventOutcome, Events, IdentityEvent};
+use crate::event::{EventOutcome, Events, IdentityEvent, RequestFacts};
 use crate::mfa::TeamMfaPolicy;
 use crate::passkey::{PasskeyConfig, RelyingParty};
 use crate::password::{HashParams, Passwords};
@@ -97,6 +99,8 @@ impl Default for IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct Identity {
     inner: Arc<Inner>,
+    /// The facts of the request this handle serves (see [`Identity::at`]).
+    facts: RequestFacts,
 }
 
 #[derive(Debug)]
@@ -134,7 +138,19 @@ impl Identity {
                 relying_party,
                 config,
             }),
+            facts: RequestFacts::default(),
         })
+    }
+
+    /// The service for one request: events of the state changes it makes
+    /// carry `facts` (request id, user agent, client address), since they
+    /// are stored in the change's own transaction.
+    #[must_use]
+    pub fn at(&self, facts: RequestFacts) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            facts,
+        }
     }
 
     /// The settings in force.
@@ -183,6 +199,52 @@ impl Identity {
                 Err(IdentityError::Denied(reason))
             }
         }
+    }
+
+    /// Runs one store write with the events `describe` builds from its result
+    /// appended in the write's own transaction (with this request's facts),
+    /// so the change and its events commit together or not at all. Once
+    /// committed, the events are noted in `ev` as recorded.
+    async fn described<T, Fut>(
+        &self,
+        ev: &mut Events,
+        describe: impl FnOnce(&T) -> Vec<IdentityEvent> + Send + 'static,
+        write: impl FnOnce(TxEvents<T>) -> Fut,
+    ) -> Result<T, IdentityError>
+    where
+        Fut: Future<Output = Result<T, kura_store::StoreError>>,
+    {
+        let facts = self.facts.clone();
+        let (built, mut stored) = oneshot::channel();
+        let events = TxEvents::from_result(move |result: &T| {
+            let mut records = Vec::new();
+            let mut done = Vec::new();
+            for e in describe(result) {
+                let mut s = facts.apply(
+                    e.to_security_event()
+                        .map_err(|err| kura_store::StoreError::Malformed(err.to_string()))?,
+                );
+                s.sanitize();
+                records.push(EventRecord::new(s.clone())?);
+                done.push((e, s));
+            }
+            // The receiver waits for the write's answer, which comes after
+            // this; it can only be gone if the caller was dropped.
+            let _ = built.send(done);
+            Ok(records)
+        });
+        let result = write(events).await?;
+        match stored.try_recv() {
+            Ok(done) => ev.recorded(done),
+            // A store that answered without building the events broke the
+            // contract of `TxEvents`: refuse to report success.
+            Err(_) => {
+                return Err(IdentityError::Internal(
+                    "the store did not record the events of a change".into(),
+                ));
+            }
+        }
+        Ok(result)
     }
 
     async fn hash_password(&self, password: &SecretString) -> Result<String, IdentityError> {
@@ -307,14 +369,17 @@ impl Identity {
             .is_empty())
     }
 
-    /// Issues a new session.
+    /// Issues a new session; `describe` gives the events of the sign-in
+    /// step it completes (from the new session's id), stored with it.
     async fn issue_session(
         &self,
+        ev: &mut Events,
         account: AccountId,
         stage: SessionStage,
         mfa: Option<(MfaMethod, OffsetDateTime)>,
         source: Option<IpAddr>,
         replaces: Option<&SessionRecord>,
+        describe: impl FnOnce(SessionId) -> Vec<IdentityEvent> + Send + 'static,
     ) -> Result<SignedIn, IdentityError> {
         let now = self.now();
         let token = SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
@@ -342,10 +407,25 @@ impl Identity {
             idle_timeout: cfg.idle_timeout,
             token,
         };
+        let id = record.id;
         match replaces {
-            None => self.store().insert_session(record).await?,
+            None => {
+                self.described(
+                    ev,
+                    move |_: &()| describe(id),
+                    |events| self.store().insert_session(record, events),
+                )
+                .await?
+            }
             Some(old) => {
-                if !self.store().rotate_session(old.id, record, now).await? {
+                let rotated = self
+                    .described(
+                        ev,
+                        move |rotated: &bool| if *rotated { describe(id) } else { Vec::new() },
+                        |events| self.store().rotate_session(old.id, record, now, events),
+                    )
+                    .await?;
+                if !rotated {
                     return Err(IdentityError::Unauthenticated);
                 }
             }

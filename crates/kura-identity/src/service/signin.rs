@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
+use kura_store::events::TxEvents;
 use kura_store::{
     NewAccount, PasswordSet, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck,
 };
@@ -157,22 +158,36 @@ impl Identity {
             self.count_failures(ev, &keys, source, now).await?;
             return Err(IdentityError::InvalidCredentials);
         };
-        self.store().throttle_clear(&keys[0].0).await?;
+        // The counter's reset is part of the sign-in, whose event goes with
+        // the new session.
+        self.store()
+            .throttle_clear(&keys[0].0, TxEvents::none())
+            .await?;
 
         if let Some(old) = had_hash
             && self.inner.passwords.needs_rehash(&old)
         {
             let new = self.hash_password(password).await?;
-            if self
-                .store()
-                .rehash_password(account.id, &old, &new, now)
-                .await?
-            {
-                ev.push(
-                    IdentityEvent::new("auth.password.rehashed", EventOutcome::Success, now)
-                        .actor(account.id),
-                );
-            }
+            let id = account.id;
+            self.described(
+                ev,
+                move |rehashed: &bool| {
+                    if *rehashed {
+                        vec![
+                            IdentityEvent::new(
+                                "auth.password.rehashed",
+                                EventOutcome::Success,
+                                now,
+                            )
+                            .actor(id),
+                        ]
+                    } else {
+                        Vec::new()
+                    }
+                },
+                |events| self.store().rehash_password(id, &old, &new, now, events),
+            )
+            .await?;
         }
 
         let has_mfa = self.has_second_factor(account.id).await?;
@@ -183,17 +198,19 @@ impl Identity {
         } else {
             SessionStage::Complete
         };
+        let id = account.id;
         let signed_in = self
-            .issue_session(account.id, stage, None, source, None)
+            .issue_session(ev, id, stage, None, source, None, move |session| {
+                vec![
+                    IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                        .actor(id)
+                        .source(source)
+                        .detail("method", "password")
+                        .detail("session", session)
+                        .detail("stage", stage.as_str()),
+                ]
+            })
             .await?;
-        ev.push(
-            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                .actor(account.id)
-                .source(source)
-                .detail("method", "password")
-                .detail("session", signed_in.session)
-                .detail("stage", stage.as_str()),
-        );
         Ok(match stage {
             SessionStage::Complete => SignInStep::Complete(signed_in),
             SessionStage::MfaPending => SignInStep::MfaRequired(signed_in),
@@ -216,12 +233,15 @@ impl Identity {
             match policy.state(record.as_ref(), now) {
                 ThrottleState::Open => {}
                 ThrottleState::LockoutExpired => {
-                    self.store().throttle_clear(key).await?;
-                    ev.push(
-                        IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
-                            .source(source)
-                            .detail("key", key),
-                    );
+                    let e = IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
+                        .source(source)
+                        .detail("key", key);
+                    self.described(
+                        ev,
+                        move |_: &()| vec![e],
+                        |events| self.store().throttle_clear(key, events),
+                    )
+                    .await?;
                 }
                 ThrottleState::Delayed(until) | ThrottleState::Locked(until) => {
                     wait_until = Some(wait_until.map_or(until, |w| w.max(until)));
@@ -254,14 +274,17 @@ impl Identity {
                 .throttle_failure(key, now, now - policy.window)
                 .await?;
             if let Some(until) = policy.lockout_for(&record) {
-                self.store().throttle_lock(key, Some(until)).await?;
-                ev.push(
-                    IdentityEvent::new("auth.lockout.started", EventOutcome::Success, now)
-                        .source(source)
-                        .detail("key", key)
-                        .detail("failures", record.failures)
-                        .detail("until", until),
-                );
+                let e = IdentityEvent::new("auth.lockout.started", EventOutcome::Success, now)
+                    .source(source)
+                    .detail("key", key)
+                    .detail("failures", record.failures)
+                    .detail("until", until);
+                self.described(
+                    ev,
+                    move |_: &()| vec![e],
+                    |events| self.store().throttle_lock(key, Some(until), events),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -330,50 +353,55 @@ impl Identity {
             return Err(IdentityError::BadToken(problem));
         }
         let id = AccountId::new();
-        self.store()
-            .create_account(NewAccount {
-                account: kura_store::AccountRecord {
-                    id,
-                    email: email.as_str().to_owned(),
-                    display_name: name.as_str().to_owned(),
-                    phone: None,
-                    status: AccountStatus::Active.as_str().into(),
-                    kind: AccountKind::Operator.as_str().into(),
-                    created_at: now,
-                },
-                password_phc: Some(phc),
-                grants: OperatorRole::ALL
-                    .iter()
-                    .map(|r| RoleGrant {
-                        team: None,
-                        role: r.as_str().into(),
-                        via_group: None,
-                    })
-                    .collect(),
-                teams: Vec::new(),
-            })
-            .await?;
-        platform
-            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
-            .await?;
-        ev.push(
+        let created =
             IdentityEvent::new("setup.first_operator.created", EventOutcome::Success, now)
                 .actor(id)
                 .subject(id)
                 .source(source)
-                .detail("email", &email),
-        );
-        let signed_in = self
-            .issue_session(id, SessionStage::MfaEnrolment, None, source, None)
+                .detail("email", &email);
+        let account = NewAccount {
+            account: kura_store::AccountRecord {
+                id,
+                email: email.as_str().to_owned(),
+                display_name: name.as_str().to_owned(),
+                phone: None,
+                status: AccountStatus::Active.as_str().into(),
+                kind: AccountKind::Operator.as_str().into(),
+                created_at: now,
+            },
+            password_phc: Some(phc),
+            grants: OperatorRole::ALL
+                .iter()
+                .map(|r| RoleGrant {
+                    team: None,
+                    role: r.as_str().into(),
+                    via_group: None,
+                })
+                .collect(),
+            teams: Vec::new(),
+        };
+        self.described(
+            ev,
+            move |_: &()| vec![created],
+            |events| self.store().create_account(account, events),
+        )
+        .await?;
+        platform
+            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
             .await?;
-        ev.push(
-            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                .actor(id)
-                .source(source)
-                .detail("method", "setup")
-                .detail("session", signed_in.session)
-                .detail("stage", SessionStage::MfaEnrolment.as_str()),
-        );
+        let stage = SessionStage::MfaEnrolment;
+        let signed_in = self
+            .issue_session(ev, id, stage, None, source, None, move |session| {
+                vec![
+                    IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                        .actor(id)
+                        .source(source)
+                        .detail("method", "setup")
+                        .detail("session", session)
+                        .detail("stage", stage.as_str()),
+                ]
+            })
+            .await?;
         Ok(signed_in)
     }
 
@@ -438,13 +466,17 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             let id = p.session_id().ok_or(IdentityError::Unauthenticated)?;
-            self.store().revoke_session(id, self.now()).await?;
-            ev.push(
-                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("session", id)
-                    .detail("reason", "sign_out"),
-            );
+            let now = self.now();
+            let e = IdentityEvent::new("auth.session.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("session", id)
+                .detail("reason", "sign_out");
+            self.described(
+                &mut ev,
+                move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                |events| self.store().revoke_session(id, now, events),
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -456,21 +488,20 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             p.session_id().ok_or(IdentityError::Unauthenticated)?;
-            let n = self
-                .store()
-                .revoke_sessions_of(p.account, None, self.now())
-                .await?;
-            ev.push(
-                IdentityEvent::new(
-                    "auth.session.revoked_all",
-                    EventOutcome::Success,
-                    self.now(),
-                )
-                .actor(p.account)
-                .detail("count", n)
-                .detail("reason", "sign_out_everywhere"),
-            );
-            Ok(n)
+            let (account, now) = (p.account, self.now());
+            self.described(
+                &mut ev,
+                move |n: &u64| {
+                    vec![
+                        IdentityEvent::new("auth.session.revoked_all", EventOutcome::Success, now)
+                            .actor(account)
+                            .detail("count", n)
+                            .detail("reason", "sign_out_everywhere"),
+                    ]
+                },
+                |events| self.store().revoke_sessions_of(account, None, now, events),
+            )
+            .await
         }
         .await;
         ev.finish(r)
@@ -518,15 +549,24 @@ impl Identity {
                 .await?
                 .iter()
                 .any(|s| s.id == id);
-            if !mine || !self.store().revoke_session(id, self.now()).await? {
+            if !mine {
                 return Err(IdentityError::NotFound("session"));
             }
-            ev.push(
-                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("session", id)
-                    .detail("reason", "revoked_by_owner"),
-            );
+            let now = self.now();
+            let e = IdentityEvent::new("auth.session.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("session", id)
+                .detail("reason", "revoked_by_owner");
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_session(id, now, events),
+                )
+                .await?;
+            if !revoked {
+                return Err(IdentityError::NotFound("session"));
+            }
             Ok(())
         }
         .await;
@@ -570,18 +610,21 @@ impl Identity {
             let keep = p
                 .session_id()
                 .map_or(SessionRevocation::All, SessionRevocation::AllExcept);
-            let set = self
-                .store()
-                .set_password(p.account, &phc, keep, now)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.password.changed", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .subject(p.account)
-                    .detail("sessions_revoked", set.sessions_revoked)
-                    .detail("tokens_revoked", set.tokens_revoked),
-            );
-            Ok(set)
+            let account = p.account;
+            self.described(
+                &mut ev,
+                move |set: &PasswordSet| {
+                    vec![
+                        IdentityEvent::new("auth.password.changed", EventOutcome::Success, now)
+                            .actor(account)
+                            .subject(account)
+                            .detail("sessions_revoked", set.sessions_revoked)
+                            .detail("tokens_revoked", set.tokens_revoked),
+                    ]
+                },
+                |events| self.store().set_password(account, &phc, keep, now, events),
+            )
+            .await
         }
         .await;
         ev.finish(r)
@@ -607,17 +650,24 @@ impl Identity {
             check_password_policy(new)?;
             let now = self.now();
             let phc = self.hash_password(new).await?;
-            let set = self
-                .store()
-                .set_password(target, &phc, SessionRevocation::All, now)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.password.reset", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target)
-                    .detail("sessions_revoked", set.sessions_revoked)
-                    .detail("tokens_revoked", set.tokens_revoked),
-            );
+            let by = actor.account;
+            self.described(
+                &mut ev,
+                move |set: &PasswordSet| {
+                    vec![
+                        IdentityEvent::new("auth.password.reset", EventOutcome::Success, now)
+                            .actor(by)
+                            .subject(target)
+                            .detail("sessions_revoked", set.sessions_revoked)
+                            .detail("tokens_revoked", set.tokens_revoked),
+                    ]
+                },
+                |events| {
+                    self.store()
+                        .set_password(target, &phc, SessionRevocation::All, now, events)
+                },
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -654,19 +704,23 @@ impl Identity {
             } else {
                 AccountStatus::Active
             };
-            self.store()
-                .set_account_status(target, status.as_str(), disabled, now)
-                .await?;
             let action = if disabled {
                 "account.disabled"
             } else {
                 "account.enabled"
             };
-            ev.push(
-                IdentityEvent::new(action, EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target),
-            );
+            let e = IdentityEvent::new(action, EventOutcome::Success, now)
+                .actor(actor.account)
+                .subject(target);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store()
+                        .set_account_status(target, status.as_str(), disabled, now, events)
+                },
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -703,19 +757,23 @@ impl Identity {
             let name = DisplayName::parse(display_name)?;
             let phone = phone.map(crate::Phone::parse).transpose()?;
             let now = self.now();
-            self.store()
-                .update_profile(
-                    p.account,
-                    name.as_str(),
-                    phone.as_ref().map(|x| x.as_str()),
-                    now,
-                )
-                .await?;
-            ev.push(
-                IdentityEvent::new("account.profile.changed", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .subject(p.account),
-            );
+            let e = IdentityEvent::new("account.profile.changed", EventOutcome::Success, now)
+                .actor(p.account)
+                .subject(p.account);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store().update_profile(
+                        p.account,
+                        name.as_str(),
+                        phone.as_ref().map(|x| x.as_str()),
+                        now,
+                        events,
+                    )
+                },
+            )
+            .await?;
             self.load_account(p.account)
                 .await?
                 .ok_or(IdentityError::NotFound("account"))

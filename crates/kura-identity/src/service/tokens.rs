@@ -181,22 +181,20 @@ impl Identity {
             let text = SecretString::from(format!("{}{}", req.kind.prefix(), secret.reveal()));
             let id = ApiTokenId::new();
             let expires_at = now + req.lifetime;
-            self.store()
-                .insert_api_token(ApiTokenRecord {
-                    id,
-                    token_hash: TokenHash::of(text.expose_secret()),
-                    account: p.account,
-                    team: team.map(|(t, _)| t),
-                    kind: req.kind.as_str().into(),
-                    role: team.map(|(_, r)| r.as_str().to_owned()),
-                    name: name.to_owned(),
-                    scopes: req.scopes.iter().cloned().collect(),
-                    created_at: now,
-                    expires_at,
-                    last_used_at: None,
-                    revoked_at: None,
-                })
-                .await?;
+            let record = ApiTokenRecord {
+                id,
+                token_hash: TokenHash::of(text.expose_secret()),
+                account: p.account,
+                team: team.map(|(t, _)| t),
+                kind: req.kind.as_str().into(),
+                role: team.map(|(_, r)| r.as_str().to_owned()),
+                name: name.to_owned(),
+                scopes: req.scopes.iter().cloned().collect(),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+            };
             let mut e = IdentityEvent::new("token.created", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail("token", id)
@@ -209,7 +207,12 @@ impl Identity {
             if let Some((t, role)) = team {
                 e = e.team(t).detail("role", role.as_str());
             }
-            ev.push(e);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().insert_api_token(record, events),
+            )
+            .await?;
             Ok(IssuedApiToken {
                 id,
                 expires_at,
@@ -247,14 +250,20 @@ impl Identity {
                     self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
                 }
             }
-            if !self.store().revoke_api_token(id, self.now()).await? {
+            let now = self.now();
+            let e = IdentityEvent::new("token.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("token", id);
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_api_token(id, now, events),
+                )
+                .await?;
+            if !revoked {
                 return Err(IdentityError::NotFound("token"));
             }
-            ev.push(
-                IdentityEvent::new("token.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("token", id),
-            );
             Ok(())
         }
         .await;

@@ -148,7 +148,11 @@ pub(super) async fn step_up(
             kura_identity::IdentityError::InvalidCode,
         ))
     } else {
-        let audited = state.identity.verify_totp(&who.principal, code).await;
+        let audited = state
+            .identity
+            .at(who.ctx.facts())
+            .verify_totp(&who.principal, code)
+            .await;
         finish(state, &who.ctx, audited).await.map(|_| ())
     };
     match verified {
