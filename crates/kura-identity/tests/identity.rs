@@ -29,6 +29,8 @@ use time::{Duration, OffsetDateTime};
 
 #[path = "identity/access.rs"]
 mod access;
+#[path = "identity/events_commit.rs"]
+mod events_commit;
 #[path = "identity/passkeys.rs"]
 mod passkeys;
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use kura_crypto::token::SecretToken;
 use kura_store::events::{EventRecord, TxEvents};
-use kura_store::{IdentityStore, PlatformStore, RoleGrant, SessionRecord};
+use kura_store::{AccountFacts, IdentityStore, PlatformStore, RoleGrant, SessionRecord};
 use kura_types::{AccountId, Clock, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
@@ -334,24 +334,42 @@ impl Identity {
         Ok(out)
     }
 
-    /// Resolves everything the policy needs about an account.
-    async fn principal(
-        &self,
+    /// Everything the policy needs about an account, from what
+    /// [`IdentityStore::session_facts`] read in one go: roles (direct,
+    /// through groups, and operator access to teams), the teams' MFA
+    /// requirements, and whether a second factor is enrolled.
+    fn principal_from(
         account: &Account,
         credential: Credential,
+        facts: &AccountFacts,
     ) -> Result<Principal, IdentityError> {
-        let (operator_roles, team_roles) = self.roles_of(account.id).await?;
-        let mfa_required_by = self
-            .mfa_requirements(account.id, team_roles.keys().copied())
-            .await?;
-        let mfa_enrolled = self.has_second_factor(account.id).await?;
+        let (operator_roles, mut team_roles) = split_grants(&facts.grants)?;
+        // Time-boxed access counts only for operators, as in `roles_of`.
+        if !operator_roles.is_empty() {
+            for g in &facts.operator_access {
+                let role = TeamRole::parse(&g.role).ok_or_else(|| {
+                    IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
+                })?;
+                team_roles.entry(g.team).or_default().insert(role);
+            }
+        }
+        let groups: BTreeSet<_> = facts.groups.iter().copied().collect();
+        let mut mfa_required_by = BTreeMap::new();
+        for team in team_roles.keys() {
+            if let Some(stored) = facts.team_mfa_policies.get(team) {
+                let policy = TeamMfaPolicy::from_stored(stored)?;
+                if let Some(strength) = policy.requirement_for(&groups) {
+                    mfa_required_by.insert(*team, strength);
+                }
+            }
+        }
         Ok(Principal {
             account: account.id,
             kind: account.kind,
             operator_roles,
             team_roles,
             mfa_required_by,
-            mfa_enrolled,
+            mfa_enrolled: facts.totp_confirmed || facts.has_passkey,
             credential,
         })
     }

@@ -428,7 +428,13 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<Principal, IdentityError> {
         let now = self.now();
-        let Some(session) = self.store().session_by_hash(&TokenHash::of(token)).await? else {
+        // One read for the session and everything the policy needs about
+        // its account.
+        let Some((session, facts)) = self
+            .store()
+            .session_facts(&TokenHash::of(token), now)
+            .await?
+        else {
             return Err(IdentityError::Unauthenticated);
         };
         let stage = SessionStage::parse(&session.stage)
@@ -445,7 +451,12 @@ impl Identity {
             );
             return Err(IdentityError::Unauthenticated);
         }
-        let Some(account) = Self::active(self.load_account(session.account).await?) else {
+        let account = facts
+            .account
+            .clone()
+            .map(Account::from_record)
+            .transpose()?;
+        let Some(account) = Self::active(account) else {
             return Err(IdentityError::Unauthenticated);
         };
         if now - session.last_seen_at >= super::TOUCH_EVERY {
@@ -458,7 +469,7 @@ impl Identity {
             mfa_recent: cfg.is_recent(session.mfa_verified_at, now),
             signed_in_recently: cfg.is_recent(Some(session.created_at), now),
         };
-        self.principal(&account, credential).await
+        Self::principal_from(&account, credential, &facts)
     }
 
     /// Ends the principal's own session.

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use super::Identity;
-use crate::account::AccountKind;
+use crate::account::{Account, AccountKind};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::policy::{Action, Credential, Principal, Resource, TeamRole, token_scopes};
 use crate::{Audited, IdentityError};
@@ -297,9 +297,11 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             let now = self.now();
-            let Some(t) = self
+            // One read for the token and everything the policy needs about
+            // its account.
+            let Some((t, facts)) = self
                 .store()
-                .api_token_by_hash(&TokenHash::of(token))
+                .api_token_facts(&TokenHash::of(token), now)
                 .await?
             else {
                 return Err(IdentityError::Unauthenticated);
@@ -321,7 +323,12 @@ impl Identity {
                 );
                 return Err(IdentityError::Unauthenticated);
             }
-            let Some(account) = Self::active(self.load_account(t.account).await?) else {
+            let account = facts
+                .account
+                .clone()
+                .map(Account::from_record)
+                .transpose()?;
+            let Some(account) = Self::active(account) else {
                 return Err(IdentityError::Unauthenticated);
             };
             if t.last_used_at
@@ -335,7 +342,7 @@ impl Identity {
                 service_team: if t.kind == "service" { t.team } else { None },
             };
             match parse_kind(&t.kind)? {
-                ApiTokenKind::Personal => self.principal(&account, credential).await,
+                ApiTokenKind::Personal => Self::principal_from(&account, credential, &facts),
                 ApiTokenKind::Service => {
                     let (Some(team), Some(role)) =
                         (t.team, t.role.as_deref().and_then(TeamRole::parse))
