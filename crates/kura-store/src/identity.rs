@@ -396,6 +396,14 @@ pub trait IdentityStore:
         now: OffsetDateTime,
     ) -> Result<Option<(SessionRecord, AccountFacts)>, StoreError>;
 
+    /// An account's facts alone (a sign-in deciding whether a second factor
+    /// is due), read as in [`IdentityStore::session_facts`].
+    async fn account_facts(
+        &self,
+        id: AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccountFacts, StoreError>;
+
     /// An API token by hash with its account's facts, as
     /// [`IdentityStore::session_facts`].
     async fn api_token_facts(

@@ -92,7 +92,7 @@ impl Identity {
             self.require(&mut ev, p, Action::OwnMfaEnrol, &self.self_target(p))?;
             let now = self.now();
             let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-            self.check_throttles(&mut ev, &keys, None, now).await?;
+            let counted = self.check_throttles(&mut ev, &keys, None, now).await?;
             let pending = self
                 .store()
                 .totp(p.account, false)
@@ -124,9 +124,11 @@ impl Identity {
                 },
             )
             .await?;
-            self.store()
-                .throttle_clear(&keys[0].0, TxEvents::none())
-                .await?;
+            if counted {
+                self.store()
+                    .throttle_clear(&keys[0].0, TxEvents::none())
+                    .await?;
+            }
             let session = self
                 .mark_verified(&mut ev, p, MfaMethod::Totp, Vec::new())
                 .await?;
@@ -174,7 +176,7 @@ impl Identity {
         }
         let now = self.now();
         let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-        self.check_throttles(ev, &keys, None, now).await?;
+        let counted = self.check_throttles(ev, &keys, None, now).await?;
         let totp = self
             .store()
             .totp(p.account, true)
@@ -228,9 +230,11 @@ impl Identity {
             self.count_failures(ev, &keys, None, now).await?;
             return Err(IdentityError::InvalidCode);
         }
-        self.store()
-            .throttle_clear(&keys[0].0, TxEvents::none())
-            .await?;
+        if counted {
+            self.store()
+                .throttle_clear(&keys[0].0, TxEvents::none())
+                .await?;
+        }
         let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
             .actor(p.account)
             .detail("method", method_name);

@@ -315,25 +315,6 @@ impl Identity {
         })
     }
 
-    /// The teams (among `teams`) whose MFA requirement covers the account.
-    async fn mfa_requirements(
-        &self,
-        account: AccountId,
-        teams: impl Iterator<Item = kura_types::TeamId>,
-    ) -> Result<BTreeMap<kura_types::TeamId, crate::MfaStrength>, IdentityError> {
-        let groups: BTreeSet<_> = self.store().groups_of(account).await?.into_iter().collect();
-        let mut out = BTreeMap::new();
-        for team in teams {
-            if let Some(t) = self.store().team(team).await? {
-                let policy = TeamMfaPolicy::from_stored(&t.mfa_policy)?;
-                if let Some(strength) = policy.requirement_for(&groups) {
-                    out.insert(team, strength);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Everything the policy needs about an account, from what
     /// [`IdentityStore::session_facts`] read in one go: roles (direct,
     /// through groups, and operator access to teams), the teams' MFA
@@ -343,26 +324,7 @@ impl Identity {
         credential: Credential,
         facts: &AccountFacts,
     ) -> Result<Principal, IdentityError> {
-        let (operator_roles, mut team_roles) = split_grants(&facts.grants)?;
-        // Time-boxed access counts only for operators, as in `roles_of`.
-        if !operator_roles.is_empty() {
-            for g in &facts.operator_access {
-                let role = TeamRole::parse(&g.role).ok_or_else(|| {
-                    IdentityError::Corrupt(format!("unknown team role `{}`", g.role))
-                })?;
-                team_roles.entry(g.team).or_default().insert(role);
-            }
-        }
-        let groups: BTreeSet<_> = facts.groups.iter().copied().collect();
-        let mut mfa_required_by = BTreeMap::new();
-        for team in team_roles.keys() {
-            if let Some(stored) = facts.team_mfa_policies.get(team) {
-                let policy = TeamMfaPolicy::from_stored(stored)?;
-                if let Some(strength) = policy.requirement_for(&groups) {
-                    mfa_required_by.insert(*team, strength);
-                }
-            }
-        }
+        let (operator_roles, team_roles, mfa_required_by) = roles_and_mfa(facts)?;
         Ok(Principal {
             account: account.id,
             kind: account.kind,
@@ -375,16 +337,13 @@ impl Identity {
     }
 
     /// Whether an account must have a second factor before it may do
-    /// anything: operators always, customers when a team requires it.
-    async fn mfa_required(&self, account: &Account) -> Result<bool, IdentityError> {
-        if account.kind == crate::AccountKind::Operator {
-            return Ok(true);
-        }
-        let (_, team_roles) = self.roles_of(account.id).await?;
-        Ok(!self
-            .mfa_requirements(account.id, team_roles.keys().copied())
-            .await?
-            .is_empty())
+    /// anything, from its facts: operators always, customers when a team
+    /// requires it of them.
+    fn mfa_required_by_facts(
+        account: &Account,
+        facts: &AccountFacts,
+    ) -> Result<bool, IdentityError> {
+        Ok(account.kind == crate::AccountKind::Operator || !roles_and_mfa(facts)?.2.is_empty())
     }
 
     /// Issues a new session; `describe` gives the events of the sign-in
@@ -477,6 +436,39 @@ pub(crate) fn parse_mfa_method(s: &str) -> Option<MfaMethod> {
         "passkey" => Some(MfaMethod::Passkey),
         _ => None,
     }
+}
+
+/// An account's roles (operator access to teams counts for operators only,
+/// as in `roles_of`) and the teams whose MFA requirement covers it.
+fn roles_and_mfa(
+    facts: &AccountFacts,
+) -> Result<
+    (
+        BTreeSet<OperatorRole>,
+        BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
+        BTreeMap<kura_types::TeamId, crate::MfaStrength>,
+    ),
+    IdentityError,
+> {
+    let (operator_roles, mut team_roles) = split_grants(&facts.grants)?;
+    if !operator_roles.is_empty() {
+        for g in &facts.operator_access {
+            let role = TeamRole::parse(&g.role)
+                .ok_or_else(|| IdentityError::Corrupt(format!("unknown team role `{}`", g.role)))?;
+            team_roles.entry(g.team).or_default().insert(role);
+        }
+    }
+    let groups: BTreeSet<_> = facts.groups.iter().copied().collect();
+    let mut mfa_required_by = BTreeMap::new();
+    for team in team_roles.keys() {
+        if let Some(stored) = facts.team_mfa_policies.get(team) {
+            let policy = TeamMfaPolicy::from_stored(stored)?;
+            if let Some(strength) = policy.requirement_for(&groups) {
+                mfa_required_by.insert(*team, strength);
+            }
+        }
+    }
+    Ok((operator_roles, team_roles, mfa_required_by))
 }
 
 type RoleSets = (

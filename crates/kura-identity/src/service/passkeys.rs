@@ -396,7 +396,7 @@ impl Identity {
             let answer: PublicKeyCredential = decode_answer(answer)?;
             let now = self.now();
             let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-            self.check_throttles(&mut ev, &keys, None, now).await?;
+            let counted = self.check_throttles(&mut ev, &keys, None, now).await?;
             let c = self.take_ceremony(MFA, ceremony, Some(p)).await?;
             let verified = rp.finish_authentication(&c.state, &answer);
             let stored = self.stored_passkeys(p.account).await?;
@@ -415,9 +415,11 @@ impl Identity {
                     return Err(e);
                 }
             }
-            self.store()
-                .throttle_clear(&keys[0].0, TxEvents::none())
-                .await?;
+            if counted {
+                self.store()
+                    .throttle_clear(&keys[0].0, TxEvents::none())
+                    .await?;
+            }
             let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail("method", "passkey");

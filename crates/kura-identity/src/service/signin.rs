@@ -123,7 +123,7 @@ impl Identity {
         if let Some(s) = source {
             keys.push((source_key(s), cfg.source_throttle));
         }
-        self.check_throttles(ev, &keys, source, now).await?;
+        let counted = self.check_throttles(ev, &keys, source, now).await?;
 
         let account = match &parsed {
             Some(e) => Self::active(
@@ -160,9 +160,11 @@ impl Identity {
         };
         // The counter's reset is part of the sign-in, whose event goes with
         // the new session.
-        self.store()
-            .throttle_clear(&keys[0].0, TxEvents::none())
-            .await?;
+        if counted {
+            self.store()
+                .throttle_clear(&keys[0].0, TxEvents::none())
+                .await?;
+        }
 
         if let Some(old) = had_hash
             && self.inner.passwords.needs_rehash(&old)
@@ -190,10 +192,11 @@ impl Identity {
             .await?;
         }
 
-        let has_mfa = self.has_second_factor(account.id).await?;
-        let stage = if has_mfa {
+        // One read for what decides whether a second factor is due.
+        let facts = self.store().account_facts(account.id, now).await?;
+        let stage = if facts.totp_confirmed || facts.has_passkey {
             SessionStage::MfaPending
-        } else if self.mfa_required(&account).await? {
+        } else if Self::mfa_required_by_facts(&account, &facts)? {
             SessionStage::MfaEnrolment
         } else {
             SessionStage::Complete
@@ -219,19 +222,22 @@ impl Identity {
     }
 
     /// Refuses while any key is delayed or locked; clears and records
-    /// lockouts that have run out.
+    /// lockouts that have run out. Says whether the first key still has a
+    /// failure counter, which a success then resets (without one there is
+    /// nothing to reset, and a sign-in saves a write).
     pub(super) async fn check_throttles(
         &self,
         ev: &mut Events,
         keys: &[(String, ThrottlePolicy)],
         source: Option<IpAddr>,
         now: OffsetDateTime,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<bool, IdentityError> {
         let mut wait_until: Option<OffsetDateTime> = None;
-        for (key, policy) in keys {
+        let mut first_counted = false;
+        for (i, (key, policy)) in keys.iter().enumerate() {
             let record = self.store().throttle(key).await?;
             match policy.state(record.as_ref(), now) {
-                ThrottleState::Open => {}
+                ThrottleState::Open => first_counted |= i == 0 && record.is_some(),
                 ThrottleState::LockoutExpired => {
                     let e = IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
                         .source(source)
@@ -257,7 +263,7 @@ impl Identity {
             );
             return Err(IdentityError::Throttled { retry_after });
         }
-        Ok(())
+        Ok(first_counted)
     }
 
     /// Counts a failure against every key and starts lockouts that are due.

@@ -553,6 +553,14 @@ impl IdentityStore for SqliteIdentityStore {
         super::principal::session_facts(&self.pool, hash, now).await
     }
 
+    async fn account_facts(
+        &self,
+        id: AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccountFacts, StoreError> {
+        super::principal::account_facts_of(&self.pool, id, now).await
+    }
+
     async fn api_token_facts(
         &self,
         hash: &TokenHash,

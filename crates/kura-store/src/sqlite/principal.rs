@@ -67,6 +67,14 @@ pub(super) async fn api_token_facts(
     .await
 }
 
+pub(super) async fn account_facts_of(
+    pool: &Pool,
+    id: AccountId,
+    now: OffsetDateTime,
+) -> Result<AccountFacts, StoreError> {
+    in_snapshot(pool, move |c| account_facts(c, id, now)).await
+}
+
 fn account_facts(
     c: &Connection,
     id: AccountId,
