@@ -5,7 +5,7 @@ use kura_store::events::TxEvents;
 use kura_types::AccountId;
 use secrecy::SecretString;
 
-use super::{Identity, SignedIn};
+use super::{Identity, NewSession, SignedIn};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::{RecoveryCodes, TotpSecret, recovery_code_hash};
 use crate::policy::{Action, Credential, MfaMethod, Principal, Resource, SessionStage};
@@ -292,11 +292,13 @@ impl Identity {
         let signed_in = self
             .issue_session(
                 ev,
-                p.account,
-                SessionStage::Complete,
-                Some((method, now)),
-                source,
-                Some(&old),
+                NewSession {
+                    account: p.account,
+                    stage: SessionStage::Complete,
+                    mfa: Some((method, now)),
+                    source,
+                    replaces: Some(&old),
+                },
                 move |_| events,
             )
             .await?;

@@ -351,13 +351,16 @@ impl Identity {
     async fn issue_session(
         &self,
         ev: &mut Events,
-        account: AccountId,
-        stage: SessionStage,
-        mfa: Option<(MfaMethod, OffsetDateTime)>,
-        source: Option<IpAddr>,
-        replaces: Option<&SessionRecord>,
+        new: NewSession<'_>,
         describe: impl FnOnce(SessionId) -> Vec<IdentityEvent> + Send + 'static,
     ) -> Result<SignedIn, IdentityError> {
+        let NewSession {
+            account,
+            stage,
+            mfa,
+            source,
+            replaces,
+        } = new;
         let now = self.now();
         let token = SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
         let cfg = &self.inner.config.session;
@@ -421,6 +424,17 @@ impl Identity {
     }
 }
 
+/// What a new session is: whose, how far sign-in got, the verified second
+/// factor, where from, and the session it replaces (rotation keeps that
+/// one's sign-in time and absolute expiry).
+struct NewSession<'a> {
+    account: AccountId,
+    stage: SessionStage,
+    mfa: Option<(MfaMethod, OffsetDateTime)>,
+    source: Option<IpAddr>,
+    replaces: Option<&'a SessionRecord>,
+}
+
 pub(crate) fn mfa_method_name(m: MfaMethod) -> &'static str {
     match m {
         MfaMethod::Totp => "totp",
@@ -440,16 +454,7 @@ pub(crate) fn parse_mfa_method(s: &str) -> Option<MfaMethod> {
 
 /// An account's roles (operator access to teams counts for operators only,
 /// as in `roles_of`) and the teams whose MFA requirement covers it.
-fn roles_and_mfa(
-    facts: &AccountFacts,
-) -> Result<
-    (
-        BTreeSet<OperatorRole>,
-        BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
-        BTreeMap<kura_types::TeamId, crate::MfaStrength>,
-    ),
-    IdentityError,
-> {
+fn roles_and_mfa(facts: &AccountFacts) -> Result<RolesAndMfa, IdentityError> {
     let (operator_roles, mut team_roles) = split_grants(&facts.grants)?;
     if !operator_roles.is_empty() {
         for g in &facts.operator_access {
@@ -470,6 +475,13 @@ fn roles_and_mfa(
     }
     Ok((operator_roles, team_roles, mfa_required_by))
 }
+
+/// Operator roles, team roles, and the teams requiring MFA with how strong.
+type RolesAndMfa = (
+    BTreeSet<OperatorRole>,
+    BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
+    BTreeMap<kura_types::TeamId, crate::MfaStrength>,
+);
 
 type RoleSets = (
     BTreeSet<OperatorRole>,

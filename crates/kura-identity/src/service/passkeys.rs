@@ -18,7 +18,7 @@ use kura_types::AccountId;
 use time::OffsetDateTime;
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use super::{Identity, MfaVerified, SignInStep};
+use super::{Identity, MfaVerified, NewSession, SignInStep};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::RecoveryCodes;
 use crate::passkey::{RelyingParty, Started, StoredPasskey, decode_answer};
@@ -496,11 +496,13 @@ impl Identity {
             let signed_in = self
                 .issue_session(
                     &mut ev,
-                    account,
-                    SessionStage::Complete,
-                    Some((MfaMethod::Passkey, now)),
-                    source,
-                    None,
+                    NewSession {
+                        account,
+                        stage: SessionStage::Complete,
+                        mfa: Some((MfaMethod::Passkey, now)),
+                        source,
+                        replaces: None,
+                    },
                     move |session| {
                         vec![
                             IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)

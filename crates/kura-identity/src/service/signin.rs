@@ -11,7 +11,7 @@ use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
-use super::{Identity, parse_mfa_method};
+use super::{Identity, NewSession, parse_mfa_method};
 use crate::account::{Account, AccountKind, AccountStatus, DisplayName, Email};
 use crate::error::TokenProblem;
 use crate::event::{EventOutcome, Events, IdentityEvent};
@@ -203,16 +203,26 @@ impl Identity {
         };
         let id = account.id;
         let signed_in = self
-            .issue_session(ev, id, stage, None, source, None, move |session| {
-                vec![
-                    IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                        .actor(id)
-                        .source(source)
-                        .detail("method", "password")
-                        .detail("session", session)
-                        .detail("stage", stage.as_str()),
-                ]
-            })
+            .issue_session(
+                ev,
+                NewSession {
+                    account: id,
+                    stage,
+                    mfa: None,
+                    source,
+                    replaces: None,
+                },
+                move |session| {
+                    vec![
+                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                            .actor(id)
+                            .source(source)
+                            .detail("method", "password")
+                            .detail("session", session)
+                            .detail("stage", stage.as_str()),
+                    ]
+                },
+            )
             .await?;
         Ok(match stage {
             SessionStage::Complete => SignInStep::Complete(signed_in),
@@ -397,16 +407,26 @@ impl Identity {
             .await?;
         let stage = SessionStage::MfaEnrolment;
         let signed_in = self
-            .issue_session(ev, id, stage, None, source, None, move |session| {
-                vec![
-                    IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                        .actor(id)
-                        .source(source)
-                        .detail("method", "setup")
-                        .detail("session", session)
-                        .detail("stage", stage.as_str()),
-                ]
-            })
+            .issue_session(
+                ev,
+                NewSession {
+                    account: id,
+                    stage,
+                    mfa: None,
+                    source,
+                    replaces: None,
+                },
+                move |session| {
+                    vec![
+                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                            .actor(id)
+                            .source(source)
+                            .detail("method", "setup")
+                            .detail("session", session)
+                            .detail("stage", stage.as_str()),
+                    ]
+                },
+            )
             .await?;
         Ok(signed_in)
     }
