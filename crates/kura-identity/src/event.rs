@@ -311,6 +311,7 @@ mod tests {
         let sources = [
             include_str!("service/mod.rs"),
             include_str!("service/signin.rs"),
+            include_str!("service/account.rs"),
             include_str!("service/mfa.rs"),
             include_str!("service/passkeys.rs"),
             include_str!("service/access.rs"),

@@ -1,11 +1,13 @@
 //! The [`Identity`] service: the rules of this crate applied to stored state.
 //!
-//! Split by concept: sign-in, sessions and passwords (`signin`), second
-//! factors (`mfa`), WebAuthn passkeys (`passkeys`), time-boxed operator
-//! access to teams (`access`), teams, members, groups, invitations and roles (`teams`),
-//! API tokens (`tokens`).
+//! Split by concept: sign-in and sessions (`signin`), passwords, status
+//! and profile of an account (`account`), second factors (`mfa`), WebAuthn
+//! passkeys (`passkeys`), time-boxed operator access to teams (`access`),
+//! teams, members, groups, invitations and roles (`teams`), API tokens
+//! (`tokens`).
 
 mod access;
+mod account;
 mod invitations;
 mod mfa;
 mod operators;
