@@ -356,7 +356,7 @@ fn run_tests(args: &[String]) -> anyhow::Result<()> {
 /// Invariants of the tree itself, checked as ordinary tests.
 #[cfg(test)]
 mod tidy {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     fn root() -> PathBuf {
         super::workspace_root()

@@ -10,6 +10,8 @@
 //! - [`prepare`]: sanitise, size-check and encode an event for
 //!   [`kura_store::events::append_in_tx`], so a state change and its event
 //!   commit in one transaction.
+//!   [`EventSink::observe`] then shows such events to the detection rules
+//!   (Kura ID's changes reach the log this way).
 //! - [`VerifyReport`]: the result of walking the hash chain and its signed
 //!   checkpoints, with the human-readable text `kura events verify` prints.
 //! - [`Detector`]: the detection rules of issue 4, each with a documented

@@ -60,6 +60,13 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// of them are recorded (in one transaction, next to each other in the
     /// log) or, with an error, none is. An empty list records nothing.
     async fn record_all(&self, events: Vec<SecurityEvent>) -> Result<(), EventError>;
+
+    /// Takes note of events that are already durable because a store
+    /// appended them in the transaction of the state change they describe
+    /// ([`kura_store::events::TxEvents`]), so what watches recorded events
+    /// (detection rules) sees them too. Never records anything itself and
+    /// never fails: the events are in the log already.
+    async fn observe(&self, events: &[SecurityEvent]);
 }
 
 /// What happens to an alert after it is recorded in the log (the incident
@@ -174,6 +181,13 @@ impl EventSink for LogSink {
             self.detect(Some((first, events))).await;
         }
         Ok(())
+    }
+
+    /// Detection reads such events back from the log in sequence order
+    /// (with anything else committed since), so this only makes it look
+    /// now rather than at the next periodic catch-up.
+    async fn observe(&self, _events: &[SecurityEvent]) {
+        self.catch_up().await;
     }
 }
 
@@ -323,6 +337,16 @@ impl EventSink for MemorySink {
         });
         self.events.lock().extend(events);
         Ok(())
+    }
+
+    /// Keeps the observed events too (sanitised), so a test sees every event
+    /// of an action, whichever way it reached the log.
+    async fn observe(&self, events: &[SecurityEvent]) {
+        let events = events.iter().cloned().map(|mut e| {
+            e.sanitize();
+            e
+        });
+        self.events.lock().extend(events);
     }
 }
 

@@ -378,6 +378,60 @@ async fn detection_records_alerts_linked_to_their_events() {
     );
 }
 
+/// Events a store appended inside its own write (as Kura ID does) are not
+/// seen by the detector until they are observed; observing them raises the
+/// same alert recording them would, linked to the stored events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_with_a_change_reach_detection_when_observed() {
+    let env = fresh(0, true).await;
+    let team = TeamId::new();
+    let events: Vec<SecurityEvent> = (0..5)
+        .map(|_| {
+            event(actions::SIGNIN_FAILED, Outcome::Failure)
+                .with_team(team)
+                .with_target("account:ann")
+        })
+        .collect();
+    let records = events
+        .iter()
+        .cloned()
+        .map(prepare)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    env.sink
+        .log()
+        .pool()
+        .write(move |tx| kura_store::events::append_in_tx(tx, &records).map(|_| ()))
+        .await
+        .unwrap();
+    let alerts = async || {
+        env.sink
+            .log()
+            .query(EventQuery {
+                action_prefix: Some("detect".into()),
+                team: Some(team),
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .events
+    };
+    assert!(alerts().await.is_empty(), "nothing observed yet");
+
+    env.sink.observe(&events).await;
+    let raised = alerts().await;
+    assert_eq!(raised.len(), 1);
+    let linked = raised[0].event.details["events"].as_array().unwrap().len();
+    assert_eq!(linked, 5);
+    assert!(
+        env.sink
+            .verify(VerifyOptions::default())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
+
 /// SIEM exports (JSON lines files and signed webhooks) and incidents, on the
 /// real encrypted platform database.
 mod exports_and_incidents {

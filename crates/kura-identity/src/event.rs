@@ -1,11 +1,16 @@
 //! Descriptions of the security events Kura ID's decisions produce.
 //!
-//! Kura ID does not write events itself (it does not depend on the event
-//! pipeline). Every service call returns [`Audited`]: the result plus the
-//! events that describe it, and the caller records those events before it
-//! acknowledges the request (decision 8: no event, no action). Events never
-//! carry passwords, codes, tokens or secrets; token ids and session ids are
-//! safe to record.
+//! Every service call returns [`Audited`]: the result plus the events that
+//! describe it (decision 8: no event, no action). An event describing a
+//! state change is appended to the event log by the store, in the same
+//! transaction as the change (see [`kura_store::events::TxEvents`]), so the
+//! change and its event commit together or not at all; it comes back marked
+//! [`IdentityEvent::recorded`], with its stored form in [`Audited::recorded`]
+//! for detection. The other events (failures and denials, where nothing
+//! changed) are the caller's to record through the event pipeline before it
+//! answers. Request facts ([`RequestFacts`]) reach the service through
+//! [`crate::Identity::at`]. Events never carry passwords, codes, tokens or
+//! secrets; token ids and session ids are safe to record.
 
 use std::net::IpAddr;
 
@@ -108,6 +113,41 @@ pub struct IdentityEvent {
     /// Further non-secret detail as name/value pairs (a reason, an id, an
     /// attempted email address, a count).
     pub details: Vec<(&'static str, String)>,
+    /// Whether the store already appended it to the event log in the
+    /// transaction of the state change it describes. The caller records only
+    /// the events that are not.
+    pub recorded: bool,
+}
+
+/// The facts of the request a service call serves, added to every event it
+/// produces: the request id, the client's `User-Agent` and its address (an
+/// event's own source address, when it has one, wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The client's address.
+    pub source: Option<IpAddr>,
+}
+
+impl RequestFacts {
+    /// Adds these facts to an event.
+    pub fn apply(&self, mut e: SecurityEvent) -> SecurityEvent {
+        if let Some(id) = &self.request_id {
+            e = e.with_request_id(id.clone());
+        }
+        if let Some(ua) = &self.user_agent {
+            e = e.with_user_agent(ua.clone());
+        }
+        if e.source.is_none()
+            && let Some(ip) = self.source
+        {
+            e = e.with_source(ip);
+        }
+        e
+    }
 }
 
 impl IdentityEvent {
@@ -121,6 +161,7 @@ impl IdentityEvent {
             team: None,
             source: None,
             details: Vec::new(),
+            recorded: false,
         }
     }
 
@@ -194,20 +235,32 @@ impl IdentityEvent {
 }
 
 /// A result with the security events that describe it. Record the events
-/// whether the result is `Ok` or `Err`.
+/// that are not [`IdentityEvent::recorded`] yet, whether the result is `Ok`
+/// or `Err`.
 #[must_use = "the events must be recorded and the result handled"]
 #[derive(Debug)]
 pub struct Audited<T> {
     /// What happened.
     pub result: Result<T, IdentityError>,
-    /// The events to record.
+    /// Every event of the call, in order.
     pub events: Vec<IdentityEvent>,
+    /// The events the store already appended together with the state
+    /// changes they describe, exactly as stored (for detection rules).
+    pub recorded: Vec<SecurityEvent>,
 }
 
 impl<T> Audited<T> {
-    /// Splits into the result and the events.
-    pub fn into_parts(self) -> (Result<T, IdentityError>, Vec<IdentityEvent>) {
-        (self.result, self.events)
+    /// Splits into the result, the events still to record, and the events
+    /// already recorded (as stored).
+    pub fn into_parts(
+        self,
+    ) -> (
+        Result<T, IdentityError>,
+        Vec<IdentityEvent>,
+        Vec<SecurityEvent>,
+    ) {
+        let pending = self.events.into_iter().filter(|e| !e.recorded).collect();
+        (self.result, pending, self.recorded)
     }
 
     /// The event names, in order (handy in tests and logs).
@@ -218,17 +271,31 @@ impl<T> Audited<T> {
 
 /// Collects events while a service call runs.
 #[derive(Debug, Default)]
-pub(crate) struct Events(pub(crate) Vec<IdentityEvent>);
+pub(crate) struct Events {
+    list: Vec<IdentityEvent>,
+    recorded: Vec<SecurityEvent>,
+}
 
 impl Events {
+    /// An event for the caller to record.
     pub(crate) fn push(&mut self, e: IdentityEvent) {
-        self.0.push(e);
+        self.list.push(e);
+    }
+
+    /// Events the store recorded with a state change, and their stored form.
+    pub(crate) fn recorded(&mut self, events: Vec<(IdentityEvent, SecurityEvent)>) {
+        for (mut e, stored) in events {
+            e.recorded = true;
+            self.list.push(e);
+            self.recorded.push(stored);
+        }
     }
 
     pub(crate) fn finish<T>(self, result: Result<T, IdentityError>) -> Audited<T> {
         Audited {
             result,
-            events: self.0,
+            events: self.list,
+            recorded: self.recorded,
         }
     }
 }
@@ -245,6 +312,7 @@ mod tests {
         let sources = [
             include_str!("service/mod.rs"),
             include_str!("service/signin.rs"),
+            include_str!("service/account.rs"),
             include_str!("service/mfa.rs"),
             include_str!("service/passkeys.rs"),
             include_str!("service/access.rs"),

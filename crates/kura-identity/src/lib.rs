@@ -12,7 +12,9 @@
 //! [`Audited`]). The [`Identity`] service joins the rules to storage through
 //! the `kura_store::IdentityStore` and `kura_store::PlatformStore` traits.
 //!
-//! It knows nothing about HTTP, cookies, SQL or the event pipeline.
+//! It knows nothing about HTTP, cookies, SQL or the event pipeline (the
+//! events it commits with state changes go through the store's
+//! `kura_store::events::TxEvents`).
 //!
 //! # Building the HTTP API on top
 //!
@@ -24,11 +26,15 @@
 //!   handler cannot forget; a handler that serves something this crate does
 //!   not own (hosts, apps) calls [`Identity::check`] with its [`Action`] and
 //!   [`Resource`] (that also yields the `authz.denied` event).
-//! - **Record the events.** Every call returns [`Audited`]: `result` plus
-//!   `events`. Write the events to the event pipeline before answering,
-//!   whether the result is `Ok` or `Err`;
-//!   [`IdentityEvent::to_security_event`] converts one to the shared
-//!   `kura_types::SecurityEvent` (add the request id and user agent there).
+//! - **Give the request's facts, record the rest.** Call the service
+//!   through [`Identity::at`] with the request's [`RequestFacts`]: events of
+//!   state changes are appended by the store in the change's own transaction
+//!   and carry those facts. Every call returns [`Audited`]: `result` plus
+//!   `events`; write the events not yet [`IdentityEvent::recorded`]
+//!   (failures and denials, where nothing changed) to the event pipeline
+//!   before answering, whether the result is `Ok` or `Err`
+//!   ([`IdentityEvent::to_security_event`] converts one to the shared
+//!   `kura_types::SecurityEvent`; [`RequestFacts::apply`] adds the facts).
 //!   [`EVENT_ACTIONS`] lists every action name Kura ID emits.
 //! - **Map errors once.** [`IdentityError`] variants are domain conditions;
 //!   their doc comments give the intended status (401 for
@@ -86,7 +92,7 @@ pub use account::{
     Account, AccountKind, AccountStatus, AttributeError, DisplayName, EMAIL_MAX_LEN, Email, Phone,
 };
 pub use error::{IdentityError, TokenProblem};
-pub use event::{Audited, EVENT_ACTIONS, EventOutcome, IdentityEvent};
+pub use event::{Audited, EVENT_ACTIONS, EventOutcome, IdentityEvent, RequestFacts};
 /// Who receives a team role: an account or a group (the store's type, used
 /// as is by [`Identity::grant_team_role`]).
 pub use kura_store::GrantSubject;

@@ -33,6 +33,8 @@ mod access;
 mod devices;
 #[path = "identity/directory.rs"]
 mod directory;
+#[path = "identity/events_commit.rs"]
+mod events_commit;
 #[path = "identity/passkeys.rs"]
 mod passkeys;
 

@@ -12,7 +12,12 @@
 //!    the same HTTPS client;
 //! 4. the same authenticated endpoint once more, recording one security
 //!    event durably (hash chain, group commit, `synchronous=FULL`) before it
-//!    answers, at the same concurrency and with 64 concurrent clients.
+//!    answers, at the same concurrency and with 64 concurrent clients;
+//! 5. an authenticated write (the account's profile, one durable
+//!    transaction) with its security event appended in the same
+//!    transaction, against the same write without the event, at the same
+//!    concurrencies: what an audited state change costs over an unaudited
+//!    one.
 //!
 //! Run with `cargo bench -p kura-server --bench identity`. Counts can be
 //! changed with `KURA_BENCH_HASHES`, `KURA_BENCH_SIGNINS`,
@@ -25,10 +30,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use kura_server::AppState;
 use kura_server::Authenticated;
 use kura_server::kura_identity::{HashParams, Passwords};
+use kura_store::events::{EventRecord, TxEvents};
 use kura_testkit::{Options, TestServer};
 use kura_types::{Action, Actor, Outcome, SecurityEvent};
 use secrecy::SecretString;
@@ -130,6 +136,57 @@ async fn ok_audited(
     Ok("ok")
 }
 
+/// The authenticated write without an event: the account's display name,
+/// through the identity store, one durable transaction.
+async fn write_plain(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    auth: Authenticated,
+) -> Result<&'static str, axum::http::StatusCode> {
+    write_profile(&state, &auth, TxEvents::none()).await
+}
+
+/// The same write with its `account.profile.changed` event appended in the
+/// same transaction, as every Kura ID state change does.
+async fn write_audited(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    auth: Authenticated,
+) -> Result<&'static str, axum::http::StatusCode> {
+    let event = auth.ctx.decorate(
+        SecurityEvent::new(
+            state.clock.now(),
+            Actor::Account {
+                id: auth.principal.account.to_string(),
+            },
+            Action::parse("account.profile.changed")
+                .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?,
+            Outcome::Success,
+        )
+        .with_target(format!("account:{}", auth.principal.account)),
+    );
+    let record =
+        EventRecord::new(event).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+    write_profile(&state, &auth, TxEvents::fixed(vec![record])).await
+}
+
+async fn write_profile(
+    state: &AppState,
+    auth: &Authenticated,
+    events: TxEvents<()>,
+) -> Result<&'static str, axum::http::StatusCode> {
+    state
+        .identity_store
+        .update_profile(
+            auth.principal.account,
+            "Bench",
+            None,
+            state.clock.now(),
+            events,
+        )
+        .await
+        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok("ok")
+}
+
 async fn run() {
     let hashes = env_u64("KURA_BENCH_HASHES", 200);
     let signins = env_u64("KURA_BENCH_SIGNINS", 200);
@@ -140,7 +197,9 @@ async fn run() {
     let routes: Router<AppState> = Router::new()
         .route("/bench/open", get(ok))
         .route("/bench/authenticated", get(ok_authenticated))
-        .route("/bench/audited", get(ok_audited));
+        .route("/bench/audited", get(ok_audited))
+        .route("/bench/write", post(write_plain))
+        .route("/bench/write-audited", post(write_audited));
     let server = Arc::new(
         TestServer::spawn_with(Options {
             routes,
@@ -269,6 +328,35 @@ async fn run() {
         .await;
         println!(
             "{clients} clients: authenticated {plain:.0}/s, recording one durable event {audited:.0}/s = {:.2} of it (overhead {:.0}%)",
+            audited / plain,
+            (1.0 - audited / plain) * 100.0
+        );
+    }
+
+    // Writes are slower than reads (each waits for a durable commit), so a
+    // tenth as many.
+    let writes = (requests / 10).max(1);
+    for clients in [concurrency, 64] {
+        let rate = |path: &'static str| {
+            let s = Arc::clone(&server);
+            let t = token.clone();
+            hammer(writes, clients, 200, move || {
+                let s = Arc::clone(&s);
+                let t = t.clone();
+                async move {
+                    s.client
+                        .post(s.url(path))
+                        .bearer_auth(t)
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            })
+        };
+        let plain = rate("/bench/write").await;
+        let audited = rate("/bench/write-audited").await;
+        println!(
+            "{clients} clients: authenticated write {plain:.0}/s, with its event in the same transaction {audited:.0}/s = {:.2} of it (overhead {:.0}%)",
             audited / plain,
             (1.0 - audited / plain) * 100.0
         );

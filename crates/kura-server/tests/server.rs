@@ -2070,6 +2070,34 @@ mod kura_id_api {
         assert!(!dump.contains(&op.token));
     }
 
+    /// Kura ID stores the event of a state change in the change's own
+    /// transaction, so the request's facts must reach it there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_stored_with_identity_changes_carry_the_request_facts() {
+        let server = TestServer::spawn().await;
+        let op = server.sign_up_first_operator().await;
+        let r = post(
+            &server,
+            "/api/v1/sessions",
+            None,
+            json!({ "email": op.email, "password": OPERATOR_PASSWORD }),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let request_id = r.header("x-request-id").unwrap().to_owned();
+        let session = r.json()["session_id"].as_str().unwrap().to_owned();
+
+        let events = logged_actions(&server.events).await;
+        let signed_in = events
+            .iter()
+            .find(|e| e.request_id.as_deref() == Some(request_id.as_str()))
+            .expect("the sign-in's event carries its request id");
+        assert_eq!(signed_in.action.as_str(), "auth.signin.succeeded");
+        assert_eq!(signed_in.details["session"], session.as_str());
+        assert_eq!(signed_in.user_agent.as_deref(), Some("kura-api-tests/1"));
+        assert_eq!(signed_in.source, Some("127.0.0.1".parse().unwrap()));
+    }
+
     pub(super) struct Tenant {
         pub(super) id: String,
         pub(super) owner: String,

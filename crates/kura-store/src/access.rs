@@ -8,6 +8,7 @@ use kura_types::{AccountId, TeamId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::TxEvents;
 
 /// One grant of operator access.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,11 @@ impl OperatorAccessRecord {
 #[async_trait]
 pub trait OperatorAccessStore: Send + Sync + std::fmt::Debug {
     /// Stores a new grant.
-    async fn insert_operator_access(&self, grant: OperatorAccessRecord) -> Result<(), StoreError>;
+    async fn insert_operator_access(
+        &self,
+        grant: OperatorAccessRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// The grants in force for an operator at `now`.
     async fn active_operator_access(
@@ -66,5 +71,6 @@ pub trait OperatorAccessStore: Send + Sync + std::fmt::Debug {
         team: TeamId,
         id: &str,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 }

@@ -12,7 +12,8 @@ use kura_types::{AccountId, ApiTokenId, SessionId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
-use crate::identity::{ApiTokenRecord, SessionRecord, ThrottleRecord, TotpRecord};
+use crate::events::TxEvents;
+use crate::identity::{ApiTokenRecord, MfaReset, SessionRecord, ThrottleRecord, TotpRecord};
 
 /// Sessions, second factors, API tokens and throttling.
 #[async_trait]
@@ -20,7 +21,11 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
     // ----- sessions -----
 
     /// Stores a new session.
-    async fn insert_session(&self, session: SessionRecord) -> Result<(), StoreError>;
+    async fn insert_session(
+        &self,
+        session: SessionRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One session by its token hash (revoked ones included).
     async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
@@ -54,6 +59,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         stage: &str,
         method: &str,
         verified_at: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Replaces a session by a new one in one transaction (a new token when
@@ -64,10 +70,16 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         old: SessionId,
         new: SessionRecord,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// Revokes one session; returns whether it was live.
-    async fn revoke_session(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError>;
 
     /// Revokes an account's sessions (except one, if given); returns how many.
     async fn revoke_sessions_of(
@@ -75,6 +87,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         except: Option<SessionId>,
         now: OffsetDateTime,
+        events: TxEvents<u64>,
     ) -> Result<u64, StoreError>;
 
     /// The account's sessions that are not revoked.
@@ -97,6 +110,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         secret: &[u8],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Confirms the pending secret at `step` and replaces the recovery codes
@@ -107,22 +121,32 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         step: i64,
         recovery_hashes: &[TokenHash],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Accepts `step` only if it is later than the last accepted step
     /// (compare-and-swap, so one code cannot be used twice even concurrently).
     async fn advance_totp_step(&self, account: AccountId, step: i64) -> Result<bool, StoreError>;
 
-    /// Removes the TOTP credential and the recovery codes.
-    async fn delete_totp(&self, account: AccountId) -> Result<bool, StoreError>;
+    /// Resets the account's second factors in one transaction: removes its
+    /// TOTP credential, recovery codes and passkeys and, if there was any to
+    /// remove, revokes all of its sessions. Says what it did.
+    async fn reset_mfa(
+        &self,
+        account: AccountId,
+        now: OffsetDateTime,
+        events: TxEvents<MfaReset>,
+    ) -> Result<MfaReset, StoreError>;
 
-    /// Uses up a recovery code; returns false if it is unknown or used.
+    /// Uses up a recovery code; returns how many unused codes are left, or
+    /// `None` (changing nothing) if it is unknown or used.
     async fn use_recovery_code(
         &self,
         account: AccountId,
         hash: &TokenHash,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+        events: TxEvents<Option<u64>>,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Replaces all recovery codes.
     async fn replace_recovery_codes(
@@ -130,6 +154,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         hashes: &[TokenHash],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// How many unused recovery codes the account has.
@@ -138,7 +163,11 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
     // ----- API tokens -----
 
     /// Stores a new API token.
-    async fn insert_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError>;
+    async fn insert_api_token(
+        &self,
+        token: ApiTokenRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One API token by hash.
     async fn api_token_by_hash(
@@ -157,6 +186,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         &self,
         id: ApiTokenId,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// Tokens owned by an account.
@@ -181,8 +211,9 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         &self,
         key: &str,
         until: Option<OffsetDateTime>,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Forgets a key's failures (after a success or an expired lockout).
-    async fn throttle_clear(&self, key: &str) -> Result<(), StoreError>;
+    async fn throttle_clear(&self, key: &str, events: TxEvents<()>) -> Result<(), StoreError>;
 }

@@ -17,6 +17,7 @@ use kura_types::{AccountId, ApiTokenId, GroupId, InvitationId, SessionId, TeamId
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::TxEvents;
 
 /// An account row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +129,24 @@ pub struct PasswordSet {
     pub sessions_revoked: u64,
     /// Personal API tokens revoked.
     pub tokens_revoked: u64,
+}
+
+/// What an MFA reset removed and revoked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MfaReset {
+    /// Whether a TOTP credential (with its recovery codes) was removed.
+    pub totp_removed: bool,
+    /// Passkeys removed.
+    pub passkeys_removed: u64,
+    /// Sessions revoked.
+    pub sessions_revoked: u64,
+}
+
+impl MfaReset {
+    /// Whether there was any second factor to remove.
+    pub fn removed_any(&self) -> bool {
+        self.totp_removed || self.passkeys_removed > 0
+    }
 }
 
 /// A TOTP credential row. The secret is stored as raw bytes: the platform
@@ -250,6 +269,28 @@ pub struct NewAccount {
     pub teams: Vec<TeamId>,
 }
 
+/// Everything authentication needs to know about an account besides the
+/// presented credential, read together (see
+/// [`IdentityStore::session_facts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFacts {
+    /// The account, if it exists.
+    pub account: Option<AccountRecord>,
+    /// Its roles, direct and through groups (as [`IdentityStore::grants_of`]).
+    pub grants: Vec<RoleGrant>,
+    /// Operator access to teams in force at the time asked about.
+    pub operator_access: Vec<crate::OperatorAccessRecord>,
+    /// The groups it is in.
+    pub groups: Vec<GroupId>,
+    /// The stored MFA requirement of every team it has a role in (directly,
+    /// through a group, or through operator access).
+    pub team_mfa_policies: std::collections::BTreeMap<TeamId, String>,
+    /// Whether it has a confirmed TOTP authenticator.
+    pub totp_confirmed: bool,
+    /// Whether it has at least one passkey.
+    pub has_passkey: bool,
+}
+
 /// Kura ID state, whatever the backend.
 #[async_trait]
 pub trait IdentityStore:
@@ -265,7 +306,8 @@ pub trait IdentityStore:
 
     /// Creates an account with its password, memberships and roles.
     /// Fails with [`StoreError::Conflict`] when the email is taken.
-    async fn create_account(&self, new: NewAccount) -> Result<(), StoreError>;
+    async fn create_account(&self, new: NewAccount, events: TxEvents<()>)
+    -> Result<(), StoreError>;
 
     /// One account by id.
     async fn account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError>;
@@ -280,6 +322,7 @@ pub trait IdentityStore:
         display_name: &str,
         phone: Option<&str>,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Counts accounts of a kind (`operator` or `customer`).
@@ -293,6 +336,7 @@ pub trait IdentityStore:
         status: &str,
         revoke_sessions: bool,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// The account's password hash.
@@ -308,6 +352,7 @@ pub trait IdentityStore:
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
+        events: TxEvents<PasswordSet>,
     ) -> Result<PasswordSet, StoreError>;
 
     /// Replaces the hash only if it is still `expected` (re-hash on sign-in
@@ -318,6 +363,7 @@ pub trait IdentityStore:
         expected: &str,
         phc: &str,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     // ----- roles -----
@@ -336,7 +382,35 @@ pub trait IdentityStore:
         role: &str,
         granted_by: Option<AccountId>,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
+
+    /// A session by token hash with everything authentication needs about
+    /// its account, read in one read transaction on one connection (so the
+    /// parts agree with each other, and the request costs one trip to the
+    /// database instead of one per part). Nothing is cached: a revocation
+    /// is seen by the very next request. `None` if no session has the hash.
+    async fn session_facts(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, AccountFacts)>, StoreError>;
+
+    /// An account's facts alone (a sign-in deciding whether a second factor
+    /// is due), read as in [`IdentityStore::session_facts`].
+    async fn account_facts(
+        &self,
+        id: AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccountFacts, StoreError>;
+
+    /// An API token by hash with its account's facts, as
+    /// [`IdentityStore::session_facts`].
+    async fn api_token_facts(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<(ApiTokenRecord, AccountFacts)>, StoreError>;
 
     /// Revokes a role; returns whether it was held.
     async fn revoke_role(
@@ -344,5 +418,6 @@ pub trait IdentityStore:
         subject: GrantSubject,
         team: Option<TeamId>,
         role: &str,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 }

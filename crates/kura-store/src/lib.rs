@@ -63,9 +63,9 @@ pub use credentials::CredentialStore;
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
 pub use identity::{
-    AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    MemberRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
-    ThrottleRecord, TotpRecord,
+    AccountFacts, AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore,
+    InvitationRecord, MemberRecord, MfaReset, NewAccount, PasswordSet, RoleGrant, SessionRecord,
+    SessionRevocation, TeamRecord, ThrottleRecord, TotpRecord,
 };
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};

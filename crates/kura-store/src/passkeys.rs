@@ -14,6 +14,7 @@ use kura_types::AccountId;
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::TxEvents;
 
 /// A registered passkey row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,11 @@ pub struct CeremonyRecord {
 pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
     /// Stores a new passkey; a credential id already registered (to anyone)
     /// is a [`StoreError::Conflict`].
-    async fn insert_passkey(&self, passkey: PasskeyRecord) -> Result<(), StoreError>;
+    async fn insert_passkey(
+        &self,
+        passkey: PasskeyRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// The account's passkeys, oldest first.
     async fn passkeys_of(&self, account: AccountId) -> Result<Vec<PasskeyRecord>, StoreError>;
@@ -91,16 +96,23 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         credential_id: &str,
         change: PasskeyUse,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// Removes one of the account's passkeys; false if it has no such one.
-    async fn delete_passkey(&self, account: AccountId, id: &str) -> Result<bool, StoreError>;
-
-    /// Removes all of the account's passkeys (an MFA reset); returns how many.
-    async fn delete_passkeys_of(&self, account: AccountId) -> Result<u64, StoreError>;
+    async fn delete_passkey(
+        &self,
+        account: AccountId,
+        id: &str,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a ceremony's state, dropping ceremonies that have expired.
-    async fn put_ceremony(&self, ceremony: CeremonyRecord) -> Result<(), StoreError>;
+    async fn put_ceremony(
+        &self,
+        ceremony: CeremonyRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// Takes (deletes and returns) a ceremony of `kind` that has not expired
     /// at `now`; `None` if it is unknown, of another kind, expired or taken.

@@ -11,6 +11,7 @@ use kura_types::{AccountId, GroupId, InvitationId, TeamId};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::events::TxEvents;
 use crate::identity::{GroupRecord, InvitationRecord, MemberRecord, NewAccount, TeamRecord};
 
 /// Teams, members, groups and invitations.
@@ -25,6 +26,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         team: TeamRecord,
         owner: Option<AccountId>,
         invitation: Option<InvitationRecord>,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// One team.
@@ -37,7 +39,12 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
     async fn all_teams(&self) -> Result<Vec<TeamRecord>, StoreError>;
 
     /// Sets a team's serialised MFA requirement.
-    async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError>;
+    async fn set_team_mfa_policy(
+        &self,
+        id: TeamId,
+        policy: &str,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// Adds a member with a role (membership and grant in one transaction).
     async fn add_member(
@@ -46,17 +53,27 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         role: &str,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Removes a member with its roles and group memberships in that team;
     /// returns whether it was a member.
-    async fn remove_member(&self, team: TeamId, account: AccountId) -> Result<bool, StoreError>;
+    async fn remove_member(
+        &self,
+        team: TeamId,
+        account: AccountId,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError>;
 
     /// The team's members.
     async fn members(&self, team: TeamId) -> Result<Vec<MemberRecord>, StoreError>;
 
     /// Creates a group. Fails with [`StoreError::Conflict`] on a duplicate name.
-    async fn create_group(&self, group: GroupRecord) -> Result<(), StoreError>;
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One group.
     async fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StoreError>;
@@ -70,6 +87,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         group: GroupId,
         account: AccountId,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
     /// Removes an account from a group; returns whether it was in it.
@@ -77,6 +95,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         &self,
         group: GroupId,
         account: AccountId,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// The accounts in a group, in the order they were added.
@@ -88,7 +107,11 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
     // ----- invitations -----
 
     /// Stores a new invitation.
-    async fn create_invitation(&self, invitation: InvitationRecord) -> Result<(), StoreError>;
+    async fn create_invitation(
+        &self,
+        invitation: InvitationRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError>;
 
     /// One invitation by id.
     async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError>;
@@ -113,6 +136,7 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         new_account: Option<NewAccount>,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 
     /// Revokes an unused invitation; returns whether it was open.
@@ -120,5 +144,6 @@ pub trait TeamStore: Send + Sync + std::fmt::Debug {
         &self,
         id: InvitationId,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError>;
 }

@@ -129,17 +129,21 @@ impl Identity {
                 expires_at: now + duration,
                 revoked_at: None,
             };
-            self.store().insert_operator_access(record.clone()).await?;
-            ev.push(
-                IdentityEvent::new("team.operator_access.granted", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(operator)
-                    .team(team)
-                    .detail("grant", &record.id)
-                    .detail("role", role.as_str())
-                    .detail("expires_at", record.expires_at.unix_timestamp())
-                    .detail("reason", reason),
-            );
+            let e = IdentityEvent::new("team.operator_access.granted", EventOutcome::Success, now)
+                .actor(actor.account)
+                .subject(operator)
+                .team(team)
+                .detail("grant", &record.id)
+                .detail("role", role.as_str())
+                .detail("expires_at", record.expires_at.unix_timestamp())
+                .detail("reason", reason);
+            let stored = record.clone();
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().insert_operator_access(stored, events),
+            )
+            .await?;
             OperatorAccess::from_record(record, now)
         }
         .await;
@@ -186,16 +190,21 @@ impl Identity {
                 .into_iter()
                 .find(|g| g.id == id && g.is_active(now))
                 .ok_or(IdentityError::NotFound("operator access"))?;
-            if !self.store().revoke_operator_access(team, id, now).await? {
+            let e = IdentityEvent::new("team.operator_access.revoked", EventOutcome::Success, now)
+                .actor(actor.account)
+                .subject(grant.operator)
+                .team(team)
+                .detail("grant", id);
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_operator_access(team, id, now, events),
+                )
+                .await?;
+            if !revoked {
                 return Err(IdentityError::NotFound("operator access"));
             }
-            ev.push(
-                IdentityEvent::new("team.operator_access.revoked", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(grant.operator)
-                    .team(team)
-                    .detail("grant", id),
-            );
             Ok(())
         }
         .await;

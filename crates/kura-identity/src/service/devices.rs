@@ -93,15 +93,16 @@ impl Identity {
             if owner != Some(p.account) {
                 return Err(IdentityError::InvalidCode);
             }
-            ev.push(
-                IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail(
-                        "method",
-                        super::mfa_method_name(MfaMethod::RememberedDevice),
-                    ),
-            );
-            let session = self.mark_verified(p, MfaMethod::RememberedDevice).await?;
+            // The verification's event commits with the new session.
+            let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail(
+                    "method",
+                    super::mfa_method_name(MfaMethod::RememberedDevice),
+                );
+            let session = self
+                .mark_verified(&mut ev, p, MfaMethod::RememberedDevice, vec![verified])
+                .await?;
             Ok(MfaVerified {
                 session,
                 recovery_codes_left: None,

@@ -75,8 +75,13 @@ impl Identity {
                 ));
             }
             let (record, issued) = self.invitation(team, email, role, actor.account)?;
-            self.store().create_invitation(record).await?;
-            ev.push(invitation_event(&issued, actor.account, self.now()));
+            let e = invitation_event(&issued, actor.account, self.now());
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().create_invitation(record, events),
+            )
+            .await?;
             Ok(issued)
         }
         .await;
@@ -129,15 +134,21 @@ impl Identity {
             let role = TeamRole::parse(&inv.role)
                 .ok_or_else(|| IdentityError::Corrupt("invitation role".into()))?;
             self.require_owner_for(&mut ev, actor, team, role)?;
-            if !self.store().revoke_invitation(id, self.now()).await? {
+            let now = self.now();
+            let e = IdentityEvent::new("invitation.revoked", EventOutcome::Success, now)
+                .actor(actor.account)
+                .team(team)
+                .detail("invitation", id);
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_invitation(id, now, events),
+                )
+                .await?;
+            if !revoked {
                 return Err(IdentityError::BadToken(TokenProblem::Used));
             }
-            ev.push(
-                IdentityEvent::new("invitation.revoked", EventOutcome::Success, self.now())
-                    .actor(actor.account)
-                    .team(team)
-                    .detail("invitation", id),
-            );
             Ok(())
         }
         .await;
@@ -242,19 +253,9 @@ impl Identity {
             }
         };
         let created = new_account.is_some();
-        let accepted = self
-            .store()
-            .accept_invitation(inv.id, account, new_account, now)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => IdentityError::EmailTaken,
-                other => other.into(),
-            })?;
-        if !accepted {
-            return Err(reject(ev, TokenProblem::Used, Some(inv.team)));
-        }
+        let mut events = Vec::new();
         if created {
-            ev.push(
+            events.push(
                 IdentityEvent::new("account.created", EventOutcome::Success, now)
                     .actor(account)
                     .subject(account)
@@ -262,13 +263,30 @@ impl Identity {
                     .detail("via", "invitation"),
             );
         }
-        ev.push(
+        events.push(
             IdentityEvent::new("invitation.accepted", EventOutcome::Success, now)
                 .actor(account)
                 .team(inv.team)
                 .detail("invitation", inv.id)
                 .detail("role", role.as_str()),
         );
+        let accepted = self
+            .described(
+                ev,
+                move |accepted: &bool| if *accepted { events } else { Vec::new() },
+                |tx_events| {
+                    self.store()
+                        .accept_invitation(inv.id, account, new_account, now, tx_events)
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                IdentityError::Store(StoreError::Conflict(_)) => IdentityError::EmailTaken,
+                other => other,
+            })?;
+        if !accepted {
+            return Err(reject(ev, TokenProblem::Used, Some(inv.team)));
+        }
         Ok(AcceptedInvitation {
             team: inv.team,
             account,

@@ -1,9 +1,11 @@
 //! Second factors: TOTP enrolment and verification, recovery codes, resets.
 
+use kura_store::MfaReset;
+use kura_store::events::TxEvents;
 use kura_types::AccountId;
 use secrecy::SecretString;
 
-use super::{Identity, SignedIn};
+use super::{Identity, NewSession, SignedIn};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::{RecoveryCodes, TotpSecret, recovery_code_hash};
 use crate::policy::{Action, Credential, MfaMethod, Principal, Resource, SessionStage};
@@ -58,17 +60,21 @@ impl Identity {
             let secret =
                 TotpSecret::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
             let now = self.now();
-            self.store()
-                .put_pending_totp(p.account, secret.as_bytes(), now)
-                .await?;
             let uri = secret
                 .otpauth_uri(&self.inner.config.totp_issuer, account.email.as_str())
                 .map_err(|e| IdentityError::Internal(e.to_string()))?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.enrolment_started", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("method", "totp"),
-            );
+            let e = IdentityEvent::new("auth.mfa.enrolment_started", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("method", "totp");
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store()
+                        .put_pending_totp(p.account, secret.as_bytes(), now, events)
+                },
+            )
+            .await?;
             Ok(TotpEnrolment {
                 secret_base32: secret.base32(),
                 otpauth_uri: uri,
@@ -86,7 +92,7 @@ impl Identity {
             self.require(&mut ev, p, Action::OwnMfaEnrol, &self.self_target(p))?;
             let now = self.now();
             let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-            self.check_throttles(&mut ev, &keys, None, now).await?;
+            let counted = self.check_throttles(&mut ev, &keys, None, now).await?;
             let pending = self
                 .store()
                 .totp(p.account, false)
@@ -105,16 +111,27 @@ impl Identity {
             };
             let codes =
                 RecoveryCodes::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
-            self.store()
-                .confirm_totp(p.account, step, &codes.hashes(), now)
+            let e = IdentityEvent::new("auth.mfa.enrolled", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("method", "totp");
+            let hashes = codes.hashes();
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store()
+                        .confirm_totp(p.account, step, &hashes, now, events)
+                },
+            )
+            .await?;
+            if counted {
+                self.store()
+                    .throttle_clear(&keys[0].0, TxEvents::none())
+                    .await?;
+            }
+            let session = self
+                .mark_verified(&mut ev, p, MfaMethod::Totp, Vec::new())
                 .await?;
-            self.store().throttle_clear(&keys[0].0).await?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.enrolled", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("method", "totp"),
-            );
-            let session = self.mark_verified(p, MfaMethod::Totp).await?;
             Ok(TotpConfirmed {
                 recovery_codes: codes,
                 session,
@@ -159,13 +176,16 @@ impl Identity {
         }
         let now = self.now();
         let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-        self.check_throttles(ev, &keys, None, now).await?;
+        let counted = self.check_throttles(ev, &keys, None, now).await?;
         let totp = self
             .store()
             .totp(p.account, true)
             .await?
             .ok_or(IdentityError::MfaNotEnrolled)?;
         let method_name = super::mfa_method_name(method);
+        // A used recovery code's event commits with its use; how many are
+        // left is counted in the same transaction.
+        let mut left = None;
         let accepted = match method {
             MfaMethod::Totp => {
                 let secret = TotpSecret::from_bytes(totp.secret.clone());
@@ -177,9 +197,27 @@ impl Identity {
                 }
             }
             MfaMethod::RecoveryCode => {
-                self.store()
-                    .use_recovery_code(p.account, &recovery_code_hash(code), now)
-                    .await?
+                let account = p.account;
+                let hash = recovery_code_hash(code);
+                left = self
+                    .described(
+                        ev,
+                        move |left: &Option<u64>| match left {
+                            Some(n) => vec![
+                                IdentityEvent::new(
+                                    "auth.mfa.recovery_used",
+                                    EventOutcome::Success,
+                                    now,
+                                )
+                                .actor(account)
+                                .detail("remaining", n),
+                            ],
+                            None => Vec::new(),
+                        },
+                        |events| self.store().use_recovery_code(account, &hash, now, events),
+                    )
+                    .await?;
+                left.is_some()
             }
             MfaMethod::Passkey | MfaMethod::RememberedDevice => false,
         };
@@ -192,24 +230,15 @@ impl Identity {
             self.count_failures(ev, &keys, None, now).await?;
             return Err(IdentityError::InvalidCode);
         }
-        self.store().throttle_clear(&keys[0].0).await?;
-        let left = if method == MfaMethod::RecoveryCode {
-            let n = self.store().recovery_codes_left(p.account).await?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.recovery_used", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("remaining", n),
-            );
-            Some(n)
-        } else {
-            None
-        };
-        ev.push(
-            IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
-                .actor(p.account)
-                .detail("method", method_name),
-        );
-        let session = self.mark_verified(p, method).await?;
+        if counted {
+            self.store()
+                .throttle_clear(&keys[0].0, TxEvents::none())
+                .await?;
+        }
+        let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
+            .actor(p.account)
+            .detail("method", method_name);
+        let session = self.mark_verified(ev, p, method, vec![verified]).await?;
         Ok(MfaVerified {
             session,
             recovery_codes_left: left,
@@ -217,28 +246,39 @@ impl Identity {
     }
 
     /// Records a verified factor in the principal's session; a session that
-    /// was not yet complete is replaced by a new, complete one.
+    /// was not yet complete is replaced by a new, complete one. `events`
+    /// (the verification's) commit with that session change.
     pub(super) async fn mark_verified(
         &self,
+        ev: &mut Events,
         p: &Principal,
         method: MfaMethod,
+        events: Vec<IdentityEvent>,
     ) -> Result<Option<SignedIn>, IdentityError> {
-        let Some(id) = p.session_id() else {
-            return Ok(None);
-        };
         let now = self.now();
-        let Credential::Session { stage, .. } = &p.credential else {
+        let (Some(id), Credential::Session { stage, .. }) = (p.session_id(), &p.credential) else {
+            // No session to mark (tokens cannot verify factors): the events
+            // still describe what happened and go to the caller.
+            for e in events {
+                ev.push(e);
+            }
             return Ok(None);
         };
         if *stage == SessionStage::Complete {
-            self.store()
-                .set_session_mfa(
-                    id,
-                    SessionStage::Complete.as_str(),
-                    super::mfa_method_name(method),
-                    now,
-                )
-                .await?;
+            self.described(
+                ev,
+                move |_: &()| events,
+                |tx_events| {
+                    self.store().set_session_mfa(
+                        id,
+                        SessionStage::Complete.as_str(),
+                        super::mfa_method_name(method),
+                        now,
+                        tx_events,
+                    )
+                },
+            )
+            .await?;
             return Ok(None);
         }
         let old = self
@@ -251,11 +291,15 @@ impl Identity {
         let source = old.source.as_deref().and_then(|s| s.parse().ok());
         let signed_in = self
             .issue_session(
-                p.account,
-                SessionStage::Complete,
-                Some((method, now)),
-                source,
-                Some(&old),
+                ev,
+                NewSession {
+                    account: p.account,
+                    stage: SessionStage::Complete,
+                    mfa: Some((method, now)),
+                    source,
+                    replaces: Some(&old),
+                },
+                move |_| events,
             )
             .await?;
         Ok(Some(signed_in))
@@ -272,13 +316,18 @@ impl Identity {
             let now = self.now();
             let codes =
                 RecoveryCodes::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
-            self.store()
-                .replace_recovery_codes(p.account, &codes.hashes(), now)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.recovery_regenerated", EventOutcome::Success, now)
-                    .actor(p.account),
-            );
+            let e = IdentityEvent::new("auth.mfa.recovery_regenerated", EventOutcome::Success, now)
+                .actor(p.account);
+            let hashes = codes.hashes();
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store()
+                        .replace_recovery_codes(p.account, &hashes, now, events)
+                },
+            )
+            .await?;
             Ok(codes)
         }
         .await;
@@ -295,19 +344,28 @@ impl Identity {
             let resource = Resource::Account(self.account_target(target).await?);
             self.require(&mut ev, actor, Action::AccountManage, &resource)?;
             let now = self.now();
-            let totp_removed = self.store().delete_totp(target).await?;
-            let passkeys_removed = self.store().delete_passkeys_of(target).await?;
-            if !totp_removed && passkeys_removed == 0 {
+            let by = actor.account;
+            let reset = self
+                .described(
+                    &mut ev,
+                    move |reset: &MfaReset| {
+                        if !reset.removed_any() {
+                            return Vec::new();
+                        }
+                        vec![
+                            IdentityEvent::new("auth.mfa.reset", EventOutcome::Success, now)
+                                .actor(by)
+                                .subject(target)
+                                .detail("passkeys_removed", reset.passkeys_removed)
+                                .detail("sessions_revoked", reset.sessions_revoked),
+                        ]
+                    },
+                    |events| self.store().reset_mfa(target, now, events),
+                )
+                .await?;
+            if !reset.removed_any() {
                 return Err(IdentityError::MfaNotEnrolled);
             }
-            let n = self.store().revoke_sessions_of(target, None, now).await?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.reset", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target)
-                    .detail("passkeys_removed", passkeys_removed)
-                    .detail("sessions_revoked", n),
-            );
             Ok(())
         }
         .await;

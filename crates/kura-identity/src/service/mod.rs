@@ -1,11 +1,13 @@
 //! The [`Identity`] service: the rules of this crate applied to stored state.
 //!
-//! Split by concept: sign-in, sessions and passwords (`signin`), second
-//! factors (`mfa`), WebAuthn passkeys (`passkeys`), time-boxed operator
-//! access to teams (`access`), teams, members, groups, invitations and roles (`teams`),
-//! API tokens (`tokens`).
+//! Split by concept: sign-in and sessions (`signin`), passwords, status
+//! and profile of an account (`account`), second factors (`mfa`), WebAuthn
+//! passkeys (`passkeys`), time-boxed operator access to teams (`access`),
+//! teams, members, groups, invitations and roles (`teams`), API tokens
+//! (`tokens`).
 
 mod access;
+mod account;
 mod devices;
 mod directory;
 mod invitations;
@@ -21,13 +23,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use kura_crypto::token::SecretToken;
-use kura_store::{IdentityStore, PlatformStore, RoleGrant, SessionRecord};
+use kura_store::events::{EventRecord, TxEvents};
+use kura_store::{AccountFacts, IdentityStore, PlatformStore, RoleGrant, SessionRecord};
 use kura_types::{AccountId, Clock, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::oneshot;
 
 use crate::account::{Account, AccountStatus};
-use crate::event::{EventOutcome, Events, IdentityEvent};
+use crate::event::{EventOutcome, Events, IdentityEvent, RequestFacts};
 use crate::mfa::TeamMfaPolicy;
 use crate::passkey::{PasskeyConfig, RelyingParty};
 use crate::password::{HashParams, Passwords};
@@ -101,6 +105,8 @@ impl Default for IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct Identity {
     inner: Arc<Inner>,
+    /// The facts of the request this handle serves (see [`Identity::at`]).
+    facts: RequestFacts,
 }
 
 #[derive(Debug)]
@@ -138,7 +144,19 @@ impl Identity {
                 relying_party,
                 config,
             }),
+            facts: RequestFacts::default(),
         })
+    }
+
+    /// The service for one request: events of the state changes it makes
+    /// carry `facts` (request id, user agent, client address), since they
+    /// are stored in the change's own transaction.
+    #[must_use]
+    pub fn at(&self, facts: RequestFacts) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            facts,
+        }
     }
 
     /// The settings in force.
@@ -187,6 +205,52 @@ impl Identity {
                 Err(IdentityError::Denied(reason))
             }
         }
+    }
+
+    /// Runs one store write with the events `describe` builds from its result
+    /// appended in the write's own transaction (with this request's facts),
+    /// so the change and its events commit together or not at all. Once
+    /// committed, the events are noted in `ev` as recorded.
+    async fn described<T, Fut>(
+        &self,
+        ev: &mut Events,
+        describe: impl FnOnce(&T) -> Vec<IdentityEvent> + Send + 'static,
+        write: impl FnOnce(TxEvents<T>) -> Fut,
+    ) -> Result<T, IdentityError>
+    where
+        Fut: Future<Output = Result<T, kura_store::StoreError>>,
+    {
+        let facts = self.facts.clone();
+        let (built, mut stored) = oneshot::channel();
+        let events = TxEvents::from_result(move |result: &T| {
+            let mut records = Vec::new();
+            let mut done = Vec::new();
+            for e in describe(result) {
+                let mut s = facts.apply(
+                    e.to_security_event()
+                        .map_err(|err| kura_store::StoreError::Malformed(err.to_string()))?,
+                );
+                s.sanitize();
+                records.push(EventRecord::new(s.clone())?);
+                done.push((e, s));
+            }
+            // The receiver waits for the write's answer, which comes after
+            // this; it can only be gone if the caller was dropped.
+            let _ = built.send(done);
+            Ok(records)
+        });
+        let result = write(events).await?;
+        match stored.try_recv() {
+            Ok(done) => ev.recorded(done),
+            // A store that answered without building the events broke the
+            // contract of `TxEvents`: refuse to report success.
+            Err(_) => {
+                return Err(IdentityError::Internal(
+                    "the store did not record the events of a change".into(),
+                ));
+            }
+        }
+        Ok(result)
     }
 
     async fn hash_password(&self, password: &SecretString) -> Result<String, IdentityError> {
@@ -257,69 +321,52 @@ impl Identity {
         })
     }
 
-    /// The teams (among `teams`) whose MFA requirement covers the account.
-    async fn mfa_requirements(
-        &self,
-        account: AccountId,
-        teams: impl Iterator<Item = kura_types::TeamId>,
-    ) -> Result<BTreeMap<kura_types::TeamId, crate::MfaStrength>, IdentityError> {
-        let groups: BTreeSet<_> = self.store().groups_of(account).await?.into_iter().collect();
-        let mut out = BTreeMap::new();
-        for team in teams {
-            if let Some(t) = self.store().team(team).await? {
-                let policy = TeamMfaPolicy::from_stored(&t.mfa_policy)?;
-                if let Some(strength) = policy.requirement_for(&groups) {
-                    out.insert(team, strength);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Resolves everything the policy needs about an account.
-    async fn principal(
-        &self,
+    /// Everything the policy needs about an account, from what
+    /// [`IdentityStore::session_facts`] read in one go: roles (direct,
+    /// through groups, and operator access to teams), the teams' MFA
+    /// requirements, and whether a second factor is enrolled.
+    fn principal_from(
         account: &Account,
         credential: Credential,
+        facts: &AccountFacts,
     ) -> Result<Principal, IdentityError> {
-        let (operator_roles, team_roles) = self.roles_of(account.id).await?;
-        let mfa_required_by = self
-            .mfa_requirements(account.id, team_roles.keys().copied())
-            .await?;
-        let mfa_enrolled = self.has_second_factor(account.id).await?;
+        let (operator_roles, team_roles, mfa_required_by) = roles_and_mfa(facts)?;
         Ok(Principal {
             account: account.id,
             kind: account.kind,
             operator_roles,
             team_roles,
             mfa_required_by,
-            mfa_enrolled,
+            mfa_enrolled: facts.totp_confirmed || facts.has_passkey,
             credential,
         })
     }
 
     /// Whether an account must have a second factor before it may do
-    /// anything: operators always, customers when a team requires it.
-    async fn mfa_required(&self, account: &Account) -> Result<bool, IdentityError> {
-        if account.kind == crate::AccountKind::Operator {
-            return Ok(true);
-        }
-        let (_, team_roles) = self.roles_of(account.id).await?;
-        Ok(!self
-            .mfa_requirements(account.id, team_roles.keys().copied())
-            .await?
-            .is_empty())
+    /// anything, from its facts: operators always, customers when a team
+    /// requires it of them.
+    fn mfa_required_by_facts(
+        account: &Account,
+        facts: &AccountFacts,
+    ) -> Result<bool, IdentityError> {
+        Ok(account.kind == crate::AccountKind::Operator || !roles_and_mfa(facts)?.2.is_empty())
     }
 
-    /// Issues a new session.
+    /// Issues a new session; `describe` gives the events of the sign-in
+    /// step it completes (from the new session's id), stored with it.
     async fn issue_session(
         &self,
-        account: AccountId,
-        stage: SessionStage,
-        mfa: Option<(MfaMethod, OffsetDateTime)>,
-        source: Option<IpAddr>,
-        replaces: Option<&SessionRecord>,
+        ev: &mut Events,
+        new: NewSession<'_>,
+        describe: impl FnOnce(SessionId) -> Vec<IdentityEvent> + Send + 'static,
     ) -> Result<SignedIn, IdentityError> {
+        let NewSession {
+            account,
+            stage,
+            mfa,
+            source,
+            replaces,
+        } = new;
         let now = self.now();
         let token = SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
         let cfg = &self.inner.config.session;
@@ -346,10 +393,25 @@ impl Identity {
             idle_timeout: cfg.idle_timeout,
             token,
         };
+        let id = record.id;
         match replaces {
-            None => self.store().insert_session(record).await?,
+            None => {
+                self.described(
+                    ev,
+                    move |_: &()| describe(id),
+                    |events| self.store().insert_session(record, events),
+                )
+                .await?
+            }
             Some(old) => {
-                if !self.store().rotate_session(old.id, record, now).await? {
+                let rotated = self
+                    .described(
+                        ev,
+                        move |rotated: &bool| if *rotated { describe(id) } else { Vec::new() },
+                        |events| self.store().rotate_session(old.id, record, now, events),
+                    )
+                    .await?;
+                if !rotated {
                     return Err(IdentityError::Unauthenticated);
                 }
             }
@@ -366,6 +428,17 @@ impl Identity {
     fn active(account: Option<Account>) -> Option<Account> {
         account.filter(|a| a.status == AccountStatus::Active)
     }
+}
+
+/// What a new session is: whose, how far sign-in got, the verified second
+/// factor, where from, and the session it replaces (rotation keeps that
+/// one's sign-in time and absolute expiry).
+struct NewSession<'a> {
+    account: AccountId,
+    stage: SessionStage,
+    mfa: Option<(MfaMethod, OffsetDateTime)>,
+    source: Option<IpAddr>,
+    replaces: Option<&'a SessionRecord>,
 }
 
 pub(crate) fn mfa_method_name(m: MfaMethod) -> &'static str {
@@ -386,6 +459,37 @@ pub(crate) fn parse_mfa_method(s: &str) -> Option<MfaMethod> {
         _ => None,
     }
 }
+
+/// An account's roles (operator access to teams counts for operators only,
+/// as in `roles_of`) and the teams whose MFA requirement covers it.
+fn roles_and_mfa(facts: &AccountFacts) -> Result<RolesAndMfa, IdentityError> {
+    let (operator_roles, mut team_roles) = split_grants(&facts.grants)?;
+    if !operator_roles.is_empty() {
+        for g in &facts.operator_access {
+            let role = TeamRole::parse(&g.role)
+                .ok_or_else(|| IdentityError::Corrupt(format!("unknown team role `{}`", g.role)))?;
+            team_roles.entry(g.team).or_default().insert(role);
+        }
+    }
+    let groups: BTreeSet<_> = facts.groups.iter().copied().collect();
+    let mut mfa_required_by = BTreeMap::new();
+    for team in team_roles.keys() {
+        if let Some(stored) = facts.team_mfa_policies.get(team) {
+            let policy = TeamMfaPolicy::from_stored(stored)?;
+            if let Some(strength) = policy.requirement_for(&groups) {
+                mfa_required_by.insert(*team, strength);
+            }
+        }
+    }
+    Ok((operator_roles, team_roles, mfa_required_by))
+}
+
+/// Operator roles, team roles, and the teams requiring MFA with how strong.
+type RolesAndMfa = (
+    BTreeSet<OperatorRole>,
+    BTreeMap<kura_types::TeamId, BTreeSet<TeamRole>>,
+    BTreeMap<kura_types::TeamId, crate::MfaStrength>,
+);
 
 type RoleSets = (
     BTreeSet<OperatorRole>,

@@ -43,47 +43,49 @@ impl Identity {
             let phc = self.hash_password(initial_password).await?;
             let now = self.now();
             let id = AccountId::new();
-            self.store()
-                .create_account(NewAccount {
-                    account: AccountRecord {
-                        id,
-                        email: email.as_str().to_owned(),
-                        display_name: name.as_str().to_owned(),
-                        phone: None,
-                        status: AccountStatus::Active.as_str().into(),
-                        kind: AccountKind::Operator.as_str().into(),
-                        created_at: now,
-                    },
-                    password_phc: Some(phc),
-                    grants: roles
+            let created = IdentityEvent::new("account.created", EventOutcome::Success, now)
+                .actor(actor.account)
+                .subject(id)
+                .detail("kind", "operator")
+                .detail(
+                    "roles",
+                    roles
                         .iter()
-                        .map(|r| RoleGrant {
-                            team: None,
-                            role: r.as_str().into(),
-                            via_group: None,
-                        })
-                        .collect(),
-                    teams: Vec::new(),
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::Conflict(_) => IdentityError::EmailTaken,
-                    other => other.into(),
-                })?;
-            ev.push(
-                IdentityEvent::new("account.created", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(id)
-                    .detail("kind", "operator")
-                    .detail(
-                        "roles",
-                        roles
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    ),
-            );
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+            let account = NewAccount {
+                account: AccountRecord {
+                    id,
+                    email: email.as_str().to_owned(),
+                    display_name: name.as_str().to_owned(),
+                    phone: None,
+                    status: AccountStatus::Active.as_str().into(),
+                    kind: AccountKind::Operator.as_str().into(),
+                    created_at: now,
+                },
+                password_phc: Some(phc),
+                grants: roles
+                    .iter()
+                    .map(|r| RoleGrant {
+                        team: None,
+                        role: r.as_str().into(),
+                        via_group: None,
+                    })
+                    .collect(),
+                teams: Vec::new(),
+            };
+            self.described(
+                &mut ev,
+                move |_: &()| vec![created],
+                |events| self.store().create_account(account, events),
+            )
+            .await
+            .map_err(|e| match e {
+                IdentityError::Store(StoreError::Conflict(_)) => IdentityError::EmailTaken,
+                other => other,
+            })?;
             Ok(id)
         }
         .await;
@@ -128,11 +130,29 @@ impl Identity {
             }
             let now = self.now();
             let subject = GrantSubject::Account(target);
-            let action = if grant {
-                self.store()
-                    .grant_role(subject, None, role.as_str(), Some(actor.account), now)
-                    .await?;
-                "operator.role.granted"
+            let event = |action| {
+                IdentityEvent::new(action, EventOutcome::Success, now)
+                    .actor(actor.account)
+                    .subject(target)
+                    .detail("role", role.as_str())
+            };
+            if grant {
+                let e = event("operator.role.granted");
+                self.described(
+                    &mut ev,
+                    move |_: &()| vec![e],
+                    |events| {
+                        self.store().grant_role(
+                            subject,
+                            None,
+                            role.as_str(),
+                            Some(actor.account),
+                            now,
+                            events,
+                        )
+                    },
+                )
+                .await?;
             } else {
                 if target_roles.operator_roles.len() == 1
                     && target_roles.operator_roles.contains(&role)
@@ -141,21 +161,21 @@ impl Identity {
                         "an operator keeps at least one role; disable the account instead".into(),
                     ));
                 }
-                if !self
-                    .store()
-                    .revoke_role(subject, None, role.as_str())
-                    .await?
-                {
+                let e = event("operator.role.revoked");
+                let revoked = self
+                    .described(
+                        &mut ev,
+                        move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                        |events| {
+                            self.store()
+                                .revoke_role(subject, None, role.as_str(), events)
+                        },
+                    )
+                    .await?;
+                if !revoked {
                     return Err(IdentityError::NotFound("role grant"));
                 }
-                "operator.role.revoked"
-            };
-            ev.push(
-                IdentityEvent::new(action, EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target)
-                    .detail("role", role.as_str()),
-            );
+            }
             Ok(())
         }
         .await;

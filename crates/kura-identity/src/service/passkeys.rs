@@ -12,12 +12,13 @@
 use std::net::IpAddr;
 
 use kura_crypto::random;
+use kura_store::events::TxEvents;
 use kura_store::{CeremonyRecord, PasskeyRecord, PasskeyUse};
 use kura_types::AccountId;
 use time::OffsetDateTime;
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use super::{Identity, MfaVerified, SignInStep};
+use super::{Identity, MfaVerified, NewSession, SignInStep};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::mfa::RecoveryCodes;
 use crate::passkey::{RelyingParty, Started, StoredPasskey, decode_answer};
@@ -116,27 +117,35 @@ impl Identity {
             .collect()
     }
 
+    /// Stores a started ceremony; `started_event` (an enrolment's start)
+    /// commits with it.
     async fn keep_ceremony(
         &self,
+        ev: &mut Events,
         kind: &str,
         p: Option<&Principal>,
         started: Started,
+        started_event: Option<IdentityEvent>,
     ) -> Result<PasskeyChallenge, IdentityError> {
         let rp = self.relying_party()?;
         let now = self.now();
         let id = ceremony_id()?;
         let expires_at = rp.expiry(now);
-        self.store()
-            .put_ceremony(CeremonyRecord {
-                id: id.clone(),
-                kind: kind.into(),
-                account: p.map(|p| p.account),
-                session: p.and_then(Principal::session_id).map(|s| s.to_string()),
-                state: started.state,
-                created_at: now,
-                expires_at,
-            })
-            .await?;
+        let record = CeremonyRecord {
+            id: id.clone(),
+            kind: kind.into(),
+            account: p.map(|p| p.account),
+            session: p.and_then(Principal::session_id).map(|s| s.to_string()),
+            state: started.state,
+            created_at: now,
+            expires_at,
+        };
+        self.described(
+            ev,
+            move |_: &()| started_event.into_iter().collect(),
+            |events| self.store().put_ceremony(record, events),
+        )
+        .await?;
         Ok(PasskeyChallenge {
             ceremony: id,
             options: started.options,
@@ -194,17 +203,15 @@ impl Identity {
                 &account.display_name,
                 &existing,
             )?;
-            let challenge = self.keep_ceremony(REGISTRATION, Some(p), started).await?;
-            ev.push(
-                IdentityEvent::new(
-                    "auth.mfa.enrolment_started",
-                    EventOutcome::Success,
-                    self.now(),
-                )
-                .actor(p.account)
-                .detail("method", "passkey"),
-            );
-            Ok(challenge)
+            let e = IdentityEvent::new(
+                "auth.mfa.enrolment_started",
+                EventOutcome::Success,
+                self.now(),
+            )
+            .actor(p.account)
+            .detail("method", "passkey");
+            self.keep_ceremony(&mut ev, REGISTRATION, Some(p), started, Some(e))
+                .await
         }
         .await;
         ev.finish(r)
@@ -252,33 +259,47 @@ impl Identity {
                 created_at: now,
                 last_used_at: None,
             };
-            self.store()
-                .insert_passkey(record.clone())
-                .await
-                .map_err(|e| match e {
-                    kura_store::StoreError::Conflict(_) => {
-                        IdentityError::Conflict("a passkey with this credential".into())
-                    }
-                    other => other.into(),
-                })?;
+            let enrolled = IdentityEvent::new("auth.mfa.enrolled", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("method", "passkey")
+                .detail("passkey", &record.id)
+                .detail("backup_eligible", record.backup_eligible);
+            let stored = record.clone();
+            let inserted = self
+                .described(
+                    &mut ev,
+                    move |_: &()| vec![enrolled],
+                    |events| self.store().insert_passkey(stored, events),
+                )
+                .await;
+            inserted.map_err(|e| match e {
+                IdentityError::Store(kura_store::StoreError::Conflict(_)) => {
+                    IdentityError::Conflict("a passkey with this credential".into())
+                }
+                other => other,
+            })?;
             let recovery_codes = if first_factor {
                 let codes = RecoveryCodes::generate()
                     .map_err(|e| IdentityError::Internal(e.to_string()))?;
-                self.store()
-                    .replace_recovery_codes(p.account, &codes.hashes(), now)
-                    .await?;
+                // The first factor's codes belong to the enrolment whose
+                // event went with the passkey.
+                let hashes = codes.hashes();
+                self.described(
+                    &mut ev,
+                    |_: &()| Vec::new(),
+                    |events| {
+                        self.store()
+                            .replace_recovery_codes(p.account, &hashes, now, events)
+                    },
+                )
+                .await?;
                 Some(codes)
             } else {
                 None
             };
-            ev.push(
-                IdentityEvent::new("auth.mfa.enrolled", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("method", "passkey")
-                    .detail("passkey", &record.id)
-                    .detail("backup_eligible", record.backup_eligible),
-            );
-            let session = self.mark_verified(p, MfaMethod::Passkey).await?;
+            let session = self
+                .mark_verified(&mut ev, p, MfaMethod::Passkey, Vec::new())
+                .await?;
             Ok(PasskeyRegistered {
                 passkey: PasskeyInfo::from(&record),
                 recovery_codes,
@@ -316,15 +337,20 @@ impl Identity {
             {
                 return Err(IdentityError::Denied(crate::DenyReason::SessionIncomplete));
             }
-            if !self.store().delete_passkey(p.account, id).await? {
+            let e = IdentityEvent::new("auth.mfa.removed", EventOutcome::Success, self.now())
+                .actor(p.account)
+                .detail("method", "passkey")
+                .detail("passkey", id);
+            let removed = self
+                .described(
+                    &mut ev,
+                    move |removed: &bool| if *removed { vec![e] } else { Vec::new() },
+                    |events| self.store().delete_passkey(p.account, id, events),
+                )
+                .await?;
+            if !removed {
                 return Err(IdentityError::NotFound("passkey"));
             }
-            ev.push(
-                IdentityEvent::new("auth.mfa.removed", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("method", "passkey")
-                    .detail("passkey", id),
-            );
             Ok(())
         }
         .await;
@@ -334,7 +360,7 @@ impl Identity {
     /// A challenge for one of the principal's passkeys: the second factor
     /// of a sign-in waiting for one, or a step-up in a complete session.
     pub async fn start_passkey_mfa(&self, p: &Principal) -> Audited<PasskeyChallenge> {
-        let ev = Events::default();
+        let mut ev = Events::default();
         let r = async {
             second_factor_session(p)?;
             let rp = self.relying_party()?;
@@ -348,7 +374,8 @@ impl Identity {
                 return Err(IdentityError::MfaNotEnrolled);
             }
             let started = rp.start_authentication(&keys)?;
-            self.keep_ceremony(MFA, Some(p), started).await
+            self.keep_ceremony(&mut ev, MFA, Some(p), started, None)
+                .await
         }
         .await;
         ev.finish(r)
@@ -369,7 +396,7 @@ impl Identity {
             let answer: PublicKeyCredential = decode_answer(answer)?;
             let now = self.now();
             let keys = [(mfa_key(p.account), self.inner.config.mfa_throttle)];
-            self.check_throttles(&mut ev, &keys, None, now).await?;
+            let counted = self.check_throttles(&mut ev, &keys, None, now).await?;
             let c = self.take_ceremony(MFA, ceremony, Some(p)).await?;
             let verified = rp.finish_authentication(&c.state, &answer);
             let stored = self.stored_passkeys(p.account).await?;
@@ -388,13 +415,17 @@ impl Identity {
                     return Err(e);
                 }
             }
-            self.store().throttle_clear(&keys[0].0).await?;
-            ev.push(
-                IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("method", "passkey"),
-            );
-            let session = self.mark_verified(p, MfaMethod::Passkey).await?;
+            if counted {
+                self.store()
+                    .throttle_clear(&keys[0].0, TxEvents::none())
+                    .await?;
+            }
+            let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("method", "passkey");
+            let session = self
+                .mark_verified(&mut ev, p, MfaMethod::Passkey, vec![verified])
+                .await?;
             Ok(MfaVerified {
                 session,
                 recovery_codes_left: None,
@@ -414,7 +445,8 @@ impl Identity {
             self.check_throttles(&mut ev, &keys, source, self.now())
                 .await?;
             let started = rp.start_discoverable()?;
-            self.keep_ceremony(PASSWORDLESS, None, started).await
+            self.keep_ceremony(&mut ev, PASSWORDLESS, None, started, None)
+                .await
         }
         .await;
         ev.finish(r)
@@ -463,21 +495,26 @@ impl Identity {
             self.commit_use(account, change).await?;
             let signed_in = self
                 .issue_session(
-                    account,
-                    SessionStage::Complete,
-                    Some((MfaMethod::Passkey, now)),
-                    source,
-                    None,
+                    &mut ev,
+                    NewSession {
+                        account,
+                        stage: SessionStage::Complete,
+                        mfa: Some((MfaMethod::Passkey, now)),
+                        source,
+                        replaces: None,
+                    },
+                    move |session| {
+                        vec![
+                            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                                .actor(account)
+                                .source(source)
+                                .detail("method", "passkey")
+                                .detail("session", session)
+                                .detail("stage", SessionStage::Complete.as_str()),
+                        ]
+                    },
                 )
                 .await?;
-            ev.push(
-                IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                    .actor(account)
-                    .source(source)
-                    .detail("method", "passkey")
-                    .detail("session", signed_in.session)
-                    .detail("stage", SessionStage::Complete.as_str()),
-            );
             Ok(SignInStep::Complete(signed_in))
         }
         .await;
@@ -563,7 +600,7 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         if !self
             .store()
-            .record_passkey_use(account, &credential_id, change)
+            .record_passkey_use(account, &credential_id, change, TxEvents::none())
             .await?
         {
             // Removed between the check and now: the sign-in does not count.

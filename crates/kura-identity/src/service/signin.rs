@@ -3,19 +3,18 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::{
-    NewAccount, PasswordSet, RoleGrant, SETUP_COMPLETED, SessionRevocation, SetupTokenCheck,
-};
+use kura_store::events::TxEvents;
+use kura_store::{NewAccount, RoleGrant, SETUP_COMPLETED, SetupTokenCheck};
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
-use super::{Identity, parse_mfa_method};
+use super::{Identity, NewSession, parse_mfa_method};
 use crate::account::{Account, AccountKind, AccountStatus, DisplayName, Email};
 use crate::error::TokenProblem;
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::password::check_password_policy;
-use crate::policy::{Action, Credential, OperatorRole, Principal, Resource, SessionStage};
+use crate::policy::{Action, Credential, OperatorRole, Principal, SessionStage};
 use crate::session::SessionValidity;
 use crate::throttle::{ThrottlePolicy, ThrottleState, account_key, source_key};
 use crate::{Audited, IdentityError};
@@ -122,7 +121,7 @@ impl Identity {
         if let Some(s) = source {
             keys.push((source_key(s), cfg.source_throttle));
         }
-        self.check_throttles(ev, &keys, source, now).await?;
+        let counted = self.check_throttles(ev, &keys, source, now).await?;
 
         let account = match &parsed {
             Some(e) => Self::active(
@@ -157,43 +156,72 @@ impl Identity {
             self.count_failures(ev, &keys, source, now).await?;
             return Err(IdentityError::InvalidCredentials);
         };
-        self.store().throttle_clear(&keys[0].0).await?;
+        // The counter's reset is part of the sign-in, whose event goes with
+        // the new session.
+        if counted {
+            self.store()
+                .throttle_clear(&keys[0].0, TxEvents::none())
+                .await?;
+        }
 
         if let Some(old) = had_hash
             && self.inner.passwords.needs_rehash(&old)
         {
             let new = self.hash_password(password).await?;
-            if self
-                .store()
-                .rehash_password(account.id, &old, &new, now)
-                .await?
-            {
-                ev.push(
-                    IdentityEvent::new("auth.password.rehashed", EventOutcome::Success, now)
-                        .actor(account.id),
-                );
-            }
+            let id = account.id;
+            self.described(
+                ev,
+                move |rehashed: &bool| {
+                    if *rehashed {
+                        vec![
+                            IdentityEvent::new(
+                                "auth.password.rehashed",
+                                EventOutcome::Success,
+                                now,
+                            )
+                            .actor(id),
+                        ]
+                    } else {
+                        Vec::new()
+                    }
+                },
+                |events| self.store().rehash_password(id, &old, &new, now, events),
+            )
+            .await?;
         }
 
-        let has_mfa = self.has_second_factor(account.id).await?;
-        let stage = if has_mfa {
+        // One read for what decides whether a second factor is due.
+        let facts = self.store().account_facts(account.id, now).await?;
+        let stage = if facts.totp_confirmed || facts.has_passkey {
             SessionStage::MfaPending
-        } else if self.mfa_required(&account).await? {
+        } else if Self::mfa_required_by_facts(&account, &facts)? {
             SessionStage::MfaEnrolment
         } else {
             SessionStage::Complete
         };
+        let id = account.id;
         let signed_in = self
-            .issue_session(account.id, stage, None, source, None)
+            .issue_session(
+                ev,
+                NewSession {
+                    account: id,
+                    stage,
+                    mfa: None,
+                    source,
+                    replaces: None,
+                },
+                move |session| {
+                    vec![
+                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                            .actor(id)
+                            .source(source)
+                            .detail("method", "password")
+                            .detail("session", session)
+                            .detail("stage", stage.as_str()),
+                    ]
+                },
+            )
             .await?;
-        ev.push(
-            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                .actor(account.id)
-                .source(source)
-                .detail("method", "password")
-                .detail("session", signed_in.session)
-                .detail("stage", stage.as_str()),
-        );
         Ok(match stage {
             SessionStage::Complete => SignInStep::Complete(signed_in),
             SessionStage::MfaPending => SignInStep::MfaRequired(signed_in),
@@ -202,26 +230,32 @@ impl Identity {
     }
 
     /// Refuses while any key is delayed or locked; clears and records
-    /// lockouts that have run out.
+    /// lockouts that have run out. Says whether the first key still has a
+    /// failure counter, which a success then resets (without one there is
+    /// nothing to reset, and a sign-in saves a write).
     pub(super) async fn check_throttles(
         &self,
         ev: &mut Events,
         keys: &[(String, ThrottlePolicy)],
         source: Option<IpAddr>,
         now: OffsetDateTime,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<bool, IdentityError> {
         let mut wait_until: Option<OffsetDateTime> = None;
-        for (key, policy) in keys {
+        let mut first_counted = false;
+        for (i, (key, policy)) in keys.iter().enumerate() {
             let record = self.store().throttle(key).await?;
             match policy.state(record.as_ref(), now) {
-                ThrottleState::Open => {}
+                ThrottleState::Open => first_counted |= i == 0 && record.is_some(),
                 ThrottleState::LockoutExpired => {
-                    self.store().throttle_clear(key).await?;
-                    ev.push(
-                        IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
-                            .source(source)
-                            .detail("key", key),
-                    );
+                    let e = IdentityEvent::new("auth.lockout.expired", EventOutcome::Success, now)
+                        .source(source)
+                        .detail("key", key);
+                    self.described(
+                        ev,
+                        move |_: &()| vec![e],
+                        |events| self.store().throttle_clear(key, events),
+                    )
+                    .await?;
                 }
                 ThrottleState::Delayed(until) | ThrottleState::Locked(until) => {
                     wait_until = Some(wait_until.map_or(until, |w| w.max(until)));
@@ -237,7 +271,7 @@ impl Identity {
             );
             return Err(IdentityError::Throttled { retry_after });
         }
-        Ok(())
+        Ok(first_counted)
     }
 
     /// Counts a failure against every key and starts lockouts that are due.
@@ -254,14 +288,17 @@ impl Identity {
                 .throttle_failure(key, now, now - policy.window)
                 .await?;
             if let Some(until) = policy.lockout_for(&record) {
-                self.store().throttle_lock(key, Some(until)).await?;
-                ev.push(
-                    IdentityEvent::new("auth.lockout.started", EventOutcome::Success, now)
-                        .source(source)
-                        .detail("key", key)
-                        .detail("failures", record.failures)
-                        .detail("until", until),
-                );
+                let e = IdentityEvent::new("auth.lockout.started", EventOutcome::Success, now)
+                    .source(source)
+                    .detail("key", key)
+                    .detail("failures", record.failures)
+                    .detail("until", until);
+                self.described(
+                    ev,
+                    move |_: &()| vec![e],
+                    |events| self.store().throttle_lock(key, Some(until), events),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -330,50 +367,65 @@ impl Identity {
             return Err(IdentityError::BadToken(problem));
         }
         let id = AccountId::new();
-        self.store()
-            .create_account(NewAccount {
-                account: kura_store::AccountRecord {
-                    id,
-                    email: email.as_str().to_owned(),
-                    display_name: name.as_str().to_owned(),
-                    phone: None,
-                    status: AccountStatus::Active.as_str().into(),
-                    kind: AccountKind::Operator.as_str().into(),
-                    created_at: now,
-                },
-                password_phc: Some(phc),
-                grants: OperatorRole::ALL
-                    .iter()
-                    .map(|r| RoleGrant {
-                        team: None,
-                        role: r.as_str().into(),
-                        via_group: None,
-                    })
-                    .collect(),
-                teams: Vec::new(),
-            })
-            .await?;
-        platform
-            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
-            .await?;
-        ev.push(
+        let created =
             IdentityEvent::new("setup.first_operator.created", EventOutcome::Success, now)
                 .actor(id)
                 .subject(id)
                 .source(source)
-                .detail("email", &email),
-        );
-        let signed_in = self
-            .issue_session(id, SessionStage::MfaEnrolment, None, source, None)
+                .detail("email", &email);
+        let account = NewAccount {
+            account: kura_store::AccountRecord {
+                id,
+                email: email.as_str().to_owned(),
+                display_name: name.as_str().to_owned(),
+                phone: None,
+                status: AccountStatus::Active.as_str().into(),
+                kind: AccountKind::Operator.as_str().into(),
+                created_at: now,
+            },
+            password_phc: Some(phc),
+            grants: OperatorRole::ALL
+                .iter()
+                .map(|r| RoleGrant {
+                    team: None,
+                    role: r.as_str().into(),
+                    via_group: None,
+                })
+                .collect(),
+            teams: Vec::new(),
+        };
+        self.described(
+            ev,
+            move |_: &()| vec![created],
+            |events| self.store().create_account(account, events),
+        )
+        .await?;
+        platform
+            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
             .await?;
-        ev.push(
-            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                .actor(id)
-                .source(source)
-                .detail("method", "setup")
-                .detail("session", signed_in.session)
-                .detail("stage", SessionStage::MfaEnrolment.as_str()),
-        );
+        let stage = SessionStage::MfaEnrolment;
+        let signed_in = self
+            .issue_session(
+                ev,
+                NewSession {
+                    account: id,
+                    stage,
+                    mfa: None,
+                    source,
+                    replaces: None,
+                },
+                move |session| {
+                    vec![
+                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                            .actor(id)
+                            .source(source)
+                            .detail("method", "setup")
+                            .detail("session", session)
+                            .detail("stage", stage.as_str()),
+                    ]
+                },
+            )
+            .await?;
         Ok(signed_in)
     }
 
@@ -400,7 +452,13 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<Principal, IdentityError> {
         let now = self.now();
-        let Some(session) = self.store().session_by_hash(&TokenHash::of(token)).await? else {
+        // One read for the session and everything the policy needs about
+        // its account.
+        let Some((session, facts)) = self
+            .store()
+            .session_facts(&TokenHash::of(token), now)
+            .await?
+        else {
             return Err(IdentityError::Unauthenticated);
         };
         let stage = SessionStage::parse(&session.stage)
@@ -417,7 +475,12 @@ impl Identity {
             );
             return Err(IdentityError::Unauthenticated);
         }
-        let Some(account) = Self::active(self.load_account(session.account).await?) else {
+        let account = facts
+            .account
+            .clone()
+            .map(Account::from_record)
+            .transpose()?;
+        let Some(account) = Self::active(account) else {
             return Err(IdentityError::Unauthenticated);
         };
         if now - session.last_seen_at >= super::TOUCH_EVERY {
@@ -430,7 +493,7 @@ impl Identity {
             mfa_recent: cfg.is_recent(session.mfa_verified_at, now),
             signed_in_recently: cfg.is_recent(Some(session.created_at), now),
         };
-        self.principal(&account, credential).await
+        Self::principal_from(&account, credential, &facts)
     }
 
     /// Ends the principal's own session.
@@ -438,13 +501,17 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             let id = p.session_id().ok_or(IdentityError::Unauthenticated)?;
-            self.store().revoke_session(id, self.now()).await?;
-            ev.push(
-                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("session", id)
-                    .detail("reason", "sign_out"),
-            );
+            let now = self.now();
+            let e = IdentityEvent::new("auth.session.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("session", id)
+                .detail("reason", "sign_out");
+            self.described(
+                &mut ev,
+                move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                |events| self.store().revoke_session(id, now, events),
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -456,21 +523,20 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             p.session_id().ok_or(IdentityError::Unauthenticated)?;
-            let n = self
-                .store()
-                .revoke_sessions_of(p.account, None, self.now())
-                .await?;
-            ev.push(
-                IdentityEvent::new(
-                    "auth.session.revoked_all",
-                    EventOutcome::Success,
-                    self.now(),
-                )
-                .actor(p.account)
-                .detail("count", n)
-                .detail("reason", "sign_out_everywhere"),
-            );
-            Ok(n)
+            let (account, now) = (p.account, self.now());
+            self.described(
+                &mut ev,
+                move |n: &u64| {
+                    vec![
+                        IdentityEvent::new("auth.session.revoked_all", EventOutcome::Success, now)
+                            .actor(account)
+                            .detail("count", n)
+                            .detail("reason", "sign_out_everywhere"),
+                    ]
+                },
+                |events| self.store().revoke_sessions_of(account, None, now, events),
+            )
+            .await
         }
         .await;
         ev.finish(r)
@@ -518,217 +584,27 @@ impl Identity {
                 .await?
                 .iter()
                 .any(|s| s.id == id);
-            if !mine || !self.store().revoke_session(id, self.now()).await? {
+            if !mine {
                 return Err(IdentityError::NotFound("session"));
             }
-            ev.push(
-                IdentityEvent::new("auth.session.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("session", id)
-                    .detail("reason", "revoked_by_owner"),
-            );
-            Ok(())
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Changes the principal's own password after checking the current one.
-    /// Every other session of the account and its personal API tokens are
-    /// revoked in the same transaction (whoever learnt the old password may
-    /// have made either). Returns how many were revoked.
-    pub async fn change_password(
-        &self,
-        p: &Principal,
-        current: &SecretString,
-        new: &SecretString,
-    ) -> Audited<PasswordSet> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(
-                &mut ev,
-                p,
-                Action::OwnCredentialsChange,
-                &self.self_target(p),
-            )?;
-            check_password_policy(new)?;
             let now = self.now();
-            let key = format!("password-change:{}", p.account);
-            let keys = [(key, self.inner.config.account_throttle)];
-            self.check_throttles(&mut ev, &keys, None, now).await?;
-            let phc = self.store().password_hash(p.account).await?;
-            if !self.verify_password(current, phc).await {
-                ev.push(
-                    IdentityEvent::new("auth.password.change_failed", EventOutcome::Failure, now)
-                        .actor(p.account)
-                        .detail("reason", "wrong_current_password"),
-                );
-                self.count_failures(&mut ev, &keys, None, now).await?;
-                return Err(IdentityError::InvalidCredentials);
-            }
-            let phc = self.hash_password(new).await?;
-            let keep = p
-                .session_id()
-                .map_or(SessionRevocation::All, SessionRevocation::AllExcept);
-            let set = self
-                .store()
-                .set_password(p.account, &phc, keep, now)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.password.changed", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .subject(p.account)
-                    .detail("sessions_revoked", set.sessions_revoked)
-                    .detail("tokens_revoked", set.tokens_revoked),
-            );
-            Ok(set)
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Sets another account's password (help desk / team admin). Subject to
-    /// the high-privilege rule; all of the target's sessions and personal
-    /// API tokens are revoked.
-    /// The target's MFA stays as it is, so a reset never bypasses MFA.
-    pub async fn reset_password(
-        &self,
-        actor: &Principal,
-        target: AccountId,
-        new: &SecretString,
-    ) -> Audited<()> {
-        let mut ev = Events::default();
-        let r = async {
-            let resource = Resource::Account(self.account_target(target).await?);
-            self.require(&mut ev, actor, Action::AccountManage, &resource)?;
-            self.load_account(target)
-                .await?
-                .ok_or(IdentityError::NotFound("account"))?;
-            check_password_policy(new)?;
-            let now = self.now();
-            let phc = self.hash_password(new).await?;
-            let set = self
-                .store()
-                .set_password(target, &phc, SessionRevocation::All, now)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.password.reset", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target)
-                    .detail("sessions_revoked", set.sessions_revoked)
-                    .detail("tokens_revoked", set.tokens_revoked),
-            );
-            Ok(())
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Disables or re-enables another account, under the same privilege
-    /// rule both ways. Disabling revokes all of its sessions and API tokens
-    /// in the same transaction; re-enabling restores sign-in only (revoked
-    /// sessions and tokens stay revoked) and applies to disabled accounts
-    /// only.
-    pub async fn set_account_disabled(
-        &self,
-        actor: &Principal,
-        target: AccountId,
-        disabled: bool,
-    ) -> Audited<()> {
-        let mut ev = Events::default();
-        let r = async {
-            let resource = Resource::Account(self.account_target(target).await?);
-            self.require(&mut ev, actor, Action::AccountManage, &resource)?;
-            let current = self
-                .load_account(target)
-                .await?
-                .ok_or(IdentityError::NotFound("account"))?;
-            // Re-enabling is for disabled accounts only: an invited account
-            // becomes active by accepting its invitation, nothing else.
-            if !disabled && current.status != AccountStatus::Disabled {
-                return Err(IdentityError::AccountStatus(current.status.as_str()));
-            }
-            let now = self.now();
-            let status = if disabled {
-                AccountStatus::Disabled
-            } else {
-                AccountStatus::Active
-            };
-            self.store()
-                .set_account_status(target, status.as_str(), disabled, now)
-                .await?;
-            let action = if disabled {
-                "account.disabled"
-            } else {
-                "account.enabled"
-            };
-            ev.push(
-                IdentityEvent::new(action, EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(target),
-            );
-            Ok(())
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// The principal's own account.
-    pub async fn me(&self, p: &Principal) -> Audited<Account> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
-            self.load_account(p.account)
-                .await?
-                .ok_or(IdentityError::NotFound("account"))
-        }
-        .await;
-        ev.finish(r)
-    }
-
-    /// Changes the principal's own display name and phone number.
-    pub async fn update_profile(
-        &self,
-        p: &Principal,
-        display_name: &str,
-        phone: Option<&str>,
-    ) -> Audited<Account> {
-        let mut ev = Events::default();
-        let r = async {
-            self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
-            // Profile data is not a credential: no step-up, but not through
-            // API tokens either.
-            p.session_id()
-                .ok_or(IdentityError::Denied(crate::DenyReason::TokenNotAllowed))?;
-            let name = DisplayName::parse(display_name)?;
-            let phone = phone.map(crate::Phone::parse).transpose()?;
-            let now = self.now();
-            self.store()
-                .update_profile(
-                    p.account,
-                    name.as_str(),
-                    phone.as_ref().map(|x| x.as_str()),
-                    now,
+            let e = IdentityEvent::new("auth.session.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("session", id)
+                .detail("reason", "revoked_by_owner");
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_session(id, now, events),
                 )
                 .await?;
-            ev.push(
-                IdentityEvent::new("account.profile.changed", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .subject(p.account),
-            );
-            self.load_account(p.account)
-                .await?
-                .ok_or(IdentityError::NotFound("account"))
+            if !revoked {
+                return Err(IdentityError::NotFound("session"));
+            }
+            Ok(())
         }
         .await;
         ev.finish(r)
-    }
-
-    pub(super) fn self_target(&self, p: &Principal) -> Resource {
-        Resource::Account(crate::AccountTarget {
-            id: p.account,
-            operator_roles: p.operator_roles.clone(),
-            team_roles: p.team_roles.clone(),
-        })
     }
 }

@@ -163,25 +163,31 @@ impl Identity {
             let now = self.now();
             let team = TeamId::new();
             let (record, issued) = self.invitation(team, email, TeamRole::Owner, actor.account)?;
-            self.store()
-                .create_team(
-                    TeamRecord {
-                        id: team,
-                        name: name.clone(),
-                        mfa_policy: TeamMfaPolicy::None.to_stored(),
-                        created_at: now,
-                    },
-                    None,
-                    Some(record),
-                )
-                .await?;
-            ev.push(
+            let events = vec![
                 IdentityEvent::new("team.created", EventOutcome::Success, now)
                     .actor(actor.account)
                     .team(team)
                     .detail("name", &name),
+                invitation_event(&issued, actor.account, now),
+            ];
+            let record = (
+                TeamRecord {
+                    id: team,
+                    name,
+                    mfa_policy: TeamMfaPolicy::None.to_stored(),
+                    created_at: now,
+                },
+                record,
             );
-            ev.push(invitation_event(&issued, actor.account, now));
+            self.described(
+                &mut ev,
+                move |_: &()| events,
+                |tx_events| {
+                    self.store()
+                        .create_team(record.0, None, Some(record.1), tx_events)
+                },
+            )
+            .await?;
             Ok(TeamCreated {
                 team,
                 owner_invitation: issued,
@@ -247,15 +253,18 @@ impl Identity {
                     ));
                 }
             }
-            self.store()
-                .set_team_mfa_policy(team, &policy.to_stored())
-                .await?;
-            ev.push(
+            let stored = policy.to_stored();
+            let e =
                 IdentityEvent::new("team.mfa_policy.changed", EventOutcome::Success, self.now())
                     .actor(actor.account)
                     .team(team)
-                    .detail("policy", policy.to_stored()),
-            );
+                    .detail("policy", &stored);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().set_team_mfa_policy(team, &stored, events),
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -361,15 +370,20 @@ impl Identity {
                     return Err(IdentityError::LastOwner);
                 }
             }
-            if !self.store().remove_member(team, account).await? {
+            let e = IdentityEvent::new("team.member.removed", EventOutcome::Success, self.now())
+                .actor(actor.account)
+                .subject(account)
+                .team(team);
+            let removed = self
+                .described(
+                    &mut ev,
+                    move |removed: &bool| if *removed { vec![e] } else { Vec::new() },
+                    |events| self.store().remove_member(team, account, events),
+                )
+                .await?;
+            if !removed {
                 return Err(IdentityError::NotFound("member"));
             }
-            ev.push(
-                IdentityEvent::new("team.member.removed", EventOutcome::Success, self.now())
-                    .actor(actor.account)
-                    .subject(account)
-                    .team(team),
-            );
             Ok(())
         }
         .await;
@@ -419,17 +433,22 @@ impl Identity {
             self.require_owner_for(&mut ev, actor, team, role)?;
             self.subject_in_team(team, subject).await?;
             let now = self.now();
-            self.store()
-                .grant_role(subject, Some(team), role.as_str(), Some(actor.account), now)
-                .await?;
-            ev.push(role_event(
-                "team.role.granted",
-                actor,
-                team,
-                subject,
-                role,
-                now,
-            ));
+            let e = role_event("team.role.granted", actor, team, subject, role, now);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store().grant_role(
+                        subject,
+                        Some(team),
+                        role.as_str(),
+                        Some(actor.account),
+                        now,
+                        events,
+                    )
+                },
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -459,21 +478,20 @@ impl Identity {
                 }
             }
             let now = self.now();
-            if !self
-                .store()
-                .revoke_role(subject, Some(team), role.as_str())
-                .await?
-            {
+            let e = role_event("team.role.revoked", actor, team, subject, role, now);
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| {
+                        self.store()
+                            .revoke_role(subject, Some(team), role.as_str(), events)
+                    },
+                )
+                .await?;
+            if !revoked {
                 return Err(IdentityError::NotFound("role grant"));
             }
-            ev.push(role_event(
-                "team.role.revoked",
-                actor,
-                team,
-                subject,
-                role,
-                now,
-            ));
             Ok(())
         }
         .await;
@@ -493,25 +511,27 @@ impl Identity {
             let name = team_name(name)?;
             let now = self.now();
             let id = GroupId::new();
-            self.store()
-                .create_group(GroupRecord {
-                    id,
-                    team,
-                    name: name.clone(),
-                    created_at: now,
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::Conflict(what) => IdentityError::Conflict(what),
-                    other => other.into(),
-                })?;
-            ev.push(
-                IdentityEvent::new("team.group.created", EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .team(team)
-                    .detail("group", id)
-                    .detail("name", &name),
-            );
+            let e = IdentityEvent::new("team.group.created", EventOutcome::Success, now)
+                .actor(actor.account)
+                .team(team)
+                .detail("group", id)
+                .detail("name", &name);
+            let group = GroupRecord {
+                id,
+                team,
+                name,
+                created_at: now,
+            };
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().create_group(group, events),
+            )
+            .await
+            .map_err(|e| match e {
+                IdentityError::Store(StoreError::Conflict(what)) => IdentityError::Conflict(what),
+                other => other,
+            })?;
             Ok(id)
         }
         .await;
@@ -567,9 +587,21 @@ impl Identity {
                 self.require_owner_for(&mut ev, actor, team, TeamRole::Owner)?;
             }
             let now = self.now();
-            let action = if add {
-                self.store().add_group_member(group, account, now).await?;
-                "team.group.member_added"
+            let event = |action| {
+                IdentityEvent::new(action, EventOutcome::Success, now)
+                    .actor(actor.account)
+                    .subject(account)
+                    .team(team)
+                    .detail("group", group)
+            };
+            if add {
+                let e = event("team.group.member_added");
+                self.described(
+                    &mut ev,
+                    move |_: &()| vec![e],
+                    |events| self.store().add_group_member(group, account, now, events),
+                )
+                .await?;
             } else {
                 if carries_owner
                     && self
@@ -579,18 +611,18 @@ impl Identity {
                 {
                     return Err(IdentityError::LastOwner);
                 }
-                if !self.store().remove_group_member(group, account).await? {
+                let e = event("team.group.member_removed");
+                let removed = self
+                    .described(
+                        &mut ev,
+                        move |removed: &bool| if *removed { vec![e] } else { Vec::new() },
+                        |events| self.store().remove_group_member(group, account, events),
+                    )
+                    .await?;
+                if !removed {
                     return Err(IdentityError::NotFound("group member"));
                 }
-                "team.group.member_removed"
-            };
-            ev.push(
-                IdentityEvent::new(action, EventOutcome::Success, now)
-                    .actor(actor.account)
-                    .subject(account)
-                    .team(team)
-                    .detail("group", group),
-            );
+            }
             Ok(())
         }
         .await;

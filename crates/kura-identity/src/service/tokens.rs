@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use super::Identity;
-use crate::account::AccountKind;
+use crate::account::{Account, AccountKind};
 use crate::event::{EventOutcome, Events, IdentityEvent};
 use crate::policy::{Action, Credential, Principal, Resource, TeamRole, token_scopes};
 use crate::{Audited, IdentityError};
@@ -181,22 +181,20 @@ impl Identity {
             let text = SecretString::from(format!("{}{}", req.kind.prefix(), secret.reveal()));
             let id = ApiTokenId::new();
             let expires_at = now + req.lifetime;
-            self.store()
-                .insert_api_token(ApiTokenRecord {
-                    id,
-                    token_hash: TokenHash::of(text.expose_secret()),
-                    account: p.account,
-                    team: team.map(|(t, _)| t),
-                    kind: req.kind.as_str().into(),
-                    role: team.map(|(_, r)| r.as_str().to_owned()),
-                    name: name.to_owned(),
-                    scopes: req.scopes.iter().cloned().collect(),
-                    created_at: now,
-                    expires_at,
-                    last_used_at: None,
-                    revoked_at: None,
-                })
-                .await?;
+            let record = ApiTokenRecord {
+                id,
+                token_hash: TokenHash::of(text.expose_secret()),
+                account: p.account,
+                team: team.map(|(t, _)| t),
+                kind: req.kind.as_str().into(),
+                role: team.map(|(_, r)| r.as_str().to_owned()),
+                name: name.to_owned(),
+                scopes: req.scopes.iter().cloned().collect(),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+            };
             let mut e = IdentityEvent::new("token.created", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail("token", id)
@@ -209,7 +207,12 @@ impl Identity {
             if let Some((t, role)) = team {
                 e = e.team(t).detail("role", role.as_str());
             }
-            ev.push(e);
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| self.store().insert_api_token(record, events),
+            )
+            .await?;
             Ok(IssuedApiToken {
                 id,
                 expires_at,
@@ -247,14 +250,20 @@ impl Identity {
                     self.require(&mut ev, p, Action::OwnAccountRead, &self.self_target(p))?;
                 }
             }
-            if !self.store().revoke_api_token(id, self.now()).await? {
+            let now = self.now();
+            let e = IdentityEvent::new("token.revoked", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("token", id);
+            let revoked = self
+                .described(
+                    &mut ev,
+                    move |revoked: &bool| if *revoked { vec![e] } else { Vec::new() },
+                    |events| self.store().revoke_api_token(id, now, events),
+                )
+                .await?;
+            if !revoked {
                 return Err(IdentityError::NotFound("token"));
             }
-            ev.push(
-                IdentityEvent::new("token.revoked", EventOutcome::Success, self.now())
-                    .actor(p.account)
-                    .detail("token", id),
-            );
             Ok(())
         }
         .await;
@@ -288,9 +297,11 @@ impl Identity {
         let mut ev = Events::default();
         let r = async {
             let now = self.now();
-            let Some(t) = self
+            // One read for the token and everything the policy needs about
+            // its account.
+            let Some((t, facts)) = self
                 .store()
-                .api_token_by_hash(&TokenHash::of(token))
+                .api_token_facts(&TokenHash::of(token), now)
                 .await?
             else {
                 return Err(IdentityError::Unauthenticated);
@@ -312,7 +323,12 @@ impl Identity {
                 );
                 return Err(IdentityError::Unauthenticated);
             }
-            let Some(account) = Self::active(self.load_account(t.account).await?) else {
+            let account = facts
+                .account
+                .clone()
+                .map(Account::from_record)
+                .transpose()?;
+            let Some(account) = Self::active(account) else {
                 return Err(IdentityError::Unauthenticated);
             };
             if t.last_used_at
@@ -326,7 +342,7 @@ impl Identity {
                 service_team: if t.kind == "service" { t.team } else { None },
             };
             match parse_kind(&t.kind)? {
-                ApiTokenKind::Personal => self.principal(&account, credential).await,
+                ApiTokenKind::Personal => Self::principal_from(&account, credential, &facts),
                 ApiTokenKind::Service => {
                     let (Some(team), Some(role)) =
                         (t.team, t.role.as_deref().and_then(TeamRole::parse))

@@ -26,17 +26,25 @@ pub async fn show(
     who: Signed,
     Query(q): Query<OkQuery>,
 ) -> Response {
-    let audited = state.identity.me(&who.principal).await;
+    let audited = state.identity.at(who.ctx.facts()).me(&who.principal).await;
     let me = match finish(&state, &who.ctx, audited).await {
         Ok(me) => me,
         Err(e) => return page::api_error_page(&e),
     };
-    let audited = state.identity.sessions(&who.principal).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .sessions(&who.principal)
+        .await;
     let sessions = match finish(&state, &who.ctx, audited).await {
         Ok(s) => s,
         Err(e) => return page::api_error_page(&e),
     };
-    let audited = state.identity.passkeys(&who.principal).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .passkeys(&who.principal)
+        .await;
     let passkeys = match finish(&state, &who.ctx, audited).await {
         Ok(p) => p,
         Err(e) => return page::api_error_page(&e),
@@ -133,6 +141,7 @@ pub async fn revoke(
     };
     let audited = state
         .identity
+        .at(p.who.ctx.facts())
         .revoke_own_session(&p.who.principal, id)
         .await;
     match finish(&state, &p.who.ctx, audited).await {
@@ -147,7 +156,11 @@ pub async fn remove_passkey(
     Path(id): Path<String>,
     p: SessionForm<Empty>,
 ) -> Response {
-    let audited = state.identity.remove_passkey(&p.who.principal, &id).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .remove_passkey(&p.who.principal, &id)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(()) => done("/console/account", "passkey-removed"),
         Err(e) => page::api_error_page(&e),

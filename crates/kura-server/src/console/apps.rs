@@ -73,7 +73,11 @@ async fn app_page(
         .accounts(team, app)
         .await
         .map_err(ApiError::Apps)?;
-    let audited = state.identity.members(&who.principal, team).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .members(&who.principal, team)
+        .await;
     let members = crate::http::api::auth::finish(state, &who.ctx, audited).await?;
     let base = format!("/console/teams/{team}/apps/{app}");
     let closed = record.status == AppStatus::Closed;

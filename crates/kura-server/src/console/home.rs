@@ -21,7 +21,11 @@ use crate::http::api::error::ApiError;
 
 /// `GET /console/`.
 pub async fn show(State(state): State<AppState>, who: Signed) -> Response {
-    let audited = state.identity.my_teams(&who.principal).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .my_teams(&who.principal)
+        .await;
     let teams = match finish(&state, &who.ctx, audited).await {
         Ok(t) => t,
         Err(e) => return page::api_error_page(&e),
@@ -119,6 +123,7 @@ pub async fn create_team(State(state): State<AppState>, p: SessionForm<NewTeam>)
     let created = if errors.name.is_none() && errors.owner_email.is_none() {
         let audited = state
             .identity
+            .at(who.ctx.facts())
             .create_team(&who.principal, f.name.trim(), f.owner_email.trim())
             .await;
         match finish(&state, &who.ctx, audited).await {
@@ -140,7 +145,11 @@ pub async fn create_team(State(state): State<AppState>, p: SessionForm<NewTeam>)
     } else {
         None
     };
-    let audited = state.identity.my_teams(&who.principal).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .my_teams(&who.principal)
+        .await;
     let teams = match finish(&state, &who.ctx, audited).await {
         Ok(t) => t,
         Err(e) => return page::api_error_page(&e),
@@ -228,7 +237,11 @@ async fn team_page(
     ok: Option<&str>,
     forms: &TeamForms,
 ) -> Result<Markup, ApiError> {
-    let audited = state.identity.team(&who.principal, team).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .team(&who.principal, team)
+        .await;
     let t = finish(state, &who.ctx, audited).await?;
     allow(state, who, Action::HostsRead, team).await?;
     let hosts = state.apps.hosts(team).await.map_err(ApiError::Apps)?;
@@ -237,7 +250,11 @@ async fn team_page(
         let list = state.apps.apps(team, h.id).await.map_err(ApiError::Apps)?;
         apps.push(list);
     }
-    let audited = state.identity.members(&who.principal, team).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .members(&who.principal, team)
+        .await;
     let members = finish(state, &who.ctx, audited).await?;
     let can_manage_members = state
         .identity
@@ -246,7 +263,11 @@ async fn team_page(
         .0
         .is_ok();
     let invitations = if can_manage_members {
-        let audited = state.identity.invitations(&who.principal, team).await;
+        let audited = state
+            .identity
+            .at(who.ctx.facts())
+            .invitations(&who.principal, team)
+            .await;
         finish(state, &who.ctx, audited).await?
     } else {
         Vec::new()
@@ -531,6 +552,7 @@ pub async fn invite(
     };
     let audited = state
         .identity
+        .at(p.who.ctx.facts())
         .invite(&p.who.principal, team, p.form.email.trim(), role)
         .await;
     let mut forms = TeamForms::default();

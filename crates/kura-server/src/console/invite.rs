@@ -84,6 +84,7 @@ pub async fn accept(State(state): State<AppState>, p: PublicForm<AcceptForm>) ->
     let password = SecretString::from(f.password.clone());
     let audited = state
         .identity
+        .at(p.ctx.facts())
         .accept_invitation(
             f.token.trim(),
             Acceptance::NewAccount {

@@ -454,7 +454,11 @@ pub async fn add_account(
     if let Err(e) = permit(&state, &p.who, Action::AppsOperate, team).await {
         return page::api_error_page(&e);
     }
-    let audited = state.identity.members(&p.who.principal, team).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .members(&p.who.principal, team)
+        .await;
     let members = match crate::http::api::auth::finish(&state, &p.who.ctx, audited).await {
         Ok(m) => m,
         Err(e) => return page::api_error_page(&e),

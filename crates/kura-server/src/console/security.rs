@@ -54,7 +54,11 @@ async fn render(
     team: TeamId,
     ok: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let audited = state.identity.team(&who.principal, team).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .team(&who.principal, team)
+        .await;
     let t = finish(state, &who.ctx, audited).await?;
     let can_manage = state
         .identity
@@ -186,6 +190,7 @@ pub async fn set_policy(
     };
     let audited = state
         .identity
+        .at(p.who.ctx.facts())
         .set_team_mfa_policy(&p.who.principal, team, policy)
         .await;
     match finish(&state, &p.who.ctx, audited).await {

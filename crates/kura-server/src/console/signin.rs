@@ -129,6 +129,7 @@ pub async fn setup(State(state): State<AppState>, p: PublicForm<SetupForm>) -> R
     let password = SecretString::from(f.password.clone());
     let audited = state
         .identity
+        .at(p.ctx.facts())
         .create_first_operator(&f.token, &f.email, &f.display_name, &password, p.ctx.source)
         .await;
     match finish(&state, &p.ctx, audited).await {
@@ -234,6 +235,7 @@ pub async fn sign_in(State(state): State<AppState>, p: PublicForm<SignInForm>) -
     let password = SecretString::from(f.password.clone());
     let audited = state
         .identity
+        .at(p.ctx.facts())
         .sign_in_password(&f.email, &password, p.ctx.source)
         .await;
     match finish(&state, &p.ctx, audited).await {
@@ -361,11 +363,13 @@ pub async fn mfa(State(state): State<AppState>, p: SessionForm<CodeForm>) -> Res
     let audited = if recovery {
         state
             .identity
+            .at(p.who.ctx.facts())
             .use_recovery_code(&p.who.principal, f.code.trim())
             .await
     } else {
         state
             .identity
+            .at(p.who.ctx.facts())
             .verify_totp(&p.who.principal, f.code.trim())
             .await
     };
@@ -482,7 +486,11 @@ pub async fn enrol_form(AnyStage(who): AnyStage, Query(q): Query<NextQuery>) -> 
 
 /// `POST /console/mfa/enrol`: starts (or restarts) enrolment.
 pub async fn enrol(State(state): State<AppState>, p: SessionForm<NextQuery>) -> Response {
-    let audited = state.identity.enroll_totp(&p.who.principal).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .enroll_totp(&p.who.principal)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(e) => {
             let f = EnrolForm {
@@ -514,6 +522,7 @@ pub async fn enrol_confirm(State(state): State<AppState>, p: SessionForm<EnrolFo
     let f = p.form;
     let audited = state
         .identity
+        .at(p.who.ctx.facts())
         .confirm_totp(&p.who.principal, f.code.trim())
         .await;
     let next = safe_next(Some(&f.next));
@@ -542,7 +551,11 @@ pub struct Empty {}
 
 /// `POST /console/sign-out`.
 pub async fn sign_out(State(state): State<AppState>, p: SessionForm<Empty>) -> Response {
-    let audited = state.identity.sign_out(&p.who.principal).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .sign_out(&p.who.principal)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(()) => with_cookie(
             Redirect::to("/console/sign-in").into_response(),

@@ -42,7 +42,11 @@ pub async fn step_up(
     let verified = if code.is_empty() {
         Err(ApiError::Identity(IdentityError::InvalidCode))
     } else {
-        let audited = state.identity.verify_totp(&who.principal, code).await;
+        let audited = state
+            .identity
+            .at(who.ctx.facts())
+            .verify_totp(&who.principal, code)
+            .await;
         finish(state, &who.ctx, audited).await.map(|_| ())
     };
     match verified {

@@ -40,7 +40,11 @@ async fn tokens_page(
     ok: Option<&str>,
     k: &Kept,
 ) -> Result<Markup, ApiError> {
-    let audited = state.identity.api_tokens(&who.principal).await;
+    let audited = state
+        .identity
+        .at(who.ctx.facts())
+        .api_tokens(&who.principal)
+        .await;
     let list = finish(state, &who.ctx, audited).await?;
     let scopes = kura_identity::token_scopes();
     let days = if k.days.is_empty() {
@@ -168,7 +172,11 @@ pub async fn create(
         lifetime: Duration::days(i64::from(days)),
         service: None,
     };
-    let audited = state.identity.create_api_token(&p.who.principal, new).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .create_api_token(&p.who.principal, new)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(t) => {
             let shown = Kept {
@@ -203,7 +211,11 @@ pub async fn revoke(
     let Ok(id) = id.parse::<ApiTokenId>() else {
         return page::Missing("token").into_response();
     };
-    let audited = state.identity.revoke_api_token(&p.who.principal, id).await;
+    let audited = state
+        .identity
+        .at(p.who.ctx.facts())
+        .revoke_api_token(&p.who.principal, id)
+        .await;
     match finish(&state, &p.who.ctx, audited).await {
         Ok(()) => done("/console/tokens", "token-revoked"),
         Err(e) => page::api_error_page(&e),

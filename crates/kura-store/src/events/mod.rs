@@ -11,7 +11,8 @@
 //! prove that history up to a checkpoint was not rewritten.
 //!
 //! Writing: [`append_in_tx`] appends inside a caller's write transaction, so a
-//! state change and its event commit together; [`EventLog`] is the
+//! state change and its event commit together ([`TxEvents`] carries the events
+//! of one write through a store trait); [`EventLog`] is the
 //! group-commit appender for everything else. Reading: [`verify`], [`query`],
 //! [`export_checkpoints`]. Retention: [`EventLog::prune_before`] deletes a
 //! prefix of the log only after a signed checkpoint anchors what remains.
@@ -22,6 +23,7 @@
 //! `kura-events`.
 
 mod log;
+mod tx;
 pub(crate) mod verify;
 
 use std::fmt;
@@ -37,6 +39,7 @@ use crate::StoreError;
 
 pub use crate::sqlite::events::{append_in_tx, export_checkpoints, query, verify};
 pub use log::{EventLog, EventLogOptions, PruneReport};
+pub use tx::TxEvents;
 pub use verify::{BreakKind, ChainBreak, ChainVerification, VerifyOptions};
 
 /// A position in the log, counting from 1.

@@ -9,12 +9,13 @@ use time::OffsetDateTime;
 use super::identity::{from_ts, opt_ts, parse_id, ts};
 use crate::StoreError;
 use crate::access::{OperatorAccessRecord, OperatorAccessStore};
+use crate::events::TxEvents;
 use crate::sqlite::SqliteIdentityStore;
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, team_id, operator_id, role, reason, granted_by, granted_at, expires_at, revoked_at";
 
-type Raw = (
+pub(super) type Raw = (
     String,
     String,
     String,
@@ -26,7 +27,7 @@ type Raw = (
     Option<i64>,
 );
 
-fn raw(r: &Row<'_>) -> rusqlite::Result<Raw> {
+pub(super) fn raw(r: &Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -40,7 +41,7 @@ fn raw(r: &Row<'_>) -> rusqlite::Result<Raw> {
     ))
 }
 
-fn decode(raw: Raw) -> Result<OperatorAccessRecord, StoreError> {
+pub(super) fn decode(raw: Raw) -> Result<OperatorAccessRecord, StoreError> {
     let (id, team, operator, role, reason, by, at, expires, revoked) = raw;
     Ok(OperatorAccessRecord {
         id,
@@ -57,9 +58,13 @@ fn decode(raw: Raw) -> Result<OperatorAccessRecord, StoreError> {
 
 #[async_trait]
 impl OperatorAccessStore for SqliteIdentityStore {
-    async fn insert_operator_access(&self, g: OperatorAccessRecord) -> Result<(), StoreError> {
+    async fn insert_operator_access(
+        &self,
+        g: OperatorAccessRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     &format!(
                         "INSERT INTO team_operator_access ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -87,14 +92,7 @@ impl OperatorAccessStore for SqliteIdentityStore {
         now: OffsetDateTime,
     ) -> Result<Vec<OperatorAccessRecord>, StoreError> {
         self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM team_operator_access
-                      WHERE operator_id = ?1 AND revoked_at IS NULL AND expires_at > ?2"
-                ))?;
-                let rows = stmt.query_map(params![operator.to_string(), ts(now)], raw)?;
-                rows.map(|r| decode(r?)).collect()
-            })
+            .read(move |c| super::principal::active_operator_access(c, operator, now))
             .await
     }
 
@@ -119,10 +117,11 @@ impl OperatorAccessStore for SqliteIdentityStore {
         team: TeamId,
         id: &str,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE team_operator_access SET revoked_at = ?1
                       WHERE team_id = ?2 AND id = ?3 AND revoked_at IS NULL AND expires_at > ?1",

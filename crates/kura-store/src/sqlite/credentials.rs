@@ -11,28 +11,26 @@ use time::OffsetDateTime;
 use super::identity::*;
 use crate::StoreError;
 use crate::credentials::CredentialStore;
-use crate::identity::{ApiTokenRecord, SessionRecord, ThrottleRecord, TotpRecord};
+use crate::events::TxEvents;
+use crate::identity::{ApiTokenRecord, MfaReset, SessionRecord, ThrottleRecord, TotpRecord};
 use crate::sqlite::SqliteIdentityStore;
 
 #[async_trait]
 impl CredentialStore for SqliteIdentityStore {
-    async fn insert_session(&self, s: SessionRecord) -> Result<(), StoreError> {
-        self.pool.write(move |tx| insert_session_row(tx, &s)).await
+    async fn insert_session(
+        &self,
+        s: SessionRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .write_described(events, move |tx| insert_session_row(tx, &s))
+            .await
     }
 
     async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
         let hash = hash.as_str().to_owned();
         self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1"),
-                    [hash],
-                    raw_session,
-                )
-                .optional()?
-                .map(RawSession::decode)
-                .transpose()
-            })
+            .read(move |c| super::principal::session_by_hash(c, &hash))
             .await
     }
 
@@ -95,10 +93,11 @@ impl CredentialStore for SqliteIdentityStore {
         stage: &str,
         method: &str,
         verified_at: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let (stage, method) = (stage.to_owned(), method.to_owned());
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE sessions SET stage = ?1, mfa_method = ?2, mfa_verified_at = ?3,
                             last_seen_at = max(last_seen_at, ?3)
@@ -118,9 +117,10 @@ impl CredentialStore for SqliteIdentityStore {
         old: SessionId,
         new: SessionRecord,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                     params![ts(now), old.to_string()],
@@ -134,9 +134,14 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn revoke_session(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                     params![ts(now), id.to_string()],
@@ -151,9 +156,10 @@ impl CredentialStore for SqliteIdentityStore {
         account: AccountId,
         except: Option<SessionId>,
         now: OffsetDateTime,
+        events: TxEvents<u64>,
     ) -> Result<u64, StoreError> {
         self.pool
-            .write(move |tx| revoke_sessions(tx, account, except, now))
+            .write_described(events, move |tx| revoke_sessions(tx, account, except, now))
             .await
     }
 
@@ -214,10 +220,11 @@ impl CredentialStore for SqliteIdentityStore {
         account: AccountId,
         secret: &[u8],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let secret = secret.to_vec();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "DELETE FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NULL",
                     [account.to_string()],
@@ -237,13 +244,14 @@ impl CredentialStore for SqliteIdentityStore {
         step: i64,
         recovery_hashes: &[TokenHash],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let hashes: Vec<String> = recovery_hashes
             .iter()
             .map(|h| h.as_str().to_owned())
             .collect();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let pending: i64 = tx.query_row(
                     "SELECT count(*) FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NULL",
                     [account.to_string()],
@@ -280,18 +288,28 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn delete_totp(&self, account: AccountId) -> Result<bool, StoreError> {
+    async fn reset_mfa(
+        &self,
+        account: AccountId,
+        now: OffsetDateTime,
+        events: TxEvents<MfaReset>,
+    ) -> Result<MfaReset, StoreError> {
         self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM totp_credentials WHERE account_id = ?1",
-                    [account.to_string()],
-                )?;
-                tx.execute(
-                    "DELETE FROM recovery_codes WHERE account_id = ?1",
-                    [account.to_string()],
-                )?;
-                Ok(n > 0)
+            .write_described(events, move |tx| {
+                let id = account.to_string();
+                let totp =
+                    tx.execute("DELETE FROM totp_credentials WHERE account_id = ?1", [&id])?;
+                tx.execute("DELETE FROM recovery_codes WHERE account_id = ?1", [&id])?;
+                let passkeys = tx.execute("DELETE FROM passkeys WHERE account_id = ?1", [&id])?;
+                let mut reset = MfaReset {
+                    totp_removed: totp > 0,
+                    passkeys_removed: passkeys as u64,
+                    sessions_revoked: 0,
+                };
+                if reset.removed_any() {
+                    reset.sessions_revoked = revoke_sessions(tx, account, None, now)?;
+                }
+                Ok(reset)
             })
             .await
     }
@@ -301,16 +319,25 @@ impl CredentialStore for SqliteIdentityStore {
         account: AccountId,
         hash: &TokenHash,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+        events: TxEvents<Option<u64>>,
+    ) -> Result<Option<u64>, StoreError> {
         let hash = hash.as_str().to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE recovery_codes SET used_at = ?1
                       WHERE account_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
                     params![ts(now), account.to_string(), hash],
                 )?;
-                Ok(n == 1)
+                if n != 1 {
+                    return Ok(None);
+                }
+                let left: i64 = tx.query_row(
+                    "SELECT count(*) FROM recovery_codes WHERE account_id = ?1 AND used_at IS NULL",
+                    [account.to_string()],
+                    |r| r.get(0),
+                )?;
+                Ok(Some(u64::try_from(left).unwrap_or(0)))
             })
             .await
     }
@@ -320,10 +347,11 @@ impl CredentialStore for SqliteIdentityStore {
         account: AccountId,
         hashes: &[TokenHash],
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let hashes: Vec<String> = hashes.iter().map(|h| h.as_str().to_owned()).collect();
         self.pool
-            .write(move |tx| replace_codes(tx, account, &hashes, now))
+            .write_described(events, move |tx| replace_codes(tx, account, &hashes, now))
             .await
     }
 
@@ -340,9 +368,13 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn insert_api_token(&self, t: ApiTokenRecord) -> Result<(), StoreError> {
+    async fn insert_api_token(
+        &self,
+        t: ApiTokenRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT INTO api_tokens (id, token_hash, account_id, team_id, kind, role, name, scopes, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -370,16 +402,7 @@ impl CredentialStore for SqliteIdentityStore {
     ) -> Result<Option<ApiTokenRecord>, StoreError> {
         let hash = hash.as_str().to_owned();
         self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?1"),
-                    [hash],
-                    raw_token,
-                )
-                .optional()?
-                .map(RawToken::decode)
-                .transpose()
-            })
+            .read(move |c| super::principal::api_token_by_hash(c, &hash))
             .await
     }
 
@@ -414,9 +437,10 @@ impl CredentialStore for SqliteIdentityStore {
         &self,
         id: ApiTokenId,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                     params![ts(now), id.to_string()],
@@ -475,10 +499,11 @@ impl CredentialStore for SqliteIdentityStore {
         &self,
         key: &str,
         until: Option<OffsetDateTime>,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "UPDATE throttle_counters SET locked_until = ?1 WHERE key = ?2",
                     params![until.map(ts), key],
@@ -488,10 +513,10 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn throttle_clear(&self, key: &str) -> Result<(), StoreError> {
+    async fn throttle_clear(&self, key: &str, events: TxEvents<()>) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute("DELETE FROM throttle_counters WHERE key = ?1", [key])?;
                 Ok(())
             })

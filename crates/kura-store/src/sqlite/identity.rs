@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 
 use super::Pool;
 use crate::StoreError;
+use crate::events::TxEvents;
 use crate::identity::{
-    AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore, InvitationRecord,
-    NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation, TeamRecord,
-    ThrottleRecord,
+    AccountFacts, AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore,
+    InvitationRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation,
+    TeamRecord, ThrottleRecord,
 };
 
 /// Kura ID state in the embedded platform database.
@@ -375,22 +376,19 @@ pub(super) fn read_throttle(
 
 #[async_trait]
 impl IdentityStore for SqliteIdentityStore {
-    async fn create_account(&self, new: NewAccount) -> Result<(), StoreError> {
-        self.pool.write(move |tx| insert_account(tx, &new)).await
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .write_described(events, move |tx| insert_account(tx, &new))
+            .await
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError> {
         self.pool
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
-                    [id.to_string()],
-                    raw_account,
-                )
-                .optional()?
-                .map(decode_account)
-                .transpose()
-            })
+            .read(move |c| super::principal::account(c, id))
             .await
     }
 
@@ -416,10 +414,11 @@ impl IdentityStore for SqliteIdentityStore {
         display_name: &str,
         phone: Option<&str>,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let (name, phone) = (display_name.to_owned(), phone.map(str::to_owned));
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE accounts SET display_name = ?1, phone = ?2, updated_at = ?3 WHERE id = ?4",
                     params![name, phone, ts(now), id.to_string()],
@@ -452,10 +451,11 @@ impl IdentityStore for SqliteIdentityStore {
         status: &str,
         revoke_sessions_too: bool,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let status = status.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE accounts SET status = ?1, updated_at = ?2 WHERE id = ?3",
                     params![status, ts(now), id.to_string()],
@@ -494,10 +494,11 @@ impl IdentityStore for SqliteIdentityStore {
         phc: &str,
         revoke: SessionRevocation,
         now: OffsetDateTime,
+        events: TxEvents<PasswordSet>,
     ) -> Result<PasswordSet, StoreError> {
         let phc = phc.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT INTO password_credentials (account_id, phc, changed_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(account_id) DO UPDATE SET phc = excluded.phc, changed_at = excluded.changed_at",
@@ -529,10 +530,11 @@ impl IdentityStore for SqliteIdentityStore {
         expected: &str,
         phc: &str,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         let (expected, phc) = (expected.to_owned(), phc.to_owned());
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE password_credentials SET phc = ?1, changed_at = ?2
                       WHERE account_id = ?3 AND phc = ?4",
@@ -545,39 +547,32 @@ impl IdentityStore for SqliteIdentityStore {
 
     async fn grants_of(&self, id: AccountId) -> Result<Vec<RoleGrant>, StoreError> {
         self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT team, role, NULL FROM role_grants
-                      WHERE subject_kind = 'account' AND subject_id = ?1
-                     UNION ALL
-                     SELECT rg.team, rg.role, gm.group_id
-                       FROM group_members gm
-                       JOIN role_grants rg ON rg.subject_kind = 'group' AND rg.subject_id = gm.group_id
-                      WHERE gm.account_id = ?1",
-                )?;
-                let rows = stmt.query_map([id.to_string()], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                    ))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (team, role, group) = row?;
-                    out.push(RoleGrant {
-                        team: if team.is_empty() {
-                            None
-                        } else {
-                            Some(parse_id(&team, "team")?)
-                        },
-                        role,
-                        via_group: group.as_deref().map(|g| parse_id(g, "group")).transpose()?,
-                    });
-                }
-                Ok(out)
-            })
+            .read(move |c| super::principal::grants_of(c, id))
             .await
+    }
+
+    async fn session_facts(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, AccountFacts)>, StoreError> {
+        super::principal::session_facts(&self.pool, hash, now).await
+    }
+
+    async fn account_facts(
+        &self,
+        id: AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccountFacts, StoreError> {
+        super::principal::account_facts_of(&self.pool, id, now).await
+    }
+
+    async fn api_token_facts(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<(ApiTokenRecord, AccountFacts)>, StoreError> {
+        super::principal::api_token_facts(&self.pool, hash, now).await
     }
 
     async fn grants_of_group(&self, group: GroupId) -> Result<Vec<RoleGrant>, StoreError> {
@@ -615,11 +610,12 @@ impl IdentityStore for SqliteIdentityStore {
         role: &str,
         granted_by: Option<AccountId>,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let role = role.to_owned();
         let (kind, id) = subject_cols(subject);
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT OR IGNORE INTO role_grants (subject_kind, subject_id, team, role, granted_by, granted_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -642,11 +638,12 @@ impl IdentityStore for SqliteIdentityStore {
         subject: GrantSubject,
         team: Option<TeamId>,
         role: &str,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         let role = role.to_owned();
         let (kind, id) = subject_cols(subject);
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "DELETE FROM role_grants WHERE subject_kind = ?1 AND subject_id = ?2 AND team = ?3 AND role = ?4",
                     params![kind, id, team_col(team), role],

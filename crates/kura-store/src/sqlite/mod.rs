@@ -12,6 +12,7 @@ mod migrate;
 mod passkeys;
 mod platform;
 mod pool;
+mod principal;
 mod teams;
 
 use std::path::Path;

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::identity::{from_ts, is_unique_violation, opt_ts, parse_id, ts};
 use crate::StoreError;
+use crate::events::TxEvents;
 use crate::passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
 use crate::sqlite::SqliteIdentityStore;
 
@@ -60,9 +61,13 @@ fn decode_passkey(raw: RawPasskey) -> Result<PasskeyRecord, StoreError> {
 
 #[async_trait]
 impl PasskeyStore for SqliteIdentityStore {
-    async fn insert_passkey(&self, p: PasskeyRecord) -> Result<(), StoreError> {
+    async fn insert_passkey(
+        &self,
+        p: PasskeyRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     &format!("INSERT INTO passkeys ({PASSKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                     params![
@@ -107,10 +112,11 @@ impl PasskeyStore for SqliteIdentityStore {
         account: AccountId,
         credential_id: &str,
         change: PasskeyUse,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         let credential_id = credential_id.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE passkeys SET data = ?1, counter = ?2, backup_state = ?3, last_used_at = ?4
                       WHERE account_id = ?5 AND credential_id = ?6",
@@ -128,10 +134,15 @@ impl PasskeyStore for SqliteIdentityStore {
             .await
     }
 
-    async fn delete_passkey(&self, account: AccountId, id: &str) -> Result<bool, StoreError> {
+    async fn delete_passkey(
+        &self,
+        account: AccountId,
+        id: &str,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "DELETE FROM passkeys WHERE account_id = ?1 AND id = ?2",
                     params![account.to_string(), id],
@@ -141,21 +152,13 @@ impl PasskeyStore for SqliteIdentityStore {
             .await
     }
 
-    async fn delete_passkeys_of(&self, account: AccountId) -> Result<u64, StoreError> {
+    async fn put_ceremony(
+        &self,
+        c: CeremonyRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM passkeys WHERE account_id = ?1",
-                    [account.to_string()],
-                )?;
-                Ok(n as u64)
-            })
-            .await
-    }
-
-    async fn put_ceremony(&self, c: CeremonyRecord) -> Result<(), StoreError> {
-        self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "DELETE FROM webauthn_ceremonies WHERE expires_at <= ?1",
                     [ts(c.created_at)],

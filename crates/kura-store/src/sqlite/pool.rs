@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::{Durability, open_encrypted};
 use crate::StoreError;
+use crate::events::TxEvents;
 
 /// A pool of connections to one encrypted database file.
 #[derive(Clone)]
@@ -183,6 +184,22 @@ impl Pool {
         answered
             .await
             .map_err(|_| StoreError::Worker("the write was dropped unanswered".into()))?
+    }
+
+    /// [`Pool::write`], appending the events that describe the result in the
+    /// same transaction (see [`TxEvents`]): if they cannot be built or
+    /// appended, the write rolls back and fails.
+    pub async fn write_described<T, F>(&self, events: TxEvents<T>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(move |tx| {
+            let result = f(tx)?;
+            events.append(tx, &result)?;
+            Ok(result)
+        })
+        .await
     }
 
     /// Runs blocking work with the write connection outside a transaction

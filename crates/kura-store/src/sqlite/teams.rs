@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::identity::*;
 use crate::StoreError;
+use crate::events::TxEvents;
 use crate::identity::{GroupRecord, InvitationRecord, MemberRecord, NewAccount, TeamRecord};
 use crate::sqlite::SqliteIdentityStore;
 use crate::teams::TeamStore;
@@ -20,9 +21,10 @@ impl TeamStore for SqliteIdentityStore {
         team: TeamRecord,
         owner: Option<AccountId>,
         invitation: Option<InvitationRecord>,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT INTO teams (id, name, mfa_policy, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![
@@ -100,10 +102,15 @@ impl TeamStore for SqliteIdentityStore {
             .await
     }
 
-    async fn set_team_mfa_policy(&self, id: TeamId, policy: &str) -> Result<(), StoreError> {
+    async fn set_team_mfa_policy(
+        &self,
+        id: TeamId,
+        policy: &str,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         let policy = policy.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE teams SET mfa_policy = ?1 WHERE id = ?2",
                     params![policy, id.to_string()],
@@ -122,10 +129,11 @@ impl TeamStore for SqliteIdentityStore {
         account: AccountId,
         role: &str,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let role = role.to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT OR IGNORE INTO team_members (team_id, account_id, joined_at) VALUES (?1, ?2, ?3)",
                     params![team.to_string(), account.to_string(), ts(now)],
@@ -140,9 +148,14 @@ impl TeamStore for SqliteIdentityStore {
             .await
     }
 
-    async fn remove_member(&self, team: TeamId, account: AccountId) -> Result<bool, StoreError> {
+    async fn remove_member(
+        &self,
+        team: TeamId,
+        account: AccountId,
+        events: TxEvents<bool>,
+    ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "DELETE FROM team_members WHERE team_id = ?1 AND account_id = ?2",
                     params![team.to_string(), account.to_string()],
@@ -185,9 +198,13 @@ impl TeamStore for SqliteIdentityStore {
             .await
     }
 
-    async fn create_group(&self, group: GroupRecord) -> Result<(), StoreError> {
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT INTO groups (id, team_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![
@@ -245,9 +262,10 @@ impl TeamStore for SqliteIdentityStore {
         group: GroupId,
         account: AccountId,
         now: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT OR IGNORE INTO group_members (group_id, account_id, added_at) VALUES (?1, ?2, ?3)",
                     params![group.to_string(), account.to_string(), ts(now)],
@@ -261,9 +279,10 @@ impl TeamStore for SqliteIdentityStore {
         &self,
         group: GroupId,
         account: AccountId,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "DELETE FROM group_members WHERE group_id = ?1 AND account_id = ?2",
                     params![group.to_string(), account.to_string()],
@@ -292,22 +311,18 @@ impl TeamStore for SqliteIdentityStore {
 
     async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupId>, StoreError> {
         self.pool
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT group_id FROM group_members WHERE account_id = ?1 ORDER BY group_id",
-                )?;
-                let rows = stmt.query_map([account.to_string()], |r| r.get::<_, String>(0))?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(parse_id(&row?, "group")?);
-                }
-                Ok(out)
-            })
+            .read(move |c| super::principal::groups_of(c, account))
             .await
     }
 
-    async fn create_invitation(&self, inv: InvitationRecord) -> Result<(), StoreError> {
-        self.pool.write(move |tx| insert_invitation(tx, &inv)).await
+    async fn create_invitation(
+        &self,
+        inv: InvitationRecord,
+        events: TxEvents<()>,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .write_described(events, move |tx| insert_invitation(tx, &inv))
+            .await
     }
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
@@ -368,9 +383,10 @@ impl TeamStore for SqliteIdentityStore {
         account: AccountId,
         new_account: Option<NewAccount>,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let row: Option<(String, String)> = tx
                     .query_row(
                         "SELECT team_id, role FROM invitations
@@ -407,9 +423,10 @@ impl TeamStore for SqliteIdentityStore {
         &self,
         id: InvitationId,
         now: OffsetDateTime,
+        events: TxEvents<bool>,
     ) -> Result<bool, StoreError> {
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 let n = tx.execute(
                     "UPDATE invitations SET revoked_at = ?1
                       WHERE id = ?2 AND accepted_at IS NULL AND revoked_at IS NULL",

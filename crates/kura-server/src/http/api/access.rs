@@ -72,6 +72,7 @@ pub async fn grant(
     let operator: AccountId = parse_id("operator_id", &req.operator_id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .grant_operator_access(
             &auth.principal,
             team,
@@ -92,7 +93,11 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<AccessOut>>, ApiError> {
     let team: TeamId = parse_id("id", &id)?;
-    let audited = state.identity.operator_access(&auth.principal, team).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .operator_access(&auth.principal, team)
+        .await;
     let all = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(all.into_iter().map(AccessOut::from).collect()))
 }
@@ -106,6 +111,7 @@ pub async fn revoke(
     let team: TeamId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .revoke_operator_access(&auth.principal, team, &grant)
         .await;
     finish(&state, &auth.ctx, audited).await?;

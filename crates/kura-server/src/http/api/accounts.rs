@@ -46,7 +46,11 @@ impl From<Account> for AccountOut {
 
 /// `GET /api/v1/me`.
 pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<AccountOut>, ApiError> {
-    let audited = state.identity.me(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .me(&auth.principal)
+        .await;
     Ok(Json(finish(&state, &auth.ctx, audited).await?.into()))
 }
 
@@ -65,11 +69,21 @@ pub async fn update_me(
     auth: Auth,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> Result<Json<AccountOut>, ApiError> {
-    let current = finish(&state, &auth.ctx, state.identity.me(&auth.principal).await).await?;
+    let current = finish(
+        &state,
+        &auth.ctx,
+        state
+            .identity
+            .at(auth.ctx.facts())
+            .me(&auth.principal)
+            .await,
+    )
+    .await?;
     let display_name = patch.display_name.unwrap_or(current.display_name);
     let phone = patch.phone.or(current.phone);
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .update_profile(&auth.principal, &display_name, phone.as_deref())
         .await;
     Ok(Json(finish(&state, &auth.ctx, audited).await?.into()))
@@ -97,6 +111,7 @@ pub async fn change_password(
 ) -> Result<Json<Changed>, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .change_password(&auth.principal, &req.current_password, &req.new_password)
         .await;
     let set = finish(&state, &auth.ctx, audited).await?;
@@ -123,6 +138,7 @@ pub async fn reset_password(
     let target: AccountId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .reset_password(&auth.principal, target, &req.new_password)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -136,7 +152,11 @@ pub async fn reset_mfa(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let target: AccountId = parse_id("id", &id)?;
-    let audited = state.identity.reset_mfa(&auth.principal, target).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .reset_mfa(&auth.principal, target)
+        .await;
     finish(&state, &auth.ctx, audited).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -150,6 +170,7 @@ pub async fn disable(
     let target: AccountId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .set_account_disabled(&auth.principal, target, true)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -166,6 +187,7 @@ pub async fn enable(
     let target: AccountId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .set_account_disabled(&auth.principal, target, false)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -195,6 +217,7 @@ pub async fn create_operator(
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .create_operator(
             &auth.principal,
             &req.email,
@@ -225,6 +248,7 @@ pub async fn set_operator_role(
     let target: AccountId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .set_operator_role(&auth.principal, target, req.role, req.granted)
         .await;
     finish(&state, &auth.ctx, audited).await?;

@@ -575,7 +575,11 @@ pub async fn create_account(
         (Some(p), None, false) => NewAccountCredential::Password(p),
         (None, Some(a), false) => {
             let account: AccountId = parse_id("kura_account", &a)?;
-            let audited = state.identity.members(&auth.principal, team).await;
+            let audited = state
+                .identity
+                .at(auth.ctx.facts())
+                .members(&auth.principal, team)
+                .await;
             let members = finish(&state, &auth.ctx, audited).await?;
             if !members.iter().any(|m| m.account.id == account) {
                 return Err(ApiError::invalid(

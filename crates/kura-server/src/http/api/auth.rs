@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use kura_crypto::hmac::HmacKey;
-use kura_identity::{Audited, IdentityEvent, Principal, SessionStage, SignedIn};
+use kura_identity::{Audited, IdentityEvent, Principal, RequestFacts, SessionStage, SignedIn};
 use kura_types::{Actor, Outcome, SecurityEvent};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -65,20 +65,19 @@ impl Ctx {
         }
     }
 
+    /// The request's facts, for the events Kura ID stores with the changes
+    /// it makes (`state.identity.at(ctx.facts())`).
+    pub fn facts(&self) -> RequestFacts {
+        RequestFacts {
+            request_id: self.request_id.clone(),
+            user_agent: self.user_agent.clone(),
+            source: self.source,
+        }
+    }
+
     /// Adds the request's facts (request id, user agent, source) to an event.
-    pub fn decorate(&self, mut e: SecurityEvent) -> SecurityEvent {
-        if let Some(id) = &self.request_id {
-            e = e.with_request_id(id.clone());
-        }
-        if let Some(ua) = &self.user_agent {
-            e = e.with_user_agent(ua.clone());
-        }
-        if e.source.is_none()
-            && let Some(ip) = self.source
-        {
-            e = e.with_source(ip);
-        }
-        e
+    pub fn decorate(&self, e: SecurityEvent) -> SecurityEvent {
+        self.facts().apply(e)
     }
 }
 
@@ -219,24 +218,38 @@ pub async fn record_event(
     })
 }
 
-/// Records the identity events of a service call, whatever its result, and
-/// then yields the result. If an event cannot be recorded the request fails.
+/// Finishes a service call: the events Kura ID already stored with its
+/// state changes go to detection; the others (failures and denials, where
+/// nothing changed) are recorded, whatever the result; then the result is
+/// yielded. If an event cannot be recorded the request fails.
 pub async fn finish<T>(state: &AppState, ctx: &Ctx, audited: Audited<T>) -> Result<T, ApiError> {
-    let (result, events) = audited.into_parts();
-    record(state, ctx, &events).await?;
+    let (result, pending, recorded) = audited.into_parts();
+    if !recorded.is_empty() {
+        state.events.observe(&recorded).await;
+    }
+    record(state, ctx, &pending).await?;
     result.map_err(|e| ApiError::identity(e, state.clock.now()))
 }
 
-/// Records identity events with the request's facts.
+/// Records identity events with the request's facts, all in one
+/// transaction (one durable write, not one per event).
 pub async fn record(state: &AppState, ctx: &Ctx, events: &[IdentityEvent]) -> Result<(), ApiError> {
-    for e in events {
-        let event = e.to_security_event().map_err(|err| {
-            tracing::error!(error = %err, action = e.action, "identity event does not convert");
-            ApiError::EventNotRecorded
-        })?;
-        record_event(state, ctx, event).await?;
+    let events = events
+        .iter()
+        .map(|e| {
+            e.to_security_event().map(|s| ctx.decorate(s)).map_err(|err| {
+                tracing::error!(error = %err, action = e.action, "identity event does not convert");
+                ApiError::EventNotRecorded
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    state.events.record_all(events).await.map_err(|e| {
+        tracing::error!(error = %e, "security event not recorded");
+        ApiError::EventNotRecorded
+    })
 }
 
 /// What a client must do next with a session.

@@ -21,7 +21,11 @@ struct Enrolment {
 
 /// Starts TOTP enrolment: the secret and its `otpauth://` URI, shown once.
 pub async fn enroll_totp(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    let audited = state.identity.enroll_totp(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .enroll_totp(&auth.principal)
+        .await;
     let e = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(Enrolment {
         secret: e.secret_base32.expose_secret().to_owned(),
@@ -50,6 +54,7 @@ pub async fn confirm_totp(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .confirm_totp(&auth.principal, req.code.expose_secret())
         .await;
     let c = finish(&state, &auth.ctx, audited).await?;
@@ -79,6 +84,7 @@ pub async fn regenerate_recovery_codes(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .regenerate_recovery_codes(&auth.principal)
         .await;
     let c = finish(&state, &auth.ctx, audited).await?;

@@ -78,6 +78,7 @@ pub async fn start_registration(
 ) -> Result<Json<ChallengeOut>, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .start_passkey_registration(&auth.principal)
         .await;
     Ok(Json(finish(&state, &auth.ctx, audited).await?.into()))
@@ -111,6 +112,7 @@ pub async fn finish_registration(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .finish_passkey_registration(&auth.principal, &req.ceremony_id, &req.name, req.credential)
         .await;
     let r = finish(&state, &auth.ctx, audited).await?;
@@ -140,7 +142,11 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<PasskeyOut>>, ApiError> {
-    let audited = state.identity.passkeys(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .passkeys(&auth.principal)
+        .await;
     let keys = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(keys.into_iter().map(PasskeyOut::from).collect()))
 }
@@ -151,7 +157,11 @@ pub async fn remove(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let audited = state.identity.remove_passkey(&auth.principal, &id).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .remove_passkey(&auth.principal, &id)
+        .await;
     finish(&state, &auth.ctx, audited).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -162,7 +172,11 @@ pub async fn start_mfa(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<ChallengeOut>, ApiError> {
-    let audited = state.identity.start_passkey_mfa(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .start_passkey_mfa(&auth.principal)
+        .await;
     Ok(Json(finish(&state, &auth.ctx, audited).await?.into()))
 }
 
@@ -187,6 +201,7 @@ pub async fn finish_mfa(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .finish_passkey_mfa(&auth.principal, &req.ceremony_id, req.credential)
         .await;
     let v = finish(&state, &auth.ctx, audited).await?;
@@ -199,7 +214,11 @@ pub async fn start_sign_in(
     State(state): State<AppState>,
     ctx: Ctx,
 ) -> Result<Json<ChallengeOut>, ApiError> {
-    let audited = state.identity.start_passkey_sign_in(ctx.source).await;
+    let audited = state
+        .identity
+        .at(ctx.facts())
+        .start_passkey_sign_in(ctx.source)
+        .await;
     Ok(Json(finish(&state, &ctx, audited).await?.into()))
 }
 
@@ -212,6 +231,7 @@ pub async fn finish_sign_in(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(ctx.facts())
         .finish_passkey_sign_in(&req.ceremony_id, req.credential, ctx.source)
         .await;
     let step = finish(&state, &ctx, audited).await?;

@@ -37,6 +37,7 @@ pub async fn sign_in(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(ctx.facts())
         .sign_in_password(&req.email, &req.password, ctx.source)
         .await;
     let step = finish(&state, &ctx, audited).await?;
@@ -79,6 +80,7 @@ pub async fn verify_totp(
     use secrecy::ExposeSecret as _;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .verify_totp(&auth.principal, req.code.expose_secret())
         .await;
     let v = finish(&state, &auth.ctx, audited).await?;
@@ -94,6 +96,7 @@ pub async fn use_recovery_code(
     use secrecy::ExposeSecret as _;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .use_recovery_code(&auth.principal, req.code.expose_secret())
         .await;
     let v = finish(&state, &auth.ctx, audited).await?;
@@ -132,14 +135,22 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<SessionInfoOut>>, ApiError> {
-    let audited = state.identity.sessions(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .sessions(&auth.principal)
+        .await;
     let sessions = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(sessions.into_iter().map(Into::into).collect()))
 }
 
 /// Signs out this session.
 pub async fn sign_out(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    let audited = state.identity.sign_out(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .sign_out(&auth.principal)
+        .await;
     finish(&state, &auth.ctx, audited).await?;
     let cookie = (auth.via == Via::Cookie).then(clear_cookie);
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), cookie))
@@ -155,7 +166,11 @@ pub async fn sign_out_everywhere(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
-    let audited = state.identity.sign_out_everywhere(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .sign_out_everywhere(&auth.principal)
+        .await;
     let revoked = finish(&state, &auth.ctx, audited).await?;
     let cookie = (auth.via == Via::Cookie).then(clear_cookie);
     Ok(with_cookie(
@@ -171,7 +186,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: SessionId = parse_id("id", &id)?;
-    let audited = state.identity.revoke_own_session(&auth.principal, id).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .revoke_own_session(&auth.principal, id)
+        .await;
     finish(&state, &auth.ctx, audited).await?;
     Ok(StatusCode::NO_CONTENT)
 }

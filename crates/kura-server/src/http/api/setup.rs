@@ -37,6 +37,7 @@ pub async fn create_first_operator(
     use secrecy::ExposeSecret as _;
     let audited = state
         .identity
+        .at(ctx.facts())
         .create_first_operator(
             req.token.expose_secret(),
             &req.email,

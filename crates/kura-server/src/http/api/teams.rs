@@ -92,6 +92,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .create_team(&auth.principal, &req.name, &req.owner_email)
         .await;
     let created = finish(&state, &auth.ctx, audited).await?;
@@ -107,7 +108,11 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<TeamOut>>, ApiError> {
-    let audited = state.identity.my_teams(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .my_teams(&auth.principal)
+        .await;
     let teams = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(teams.into_iter().map(Into::into).collect()))
 }
@@ -119,7 +124,11 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<TeamOut>, ApiError> {
     let team: TeamId = parse_id("id", &id)?;
-    let audited = state.identity.team(&auth.principal, team).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .team(&auth.principal, team)
+        .await;
     Ok(Json(finish(&state, &auth.ctx, audited).await?.into()))
 }
 
@@ -175,6 +184,7 @@ pub async fn set_mfa_policy(
     let policy = req.into_policy()?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .set_team_mfa_policy(&auth.principal, team, policy)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -196,7 +206,11 @@ pub async fn members(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<MemberOut>>, ApiError> {
     let team: TeamId = parse_id("id", &id)?;
-    let audited = state.identity.members(&auth.principal, team).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .members(&auth.principal, team)
+        .await;
     let members = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(
         members
@@ -220,6 +234,7 @@ pub async fn remove_member(
     let account: AccountId = parse_id("account", &account)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .remove_member(&auth.principal, team, account)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -244,6 +259,7 @@ pub async fn invite(
     let team: TeamId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .invite(&auth.principal, team, &req.email, req.role)
         .await;
     let i = finish(&state, &auth.ctx, audited).await?;
@@ -269,7 +285,11 @@ pub async fn invitations(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<InvitationOut>>, ApiError> {
     let team: TeamId = parse_id("id", &id)?;
-    let audited = state.identity.invitations(&auth.principal, team).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .invitations(&auth.principal, team)
+        .await;
     let list = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(
         list.into_iter()
@@ -295,6 +315,7 @@ pub async fn revoke_invitation(
     let invitation: InvitationId = parse_id("invitation", &invitation)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .revoke_invitation(&auth.principal, team, invitation)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -338,6 +359,7 @@ pub async fn accept(
             (
                 state
                     .identity
+                    .at(ctx.facts())
                     .accept_invitation(req.token.expose_secret(), acceptance)
                     .await,
                 ctx,
@@ -347,6 +369,7 @@ pub async fn accept(
             let auth = Auth::from_request_parts(&mut parts, &state).await?;
             let audited = state
                 .identity
+                .at(auth.ctx.facts())
                 .accept_invitation(
                     req.token.expose_secret(),
                     Acceptance::Existing(&auth.principal),
@@ -398,6 +421,7 @@ pub async fn create_group(
     let team: TeamId = parse_id("id", &id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .create_group(&auth.principal, team, &req.name)
         .await;
     let group = finish(&state, &auth.ctx, audited).await?;
@@ -415,7 +439,11 @@ pub async fn groups(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupOut>>, ApiError> {
     let team: TeamId = parse_id("id", &id)?;
-    let audited = state.identity.groups(&auth.principal, team).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .groups(&auth.principal, team)
+        .await;
     let list = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(
         list.into_iter()
@@ -447,6 +475,7 @@ pub async fn set_group_member(
     let account: AccountId = parse_id("account", &account)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .set_group_member(&auth.principal, team, group, account, req.member)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -485,6 +514,7 @@ pub async fn grant_role(
     let subject = subject(&req.subject_kind, &req.subject_id)?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .grant_team_role(&auth.principal, team, subject, req.role)
         .await;
     finish(&state, &auth.ctx, audited).await?;
@@ -502,6 +532,7 @@ pub async fn revoke_role(
     let role = TeamRole::parse(&role).ok_or_else(|| ApiError::invalid("role", "unknown role"))?;
     let audited = state
         .identity
+        .at(auth.ctx.facts())
         .revoke_team_role(&auth.principal, team, subject, role)
         .await;
     finish(&state, &auth.ctx, audited).await?;

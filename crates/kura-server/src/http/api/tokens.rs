@@ -61,7 +61,11 @@ pub async fn create(
         lifetime: Duration::days(i64::from(req.expires_in_days)),
         service,
     };
-    let audited = state.identity.create_api_token(&auth.principal, new).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .create_api_token(&auth.principal, new)
+        .await;
     let t = finish(&state, &auth.ctx, audited).await?;
     let body = Issued {
         id: t.id.to_string(),
@@ -93,7 +97,11 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<TokenOut>>, ApiError> {
-    let audited = state.identity.api_tokens(&auth.principal).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .api_tokens(&auth.principal)
+        .await;
     let list = finish(&state, &auth.ctx, audited).await?;
     Ok(Json(
         list.into_iter()
@@ -119,7 +127,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: ApiTokenId = parse_id("id", &id)?;
-    let audited = state.identity.revoke_api_token(&auth.principal, id).await;
+    let audited = state
+        .identity
+        .at(auth.ctx.facts())
+        .revoke_api_token(&auth.principal, id)
+        .await;
     finish(&state, &auth.ctx, audited).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -174,16 +174,21 @@ pub async fn login(
             use secrecy::ExposeSecret as _;
             let secret = password.expose_secret();
             if secret.starts_with("kura_pat_") {
-                let (principal, events) = state
+                let (principal, events, recorded) = state
                     .identity
                     .authenticate_api_token(secret, Some(peer.ip()))
                     .await
                     .into_parts();
+                state.events.observe(&recorded).await;
                 // As everywhere: an event that cannot be recorded fails the
                 // sign-in instead of being dropped.
-                for e in &events {
-                    let ev = e.to_security_event().map_err(|_| FmError::code(-1))?;
-                    state.events.record(ev).await.map_err(|err| {
+                let events = events
+                    .iter()
+                    .map(|e| e.to_security_event())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| FmError::code(-1))?;
+                if !events.is_empty() {
+                    state.events.record_all(events).await.map_err(|err| {
                         tracing::error!(error = %err, "sign-in event not recorded");
                         FmError::code(-1)
                     })?;

@@ -6,6 +6,7 @@ use kura_crypto::DataKey;
 use kura_types::InvitationId;
 
 use super::*;
+use crate::events::TxEvents;
 use crate::sqlite::{Durability, SqlitePlatformStore};
 use crate::{CredentialStore, TeamStore};
 
@@ -60,7 +61,7 @@ async fn multi_row_writes_are_all_or_nothing() {
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let owner = account("owner@example.com", now);
     let owner_id = owner.account.id;
-    store.create_account(owner).await.unwrap();
+    store.create_account(owner, TxEvents::none()).await.unwrap();
     let team = TeamId::new();
     let inv = invitation(team, owner_id, "t1", now);
     store
@@ -73,6 +74,7 @@ async fn multi_row_writes_are_all_or_nothing() {
             },
             Some(owner_id),
             Some(inv.clone()),
+            TxEvents::none(),
         )
         .await
         .unwrap();
@@ -91,6 +93,7 @@ async fn multi_row_writes_are_all_or_nothing() {
             },
             Some(owner_id),
             Some(dup),
+            TxEvents::none(),
         )
         .await;
     assert!(failed.is_err());
@@ -102,7 +105,7 @@ async fn multi_row_writes_are_all_or_nothing() {
     let taken = account("owner@example.com", now);
     let taken_id = taken.account.id;
     let r = store
-        .accept_invitation(inv.id, taken_id, Some(taken), now)
+        .accept_invitation(inv.id, taken_id, Some(taken), now, TxEvents::none())
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     let still = store.invitation(inv.id).await.unwrap().unwrap();
@@ -114,13 +117,13 @@ async fn multi_row_writes_are_all_or_nothing() {
     let fresh_id = fresh.account.id;
     assert!(
         store
-            .accept_invitation(inv.id, fresh_id, Some(fresh), now)
+            .accept_invitation(inv.id, fresh_id, Some(fresh), now, TxEvents::none())
             .await
             .unwrap()
     );
     assert!(
         !store
-            .accept_invitation(inv.id, fresh_id, None, now)
+            .accept_invitation(inv.id, fresh_id, None, now, TxEvents::none())
             .await
             .unwrap()
     );
@@ -137,24 +140,48 @@ async fn totp_steps_and_recovery_codes_are_used_once() {
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let a = account("a@example.com", now);
     let id = a.account.id;
-    store.create_account(a).await.unwrap();
-    store.put_pending_totp(id, &[1; 20], now).await.unwrap();
+    store.create_account(a, TxEvents::none()).await.unwrap();
+    store
+        .put_pending_totp(id, &[1; 20], now, TxEvents::none())
+        .await
+        .unwrap();
     assert!(store.totp(id, true).await.unwrap().is_none());
     let codes = [TokenHash::of("c1"), TokenHash::of("c2")];
-    store.confirm_totp(id, 100, &codes, now).await.unwrap();
+    store
+        .confirm_totp(id, 100, &codes, now, TxEvents::none())
+        .await
+        .unwrap();
     assert!(!store.advance_totp_step(id, 100).await.unwrap());
     assert!(!store.advance_totp_step(id, 99).await.unwrap());
     assert!(store.advance_totp_step(id, 101).await.unwrap());
-    assert!(store.use_recovery_code(id, &codes[0], now).await.unwrap());
-    assert!(!store.use_recovery_code(id, &codes[0], now).await.unwrap());
+    assert_eq!(
+        store
+            .use_recovery_code(id, &codes[0], now, TxEvents::none())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .use_recovery_code(id, &codes[0], now, TxEvents::none())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
     // Re-enrolment keeps the confirmed secret until the new one is confirmed.
-    store.put_pending_totp(id, &[2; 20], now).await.unwrap();
+    store
+        .put_pending_totp(id, &[2; 20], now, TxEvents::none())
+        .await
+        .unwrap();
     assert_eq!(
         store.totp(id, true).await.unwrap().unwrap().secret,
         vec![1; 20]
     );
-    store.confirm_totp(id, 200, &codes, now).await.unwrap();
+    store
+        .confirm_totp(id, 200, &codes, now, TxEvents::none())
+        .await
+        .unwrap();
     assert_eq!(
         store.totp(id, true).await.unwrap().unwrap().secret,
         vec![2; 20]
@@ -189,12 +216,15 @@ async fn throttle_counters_restart_after_their_window() {
     let later = t + time::Duration::minutes(16);
     let r = store.throttle_failure("k", later, later - w).await.unwrap();
     assert_eq!((r.failures, r.first_failure_at), (1, later));
-    store.throttle_lock("k", Some(later + w)).await.unwrap();
+    store
+        .throttle_lock("k", Some(later + w), TxEvents::none())
+        .await
+        .unwrap();
     assert_eq!(
         store.throttle("k").await.unwrap().unwrap().locked_until,
         Some(later + w)
     );
-    store.throttle_clear("k").await.unwrap();
+    store.throttle_clear("k", TxEvents::none()).await.unwrap();
     assert!(store.throttle("k").await.unwrap().is_none());
 }
 
@@ -207,8 +237,8 @@ async fn all_teams_and_group_members_list_what_is_stored() {
     let a = account("a@example.com", now);
     let b = account("b@example.com", now);
     let (a_id, b_id) = (a.account.id, b.account.id);
-    store.create_account(a).await.unwrap();
-    store.create_account(b).await.unwrap();
+    store.create_account(a, TxEvents::none()).await.unwrap();
+    store.create_account(b, TxEvents::none()).await.unwrap();
     let mut teams = Vec::new();
     for name in ["Zeta", "Alpha"] {
         let id = TeamId::new();
@@ -222,6 +252,7 @@ async fn all_teams_and_group_members_list_what_is_stored() {
                 },
                 Some(a_id),
                 None,
+                TxEvents::none(),
             )
             .await
             .unwrap();
@@ -235,22 +266,38 @@ async fn all_teams_and_group_members_list_what_is_stored() {
 
     let group = GroupId::new();
     store
-        .create_group(GroupRecord {
-            id: group,
-            team: teams[0],
-            name: "ops".into(),
-            created_at: now,
-        })
+        .create_group(
+            GroupRecord {
+                id: group,
+                team: teams[0],
+                name: "ops".into(),
+                created_at: now,
+            },
+            TxEvents::none(),
+        )
         .await
         .unwrap();
     assert!(store.group_members(group).await.unwrap().is_empty());
-    store.add_group_member(group, b_id, now).await.unwrap();
     store
-        .add_group_member(group, a_id, now + time::Duration::seconds(1))
+        .add_group_member(group, b_id, now, TxEvents::none())
+        .await
+        .unwrap();
+    store
+        .add_group_member(
+            group,
+            a_id,
+            now + time::Duration::seconds(1),
+            TxEvents::none(),
+        )
         .await
         .unwrap();
     assert_eq!(store.group_members(group).await.unwrap(), [b_id, a_id]);
-    assert!(store.remove_group_member(group, b_id).await.unwrap());
+    assert!(
+        store
+            .remove_group_member(group, b_id, TxEvents::none())
+            .await
+            .unwrap()
+    );
     assert_eq!(store.group_members(group).await.unwrap(), [a_id]);
     // Another group's members are not mixed in.
     assert!(
