@@ -87,7 +87,8 @@ pub trait AlertHandler: Send + Sync + std::fmt::Debug {
 /// event recorded here is observed before `record` returns (with any events
 /// committed elsewhere since the last one observed, read back from the log);
 /// events committed elsewhere with nothing recorded here after them are
-/// picked up by [`LogSink::catch_up`], which the server calls every second.
+/// picked up by [`LogSink::catch_up`], which the server calls when it starts
+/// (detection begins at that point of the log) and then every second.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     log: EventLog,

@@ -53,7 +53,10 @@ async fn fresh(checkpoint_every: u64, detect: bool) -> Env {
     .await
     .unwrap();
     let sink = if detect {
-        LogSink::with_detector(log, Detector::new())
+        let sink = LogSink::with_detector(log, Detector::new());
+        // As the server does when it starts: detection begins here.
+        sink.catch_up().await;
+        sink
     } else {
         LogSink::new(log)
     };
@@ -1695,7 +1698,6 @@ async fn retention_prunes_old_events_and_what_remains_still_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_committed_in_their_own_transactions_are_detected_once() {
     let env = fresh(0, true).await;
-    env.sink.catch_up().await; // the server's first catch-up, at start
     let pool = env.sink.log().pool().clone();
     let alerts = || async {
         env.sink

@@ -194,6 +194,9 @@ impl Installation {
         })?;
         let events = LogSink::with_detector(log, Detector::new())
             .with_alert_handler(Arc::clone(&incidents) as Arc<dyn kura_events::AlertHandler>);
+        // Detection starts here: everything committed from now on is
+        // observed, whichever way it reaches the log.
+        events.catch_up().await;
         let identity = Identity::new(
             Arc::new(SqliteIdentityStore::new(storage.sqlite.pool().clone())),
             Arc::clone(&storage.platform),
