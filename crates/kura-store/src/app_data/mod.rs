@@ -307,6 +307,24 @@ impl AppData {
             .await
     }
 
+    /// Like [`AppData::read`], for a read of a few rows by key (one record
+    /// and its portals): on the calling thread when a reader is free (see
+    /// `Pool::read_quick`).
+    pub async fn read_quick<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.pool
+            .read_quick(move |conn| {
+                let tx = conn.unchecked_transaction()?;
+                let value = f(&AppRead::new(&tx))?;
+                tx.finish()?;
+                Ok(value)
+            })
+            .await
+    }
+
     /// Changes records in one transaction: everything `f` does commits
     /// together, or nothing does.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>

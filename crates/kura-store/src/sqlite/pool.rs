@@ -133,6 +133,33 @@ impl Pool {
         .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
+    /// Runs a short read — a handful of rows by key, such as one record or
+    /// the facts behind a session — on the calling thread when a reader
+    /// connection is free, and like [`Pool::read`] otherwise. A request
+    /// then skips the hand-off to a blocking thread and back (two thread
+    /// wake-ups, which cost more than such a read itself). Never use it for
+    /// scans or anything whose length depends on the data: it holds the
+    /// async worker while it runs.
+    pub async fn read_quick<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
+            return self.read(f).await;
+        };
+        // The permit guarantees a connection is free.
+        let conn = self
+            .inner
+            .readers
+            .lock()
+            .pop()
+            .ok_or_else(|| StoreError::Worker("reader pool is empty".into()))?;
+        let result = f(&conn);
+        self.inner.readers.lock().push(conn);
+        result
+    }
+
     /// Runs work in a write transaction; commits when `f` returns `Ok`,
     /// rolls back otherwise, so a failed request changes nothing. Concurrent
     /// writes share one transaction and one commit (see the module

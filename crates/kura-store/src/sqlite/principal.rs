@@ -24,7 +24,9 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    pool.read(move |c| {
+    // A few rows by key, on every authenticated request: no hand-off to a
+    // blocking thread when a reader is free.
+    pool.read_quick(move |c| {
         let tx = c.unchecked_transaction()?;
         let out = f(&tx)?;
         // Nothing was written; ending the transaction only releases the

@@ -38,6 +38,12 @@ pub(super) struct PageRequest {
 
 pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
     let with_scripts = req.scripts.any();
+    // One record by id without portals (whose related rows are counted and
+    // may be many) is a short read.
+    let req_is_one = req.rid.is_some()
+        && call.schema.layout(&call.layout).is_some_and(|l| {
+            l.portals.is_empty() || req.portals.as_ref().is_some_and(Vec::is_empty)
+        });
     let app = Arc::clone(&call.app);
     let work = move |w: Option<&AppWrite<'_>>,
                      r: &kura_store::app_data::AppRead<'_>|
@@ -136,6 +142,11 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
     };
     if with_scripts {
         in_write(&app, move |w| work(Some(w), &w.read())).await
+    } else if req_is_one {
+        app.data
+            .read_quick(move |r| Ok(work(None, r)))
+            .await
+            .map_err(|e| FmError::internal(&e))?
     } else {
         // Reads change nothing, so a FileMaker error needs no rollback.
         app.data
