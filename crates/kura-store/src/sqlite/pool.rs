@@ -52,6 +52,24 @@ struct Inner {
     reader_count: usize,
 }
 
+impl Inner {
+    /// Runs `f` on a free reader connection. Callers hold a read permit,
+    /// which guarantees one is free.
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self
+            .readers
+            .lock()
+            .pop()
+            .ok_or_else(|| StoreError::Worker("reader pool is empty".into()))?;
+        let result = f(&conn);
+        self.readers.lock().push(conn);
+        result
+    }
+}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
@@ -118,19 +136,9 @@ impl Pool {
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // The permit guarantees a connection is free.
-            let conn = inner
-                .readers
-                .lock()
-                .pop()
-                .ok_or_else(|| StoreError::Worker("reader pool is empty".into()))?;
-            let result = f(&conn);
-            inner.readers.lock().push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
     /// Runs a short read — a handful of rows by key, such as one record or
@@ -148,16 +156,7 @@ impl Pool {
         let Ok(_permit) = self.inner.read_permits.try_acquire() else {
             return self.read(f).await;
         };
-        // The permit guarantees a connection is free.
-        let conn = self
-            .inner
-            .readers
-            .lock()
-            .pop()
-            .ok_or_else(|| StoreError::Worker("reader pool is empty".into()))?;
-        let result = f(&conn);
-        self.inner.readers.lock().push(conn);
-        result
+        self.inner.with_reader(f)
     }
 
     /// Runs work in a write transaction; commits when `f` returns `Ok`,

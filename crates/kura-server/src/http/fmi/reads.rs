@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
 use kura_apps::FmError;
-use kura_apps::data::{self, Render, SortSpec};
+use kura_apps::data::{self, Caller, Render, SortSpec};
+use kura_apps::schema::{Layout, Schema};
 use kura_apps::value::DateFormat;
 use kura_store::app_data::{AppWrite, Filter};
 use serde_json::{Map, Value};
@@ -34,6 +35,50 @@ pub(super) struct PageRequest {
     pub(super) format: DateFormat,
     pub(super) response_layout: Option<String>,
     pub(super) scripts: Scripts,
+}
+
+impl PageRequest {
+    /// The find request's filter (everything for a range).
+    pub(super) fn filter(
+        &self,
+        call: &Call,
+        layout: &Layout,
+        caller: &Caller<'_>,
+    ) -> Result<Filter, FmError> {
+        match &self.filter {
+            Some(q) => kura_apps::find::query_filter(
+                &call.schema,
+                layout,
+                caller.privileges,
+                q,
+                self.format,
+                call.now,
+            ),
+            None => Ok(Filter::All),
+        }
+    }
+
+    /// The layout the records are shown in: `layout.response`, which must
+    /// show the same table, or the request's layout.
+    pub(super) fn out_layout<'s>(
+        &self,
+        schema: &'s Schema,
+        layout: &'s Layout,
+    ) -> Result<&'s Layout, FmError> {
+        match &self.response_layout {
+            Some(name) => {
+                let l = schema.layout(name).ok_or_else(|| FmError::code(105))?;
+                if l.table != layout.table {
+                    return Err(FmError::with(
+                        960,
+                        "layout.response must show the same table",
+                    ));
+                }
+                Ok(l)
+            }
+            None => Ok(layout),
+        }
+    }
 }
 
 pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
@@ -63,17 +108,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
                 &mut extra,
             );
         }
-        let filter = match &req.filter {
-            Some(q) => kura_apps::find::query_filter(
-                schema,
-                layout,
-                caller.privileges,
-                q,
-                req.format,
-                call.now,
-            )?,
-            None => Filter::All,
-        };
+        let filter = req.filter(&call, layout, &caller)?;
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
         if let Some(w) = w {
             run_attached(
@@ -87,19 +122,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
                 &mut extra,
             );
         }
-        let out_layout = match &req.response_layout {
-            Some(name) => {
-                let l = schema.layout(name).ok_or_else(|| FmError::code(105))?;
-                if l.table != layout.table {
-                    return Err(FmError::with(
-                        960,
-                        "layout.response must show the same table",
-                    ));
-                }
-                l
-            }
-            None => layout,
-        };
+        let out_layout = req.out_layout(schema, layout)?;
         let url = container_urls(&call);
         let render = Render {
             format: req.format,

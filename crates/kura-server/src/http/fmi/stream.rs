@@ -25,7 +25,7 @@ use http::{HeaderValue, StatusCode, header};
 use kura_apps::FmError;
 use kura_apps::data::{self, Render};
 use kura_store::StoreError;
-use kura_store::app_data::{AppRead, Filter};
+use kura_store::app_data::AppRead;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -111,31 +111,9 @@ fn produce(
     let planned = (|| {
         let schema = &call.schema;
         let (layout, caller) = call.caller()?;
-        let filter = match &req.filter {
-            Some(q) => kura_apps::find::query_filter(
-                schema,
-                layout,
-                caller.privileges,
-                q,
-                req.format,
-                call.now,
-            )?,
-            None => Filter::All,
-        };
+        let filter = req.filter(call, layout, &caller)?;
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
-        let out_layout = match &req.response_layout {
-            Some(name) => {
-                let l = schema.layout(name).ok_or_else(|| FmError::code(105))?;
-                if l.table != layout.table {
-                    return Err(FmError::with(
-                        960,
-                        "layout.response must show the same table",
-                    ));
-                }
-                l
-            }
-            None => layout,
-        };
+        let out_layout = req.out_layout(schema, layout)?;
         let counts = data::page_counts(r, schema, out_layout, &caller, filter)?;
         let info = data::data_info(
             &call.database,
