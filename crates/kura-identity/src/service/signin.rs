@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
 use kura_store::events::TxEvents;
-use kura_store::{NewAccount, RoleGrant, SETUP_COMPLETED, SetupTokenCheck};
+use kura_store::{
+    FirstOperator, FirstOperatorOutcome, NewAccount, RoleGrant, SETUP_COMPLETED, SetupTokenCheck,
+};
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
@@ -349,30 +351,7 @@ impl Identity {
             return Err(IdentityError::SetupComplete);
         }
         let phc = self.hash_password(password).await?;
-        let check = platform
-            .check_setup_token(&TokenHash::of(setup_token), now, true)
-            .await?;
-        let problem = match check {
-            SetupTokenCheck::Valid => None,
-            SetupTokenCheck::Unknown => Some(TokenProblem::Unknown),
-            SetupTokenCheck::Expired => Some(TokenProblem::Expired),
-            SetupTokenCheck::Used => Some(TokenProblem::Used),
-        };
-        if let Some(problem) = problem {
-            ev.push(
-                IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
-                    .source(source)
-                    .detail("reason", problem.as_str()),
-            );
-            return Err(IdentityError::BadToken(problem));
-        }
         let id = AccountId::new();
-        let created =
-            IdentityEvent::new("setup.first_operator.created", EventOutcome::Success, now)
-                .actor(id)
-                .subject(id)
-                .source(source)
-                .detail("email", &email);
         let account = NewAccount {
             account: kura_store::AccountRecord {
                 id,
@@ -394,39 +373,70 @@ impl Identity {
                 .collect(),
             teams: Vec::new(),
         };
-        self.described(
-            ev,
-            move |_: &()| vec![created],
-            |events| self.store().create_account(account, events),
-        )
-        .await?;
-        platform
-            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
-            .await?;
         let stage = SessionStage::MfaEnrolment;
-        let signed_in = self
-            .issue_session(
+        let (session, signed_in) = self.new_session(NewSession {
+            account: id,
+            stage,
+            mfa: None,
+            source,
+            replaces: None,
+        })?;
+        let session_id = session.id;
+        let first = FirstOperator {
+            setup_token: TokenHash::of(setup_token),
+            account,
+            session,
+            now,
+        };
+        // The token's use, the operator, the "setup complete" mark, the
+        // session and their events (or a refusal's event) commit in one
+        // transaction: no operator with a live link, no used link without
+        // an operator, and of two racing requests only one creates one.
+        let outcome = self
+            .described(
                 ev,
-                NewSession {
-                    account: id,
-                    stage,
-                    mfa: None,
-                    source,
-                    replaces: None,
-                },
-                move |session| {
-                    vec![
-                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                move |outcome: &FirstOperatorOutcome| {
+                    let rejected = |reason: &str| {
+                        vec![
+                            IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
+                                .source(source)
+                                .detail("reason", reason),
+                        ]
+                    };
+                    match outcome {
+                        FirstOperatorOutcome::Created => vec![
+                            IdentityEvent::new(
+                                "setup.first_operator.created",
+                                EventOutcome::Success,
+                                now,
+                            )
                             .actor(id)
+                            .subject(id)
                             .source(source)
-                            .detail("method", "setup")
-                            .detail("session", session)
-                            .detail("stage", stage.as_str()),
-                    ]
+                            .detail("email", &email),
+                            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                                .actor(id)
+                                .source(source)
+                                .detail("method", "setup")
+                                .detail("session", session_id)
+                                .detail("stage", stage.as_str()),
+                        ],
+                        FirstOperatorOutcome::AlreadyComplete => rejected("already_complete"),
+                        FirstOperatorOutcome::Token(check) => {
+                            rejected(token_problem(*check).as_str())
+                        }
+                    }
                 },
+                |events| self.store().create_first_operator(first, events),
             )
             .await?;
-        Ok(signed_in)
+        match outcome {
+            FirstOperatorOutcome::Created => Ok(signed_in),
+            FirstOperatorOutcome::AlreadyComplete => Err(IdentityError::SetupComplete),
+            FirstOperatorOutcome::Token(check) => {
+                Err(IdentityError::BadToken(token_problem(check)))
+            }
+        }
     }
 
     /// Resolves a session token into a principal, or
@@ -606,5 +616,14 @@ impl Identity {
         }
         .await;
         ev.finish(r)
+    }
+}
+
+/// Why a setup token that is not valid was refused.
+fn token_problem(check: SetupTokenCheck) -> TokenProblem {
+    match check {
+        SetupTokenCheck::Unknown | SetupTokenCheck::Valid => TokenProblem::Unknown,
+        SetupTokenCheck::Expired => TokenProblem::Expired,
+        SetupTokenCheck::Used => TokenProblem::Used,
     }
 }
