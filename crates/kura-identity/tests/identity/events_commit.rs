@@ -265,23 +265,64 @@ async fn a_totp_enrolment_whose_event_cannot_be_stored_changes_nothing() {
         .id
         .create_first_operator(&setup, "root@example.com", "Root", &secret(PASSWORD), None)
         .await);
-    let token = signed.token.reveal().to_owned();
-    let p = env.principal(&token).await;
-    let b32 = ok(env.id.enroll_totp(&p).await)
+    let first = env.principal(signed.token.reveal()).await;
+    let b32 = ok(env.id.enroll_totp(&first).await)
         .secret_base32
         .expose_secret()
         .to_owned();
+    let code = pyotp_code(&b32, env.now());
+
+    // A session signed out meanwhile confirms nothing: the enrolment, its
+    // recovery codes and its event go with the session's verification.
+    let step = ok(env.sign_in("root@example.com", PASSWORD).await);
+    let token = step.signed_in().token.reveal().to_owned();
+    let p = env.principal(&token).await;
+    ok(env.id.sign_out(&first).await);
+    let (e, _) = err(env.id.confirm_totp(&first, &code).await);
+    assert!(matches!(e, IdentityError::Unauthenticated), "{e:?}");
+    assert!(
+        env.store
+            .totp(signed.account, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(signed.account).await.unwrap(),
+        0
+    );
+    assert!(
+        logged(&env)
+            .await
+            .iter()
+            .all(|e| e.action.as_str() != "auth.mfa.enrolled")
+    );
+
     err(env.id.confirm_totp(&p, "000000").await);
     assert_eq!(mfa_failures(&env, signed.account).await, Some(1));
-    let code = pyotp_code(&b32, env.now());
 
     refuse_events(&env, true).await;
     store_failure(env.id.confirm_totp(&p, &code).await);
     refuse_events(&env, false).await;
 
-    assert!(env.store.totp(signed.account, true).await.unwrap().is_none());
-    assert!(env.store.totp(signed.account, false).await.unwrap().is_some());
-    assert_eq!(env.store.recovery_codes_left(signed.account).await.unwrap(), 0);
+    assert!(
+        env.store
+            .totp(signed.account, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        env.store
+            .totp(signed.account, false)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(signed.account).await.unwrap(),
+        0
+    );
     assert_eq!(mfa_failures(&env, signed.account).await, Some(1));
     assert_eq!(
         stage_of(&env, &token).await,
@@ -294,7 +335,10 @@ async fn a_totp_enrolment_whose_event_cannot_be_stored_changes_nothing() {
         logged(&env).await.pop().unwrap().action.as_str(),
         "auth.mfa.enrolled"
     );
-    assert_eq!(env.store.recovery_codes_left(signed.account).await.unwrap(), 10);
+    assert_eq!(
+        env.store.recovery_codes_left(signed.account).await.unwrap(),
+        10
+    );
     assert_eq!(mfa_failures(&env, signed.account).await, None);
 }
 
@@ -338,7 +382,11 @@ async fn remembering_and_using_a_device_commit_with_their_events() {
     refuse_events(&env, true).await;
     store_failure(env.id.remember_device(&complete).await);
     refuse_events(&env, false).await;
-    assert_eq!(devices(&env, None).await, (0, None), "no device without its event");
+    assert_eq!(
+        devices(&env, None).await,
+        (0, None),
+        "no device without its event"
+    );
 
     let device = ok(env.id.remember_device(&complete).await);
     let device = device.token.reveal().to_owned();

@@ -377,6 +377,30 @@ async fn a_passkey_step_whose_event_cannot_be_stored_changes_nothing() {
     let mut auth = authenticator();
     let source = Some(ip("192.0.2.20"));
 
+    // A session signed out meanwhile registers nothing: the passkey, its
+    // recovery codes and its event go with the session's verification.
+    let c = ok(env.id.start_passkey_registration(&p).await);
+    let answer = register(&mut auth, &c, ORIGIN);
+    let fresh = env.fresh_principal("m@acme.example").await;
+    ok(env.id.sign_out(&p).await);
+    let (e, _) = err(env
+        .id
+        .finish_passkey_registration(&p, &c.ceremony, "Phone", answer)
+        .await);
+    assert!(matches!(e, IdentityError::Unauthenticated), "{e:?}");
+    assert!(
+        env.store
+            .passkeys_of(member.account)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        0
+    );
+    let p = fresh;
+
     // A first passkey, with the recovery codes that come with it.
     let c = ok(env.id.start_passkey_registration(&p).await);
     let answer = register(&mut auth, &c, ORIGIN);
@@ -387,10 +411,22 @@ async fn a_passkey_step_whose_event_cannot_be_stored_changes_nothing() {
             .await,
     );
     refuse_events(&env, false).await;
-    assert!(env.store.passkeys_of(member.account).await.unwrap().is_empty());
-    assert_eq!(env.store.recovery_codes_left(member.account).await.unwrap(), 0);
+    assert!(
+        env.store
+            .passkeys_of(member.account)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        0
+    );
     let cred = enrol(&env, &p, &mut auth, "Phone").await;
-    assert_eq!(env.store.recovery_codes_left(member.account).await.unwrap(), 10);
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        10
+    );
     let stored = || async { env.store.passkeys_of(member.account).await.unwrap()[0].clone() };
 
     // The passkey as the second factor of a password sign-in, after a
@@ -443,7 +479,11 @@ async fn a_passkey_step_whose_event_cannot_be_stored_changes_nothing() {
     let sessions = env.store.sessions_of(member.account).await.unwrap().len();
     let (ceremony, answer) = passwordless_answer(&env, &mut auth, &cred, member.account).await;
     refuse_events(&env, true).await;
-    store_failure(env.id.finish_passkey_sign_in(&ceremony, answer, source).await);
+    store_failure(
+        env.id
+            .finish_passkey_sign_in(&ceremony, answer, source)
+            .await,
+    );
     refuse_events(&env, false).await;
     assert_eq!(
         env.store.sessions_of(member.account).await.unwrap().len(),
@@ -451,7 +491,10 @@ async fn a_passkey_step_whose_event_cannot_be_stored_changes_nothing() {
     );
     assert_eq!(stored().await, after_mfa);
     let (ceremony, answer) = passwordless_answer(&env, &mut auth, &cred, member.account).await;
-    ok(env.id.finish_passkey_sign_in(&ceremony, answer, source).await);
+    ok(env
+        .id
+        .finish_passkey_sign_in(&ceremony, answer, source)
+        .await);
     assert_eq!(
         env.store.sessions_of(member.account).await.unwrap().len(),
         sessions + 1
