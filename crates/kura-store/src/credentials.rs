@@ -16,9 +16,12 @@ use crate::events::TxEvents;
 use crate::identity::{ApiTokenRecord, MfaReset, SessionRecord, ThrottleRecord, TotpRecord};
 use crate::passkeys::{PasskeyRecord, PasskeyUse};
 
-/// What a second factor proved, as the single-use change that uses it up.
+/// What a factor proved, as the single-use change that uses it up.
 #[derive(Debug, Clone)]
 pub enum FactorProof {
+    /// A password the caller verified: nothing to use up, but the sign-in's
+    /// session and throttle reset still commit together.
+    Password,
     /// A TOTP code of this time step: accepted only if the step is later
     /// than the last one accepted (compare-and-swap, so one code cannot be
     /// used twice even by racing requests).
@@ -81,7 +84,7 @@ pub enum SessionChange {
     },
 }
 
-/// One verified second factor: the proof it uses up, the session change it
+/// One verified factor: the proof it uses up, the session change it
 /// makes and the throttle counter its success resets, written together
 /// (with the events) by [`CredentialStore::complete_factor`].
 #[derive(Debug, Clone)]
@@ -195,7 +198,7 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
-    /// Carries out a verified second factor in one transaction: checks that
+    /// Carries out a verified factor in one transaction: checks that
     /// the session to change is live, uses up the proof, changes the
     /// session, forgets the throttle counter and appends the events. A
     /// refused proof or a session that is gone changes nothing (the outcome

@@ -274,8 +274,8 @@ impl Identity {
         Ok((outcome, signed_in))
     }
 
-    /// Writes a verified factor's step with the events `describe` gives for
-    /// an accepted one (see [`kura_store::CredentialStore::complete_factor`]).
+    /// Writes a verified factor's step (a second factor's, or a password
+    /// sign-in's) with the events `describe` gives for an accepted one (see [`kura_store::CredentialStore::complete_factor`]).
     pub(super) async fn complete_factor(
         &self,
         ev: &mut Events,

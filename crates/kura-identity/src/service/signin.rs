@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::events::TxEvents;
 use kura_store::{
-    FirstOperator, FirstOperatorOutcome, NewAccount, RoleGrant, SETUP_COMPLETED, SetupTokenCheck,
+    FactorProof, FactorStep, FirstOperator, FirstOperatorOutcome, NewAccount, RoleGrant,
+    SETUP_COMPLETED, SessionChange, SetupTokenCheck,
 };
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
@@ -158,14 +158,6 @@ impl Identity {
             self.count_failures(ev, &keys, source, now).await?;
             return Err(IdentityError::InvalidCredentials);
         };
-        // The counter's reset is part of the sign-in, whose event goes with
-        // the new session.
-        if counted {
-            self.store()
-                .throttle_clear(&keys[0].0, TxEvents::none())
-                .await?;
-        }
-
         if let Some(old) = had_hash
             && self.inner.passwords.needs_rehash(&old)
         {
@@ -202,28 +194,34 @@ impl Identity {
             SessionStage::Complete
         };
         let id = account.id;
-        let signed_in = self
-            .issue_session(
-                ev,
-                NewSession {
-                    account: id,
-                    stage,
-                    mfa: None,
-                    source,
-                    replaces: None,
-                },
-                move |session| {
-                    vec![
-                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                            .actor(id)
-                            .source(source)
-                            .detail("method", "password")
-                            .detail("session", session)
-                            .detail("stage", stage.as_str()),
-                    ]
-                },
-            )
-            .await?;
+        let (record, signed_in) = self.new_session(NewSession {
+            account: id,
+            stage,
+            mfa: None,
+            source,
+            replaces: None,
+        })?;
+        let session = record.id;
+        // The counter's reset is part of the sign-in: it commits with the
+        // new session and its event.
+        let step = FactorStep {
+            account: id,
+            proof: FactorProof::Password,
+            session: SessionChange::Insert(record),
+            clear_throttle: counted.then(|| keys[0].0.clone()),
+            now,
+        };
+        self.complete_factor(ev, step, move |_| {
+            vec![
+                IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                    .actor(id)
+                    .source(source)
+                    .detail("method", "password")
+                    .detail("session", session)
+                    .detail("stage", stage.as_str()),
+            ]
+        })
+        .await?;
         Ok(match stage {
             SessionStage::Complete => SignInStep::Complete(signed_in),
             SessionStage::MfaPending => SignInStep::MfaRequired(signed_in),

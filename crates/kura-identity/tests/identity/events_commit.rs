@@ -509,3 +509,37 @@ async fn racing_setup_requests_create_exactly_one_operator() {
         .count();
     assert_eq!(created_events, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_whose_event_cannot_be_stored_keeps_its_failure_count() {
+    let env = env().await;
+    let op = first_operator(&env).await;
+    let failures = || async {
+        env.store
+            .throttle("account:root@example.com")
+            .await
+            .unwrap()
+            .map(|t| t.failures)
+    };
+    err(env
+        .sign_in("root@example.com", "wrong-Password-00-wrong")
+        .await);
+    assert_eq!(failures().await, Some(1));
+    let sessions = env.store.sessions_of(op.account).await.unwrap().len();
+
+    refuse_events(&env, true).await;
+    store_failure(env.sign_in("root@example.com", PASSWORD).await);
+    refuse_events(&env, false).await;
+    assert_eq!(failures().await, Some(1), "the reset goes with the session");
+    assert_eq!(
+        env.store.sessions_of(op.account).await.unwrap().len(),
+        sessions
+    );
+
+    ok(env.sign_in("root@example.com", PASSWORD).await);
+    assert_eq!(failures().await, None);
+    assert_eq!(
+        env.store.sessions_of(op.account).await.unwrap().len(),
+        sessions + 1
+    );
+}

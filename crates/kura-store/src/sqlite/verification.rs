@@ -1,8 +1,10 @@
-//! The writes a verified second factor makes, as functions of an open
-//! transaction: each is one small statement (or two), shared by the
-//! single-purpose [`CredentialStore`](crate::CredentialStore) and
-//! [`PasskeyStore`](crate::PasskeyStore) methods and composed by
-//! [`complete_factor`], which makes them one transaction.
+//! The writes a verified factor makes, as functions of an open
+//! transaction: each is one small statement (or two), composed by
+//! [`complete_factor`] into one transaction. Session rotation and the
+//! throttle reset also serve their single-purpose
+//! [`CredentialStore`](crate::CredentialStore) methods. A factor's proof is
+//! used up only here, so it never commits apart from its session change
+//! and events.
 
 use kura_crypto::token::TokenHash;
 use kura_types::{AccountId, SessionId};
@@ -39,6 +41,7 @@ pub(super) fn complete_factor(
     }
     let mut recovery_codes_left = None;
     let accepted = match proof {
+        FactorProof::Password => true,
         FactorProof::TotpStep(s) => advance_totp_step(tx, account, s)?,
         FactorProof::TotpEnrolment {
             step,
@@ -106,7 +109,7 @@ fn session_live(tx: &Transaction<'_>, id: SessionId) -> Result<bool, StoreError>
 }
 
 /// Records a verification in a live session; false if it is not live.
-pub(super) fn mark_session(
+fn mark_session(
     tx: &Transaction<'_>,
     id: SessionId,
     stage: &str,
@@ -142,7 +145,7 @@ pub(super) fn rotate_session(
 }
 
 /// The compare-and-swap of the last accepted TOTP step.
-pub(super) fn advance_totp_step(
+fn advance_totp_step(
     tx: &Transaction<'_>,
     account: AccountId,
     step: i64,
@@ -159,7 +162,7 @@ pub(super) fn advance_totp_step(
 /// Confirms the pending TOTP secret at `step` (replacing a confirmed one)
 /// and replaces the recovery codes; false, writing nothing, if nothing is
 /// pending.
-pub(super) fn confirm_pending_totp(
+fn confirm_pending_totp(
     tx: &Transaction<'_>,
     account: AccountId,
     step: i64,
@@ -189,7 +192,7 @@ pub(super) fn confirm_pending_totp(
 
 /// Uses up a recovery code; the unused codes left, or `None` (writing
 /// nothing) if it is unknown or used.
-pub(super) fn use_recovery_code(
+fn use_recovery_code(
     tx: &Transaction<'_>,
     account: AccountId,
     hash: &TokenHash,
@@ -213,7 +216,7 @@ pub(super) fn use_recovery_code(
 
 /// Records an assertion on one of the account's passkeys; false if it is
 /// gone.
-pub(super) fn record_passkey_use(
+fn record_passkey_use(
     tx: &Transaction<'_>,
     account: AccountId,
     credential_id: &str,
@@ -235,7 +238,7 @@ pub(super) fn record_passkey_use(
 }
 
 /// Inserts a passkey; a credential id already registered is a conflict.
-pub(super) fn insert_passkey(tx: &Transaction<'_>, p: &PasskeyRecord) -> Result<(), StoreError> {
+fn insert_passkey(tx: &Transaction<'_>, p: &PasskeyRecord) -> Result<(), StoreError> {
     tx.execute(
         &format!(
             "INSERT INTO passkeys ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
