@@ -14,6 +14,109 @@ use time::OffsetDateTime;
 use crate::StoreError;
 use crate::events::TxEvents;
 use crate::identity::{ApiTokenRecord, MfaReset, SessionRecord, ThrottleRecord, TotpRecord};
+use crate::passkeys::{PasskeyRecord, PasskeyUse};
+
+/// What a factor proved, as the single-use change that uses it up.
+#[derive(Debug, Clone)]
+pub enum FactorProof {
+    /// A password the caller verified: nothing to use up, but the sign-in's
+    /// session and throttle reset still commit together.
+    Password,
+    /// A TOTP code of this time step: accepted only if the step is later
+    /// than the last one accepted (compare-and-swap, so one code cannot be
+    /// used twice even by racing requests).
+    TotpStep(i64),
+    /// The first code of the pending TOTP enrolment, at this step: confirms
+    /// it (replacing a confirmed one) and replaces the recovery codes.
+    TotpEnrolment {
+        /// The code's time step.
+        step: i64,
+        /// The new recovery codes' hashes.
+        recovery_hashes: Vec<TokenHash>,
+    },
+    /// An unused recovery code, used up.
+    RecoveryCode(TokenHash),
+    /// A verified assertion of one of the account's passkeys: its new
+    /// signature counter and state.
+    PasskeyUse {
+        /// The credential it used.
+        credential_id: String,
+        /// What the assertion changes on it.
+        change: PasskeyUse,
+    },
+    /// A newly registered passkey; with recovery codes when it is the
+    /// account's first second factor (they replace any earlier ones).
+    NewPasskey {
+        /// The passkey.
+        passkey: PasskeyRecord,
+        /// The recovery codes' hashes, if any are issued with it.
+        recovery_hashes: Option<Vec<TokenHash>>,
+    },
+    /// The token of a device remembered for the account and not expired:
+    /// its use is recorded.
+    RememberedDevice(TokenHash),
+}
+
+/// What a verified second factor does to a session.
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    /// Nothing (no session is involved).
+    None,
+    /// A new session (a passwordless sign-in).
+    Insert(SessionRecord),
+    /// A live session records the verification: its stage, the factor's
+    /// kind and when.
+    Mark {
+        /// The session.
+        id: SessionId,
+        /// Its stage from now on.
+        stage: String,
+        /// The kind of factor verified.
+        method: String,
+    },
+    /// A live session is replaced by a new one (as
+    /// [`CredentialStore::rotate_session`]).
+    Rotate {
+        /// The session replaced.
+        old: SessionId,
+        /// Its replacement.
+        new: SessionRecord,
+    },
+}
+
+/// One verified factor: the proof it uses up, the session change it
+/// makes and the throttle counter its success resets, written together
+/// (with the events) by [`CredentialStore::complete_factor`].
+#[derive(Debug, Clone)]
+pub struct FactorStep {
+    /// Whose factor.
+    pub account: AccountId,
+    /// What it uses up.
+    pub proof: FactorProof,
+    /// What it does to a session.
+    pub session: SessionChange,
+    /// The failure counter the success forgets, if there is one.
+    pub clear_throttle: Option<String>,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
+/// What [`CredentialStore::complete_factor`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorOutcome {
+    /// Everything was written; `recovery_codes_left` counts the unused codes
+    /// after a recovery code was used.
+    Done {
+        /// Unused recovery codes left, for a recovery code.
+        recovery_codes_left: Option<u64>,
+    },
+    /// The proof was not accepted (a time step already used, an unknown or
+    /// used recovery code, a passkey or remembered device that is gone, no
+    /// pending enrolment): nothing changed.
+    Refused,
+    /// The session to change is no longer live: nothing changed.
+    SessionGone,
+}
 
 /// Sessions, second factors, API tokens and throttling.
 #[async_trait]
@@ -38,29 +141,11 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         hash: &TokenHash,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError>;
-
-    /// The account a remembered device's token hash stands for, unless it
-    /// has expired by `now` or was forgotten.
-    async fn remembered_device(
-        &self,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-    ) -> Result<Option<AccountId>, StoreError>;
 
     /// Records use of a session (idle timeout restarts).
     async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> Result<(), StoreError>;
-
-    /// Records a second-factor verification (of kind `method`) and the new
-    /// stage.
-    async fn set_session_mfa(
-        &self,
-        id: SessionId,
-        stage: &str,
-        method: &str,
-        verified_at: OffsetDateTime,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError>;
 
     /// Replaces a session by a new one in one transaction (a new token when
     /// sign-in advances a stage, so a token seen before MFA is worthless
@@ -113,20 +198,16 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         events: TxEvents<()>,
     ) -> Result<(), StoreError>;
 
-    /// Confirms the pending secret at `step` and replaces the recovery codes
-    /// with `recovery_hashes`, in one transaction.
-    async fn confirm_totp(
+    /// Carries out a verified factor in one transaction: checks that
+    /// the session to change is live, uses up the proof, changes the
+    /// session, forgets the throttle counter and appends the events. A
+    /// refused proof or a session that is gone changes nothing (the outcome
+    /// says which); any error rolls everything back.
+    async fn complete_factor(
         &self,
-        account: AccountId,
-        step: i64,
-        recovery_hashes: &[TokenHash],
-        now: OffsetDateTime,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError>;
-
-    /// Accepts `step` only if it is later than the last accepted step
-    /// (compare-and-swap, so one code cannot be used twice even concurrently).
-    async fn advance_totp_step(&self, account: AccountId, step: i64) -> Result<bool, StoreError>;
+        step: FactorStep,
+        events: TxEvents<FactorOutcome>,
+    ) -> Result<FactorOutcome, StoreError>;
 
     /// Resets the account's second factors in one transaction: removes its
     /// TOTP credential, recovery codes and passkeys and, if there was any to
@@ -137,16 +218,6 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         events: TxEvents<MfaReset>,
     ) -> Result<MfaReset, StoreError>;
-
-    /// Uses up a recovery code; returns how many unused codes are left, or
-    /// `None` (changing nothing) if it is unknown or used.
-    async fn use_recovery_code(
-        &self,
-        account: AccountId,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-        events: TxEvents<Option<u64>>,
-    ) -> Result<Option<u64>, StoreError>;
 
     /// Replaces all recovery codes.
     async fn replace_recovery_codes(

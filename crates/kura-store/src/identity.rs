@@ -269,6 +269,33 @@ pub struct NewAccount {
     pub teams: Vec<TeamId>,
 }
 
+/// The first operator with everything its creation writes (see
+/// [`IdentityStore::create_first_operator`]).
+#[derive(Debug, Clone)]
+pub struct FirstOperator {
+    /// The hash of the one-time setup token presented.
+    pub setup_token: TokenHash,
+    /// The operator's account, password and roles.
+    pub account: NewAccount,
+    /// Its first session.
+    pub session: SessionRecord,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
+/// What [`IdentityStore::create_first_operator`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstOperatorOutcome {
+    /// The operator exists, the token is used up, setup is marked complete
+    /// and the session is stored.
+    Created,
+    /// Setup was already complete (or an operator exists): nothing changed.
+    AlreadyComplete,
+    /// The token is not valid (never [`crate::SetupTokenCheck::Valid`]):
+    /// nothing changed.
+    Token(crate::SetupTokenCheck),
+}
+
 /// Everything authentication needs to know about an account besides the
 /// presented credential, read together (see
 /// [`IdentityStore::session_facts`]).
@@ -308,6 +335,18 @@ pub trait IdentityStore:
     /// Fails with [`StoreError::Conflict`] when the email is taken.
     async fn create_account(&self, new: NewAccount, events: TxEvents<()>)
     -> Result<(), StoreError>;
+
+    /// Finishes first-run setup in one transaction: unless setup is
+    /// complete or an operator exists, and if the setup token is valid,
+    /// uses the token up, creates the operator, marks setup complete
+    /// ([`crate::SETUP_COMPLETED`]) and stores its session, with the events.
+    /// Two racing calls cannot both create an operator: the second finds
+    /// setup complete. Any outcome but `Created` changes nothing.
+    async fn create_first_operator(
+        &self,
+        first: FirstOperator,
+        events: TxEvents<FirstOperatorOutcome>,
+    ) -> Result<FirstOperatorOutcome, StoreError>;
 
     /// One account by id.
     async fn account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError>;

@@ -59,13 +59,13 @@ mod teams;
 pub use access::{OperatorAccessRecord, OperatorAccessStore};
 pub use app_registry::{AppRecord, AppRegistry, AppStatus, HostRecord};
 pub use apps::AppDatabases;
-pub use credentials::CredentialStore;
+pub use credentials::{CredentialStore, FactorOutcome, FactorProof, FactorStep, SessionChange};
 pub use datadir::{DataDir, PermissionNotice};
 pub use error::StoreError;
 pub use identity::{
-    AccountFacts, AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore,
-    InvitationRecord, MemberRecord, MfaReset, NewAccount, PasswordSet, RoleGrant, SessionRecord,
-    SessionRevocation, TeamRecord, ThrottleRecord, TotpRecord,
+    AccountFacts, AccountRecord, ApiTokenRecord, FirstOperator, FirstOperatorOutcome, GrantSubject,
+    GroupRecord, IdentityStore, InvitationRecord, MemberRecord, MfaReset, NewAccount, PasswordSet,
+    RoleGrant, SessionRecord, SessionRevocation, TeamRecord, ThrottleRecord, TotpRecord,
 };
 pub use keys::{KeyService, KeyUsage, RotationReport};
 pub use open::{Storage, StorageOptions, open_storage};

@@ -7,7 +7,9 @@
 //! serialised form as opaque JSON text: this crate stores it and never reads
 //! inside it, so it knows nothing about WebAuthn. What the rules need to see
 //! (credential id, signature counter, backup flags) is kept in columns beside
-//! it.
+//! it. A passkey is registered and used only as a verified second factor,
+//! through [`crate::CredentialStore::complete_factor`], so its change
+//! commits with the session change and events of that step.
 
 use async_trait::async_trait;
 use kura_types::AccountId;
@@ -78,26 +80,8 @@ pub struct CeremonyRecord {
 /// Passkeys and ceremony state.
 #[async_trait]
 pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new passkey; a credential id already registered (to anyone)
-    /// is a [`StoreError::Conflict`].
-    async fn insert_passkey(
-        &self,
-        passkey: PasskeyRecord,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError>;
-
     /// The account's passkeys, oldest first.
     async fn passkeys_of(&self, account: AccountId) -> Result<Vec<PasskeyRecord>, StoreError>;
-
-    /// Records a successful assertion on a passkey of `account`; false if it
-    /// is gone.
-    async fn record_passkey_use(
-        &self,
-        account: AccountId,
-        credential_id: &str,
-        change: PasskeyUse,
-        events: TxEvents<bool>,
-    ) -> Result<bool, StoreError>;
 
     /// Removes one of the account's passkeys; false if it has no such one.
     async fn delete_passkey(

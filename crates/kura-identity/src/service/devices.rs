@@ -8,6 +8,7 @@
 //! password, disabling the account) forgets every remembered device.
 
 use kura_crypto::token::{SecretToken, TokenHash};
+use kura_store::{FactorOutcome, FactorProof};
 use time::{Duration, OffsetDateTime};
 
 use super::Identity;
@@ -54,14 +55,19 @@ impl Identity {
             let token =
                 SecretToken::generate().map_err(|e| IdentityError::Internal(e.to_string()))?;
             let expires_at = now + REMEMBER_DEVICE_FOR;
-            self.store()
-                .remember_device(p.account, &token.hash(), now, expires_at)
-                .await?;
-            ev.push(
-                IdentityEvent::new("auth.device.remembered", EventOutcome::Success, now)
-                    .actor(p.account)
-                    .detail("expires_at", expires_at),
-            );
+            let e = IdentityEvent::new("auth.device.remembered", EventOutcome::Success, now)
+                .actor(p.account)
+                .detail("expires_at", expires_at);
+            let hash = token.hash();
+            self.described(
+                &mut ev,
+                move |_: &()| vec![e],
+                |events| {
+                    self.store()
+                        .remember_device(p.account, &hash, now, expires_at, events)
+                },
+            )
+            .await?;
             Ok(RememberedDevice { token, expires_at })
         }
         .await;
@@ -86,23 +92,29 @@ impl Identity {
                 return Err(IdentityError::InvalidCode);
             }
             let now = self.now();
-            let owner = self
-                .store()
-                .remembered_device(&TokenHash::of(token), now)
-                .await?;
-            if owner != Some(p.account) {
-                return Err(IdentityError::InvalidCode);
-            }
-            // The verification's event commits with the new session.
+            // The device's use (it must still be remembered for this
+            // account and unexpired when it commits), the new session and
+            // the verification's event commit together.
             let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail(
                     "method",
                     super::mfa_method_name(MfaMethod::RememberedDevice),
                 );
-            let session = self
-                .mark_verified(&mut ev, p, MfaMethod::RememberedDevice, vec![verified])
+            let proof = FactorProof::RememberedDevice(TokenHash::of(token));
+            let (outcome, session) = self
+                .verify_in_session(
+                    &mut ev,
+                    p,
+                    MfaMethod::RememberedDevice,
+                    proof,
+                    None,
+                    move |_| vec![verified],
+                )
                 .await?;
+            if outcome == FactorOutcome::Refused {
+                return Err(IdentityError::InvalidCode);
+            }
             Ok(MfaVerified {
                 session,
                 recovery_codes_left: None,

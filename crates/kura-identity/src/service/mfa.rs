@@ -1,7 +1,6 @@
 //! Second factors: TOTP enrolment and verification, recovery codes, resets.
 
-use kura_store::MfaReset;
-use kura_store::events::TxEvents;
+use kura_store::{FactorOutcome, FactorProof, FactorStep, MfaReset, SessionChange};
 use kura_types::AccountId;
 use secrecy::SecretString;
 
@@ -114,24 +113,20 @@ impl Identity {
             let e = IdentityEvent::new("auth.mfa.enrolled", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail("method", "totp");
-            let hashes = codes.hashes();
-            self.described(
-                &mut ev,
-                move |_: &()| vec![e],
-                |events| {
-                    self.store()
-                        .confirm_totp(p.account, step, &hashes, now, events)
-                },
-            )
-            .await?;
-            if counted {
-                self.store()
-                    .throttle_clear(&keys[0].0, TxEvents::none())
-                    .await?;
-            }
-            let session = self
-                .mark_verified(&mut ev, p, MfaMethod::Totp, Vec::new())
+            // The confirmation, its recovery codes, the throttle reset and
+            // the session's verification commit together with the event.
+            let proof = FactorProof::TotpEnrolment {
+                step,
+                recovery_hashes: codes.hashes(),
+            };
+            let clear = counted.then(|| keys[0].0.clone());
+            let (outcome, session) = self
+                .verify_in_session(&mut ev, p, MfaMethod::Totp, proof, clear, move |_| vec![e])
                 .await?;
+            if outcome == FactorOutcome::Refused {
+                // Another request confirmed (or replaced) the enrolment first.
+                return Err(IdentityError::MfaNotEnrolled);
+            }
             Ok(TotpConfirmed {
                 recovery_codes: codes,
                 session,
@@ -183,45 +178,57 @@ impl Identity {
             .await?
             .ok_or(IdentityError::MfaNotEnrolled)?;
         let method_name = super::mfa_method_name(method);
-        // A used recovery code's event commits with its use; how many are
-        // left is counted in the same transaction.
-        let mut left = None;
-        let accepted = match method {
-            MfaMethod::Totp => {
-                let secret = TotpSecret::from_bytes(totp.secret.clone());
-                match secret.verify(code, unix(now), totp.last_used_step) {
-                    // The compare-and-swap makes a code single-use even when
-                    // two requests race with it.
-                    Some(step) => self.store().advance_totp_step(p.account, step).await?,
-                    None => false,
-                }
-            }
-            MfaMethod::RecoveryCode => {
-                let account = p.account;
-                let hash = recovery_code_hash(code);
-                left = self
-                    .described(
-                        ev,
-                        move |left: &Option<u64>| match left {
-                            Some(n) => vec![
-                                IdentityEvent::new(
-                                    "auth.mfa.recovery_used",
-                                    EventOutcome::Success,
-                                    now,
-                                )
-                                .actor(account)
-                                .detail("remaining", n),
-                            ],
-                            None => Vec::new(),
-                        },
-                        |events| self.store().use_recovery_code(account, &hash, now, events),
-                    )
-                    .await?;
-                left.is_some()
-            }
-            MfaMethod::Passkey | MfaMethod::RememberedDevice => false,
+        let proof = match method {
+            MfaMethod::Totp => TotpSecret::from_bytes(totp.secret.clone())
+                .verify(code, unix(now), totp.last_used_step)
+                .map(FactorProof::TotpStep),
+            MfaMethod::RecoveryCode => Some(FactorProof::RecoveryCode(recovery_code_hash(code))),
+            MfaMethod::Passkey | MfaMethod::RememberedDevice => None,
         };
-        if !accepted {
+        // The code's use (the compare-and-swap of the TOTP step, so a code
+        // is single-use even when two requests race with it, or the
+        // recovery code's), the throttle reset and the session's
+        // verification commit in one transaction with their events.
+        let mut done = None;
+        if let Some(proof) = proof {
+            let account = p.account;
+            let clear = counted.then(|| keys[0].0.clone());
+            let (outcome, session) = self
+                .verify_in_session(ev, p, method, proof, clear, move |outcome| {
+                    let mut events = Vec::new();
+                    if let FactorOutcome::Done {
+                        recovery_codes_left: Some(n),
+                    } = outcome
+                    {
+                        events.push(
+                            IdentityEvent::new(
+                                "auth.mfa.recovery_used",
+                                EventOutcome::Success,
+                                now,
+                            )
+                            .actor(account)
+                            .detail("remaining", n),
+                        );
+                    }
+                    events.push(
+                        IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
+                            .actor(account)
+                            .detail("method", method_name),
+                    );
+                    events
+                })
+                .await?;
+            if let FactorOutcome::Done {
+                recovery_codes_left,
+            } = outcome
+            {
+                done = Some(MfaVerified {
+                    session,
+                    recovery_codes_left,
+                });
+            }
+        }
+        let Some(verified) = done else {
             ev.push(
                 IdentityEvent::new("auth.mfa.failed", EventOutcome::Failure, now)
                     .actor(p.account)
@@ -229,57 +236,84 @@ impl Identity {
             );
             self.count_failures(ev, &keys, None, now).await?;
             return Err(IdentityError::InvalidCode);
-        }
-        if counted {
-            self.store()
-                .throttle_clear(&keys[0].0, TxEvents::none())
-                .await?;
-        }
-        let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
-            .actor(p.account)
-            .detail("method", method_name);
-        let session = self.mark_verified(ev, p, method, vec![verified]).await?;
-        Ok(MfaVerified {
-            session,
-            recovery_codes_left: left,
-        })
+        };
+        Ok(verified)
     }
 
-    /// Records a verified factor in the principal's session; a session that
-    /// was not yet complete is replaced by a new, complete one. `events`
-    /// (the verification's) commit with that session change.
-    pub(super) async fn mark_verified(
+    /// Carries out a verified factor in the principal's session, in one
+    /// transaction with the events `describe` gives (stored only when the
+    /// proof is accepted): `proof` is used up, the session records the
+    /// verification (one that was not yet complete is replaced by a new,
+    /// complete one, returned) and `clear_throttle` is forgotten. A refused
+    /// proof changes nothing and comes back as [`FactorOutcome::Refused`];
+    /// a session revoked meanwhile is [`IdentityError::Unauthenticated`].
+    pub(super) async fn verify_in_session(
         &self,
         ev: &mut Events,
         p: &Principal,
         method: MfaMethod,
-        events: Vec<IdentityEvent>,
-    ) -> Result<Option<SignedIn>, IdentityError> {
+        proof: FactorProof,
+        clear_throttle: Option<String>,
+        describe: impl FnOnce(&FactorOutcome) -> Vec<IdentityEvent> + Send + 'static,
+    ) -> Result<(FactorOutcome, Option<SignedIn>), IdentityError> {
         let now = self.now();
+        let (session, signed_in) = self.verified_session(p, method, now).await?;
+        let step = FactorStep {
+            account: p.account,
+            proof,
+            session,
+            clear_throttle,
+            now,
+        };
+        let outcome = self.complete_factor(ev, step, describe).await?;
+        let signed_in = match outcome {
+            FactorOutcome::Done { .. } => signed_in,
+            FactorOutcome::Refused => None,
+            FactorOutcome::SessionGone => return Err(IdentityError::Unauthenticated),
+        };
+        Ok((outcome, signed_in))
+    }
+
+    /// Writes a verified factor's step (a second factor's, or a password
+    /// sign-in's) with the events `describe` gives for an accepted one (see [`kura_store::CredentialStore::complete_factor`]).
+    pub(super) async fn complete_factor(
+        &self,
+        ev: &mut Events,
+        step: FactorStep,
+        describe: impl FnOnce(&FactorOutcome) -> Vec<IdentityEvent> + Send + 'static,
+    ) -> Result<FactorOutcome, IdentityError> {
+        self.described(
+            ev,
+            move |outcome: &FactorOutcome| match outcome {
+                FactorOutcome::Done { .. } => describe(outcome),
+                FactorOutcome::Refused | FactorOutcome::SessionGone => Vec::new(),
+            },
+            |events| self.store().complete_factor(step, events),
+        )
+        .await
+    }
+
+    /// What a verified factor does to the principal's session: a complete
+    /// session records it; one that was not yet complete is replaced by a
+    /// new, complete one (its token comes back, to hand out once the change
+    /// is stored). Without a session (tokens cannot verify factors) there
+    /// is nothing to change.
+    async fn verified_session(
+        &self,
+        p: &Principal,
+        method: MfaMethod,
+        now: time::OffsetDateTime,
+    ) -> Result<(SessionChange, Option<SignedIn>), IdentityError> {
         let (Some(id), Credential::Session { stage, .. }) = (p.session_id(), &p.credential) else {
-            // No session to mark (tokens cannot verify factors): the events
-            // still describe what happened and go to the caller.
-            for e in events {
-                ev.push(e);
-            }
-            return Ok(None);
+            return Ok((SessionChange::None, None));
         };
         if *stage == SessionStage::Complete {
-            self.described(
-                ev,
-                move |_: &()| events,
-                |tx_events| {
-                    self.store().set_session_mfa(
-                        id,
-                        SessionStage::Complete.as_str(),
-                        super::mfa_method_name(method),
-                        now,
-                        tx_events,
-                    )
-                },
-            )
-            .await?;
-            return Ok(None);
+            let change = SessionChange::Mark {
+                id,
+                stage: SessionStage::Complete.as_str().into(),
+                method: super::mfa_method_name(method).into(),
+            };
+            return Ok((change, None));
         }
         let old = self
             .store()
@@ -289,20 +323,15 @@ impl Identity {
             .find(|s| s.id == id)
             .ok_or(IdentityError::Unauthenticated)?;
         let source = old.source.as_deref().and_then(|s| s.parse().ok());
-        let signed_in = self
-            .issue_session(
-                ev,
-                NewSession {
-                    account: p.account,
-                    stage: SessionStage::Complete,
-                    mfa: Some((method, now)),
-                    source,
-                    replaces: Some(&old),
-                },
-                move |_| events,
-            )
-            .await?;
-        Ok(Some(signed_in))
+        let (new, signed_in) = self.new_session(NewSession {
+            account: p.account,
+            stage: SessionStage::Complete,
+            mfa: Some((method, now)),
+            source,
+            replaces: Some(&old),
+        })?;
+        let change = SessionChange::Rotate { old: id, new };
+        Ok((change, Some(signed_in)))
     }
 
     /// Replaces the principal's recovery codes (the old ones stop working).

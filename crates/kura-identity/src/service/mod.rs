@@ -352,14 +352,9 @@ impl Identity {
         Ok(account.kind == crate::AccountKind::Operator || !roles_and_mfa(facts)?.2.is_empty())
     }
 
-    /// Issues a new session; `describe` gives the events of the sign-in
-    /// step it completes (from the new session's id), stored with it.
-    async fn issue_session(
-        &self,
-        ev: &mut Events,
-        new: NewSession<'_>,
-        describe: impl FnOnce(SessionId) -> Vec<IdentityEvent> + Send + 'static,
-    ) -> Result<SignedIn, IdentityError> {
+    /// A new session's row and its token for the client, not yet stored
+    /// (the caller stores it with the step that earns it).
+    fn new_session(&self, new: NewSession<'_>) -> Result<(SessionRecord, SignedIn), IdentityError> {
         let NewSession {
             account,
             stage,
@@ -393,30 +388,7 @@ impl Identity {
             idle_timeout: cfg.idle_timeout,
             token,
         };
-        let id = record.id;
-        match replaces {
-            None => {
-                self.described(
-                    ev,
-                    move |_: &()| describe(id),
-                    |events| self.store().insert_session(record, events),
-                )
-                .await?
-            }
-            Some(old) => {
-                let rotated = self
-                    .described(
-                        ev,
-                        move |rotated: &bool| if *rotated { describe(id) } else { Vec::new() },
-                        |events| self.store().rotate_session(old.id, record, now, events),
-                    )
-                    .await?;
-                if !rotated {
-                    return Err(IdentityError::Unauthenticated);
-                }
-            }
-        }
-        Ok(signed_in)
+        Ok((record, signed_in))
     }
 
     /// Whether the account has a confirmed TOTP app or a passkey.

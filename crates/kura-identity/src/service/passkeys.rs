@@ -12,8 +12,10 @@
 use std::net::IpAddr;
 
 use kura_crypto::random;
-use kura_store::events::TxEvents;
-use kura_store::{CeremonyRecord, PasskeyRecord, PasskeyUse};
+use kura_store::{
+    CeremonyRecord, FactorOutcome, FactorProof, FactorStep, PasskeyRecord, PasskeyUse,
+    SessionChange,
+};
 use kura_types::AccountId;
 use time::OffsetDateTime;
 use webauthn_rs::prelude::PublicKeyCredential;
@@ -264,42 +266,36 @@ impl Identity {
                 .detail("method", "passkey")
                 .detail("passkey", &record.id)
                 .detail("backup_eligible", record.backup_eligible);
-            let stored = record.clone();
-            let inserted = self
-                .described(
-                    &mut ev,
-                    move |_: &()| vec![enrolled],
-                    |events| self.store().insert_passkey(stored, events),
+            // The first factor's recovery codes, the passkey, the session's
+            // verification and the enrolment's event commit together.
+            let recovery_codes = if first_factor {
+                Some(
+                    RecoveryCodes::generate()
+                        .map_err(|e| IdentityError::Internal(e.to_string()))?,
                 )
+            } else {
+                None
+            };
+            let proof = FactorProof::NewPasskey {
+                passkey: record.clone(),
+                recovery_hashes: recovery_codes.as_ref().map(RecoveryCodes::hashes),
+            };
+            let verified = self
+                .verify_in_session(&mut ev, p, MfaMethod::Passkey, proof, None, move |_| {
+                    vec![enrolled]
+                })
                 .await;
-            inserted.map_err(|e| match e {
+            let (outcome, session) = verified.map_err(|e| match e {
                 IdentityError::Store(kura_store::StoreError::Conflict(_)) => {
                     IdentityError::Conflict("a passkey with this credential".into())
                 }
                 other => other,
             })?;
-            let recovery_codes = if first_factor {
-                let codes = RecoveryCodes::generate()
-                    .map_err(|e| IdentityError::Internal(e.to_string()))?;
-                // The first factor's codes belong to the enrolment whose
-                // event went with the passkey.
-                let hashes = codes.hashes();
-                self.described(
-                    &mut ev,
-                    |_: &()| Vec::new(),
-                    |events| {
-                        self.store()
-                            .replace_recovery_codes(p.account, &hashes, now, events)
-                    },
-                )
-                .await?;
-                Some(codes)
-            } else {
-                None
-            };
-            let session = self
-                .mark_verified(&mut ev, p, MfaMethod::Passkey, Vec::new())
-                .await?;
+            if outcome == FactorOutcome::Refused {
+                return Err(IdentityError::Internal(
+                    "the store refused a new passkey".into(),
+                ));
+            }
             Ok(PasskeyRegistered {
                 passkey: PasskeyInfo::from(&record),
                 recovery_codes,
@@ -400,32 +396,38 @@ impl Identity {
             let c = self.take_ceremony(MFA, ceremony, Some(p)).await?;
             let verified = rp.finish_authentication(&c.state, &answer);
             let stored = self.stored_passkeys(p.account).await?;
-            match verified.and_then(|res| self.apply_use(p.account, stored, &res, now)) {
-                Ok(change) => {
-                    self.commit_use(p.account, change).await?;
-                }
-                Err(e) => {
-                    ev.push(
-                        IdentityEvent::new("auth.mfa.failed", EventOutcome::Failure, now)
-                            .actor(p.account)
-                            .detail("method", "passkey")
-                            .detail("reason", failure_reason(&e)),
-                    );
-                    self.count_failures(&mut ev, &keys, None, now).await?;
-                    return Err(e);
-                }
-            }
-            if counted {
-                self.store()
-                    .throttle_clear(&keys[0].0, TxEvents::none())
-                    .await?;
-            }
+            let (credential_id, change) =
+                match verified.and_then(|res| self.apply_use(p.account, stored, &res, now)) {
+                    Ok(used) => used,
+                    Err(e) => {
+                        ev.push(
+                            IdentityEvent::new("auth.mfa.failed", EventOutcome::Failure, now)
+                                .actor(p.account)
+                                .detail("method", "passkey")
+                                .detail("reason", failure_reason(&e)),
+                        );
+                        self.count_failures(&mut ev, &keys, None, now).await?;
+                        return Err(e);
+                    }
+                };
+            // The passkey's new counter, the throttle reset and the
+            // session's verification commit with the event.
             let verified = IdentityEvent::new("auth.mfa.verified", EventOutcome::Success, now)
                 .actor(p.account)
                 .detail("method", "passkey");
-            let session = self
-                .mark_verified(&mut ev, p, MfaMethod::Passkey, vec![verified])
+            let proof = FactorProof::PasskeyUse {
+                credential_id,
+                change,
+            };
+            let clear = counted.then(|| keys[0].0.clone());
+            let (outcome, session) = self
+                .verify_in_session(&mut ev, p, MfaMethod::Passkey, proof, clear, move |_| {
+                    vec![verified]
+                })
                 .await?;
+            if outcome == FactorOutcome::Refused {
+                return Err(passkey_removed());
+            }
             Ok(MfaVerified {
                 session,
                 recovery_codes_left: None,
@@ -492,29 +494,42 @@ impl Identity {
                     });
                 }
             };
-            self.commit_use(account, change).await?;
-            let signed_in = self
-                .issue_session(
-                    &mut ev,
-                    NewSession {
-                        account,
-                        stage: SessionStage::Complete,
-                        mfa: Some((MfaMethod::Passkey, now)),
-                        source,
-                        replaces: None,
-                    },
-                    move |session| {
-                        vec![
-                            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                                .actor(account)
-                                .source(source)
-                                .detail("method", "passkey")
-                                .detail("session", session)
-                                .detail("stage", SessionStage::Complete.as_str()),
-                        ]
-                    },
-                )
+            // The passkey's new counter, the session and the sign-in's
+            // event commit together.
+            let (record, signed_in) = self.new_session(NewSession {
+                account,
+                stage: SessionStage::Complete,
+                mfa: Some((MfaMethod::Passkey, now)),
+                source,
+                replaces: None,
+            })?;
+            let session = record.id;
+            let (credential_id, change) = change;
+            let step = FactorStep {
+                account,
+                proof: FactorProof::PasskeyUse {
+                    credential_id,
+                    change,
+                },
+                session: SessionChange::Insert(record),
+                clear_throttle: None,
+                now,
+            };
+            let outcome = self
+                .complete_factor(&mut ev, step, move |_| {
+                    vec![
+                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                            .actor(account)
+                            .source(source)
+                            .detail("method", "passkey")
+                            .detail("session", session)
+                            .detail("stage", SessionStage::Complete.as_str()),
+                    ]
+                })
                 .await?;
+            if !matches!(outcome, FactorOutcome::Done { .. }) {
+                return Err(passkey_removed());
+            }
             Ok(SignInStep::Complete(signed_in))
         }
         .await;
@@ -593,24 +608,6 @@ impl Identity {
         ))
     }
 
-    async fn commit_use(
-        &self,
-        account: AccountId,
-        (credential_id, change): (String, PasskeyUse),
-    ) -> Result<(), IdentityError> {
-        if !self
-            .store()
-            .record_passkey_use(account, &credential_id, change, TxEvents::none())
-            .await?
-        {
-            // Removed between the check and now: the sign-in does not count.
-            return Err(IdentityError::PasskeyRejected(
-                "the passkey was removed".into(),
-            ));
-        }
-        Ok(())
-    }
-
     fn source_keys(&self, source: Option<IpAddr>) -> Vec<(String, ThrottlePolicy)> {
         source
             .map(|s| (source_key(s), self.inner.config.source_throttle))
@@ -629,6 +626,11 @@ fn second_factor_session(p: &Principal) -> Result<(), IdentityError> {
             Err(IdentityError::Denied(crate::DenyReason::TokenNotAllowed))
         }
     }
+}
+
+/// A passkey removed between its check and its use: the step does not count.
+fn passkey_removed() -> IdentityError {
+    IdentityError::PasskeyRejected("the passkey was removed".into())
 }
 
 /// 256 random bits, base64url.

@@ -3,8 +3,10 @@
 use std::net::IpAddr;
 
 use kura_crypto::token::{SecretToken, TokenHash};
-use kura_store::events::TxEvents;
-use kura_store::{NewAccount, RoleGrant, SETUP_COMPLETED, SetupTokenCheck};
+use kura_store::{
+    FactorProof, FactorStep, FirstOperator, FirstOperatorOutcome, NewAccount, RoleGrant,
+    SETUP_COMPLETED, SessionChange, SetupTokenCheck,
+};
 use kura_types::{AccountId, SessionId};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
@@ -156,14 +158,6 @@ impl Identity {
             self.count_failures(ev, &keys, source, now).await?;
             return Err(IdentityError::InvalidCredentials);
         };
-        // The counter's reset is part of the sign-in, whose event goes with
-        // the new session.
-        if counted {
-            self.store()
-                .throttle_clear(&keys[0].0, TxEvents::none())
-                .await?;
-        }
-
         if let Some(old) = had_hash
             && self.inner.passwords.needs_rehash(&old)
         {
@@ -200,28 +194,34 @@ impl Identity {
             SessionStage::Complete
         };
         let id = account.id;
-        let signed_in = self
-            .issue_session(
-                ev,
-                NewSession {
-                    account: id,
-                    stage,
-                    mfa: None,
-                    source,
-                    replaces: None,
-                },
-                move |session| {
-                    vec![
-                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
-                            .actor(id)
-                            .source(source)
-                            .detail("method", "password")
-                            .detail("session", session)
-                            .detail("stage", stage.as_str()),
-                    ]
-                },
-            )
-            .await?;
+        let (record, signed_in) = self.new_session(NewSession {
+            account: id,
+            stage,
+            mfa: None,
+            source,
+            replaces: None,
+        })?;
+        let session = record.id;
+        // The counter's reset is part of the sign-in: it commits with the
+        // new session and its event.
+        let step = FactorStep {
+            account: id,
+            proof: FactorProof::Password,
+            session: SessionChange::Insert(record),
+            clear_throttle: counted.then(|| keys[0].0.clone()),
+            now,
+        };
+        self.complete_factor(ev, step, move |_| {
+            vec![
+                IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                    .actor(id)
+                    .source(source)
+                    .detail("method", "password")
+                    .detail("session", session)
+                    .detail("stage", stage.as_str()),
+            ]
+        })
+        .await?;
         Ok(match stage {
             SessionStage::Complete => SignInStep::Complete(signed_in),
             SessionStage::MfaPending => SignInStep::MfaRequired(signed_in),
@@ -349,30 +349,7 @@ impl Identity {
             return Err(IdentityError::SetupComplete);
         }
         let phc = self.hash_password(password).await?;
-        let check = platform
-            .check_setup_token(&TokenHash::of(setup_token), now, true)
-            .await?;
-        let problem = match check {
-            SetupTokenCheck::Valid => None,
-            SetupTokenCheck::Unknown => Some(TokenProblem::Unknown),
-            SetupTokenCheck::Expired => Some(TokenProblem::Expired),
-            SetupTokenCheck::Used => Some(TokenProblem::Used),
-        };
-        if let Some(problem) = problem {
-            ev.push(
-                IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
-                    .source(source)
-                    .detail("reason", problem.as_str()),
-            );
-            return Err(IdentityError::BadToken(problem));
-        }
         let id = AccountId::new();
-        let created =
-            IdentityEvent::new("setup.first_operator.created", EventOutcome::Success, now)
-                .actor(id)
-                .subject(id)
-                .source(source)
-                .detail("email", &email);
         let account = NewAccount {
             account: kura_store::AccountRecord {
                 id,
@@ -394,39 +371,70 @@ impl Identity {
                 .collect(),
             teams: Vec::new(),
         };
-        self.described(
-            ev,
-            move |_: &()| vec![created],
-            |events| self.store().create_account(account, events),
-        )
-        .await?;
-        platform
-            .set_setting(SETUP_COMPLETED, &now.unix_timestamp().to_string(), now)
-            .await?;
         let stage = SessionStage::MfaEnrolment;
-        let signed_in = self
-            .issue_session(
+        let (session, signed_in) = self.new_session(NewSession {
+            account: id,
+            stage,
+            mfa: None,
+            source,
+            replaces: None,
+        })?;
+        let session_id = session.id;
+        let first = FirstOperator {
+            setup_token: TokenHash::of(setup_token),
+            account,
+            session,
+            now,
+        };
+        // The token's use, the operator, the "setup complete" mark, the
+        // session and their events (or a refusal's event) commit in one
+        // transaction: no operator with a live link, no used link without
+        // an operator, and of two racing requests only one creates one.
+        let outcome = self
+            .described(
                 ev,
-                NewSession {
-                    account: id,
-                    stage,
-                    mfa: None,
-                    source,
-                    replaces: None,
-                },
-                move |session| {
-                    vec![
-                        IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                move |outcome: &FirstOperatorOutcome| {
+                    let rejected = |reason: &str| {
+                        vec![
+                            IdentityEvent::new("setup.rejected", EventOutcome::Failure, now)
+                                .source(source)
+                                .detail("reason", reason),
+                        ]
+                    };
+                    match outcome {
+                        FirstOperatorOutcome::Created => vec![
+                            IdentityEvent::new(
+                                "setup.first_operator.created",
+                                EventOutcome::Success,
+                                now,
+                            )
                             .actor(id)
+                            .subject(id)
                             .source(source)
-                            .detail("method", "setup")
-                            .detail("session", session)
-                            .detail("stage", stage.as_str()),
-                    ]
+                            .detail("email", &email),
+                            IdentityEvent::new("auth.signin.succeeded", EventOutcome::Success, now)
+                                .actor(id)
+                                .source(source)
+                                .detail("method", "setup")
+                                .detail("session", session_id)
+                                .detail("stage", stage.as_str()),
+                        ],
+                        FirstOperatorOutcome::AlreadyComplete => rejected("already_complete"),
+                        FirstOperatorOutcome::Token(check) => {
+                            rejected(token_problem(*check).as_str())
+                        }
+                    }
                 },
+                |events| self.store().create_first_operator(first, events),
             )
             .await?;
-        Ok(signed_in)
+        match outcome {
+            FirstOperatorOutcome::Created => Ok(signed_in),
+            FirstOperatorOutcome::AlreadyComplete => Err(IdentityError::SetupComplete),
+            FirstOperatorOutcome::Token(check) => {
+                Err(IdentityError::BadToken(token_problem(check)))
+            }
+        }
     }
 
     /// Resolves a session token into a principal, or
@@ -606,5 +614,14 @@ impl Identity {
         }
         .await;
         ev.finish(r)
+    }
+}
+
+/// Why a setup token that is not valid was refused.
+fn token_problem(check: SetupTokenCheck) -> TokenProblem {
+    match check {
+        SetupTokenCheck::Unknown | SetupTokenCheck::Valid => TokenProblem::Unknown,
+        SetupTokenCheck::Expired => TokenProblem::Expired,
+        SetupTokenCheck::Used => TokenProblem::Used,
     }
 }

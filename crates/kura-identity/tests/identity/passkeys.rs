@@ -364,3 +364,144 @@ async fn passkeys_are_removed_by_their_owner_or_an_mfa_reset() {
         "no second factor is left: {s:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_step_whose_event_cannot_be_stored_changes_nothing() {
+    use super::events_commit::{logged, mfa_failures, refuse_events, stage_of, store_failure};
+    use kura_store::PasskeyStore;
+    let env = env_with(passkey_config()).await;
+    let op = first_operator(&env).await;
+    let (team, boss) = team_with_owner(&env, &op, "Acme", "boss@acme.example").await;
+    let member = add_member(&env, &boss, team, "m@acme.example", TeamRole::Member).await;
+    let p = env.principal(&member.token).await;
+    let mut auth = authenticator();
+    let source = Some(ip("192.0.2.20"));
+
+    // A session signed out meanwhile registers nothing: the passkey, its
+    // recovery codes and its event go with the session's verification.
+    let c = ok(env.id.start_passkey_registration(&p).await);
+    let answer = register(&mut auth, &c, ORIGIN);
+    let fresh = env.fresh_principal("m@acme.example").await;
+    ok(env.id.sign_out(&p).await);
+    let (e, _) = err(env
+        .id
+        .finish_passkey_registration(&p, &c.ceremony, "Phone", answer)
+        .await);
+    assert!(matches!(e, IdentityError::Unauthenticated), "{e:?}");
+    assert!(
+        env.store
+            .passkeys_of(member.account)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        0
+    );
+    let p = fresh;
+
+    // A first passkey, with the recovery codes that come with it.
+    let c = ok(env.id.start_passkey_registration(&p).await);
+    let answer = register(&mut auth, &c, ORIGIN);
+    refuse_events(&env, true).await;
+    store_failure(
+        env.id
+            .finish_passkey_registration(&p, &c.ceremony, "Phone", answer)
+            .await,
+    );
+    refuse_events(&env, false).await;
+    assert!(
+        env.store
+            .passkeys_of(member.account)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        0
+    );
+    let cred = enrol(&env, &p, &mut auth, "Phone").await;
+    assert_eq!(
+        env.store.recovery_codes_left(member.account).await.unwrap(),
+        10
+    );
+    let stored = || async { env.store.passkeys_of(member.account).await.unwrap()[0].clone() };
+
+    // The passkey as the second factor of a password sign-in, after a
+    // wrong answer (one for another challenge) was counted.
+    let step = ok(env.sign_in("m@acme.example", PASSWORD).await);
+    assert!(matches!(step, SignInStep::MfaRequired(_)), "{step:?}");
+    let token = step.signed_in().token.reveal().to_owned();
+    let pending = env.principal(&token).await;
+    let first = ok(env.id.start_passkey_mfa(&pending).await);
+    let stale = assert_with(&mut auth, first.options, ORIGIN);
+    let second = ok(env.id.start_passkey_mfa(&pending).await);
+    err(env
+        .id
+        .finish_passkey_mfa(&pending, &second.ceremony, stale)
+        .await);
+    assert_eq!(mfa_failures(&env, member.account).await, Some(1));
+    let before = stored().await;
+    let events_before = logged(&env).await.len();
+    let c = ok(env.id.start_passkey_mfa(&pending).await);
+    let answer = assert_with(&mut auth, c.options, ORIGIN);
+    refuse_events(&env, true).await;
+    store_failure(
+        env.id
+            .finish_passkey_mfa(&pending, &c.ceremony, answer)
+            .await,
+    );
+    refuse_events(&env, false).await;
+    assert_eq!(stored().await, before, "the signature counter did not move");
+    assert_eq!(mfa_failures(&env, member.account).await, Some(1));
+    assert_eq!(
+        stage_of(&env, &token).await,
+        kura_identity::SessionStage::MfaPending
+    );
+    assert_eq!(logged(&env).await.len(), events_before);
+    let c = ok(env.id.start_passkey_mfa(&pending).await);
+    let answer = assert_with(&mut auth, c.options, ORIGIN);
+    let verified = ok(env
+        .id
+        .finish_passkey_mfa(&pending, &c.ceremony, answer)
+        .await);
+    assert!(verified.session.is_some());
+    assert_eq!(mfa_failures(&env, member.account).await, None);
+    let after_mfa = stored().await;
+    assert!(after_mfa.counter > before.counter || after_mfa.last_used_at.is_some());
+    assert_eq!(after_mfa.last_used_at, Some(env.now()));
+
+    // Passwordless sign-in: no session and no passkey change without the
+    // sign-in's event.
+    env.advance(Duration::minutes(1));
+    let sessions = env.store.sessions_of(member.account).await.unwrap().len();
+    let (ceremony, answer) = passwordless_answer(&env, &mut auth, &cred, member.account).await;
+    refuse_events(&env, true).await;
+    store_failure(
+        env.id
+            .finish_passkey_sign_in(&ceremony, answer, source)
+            .await,
+    );
+    refuse_events(&env, false).await;
+    assert_eq!(
+        env.store.sessions_of(member.account).await.unwrap().len(),
+        sessions
+    );
+    assert_eq!(stored().await, after_mfa);
+    let (ceremony, answer) = passwordless_answer(&env, &mut auth, &cred, member.account).await;
+    ok(env
+        .id
+        .finish_passkey_sign_in(&ceremony, answer, source)
+        .await);
+    assert_eq!(
+        env.store.sessions_of(member.account).await.unwrap().len(),
+        sessions + 1
+    );
+    assert_eq!(stored().await.last_used_at, Some(env.now()));
+    assert_eq!(
+        logged(&env).await.pop().unwrap().action.as_str(),
+        "auth.signin.succeeded"
+    );
+}

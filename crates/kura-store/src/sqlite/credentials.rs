@@ -9,8 +9,9 @@ use rusqlite::{OptionalExtension as _, params};
 use time::OffsetDateTime;
 
 use super::identity::*;
+use super::verification;
 use crate::StoreError;
-use crate::credentials::CredentialStore;
+use crate::credentials::{CredentialStore, FactorOutcome, FactorStep};
 use crate::events::TxEvents;
 use crate::identity::{ApiTokenRecord, MfaReset, SessionRecord, ThrottleRecord, TotpRecord};
 use crate::sqlite::SqliteIdentityStore;
@@ -40,37 +41,17 @@ impl CredentialStore for SqliteIdentityStore {
         hash: &TokenHash,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        events: TxEvents<()>,
     ) -> Result<(), StoreError> {
         let hash = hash.as_str().to_owned();
         self.pool
-            .write(move |tx| {
+            .write_described(events, move |tx| {
                 tx.execute(
                     "INSERT INTO remembered_devices (token_hash, account_id, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4)",
                     params![hash, account.to_string(), ts(now), ts(expires_at)],
                 )?;
                 Ok(())
-            })
-            .await
-    }
-
-    async fn remembered_device(
-        &self,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-    ) -> Result<Option<AccountId>, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .read(move |c| {
-                c.query_row(
-                    "SELECT account_id FROM remembered_devices
-                      WHERE token_hash = ?1 AND expires_at > ?2",
-                    params![hash, ts(now)],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?
-                .map(|a| parse_id(&a, "account"))
-                .transpose()
             })
             .await
     }
@@ -87,31 +68,6 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn set_session_mfa(
-        &self,
-        id: SessionId,
-        stage: &str,
-        method: &str,
-        verified_at: OffsetDateTime,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError> {
-        let (stage, method) = (stage.to_owned(), method.to_owned());
-        self.pool
-            .write_described(events, move |tx| {
-                let n = tx.execute(
-                    "UPDATE sessions SET stage = ?1, mfa_method = ?2, mfa_verified_at = ?3,
-                            last_seen_at = max(last_seen_at, ?3)
-                      WHERE id = ?4 AND revoked_at IS NULL",
-                    params![stage, method, ts(verified_at), id.to_string()],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!("session {id}")));
-                }
-                Ok(())
-            })
-            .await
-    }
-
     async fn rotate_session(
         &self,
         old: SessionId,
@@ -121,15 +77,7 @@ impl CredentialStore for SqliteIdentityStore {
     ) -> Result<bool, StoreError> {
         self.pool
             .write_described(events, move |tx| {
-                let n = tx.execute(
-                    "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                    params![ts(now), old.to_string()],
-                )?;
-                if n != 1 {
-                    return Ok(false);
-                }
-                insert_session_row(tx, &new)?;
-                Ok(true)
+                verification::rotate_session(tx, old, &new, now)
             })
             .await
     }
@@ -238,53 +186,13 @@ impl CredentialStore for SqliteIdentityStore {
             .await
     }
 
-    async fn confirm_totp(
+    async fn complete_factor(
         &self,
-        account: AccountId,
-        step: i64,
-        recovery_hashes: &[TokenHash],
-        now: OffsetDateTime,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError> {
-        let hashes: Vec<String> = recovery_hashes
-            .iter()
-            .map(|h| h.as_str().to_owned())
-            .collect();
+        step: FactorStep,
+        events: TxEvents<FactorOutcome>,
+    ) -> Result<FactorOutcome, StoreError> {
         self.pool
-            .write_described(events, move |tx| {
-                let pending: i64 = tx.query_row(
-                    "SELECT count(*) FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NULL",
-                    [account.to_string()],
-                    |r| r.get(0),
-                )?;
-                if pending == 0 {
-                    return Err(StoreError::NotFound("pending TOTP enrolment".into()));
-                }
-                tx.execute(
-                    "DELETE FROM totp_credentials WHERE account_id = ?1 AND confirmed_at IS NOT NULL",
-                    [account.to_string()],
-                )?;
-                tx.execute(
-                    "UPDATE totp_credentials SET confirmed_at = ?1, last_used_step = ?2
-                      WHERE account_id = ?3 AND confirmed_at IS NULL",
-                    params![ts(now), step, account.to_string()],
-                )?;
-                replace_codes(tx, account, &hashes, now)
-            })
-            .await
-    }
-
-    async fn advance_totp_step(&self, account: AccountId, step: i64) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |tx| {
-                let n = tx.execute(
-                    "UPDATE totp_credentials SET last_used_step = ?1
-                      WHERE account_id = ?2 AND confirmed_at IS NOT NULL
-                        AND (last_used_step IS NULL OR last_used_step < ?1)",
-                    params![step, account.to_string()],
-                )?;
-                Ok(n == 1)
-            })
+            .write_described(events, move |tx| verification::complete_factor(tx, step))
             .await
     }
 
@@ -310,34 +218,6 @@ impl CredentialStore for SqliteIdentityStore {
                     reset.sessions_revoked = revoke_sessions(tx, account, None, now)?;
                 }
                 Ok(reset)
-            })
-            .await
-    }
-
-    async fn use_recovery_code(
-        &self,
-        account: AccountId,
-        hash: &TokenHash,
-        now: OffsetDateTime,
-        events: TxEvents<Option<u64>>,
-    ) -> Result<Option<u64>, StoreError> {
-        let hash = hash.as_str().to_owned();
-        self.pool
-            .write_described(events, move |tx| {
-                let n = tx.execute(
-                    "UPDATE recovery_codes SET used_at = ?1
-                      WHERE account_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
-                    params![ts(now), account.to_string(), hash],
-                )?;
-                if n != 1 {
-                    return Ok(None);
-                }
-                let left: i64 = tx.query_row(
-                    "SELECT count(*) FROM recovery_codes WHERE account_id = ?1 AND used_at IS NULL",
-                    [account.to_string()],
-                    |r| r.get(0),
-                )?;
-                Ok(Some(u64::try_from(left).unwrap_or(0)))
             })
             .await
     }
@@ -516,10 +396,7 @@ impl CredentialStore for SqliteIdentityStore {
     async fn throttle_clear(&self, key: &str, events: TxEvents<()>) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.pool
-            .write_described(events, move |tx| {
-                tx.execute("DELETE FROM throttle_counters WHERE key = ?1", [key])?;
-                Ok(())
-            })
+            .write_described(events, move |tx| verification::clear_throttle_key(tx, &key))
             .await
     }
 }

@@ -11,9 +11,9 @@ use super::Pool;
 use crate::StoreError;
 use crate::events::TxEvents;
 use crate::identity::{
-    AccountFacts, AccountRecord, ApiTokenRecord, GrantSubject, GroupRecord, IdentityStore,
-    InvitationRecord, NewAccount, PasswordSet, RoleGrant, SessionRecord, SessionRevocation,
-    TeamRecord, ThrottleRecord,
+    AccountFacts, AccountRecord, ApiTokenRecord, FirstOperator, FirstOperatorOutcome, GrantSubject,
+    GroupRecord, IdentityStore, InvitationRecord, NewAccount, PasswordSet, RoleGrant,
+    SessionRecord, SessionRevocation, TeamRecord, ThrottleRecord,
 };
 
 /// Kura ID state in the embedded platform database.
@@ -383,6 +383,18 @@ impl IdentityStore for SqliteIdentityStore {
     ) -> Result<(), StoreError> {
         self.pool
             .write_described(events, move |tx| insert_account(tx, &new))
+            .await
+    }
+
+    async fn create_first_operator(
+        &self,
+        first: FirstOperator,
+        events: TxEvents<FirstOperatorOutcome>,
+    ) -> Result<FirstOperatorOutcome, StoreError> {
+        self.pool
+            .write_described(events, move |tx| {
+                super::setup::create_first_operator(tx, &first)
+            })
             .await
     }
 

@@ -13,7 +13,9 @@ mod passkeys;
 mod platform;
 mod pool;
 mod principal;
+mod setup;
 mod teams;
+mod verification;
 
 use std::path::Path;
 

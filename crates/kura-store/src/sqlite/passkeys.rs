@@ -6,13 +6,13 @@ use kura_types::AccountId;
 use rusqlite::{OptionalExtension as _, Row, params};
 use time::OffsetDateTime;
 
-use super::identity::{from_ts, is_unique_violation, opt_ts, parse_id, ts};
+use super::identity::{from_ts, opt_ts, parse_id, ts};
 use crate::StoreError;
 use crate::events::TxEvents;
-use crate::passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore, PasskeyUse};
+use crate::passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore};
 use crate::sqlite::SqliteIdentityStore;
 
-const PASSKEY_COLUMNS: &str = "id, account_id, credential_id, name, data, counter, backup_eligible, backup_state, created_at, last_used_at";
+pub(super) const PASSKEY_COLUMNS: &str = "id, account_id, credential_id, name, data, counter, backup_eligible, backup_state, created_at, last_used_at";
 
 type RawPasskey = (
     String,
@@ -61,40 +61,6 @@ fn decode_passkey(raw: RawPasskey) -> Result<PasskeyRecord, StoreError> {
 
 #[async_trait]
 impl PasskeyStore for SqliteIdentityStore {
-    async fn insert_passkey(
-        &self,
-        p: PasskeyRecord,
-        events: TxEvents<()>,
-    ) -> Result<(), StoreError> {
-        self.pool
-            .write_described(events, move |tx| {
-                tx.execute(
-                    &format!("INSERT INTO passkeys ({PASSKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                    params![
-                        p.id,
-                        p.account.to_string(),
-                        p.credential_id,
-                        p.name,
-                        p.data,
-                        i64::from(p.counter),
-                        p.backup_eligible,
-                        p.backup_state,
-                        ts(p.created_at),
-                        p.last_used_at.map(ts),
-                    ],
-                )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict("a passkey with this credential id".into())
-                    } else {
-                        e.into()
-                    }
-                })?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn passkeys_of(&self, account: AccountId) -> Result<Vec<PasskeyRecord>, StoreError> {
         self.pool
             .read(move |c| {
@@ -103,33 +69,6 @@ impl PasskeyStore for SqliteIdentityStore {
                 ))?;
                 let rows = stmt.query_map([account.to_string()], raw_passkey)?;
                 rows.map(|r| decode_passkey(r?)).collect()
-            })
-            .await
-    }
-
-    async fn record_passkey_use(
-        &self,
-        account: AccountId,
-        credential_id: &str,
-        change: PasskeyUse,
-        events: TxEvents<bool>,
-    ) -> Result<bool, StoreError> {
-        let credential_id = credential_id.to_owned();
-        self.pool
-            .write_described(events, move |tx| {
-                let n = tx.execute(
-                    "UPDATE passkeys SET data = ?1, counter = ?2, backup_state = ?3, last_used_at = ?4
-                      WHERE account_id = ?5 AND credential_id = ?6",
-                    params![
-                        change.data,
-                        i64::from(change.counter),
-                        change.backup_state,
-                        ts(change.at),
-                        account.to_string(),
-                        credential_id,
-                    ],
-                )?;
-                Ok(n > 0)
             })
             .await
     }

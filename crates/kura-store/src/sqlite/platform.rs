@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use kura_crypto::token::TokenHash;
 use kura_crypto::{DataKey, WrappedKey};
 use kura_types::{DataKeyId, KeyScope};
-use rusqlite::{OptionalExtension as _, Row, params};
+use rusqlite::{OptionalExtension as _, Row, Transaction, params};
 use time::OffsetDateTime;
 
 use super::{Durability, Migration, Pool, migrate};
@@ -629,6 +629,15 @@ const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 14,
+        name: "remembered devices: when each last stood in for the second factor",
+        // Set (Unix seconds, UTC) in the transaction of the sign-in it
+        // finished, with that sign-in's events.
+        sql: "
+        ALTER TABLE remembered_devices ADD COLUMN last_used_at INTEGER;
+    ",
+    },
 ];
 
 /// The embedded platform store.
@@ -869,24 +878,9 @@ impl PlatformStore for SqlitePlatformStore {
         let hash = hash.as_str().to_owned();
         self.pool
             .write(move |tx| {
-                let row: Option<(i64, Option<i64>, Option<i64>)> = tx
-                    .query_row(
-                        "SELECT expires_at, used_at, revoked_at FROM setup_tokens WHERE token_hash = ?1",
-                        [&hash],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                let verdict = match row {
-                    None | Some((_, None, Some(_))) => SetupTokenCheck::Unknown,
-                    Some((_, Some(_), _)) => SetupTokenCheck::Used,
-                    Some((expires, None, None)) if expires <= ts(now) => SetupTokenCheck::Expired,
-                    Some(_) => SetupTokenCheck::Valid,
-                };
+                let verdict = setup_token_verdict(tx, &hash, now)?;
                 if consume && verdict == SetupTokenCheck::Valid {
-                    tx.execute(
-                        "UPDATE setup_tokens SET used_at = ?1 WHERE token_hash = ?2",
-                        params![ts(now), hash],
-                    )?;
+                    consume_setup_token(tx, &hash, now)?;
                 }
                 Ok(verdict)
             })
@@ -915,14 +909,65 @@ impl PlatformStore for SqlitePlatformStore {
     ) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.pool
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    params![key, value, ts(now)],
-                )?;
-                Ok(())
-            })
+            .write(move |tx| put_setting(tx, &key, &value, now))
             .await
     }
+}
+
+/// What presenting the setup token with hash `hash` finds at `now`.
+pub(super) fn setup_token_verdict(
+    tx: &Transaction<'_>,
+    hash: &str,
+    now: OffsetDateTime,
+) -> Result<SetupTokenCheck, StoreError> {
+    let row: Option<(i64, Option<i64>, Option<i64>)> = tx
+        .query_row(
+            "SELECT expires_at, used_at, revoked_at FROM setup_tokens WHERE token_hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None | Some((_, None, Some(_))) => SetupTokenCheck::Unknown,
+        Some((_, Some(_), _)) => SetupTokenCheck::Used,
+        Some((expires, None, None)) if expires <= ts(now) => SetupTokenCheck::Expired,
+        Some(_) => SetupTokenCheck::Valid,
+    })
+}
+
+/// Uses up a setup token.
+pub(super) fn consume_setup_token(
+    tx: &Transaction<'_>,
+    hash: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE setup_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL",
+        params![ts(now), hash],
+    )?;
+    Ok(())
+}
+
+/// A platform setting, read inside a transaction.
+pub(super) fn setting_in(tx: &Transaction<'_>, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Sets a platform setting.
+pub(super) fn put_setting(
+    tx: &Transaction<'_>,
+    key: &str,
+    value: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![key, value, ts(now)],
+    )?;
+    Ok(())
 }

@@ -134,64 +134,6 @@ async fn multi_row_writes_are_all_or_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn totp_steps_and_recovery_codes_are_used_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-    let a = account("a@example.com", now);
-    let id = a.account.id;
-    store.create_account(a, TxEvents::none()).await.unwrap();
-    store
-        .put_pending_totp(id, &[1; 20], now, TxEvents::none())
-        .await
-        .unwrap();
-    assert!(store.totp(id, true).await.unwrap().is_none());
-    let codes = [TokenHash::of("c1"), TokenHash::of("c2")];
-    store
-        .confirm_totp(id, 100, &codes, now, TxEvents::none())
-        .await
-        .unwrap();
-    assert!(!store.advance_totp_step(id, 100).await.unwrap());
-    assert!(!store.advance_totp_step(id, 99).await.unwrap());
-    assert!(store.advance_totp_step(id, 101).await.unwrap());
-    assert_eq!(
-        store
-            .use_recovery_code(id, &codes[0], now, TxEvents::none())
-            .await
-            .unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        store
-            .use_recovery_code(id, &codes[0], now, TxEvents::none())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
-    // Re-enrolment keeps the confirmed secret until the new one is confirmed.
-    store
-        .put_pending_totp(id, &[2; 20], now, TxEvents::none())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.totp(id, true).await.unwrap().unwrap().secret,
-        vec![1; 20]
-    );
-    store
-        .confirm_totp(id, 200, &codes, now, TxEvents::none())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.totp(id, true).await.unwrap().unwrap().secret,
-        vec![2; 20]
-    );
-    assert!(store.totp(id, false).await.unwrap().is_none());
-    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
-    assert!(!format!("{:?}", store.totp(id, true).await.unwrap()).contains("2, 2"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttle_counters_restart_after_their_window() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
