@@ -1,6 +1,8 @@
 //! [`EventSink`]: the one interface every crate emits security events through.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use kura_store::StoreError;
@@ -83,20 +85,38 @@ pub trait AlertHandler: Send + Sync + std::fmt::Debug {
 ///
 /// Detection follows the log itself, in sequence order, not only the events
 /// recorded through this sink: a state change that commits its event in its
-/// own transaction (`kura_store::events::append_in_tx`) is detected too. An
-/// event recorded here is observed before `record` returns (with any events
-/// committed elsewhere since the last one observed, read back from the log);
-/// events committed elsewhere with nothing recorded here after them are
-/// picked up by [`LogSink::catch_up`], which the server calls when it starts
-/// (detection begins at that point of the log) and then every second.
+/// own transaction (`kura_store::events::append_in_tx`) is detected too.
+///
+/// Detection never makes a request wait for another's detection. Recorded
+/// events, with their sequence numbers, go to a pending set; whoever finds
+/// the detector free observes everything pending in sequence order (reading
+/// any gap before it, events committed elsewhere, back from the log), and a
+/// caller that finds it busy leaves its events to the one holding it. An
+/// uncontended `record` has therefore run detection over its events before
+/// it returns. Events committed elsewhere with nothing recorded here after
+/// them are picked up by [`LogSink::catch_up`], which the server calls when
+/// it starts (detection begins at that point of the log), after identity
+/// changes ([`EventSink::observe`]) and every second.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     log: EventLog,
-    detector: Option<Arc<tokio::sync::Mutex<Feed>>>,
+    detection: Option<Arc<Detection>>,
     alerts: Option<Arc<dyn AlertHandler>>,
 }
 
-/// The detector and how far into the log it has looked.
+/// The detector, how far into the log it has looked, and what waits for it.
+#[derive(Debug)]
+struct Detection {
+    feed: tokio::sync::Mutex<Feed>,
+    /// Events recorded through the sink that the detector has not yet
+    /// observed, by sequence number.
+    pending: Mutex<BTreeMap<Seq, SecurityEvent>>,
+    /// Set when events were committed elsewhere and a caller could not
+    /// read them because the detector was busy: its holder reads the log to
+    /// its head before it lets go.
+    behind: AtomicBool,
+}
+
 #[derive(Debug)]
 struct Feed {
     detector: Detector,
@@ -110,7 +130,7 @@ impl LogSink {
     pub fn new(log: EventLog) -> Self {
         Self {
             log,
-            detector: None,
+            detection: None,
             alerts: None,
         }
     }
@@ -120,10 +140,14 @@ impl LogSink {
     pub fn with_detector(log: EventLog, detector: Detector) -> Self {
         Self {
             log,
-            detector: Some(Arc::new(tokio::sync::Mutex::new(Feed {
-                detector,
-                next: None,
-            }))),
+            detection: Some(Arc::new(Detection {
+                feed: tokio::sync::Mutex::new(Feed {
+                    detector,
+                    next: None,
+                }),
+                pending: Mutex::new(BTreeMap::new()),
+                behind: AtomicBool::new(false),
+            })),
             alerts: None,
         }
     }
@@ -145,17 +169,34 @@ impl LogSink {
         Ok(VerifyReport::from(self.log.verify(options).await?))
     }
 
-    async fn raise(&self, alert: Alert) {
-        match alert.to_event().and_then(prepare) {
-            Ok(record) => {
-                if let Err(e) = self.log.append_records(vec![record]).await {
-                    tracing::error!(rule = alert.rule, error = %e, "cannot record a detection alert");
-                } else if let Some(handler) = &self.alerts {
+    /// Records an alert; the alert event itself goes to detection like any
+    /// other recorded event.
+    async fn raise(&self, detection: &Detection, alert: Alert) {
+        let event = match alert.to_event() {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert");
+                return;
+            }
+        };
+        let record = match prepare(event.clone()) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert");
+                return;
+            }
+        };
+        match self.log.append_records(vec![record]).await {
+            Ok(seqs) => {
+                if let Some(&seq) = seqs.first() {
+                    detection.pending.lock().insert(seq, event);
+                }
+                if let Some(handler) = &self.alerts {
                     handler.handle_alert(&alert).await;
                 }
             }
             Err(e) => {
-                tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert")
+                tracing::error!(rule = alert.rule, error = %e, "cannot record a detection alert");
             }
         }
     }
@@ -178,18 +219,35 @@ impl EventSink for LogSink {
             .collect::<Result<Vec<_>, _>>()?;
         let seqs = self.log.append_records(records).await?;
         // The events are durable; detection runs after and never fails them.
-        if let Some(&first) = seqs.first() {
-            self.detect(Some((first, events))).await;
+        if let Some(detection) = &self.detection
+            && !seqs.is_empty()
+        {
+            detection
+                .pending
+                .lock()
+                .extend(seqs.into_iter().zip(events));
+            self.detect(detection, false, false).await;
         }
         Ok(())
     }
 
     /// Detection reads such events back from the log in sequence order
     /// (with anything else committed since), so this only makes it look
-    /// now rather than at the next periodic catch-up.
+    /// now rather than at the next periodic catch-up. It does not wait for
+    /// a busy detector: the caller holding it reads the log before it lets
+    /// go.
     async fn observe(&self, _events: &[SecurityEvent]) {
-        self.catch_up().await;
+        if let Some(detection) = &self.detection {
+            detection.behind.store(true, Ordering::SeqCst);
+            self.detect(detection, false, false).await;
+        }
     }
+}
+
+/// What one pass of the detector found to raise, and whether it moved.
+struct Pass {
+    alerts: Vec<Alert>,
+    progressed: bool,
 }
 
 impl LogSink {
@@ -208,82 +266,142 @@ impl LogSink {
 
     /// Runs detection over every event committed since the last one it
     /// observed (events other components committed in their own
-    /// transactions), and raises what fires.
+    /// transactions), and raises what fires. Waits for the detector if
+    /// another caller holds it.
     pub async fn catch_up(&self) {
-        self.detect(None).await;
+        if let Some(detection) = &self.detection {
+            self.detect(detection, true, true).await;
+        }
     }
 
-    /// Observes the log up to and including `known` (events just appended
-    /// from `first` on, already in hand), reading any gap before them back
-    /// from the log, in sequence order.
-    async fn detect(&self, known: Option<(Seq, Vec<SecurityEvent>)>) {
-        let Some(feed) = &self.detector else {
-            return;
-        };
-        let alerts = {
-            let mut feed = feed.lock().await;
-            let mut alerts = Vec::new();
-            let stop = known.as_ref().map(|(first, _)| *first);
-            if feed.next.is_none() {
-                feed.next = match stop {
-                    Some(first) => Some(first),
-                    // The first catch-up starts after the log's head.
-                    None => match self.head().await {
-                        Ok(head) => Some(head + 1),
-                        Err(e) => {
-                            tracing::error!(error = %e, "detection cannot read the log");
-                            None
-                        }
-                    },
-                };
-            }
-            // The gap: events committed elsewhere before the known ones.
-            while let Some(next) = feed.next {
-                if stop.is_some_and(|s| next >= s) {
-                    break;
-                }
-                let page = self
-                    .log
-                    .query(EventQuery {
-                        cursor: next.checked_sub(1),
-                        order: Order::OldestFirst,
-                        limit: kura_store::events::MAX_PAGE,
-                        ..EventQuery::default()
-                    })
-                    .await;
-                let events = match page {
-                    Ok(page) => page.events,
-                    Err(e) => {
-                        tracing::error!(error = %e, "detection cannot read the log");
-                        break;
+    /// Observes what is pending (and with `to_head`, the log up to its head)
+    /// and raises the alerts, until nothing observable is left. Unless
+    /// `wait`, returns at once when another caller holds the detector: that
+    /// caller observes what this one left pending before it lets go.
+    async fn detect(&self, detection: &Detection, mut wait: bool, mut to_head: bool) {
+        /// How many passes one caller makes for others before it returns.
+        const MAX_ROUNDS: usize = 4;
+        let mut rounds = 0;
+        loop {
+            let pass = {
+                let mut feed = if wait {
+                    detection.feed.lock().await
+                } else {
+                    match detection.feed.try_lock() {
+                        Ok(feed) => feed,
+                        Err(_) => return,
                     }
                 };
-                if events.is_empty() {
-                    break;
-                }
-                for stored in events {
-                    if stop.is_some_and(|s| stored.seq >= s) {
-                        break;
-                    }
-                    alerts.extend(feed.detector.observe(&stored.event));
-                    feed.next = Some(stored.seq + 1);
-                }
+                // Cleared only by the holder, which reads to the head now.
+                to_head |= detection.behind.swap(false, Ordering::SeqCst);
+                self.pass(detection, &mut feed, to_head).await
+            };
+            for alert in pass.alerts {
+                self.raise(detection, alert).await;
             }
-            if let Some((first, events)) = known {
-                for (seq, event) in (first..).zip(events) {
-                    // Already observed from the log by a concurrent call.
-                    if feed.next.is_some_and(|n| seq < n) {
-                        continue;
-                    }
-                    alerts.extend(feed.detector.observe(&event));
-                    feed.next = Some(seq + 1);
-                }
+            // Events left pending by callers that found the detector busy,
+            // alerts just raised, or events committed elsewhere that an
+            // observer could not read: take them on too, a few rounds at
+            // most (a steady stream of them must not hold one request; the
+            // periodic catch-up covers what is left), and only while the
+            // passes move (the log may be unreadable until the next one).
+            rounds += 1;
+            let behind = detection.behind.load(Ordering::SeqCst);
+            let pending = !detection.pending.lock().is_empty();
+            if rounds >= MAX_ROUNDS || !(behind || pending && pass.progressed) {
+                return;
             }
-            alerts
-        };
-        for alert in alerts {
-            self.raise(alert).await;
+            wait = false;
+            to_head = false;
         }
+    }
+
+    /// One pass under the detector: pending events in sequence order, with
+    /// any gap before them read back from the log; with `to_head`, the rest
+    /// of the log too.
+    async fn pass(&self, detection: &Detection, feed: &mut Feed, to_head: bool) -> Pass {
+        let mut pass = Pass {
+            alerts: Vec::new(),
+            progressed: false,
+        };
+        let first_pending = detection.pending.lock().keys().next().copied();
+        let mut next = match (feed.next, first_pending) {
+            (Some(next), _) => next,
+            // Detection starts with the first event recorded…
+            (None, Some(first)) if !to_head => first,
+            // …or after the log's head at the first catch-up.
+            (None, _) => match self.head().await {
+                Ok(head) => head + 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "detection cannot read the log");
+                    return pass;
+                }
+            },
+        };
+        loop {
+            // Pending events that follow on without a gap.
+            let ready: Vec<SecurityEvent> = {
+                let mut pending = detection.pending.lock();
+                let mut ready = Vec::new();
+                while let Some(entry) = pending.first_entry() {
+                    let seq = *entry.key();
+                    if seq > next {
+                        break;
+                    }
+                    let event = entry.remove();
+                    // Below `next`: already observed from the log.
+                    if seq == next {
+                        ready.push(event);
+                        next += 1;
+                    }
+                }
+                ready
+            };
+            pass.progressed |= !ready.is_empty();
+            for event in &ready {
+                pass.alerts.extend(feed.detector.observe(event));
+            }
+            let gap_until = detection.pending.lock().keys().next().copied();
+            if gap_until.is_none() && !to_head {
+                break;
+            }
+            // A gap before the next pending event (or the rest of the log):
+            // events committed elsewhere, read back in order.
+            let page = self
+                .log
+                .query(EventQuery {
+                    cursor: next.checked_sub(1),
+                    order: Order::OldestFirst,
+                    limit: kura_store::events::MAX_PAGE,
+                    ..EventQuery::default()
+                })
+                .await;
+            let events = match page {
+                Ok(page) => page.events,
+                Err(e) => {
+                    tracing::error!(error = %e, "detection cannot read the log");
+                    break;
+                }
+            };
+            let before = next;
+            for stored in events {
+                if stored.seq < next {
+                    continue;
+                }
+                if !to_head && gap_until.is_some_and(|g| stored.seq >= g) {
+                    break;
+                }
+                pass.alerts.extend(feed.detector.observe(&stored.event));
+                next = stored.seq + 1;
+            }
+            if next == before {
+                // Nothing more in the log: the rest is pending or future.
+                break;
+            }
+            pass.progressed = true;
+        }
+        feed.next = Some(next);
+        pass
     }
 }
 

@@ -1740,3 +1740,88 @@ async fn events_committed_in_their_own_transactions_are_detected_once() {
     env.sink.catch_up().await;
     assert_eq!(alerts().await, 2);
 }
+
+/// Many callers at once, some recording through the sink and some
+/// committing events in their own transactions: the detector, which only
+/// one caller holds at a time while the others leave their events pending,
+/// still observes every event exactly once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_have_every_event_detected_exactly_once() {
+    let env = fresh(0, true).await;
+    let pool = env.sink.log().pool().clone();
+    let targets = 20;
+    let per_target = kura_events::detect::SIGNIN_FAILURES_PER_ACCOUNT;
+    let mut tasks = Vec::new();
+    for i in 0..targets * per_target {
+        let sink = env.sink.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event(actions::SIGNIN_FAILED, Outcome::Failure)
+                .with_target(format!("account:{}", i % targets));
+            sink.record(e).await.unwrap();
+        }));
+    }
+    for i in 0..10 {
+        let sink = env.sink.clone();
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event("admin.role.granted", Outcome::Success)
+                .with_detail("role", "team.owner")
+                .with_target(format!("account:granted-{i}"));
+            let record = prepare(e.clone()).unwrap();
+            pool.write(move |tx| kura_store::events::append_in_tx(tx, &[record]))
+                .await
+                .unwrap();
+            sink.observe(&[e]).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    env.sink.catch_up().await;
+    let alerts = env
+        .sink
+        .log()
+        .query(EventQuery {
+            action_prefix: Some("detect.alert".into()),
+            limit: 500,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    let rule =
+        |a: &kura_store::events::StoredEvent| a.event.details["rule"].as_str().map(str::to_owned);
+    let signin: Vec<_> = alerts
+        .iter()
+        .filter(|a| rule(a).as_deref() == Some("signin_failures_account"))
+        .collect();
+    assert_eq!(signin.len(), targets, "one alert per target: {alerts:#?}");
+    let mut linked = std::collections::BTreeSet::new();
+    for a in &signin {
+        let ids = a.event.details["events"].as_array().unwrap();
+        assert_eq!(ids.len(), per_target);
+        for id in ids {
+            assert!(
+                linked.insert(id.as_str().unwrap().to_owned()),
+                "an event observed twice"
+            );
+        }
+    }
+    assert_eq!(linked.len(), targets * per_target);
+    let grants = alerts.len() - signin.len();
+    assert_eq!(grants, 10, "one alert per grant committed elsewhere");
+    // Nothing is observed again.
+    env.sink.catch_up().await;
+    let again = env
+        .sink
+        .log()
+        .query(EventQuery {
+            action_prefix: Some("detect.alert".into()),
+            limit: 500,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(again.len(), alerts.len());
+}

@@ -168,16 +168,23 @@ async fn write_audited(
     write_profile(&state, &auth, TxEvents::fixed(vec![record])).await
 }
 
+/// Gives every write a new display name. SQLite skips writing a row whose
+/// bytes do not change, and such a commit has no page to sync: a write of
+/// the same name each time would not be a durable write at all, and the
+/// comparison with the audited write (which always appends) would be void.
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn write_profile(
     state: &AppState,
     auth: &Authenticated,
     events: TxEvents<()>,
 ) -> Result<&'static str, axum::http::StatusCode> {
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state
         .identity_store
         .update_profile(
             auth.principal.account,
-            "Bench",
+            &format!("Bench {n}"),
             None,
             state.clock.now(),
             events,
