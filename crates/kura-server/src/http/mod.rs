@@ -31,10 +31,23 @@ use tower_http::timeout::TimeoutLayer;
 pub use metrics::Metrics;
 pub use problem::Problem;
 
-/// What handlers share. Handlers take only the parts they need through
-/// `State` sub-extraction.
+/// What handlers share: one reference-counted handle, so the copy every
+/// middleware layer and extractor takes is one counter increment, not one
+/// per service. Fields are reached through `Deref` (`state.identity`).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+#[derive(Debug)]
+pub struct AppStateInner {
     /// Platform state.
     pub platform: Arc<dyn PlatformStore>,
     /// Request metrics.
@@ -74,7 +87,7 @@ pub struct AppState {
 impl AppState {
     /// State for serving `installation` under `config`.
     pub fn new(config: &Config, installation: &Installation) -> Self {
-        Self {
+        Self(Arc::new(AppStateInner {
             platform: Arc::clone(&installation.storage.platform),
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
@@ -91,7 +104,7 @@ impl AppState {
             connect: installation.connect.clone(),
             webhook_body_limit: config.connect.webhook_body_limit_bytes,
             keys: installation.storage.keys.clone(),
-        }
+        }))
     }
 }
 

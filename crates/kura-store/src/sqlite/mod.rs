@@ -132,9 +132,16 @@ pub fn open_encrypted(
          PRAGMA cache_size = -{PAGE_CACHE_KIB};"
     ))
     .map_err(|e| fail(e.to_string()))?;
+    // Statements are prepared once per connection and kept: a connection
+    // serves many kinds of request, and the default cache (16) is smaller
+    // than what one busy reader runs, so statements were parsed again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     restrict_mode(path)?;
     Ok(conn)
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 
 /// Database files are created by SQLite with the process umask; tighten them.
 fn restrict_mode(path: &Path) -> Result<(), StoreError> {

@@ -255,12 +255,13 @@ fn in_savepoint<T>(
     tx: &Transaction<'_>,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
 ) -> Result<Result<T, StoreError>, StoreError> {
-    tx.execute_batch("SAVEPOINT kura_write")?;
+    // Prepared once per connection rather than parsed per write.
+    tx.prepare_cached("SAVEPOINT kura_write")?.execute([])?;
     let outcome = f(tx);
-    match &outcome {
-        Ok(_) => tx.execute_batch("RELEASE kura_write")?,
-        Err(_) => tx.execute_batch("ROLLBACK TO kura_write; RELEASE kura_write")?,
+    if outcome.is_err() {
+        tx.prepare_cached("ROLLBACK TO kura_write")?.execute([])?;
     }
+    tx.prepare_cached("RELEASE kura_write")?.execute([])?;
     Ok(outcome)
 }
 
