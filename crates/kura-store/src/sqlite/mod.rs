@@ -20,6 +20,7 @@ mod verification;
 use std::path::Path;
 
 use kura_crypto::DataKey;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use zeroize::Zeroizing;
 
@@ -136,6 +137,16 @@ pub fn open_encrypted(
     // serves many kinds of request, and the default cache (16) is smaller
     // than what one busy reader runs, so statements were parsed again.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The query planner's stability guarantee: a prepared statement keeps
+    // its plan whatever values are bound. Without it SQLite (built with
+    // STAT4) marks statements whose parameters meet certain comparisons
+    // (a parameter used twice, a GLOB pattern) to be parsed and planned
+    // again on every new binding, which made a cached statement cost a
+    // full prepare per request. Kura's statements are key lookups and
+    // scans whose plans do not depend on the values, and no database is
+    // ANALYZEd, so no better plan is given up.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| fail(e.to_string()))?;
     restrict_mode(path)?;
     Ok(conn)
 }

@@ -162,16 +162,21 @@ pub(super) fn account(c: &Connection, id: AccountId) -> Result<Option<AccountRec
     .transpose()
 }
 
+/// An account's role grants, direct and through its groups.
+const GRANTS_OF: &str = "SELECT team, role, NULL FROM role_grants
+      WHERE subject_kind = 'account' AND subject_id = ?1
+     UNION ALL
+     SELECT rg.team, rg.role, gm.group_id
+       FROM group_members gm
+       JOIN role_grants rg ON rg.subject_kind = 'group' AND rg.subject_id = gm.group_id
+      WHERE gm.account_id = ?1";
+
+/// An account's groups.
+const GROUPS_OF: &str =
+    "SELECT group_id FROM group_members WHERE account_id = ?1 ORDER BY group_id";
+
 pub(super) fn grants_of(c: &Connection, id: AccountId) -> Result<Vec<RoleGrant>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT team, role, NULL FROM role_grants
-          WHERE subject_kind = 'account' AND subject_id = ?1
-         UNION ALL
-         SELECT rg.team, rg.role, gm.group_id
-           FROM group_members gm
-           JOIN role_grants rg ON rg.subject_kind = 'group' AND rg.subject_id = gm.group_id
-          WHERE gm.account_id = ?1",
-    )?;
+    let mut stmt = c.prepare_cached(GRANTS_OF)?;
     let rows = stmt.query_map([id.to_string()], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -210,13 +215,60 @@ pub(super) fn active_operator_access(
 }
 
 pub(super) fn groups_of(c: &Connection, account: AccountId) -> Result<Vec<GroupId>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT group_id FROM group_members WHERE account_id = ?1 ORDER BY group_id",
-    )?;
+    let mut stmt = c.prepare_cached(GROUPS_OF)?;
     let rows = stmt.query_map([account.to_string()], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
         out.push(parse_id(&row?, "group")?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::{Durability, SqlitePlatformStore};
+    use kura_crypto::DataKey;
+
+    /// The facts every authenticated request reads run from cached
+    /// statements that are never parsed again: with a new account id bound
+    /// each time, none of them is re-prepared (SQLite would, for statements
+    /// like the grants union, unless the planner's stability guarantee is
+    /// on).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_facts_statements_are_prepared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = SqlitePlatformStore::open(
+            &dir.path().join("platform.db"),
+            &DataKey::from_bytes([9; 32]),
+            true,
+            Durability::Full,
+            1,
+        )
+        .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let reprepared = platform
+            .pool()
+            .read(move |c| {
+                for _ in 0..20 {
+                    let id = AccountId::new();
+                    grants_of(c, id)?;
+                    groups_of(c, id)?;
+                    active_operator_access(c, id, now)?;
+                    account(c, id)?;
+                }
+                // The cache hands back the same statements, with their
+                // counters.
+                let mut reprepared = 0;
+                for sql in [GRANTS_OF, GROUPS_OF] {
+                    let stmt = c.prepare_cached(sql)?;
+                    assert!(stmt.get_status(rusqlite::StatementStatus::VmStep) > 0);
+                    reprepared += stmt.get_status(rusqlite::StatementStatus::RePrepare);
+                }
+                Ok(reprepared)
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, 0);
+    }
 }
