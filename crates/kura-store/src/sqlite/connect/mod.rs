@@ -516,7 +516,7 @@ impl ConnectStore for SqliteConnectStore {
                                 OR (r.status = 'running' AND r.lease_until < ?1))
                            AND (?2 IS NULL OR r.id = ?2)
                            AND (SELECT count(*) FROM connect_runs x
-                                WHERE x.team = r.team AND x.status = 'running'
+                                WHERE +x.team = r.team AND x.status = 'running'
                                   AND x.lease_until >= ?1) < ?3
                          ORDER BY r.not_before, r.id LIMIT 1",
                         params![now, only.map(|r| r.to_string()), team_limit],

@@ -282,9 +282,12 @@ pub(super) fn under_team_limit(
     at: i64,
     limit: u32,
 ) -> Result<bool, StoreError> {
+    // `+team` keeps SQLite off the by-team index, which would walk every
+    // run the team ever had (its whole history until pruned, on every
+    // webhook call); the status index visits only the running runs.
     let running: i64 = tx.query_row(
         "SELECT count(*) FROM connect_runs
-         WHERE team = ?1 AND status = 'running' AND lease_until >= ?2",
+         WHERE +team = ?1 AND status = 'running' AND lease_until >= ?2",
         params![team.to_string(), at],
         |r| r.get(0),
     )?;
