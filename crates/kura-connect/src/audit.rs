@@ -76,6 +76,7 @@ impl Connect {
         if !self.inner.store.delete_flow(team, id, vec![event]).await? {
             return Err(ConnectError::NotFound("flow"));
         }
+        self.inner.flows.forget(id);
         Ok(())
     }
 

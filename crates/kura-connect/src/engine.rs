@@ -14,7 +14,7 @@ use kura_store::connect::{RunAdvance, RunRecord, RunStatus, StepRecord};
 use kura_types::{Actor, Outcome, SecurityEvent};
 use serde_json::{Value, json};
 
-use crate::document::{Action, FlowDocument, HttpBody, OnError, Step};
+use crate::document::{Action, HttpBody, OnError, Step};
 use crate::outbound::{OutboundError, OutboundRequest};
 use crate::service::Connect;
 
@@ -83,7 +83,10 @@ impl Connect {
                 .await?;
             return Ok(());
         }
-        let Some(version) = inner.store.version(run.team, run.flow, run.version).await? else {
+        let Some(compiled) = self
+            .compiled_version(run.team, run.flow, run.version)
+            .await?
+        else {
             inner
                 .store
                 .finish_run(
@@ -96,8 +99,7 @@ impl Connect {
                 .await?;
             return Ok(());
         };
-        let doc: FlowDocument = serde_json::from_str(&version.document)
-            .map_err(|e| crate::ConnectError::Corrupt(e.to_string()))?;
+        let doc = &compiled.document;
         let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
         let mut steps: Value = serde_json::from_str(&run.context).unwrap_or_else(|_| json!({}));
         if !steps.is_object() {
@@ -309,38 +311,10 @@ impl Connect {
         let render = |source: &str| x.render(source, scope).map_err(StepFailure::fatal);
         let done = Produced::value;
         match &step.action {
-            Action::Transform { set } => {
-                let mut out = serde_json::Map::new();
-                for (name, source) in set {
-                    out.insert(name.clone(), eval(source)?);
-                }
-                *recorded = json!({"fields": set.keys().collect::<Vec<_>>()});
-                Ok(done(Value::Object(out)))
-            }
-            Action::Condition {
-                branches,
-                otherwise,
-            } => {
-                for b in branches {
-                    if truthy(&eval(&b.when)?) {
-                        return Ok(Produced {
-                            goto: Some(b.goto.clone()),
-                            ..done(json!({"branch": b.goto}))
-                        });
-                    }
-                }
-                Ok(Produced {
-                    goto: otherwise.clone(),
-                    ..done(json!({"branch": otherwise}))
-                })
-            }
-            Action::Respond { status, body } => {
-                let value = eval(body)?;
-                Ok(Produced {
-                    response: Some(json!({"status": status, "body": value})),
-                    ..done(json!({"status": status, "body": value}))
-                })
-            }
+            Action::Transform { .. }
+            | Action::Condition { .. }
+            | Action::Respond { .. }
+            | Action::Fail { .. } => crate::inline::compute_step(x, step, scope, recorded),
             Action::StoreGet { key } => {
                 let key = render(key)?;
                 *recorded = json!({"key": key});
@@ -401,7 +375,6 @@ impl Connect {
                     )
                 })
             }
-            Action::Fail { message } => Err(StepFailure::fatal(render(message)?)),
             Action::Email(spec) => {
                 self.email_step(run, spec, scope, idempotency_key, secrets, recorded)
                     .await
@@ -552,7 +525,7 @@ impl Connect {
     }
 }
 
-fn truthy(v: &Value) -> bool {
+pub(crate) fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,

@@ -8,7 +8,10 @@
 //!   (minijinja with a fuel limit; no file, network or process access).
 //! - [`Connect`]: saving flows as immutable versions, starting runs,
 //!   sealed credentials, and the worker pool ([`Workers`]) that claims runs
-//!   with a lease and resumes those whose worker stopped.
+//!   with a lease and resumes those whose worker stopped. Flow versions
+//!   are parsed once ([`CompiledFlow`], cached: versions never change);
+//!   a webhook run of a flow of computing steps only runs in the request
+//!   and is recorded in one transaction (`inline`).
 //! - Hosted-app steps and the app-event trigger, which act through
 //!   `kura_apps::Apps` as a service account of the app, under the same
 //!   privilege checks as the Data API.
@@ -22,11 +25,13 @@
 
 mod app_events;
 pub mod audit;
+mod compiled;
 mod credential_store;
 pub mod credentials;
 pub mod document;
 mod engine;
 pub mod expr;
+mod inline;
 pub mod oauth;
 pub mod outbound;
 pub mod schedule;
@@ -34,6 +39,7 @@ mod service;
 pub mod steps;
 pub mod validate;
 
+pub use compiled::CompiledFlow;
 pub use service::{Connect, EngineConfig, InlineRun, SaveError, SavedFlow, Workers};
 
 /// Kura Connect's errors.

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::ConnectError;
 use crate::audit::Audit;
+use crate::compiled::{CompiledFlow, FlowCache};
 use crate::document::{FlowDocument, Trigger};
 use crate::expr::Expressions;
 use crate::outbound::OutboundPolicy;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub expr: Expressions,
     pub wake: Notify,
+    /// Parsed flow versions.
+    pub flows: FlowCache,
     /// One refresh at a time per OAuth credential in this process.
     pub refreshing: crate::oauth::RefreshLocks,
     pub node: String,
@@ -175,6 +178,7 @@ impl Connect {
                 config,
                 expr: Expressions::new(),
                 wake: Notify::new(),
+                flows: FlowCache::default(),
                 refreshing: crate::oauth::RefreshLocks::default(),
                 node: uuid::Uuid::now_v7().to_string(),
                 apps,
@@ -329,6 +333,36 @@ impl Connect {
         Ok((flow, v, doc))
     }
 
+    /// A flow version's parsed document, from the cache or the store
+    /// (`None`: the team has no such version).
+    pub(crate) async fn compiled_version(
+        &self,
+        team: TeamId,
+        flow: FlowId,
+        version: u32,
+    ) -> Result<Option<Arc<CompiledFlow>>, ConnectError> {
+        if let Some(c) = self.inner.flows.get(team, flow, version) {
+            return Ok(Some(c));
+        }
+        let Some(v) = self.inner.store.version(team, flow, version).await? else {
+            return Ok(None);
+        };
+        let doc: FlowDocument =
+            serde_json::from_str(&v.document).map_err(|e| ConnectError::Corrupt(e.to_string()))?;
+        let compiled = Arc::new(CompiledFlow::new(doc));
+        self.inner
+            .flows
+            .insert(team, flow, version, Arc::clone(&compiled));
+        Ok(Some(compiled))
+    }
+
+    /// The parsed document of the version a flow record names.
+    pub async fn compiled(&self, flow: &FlowRecord) -> Result<Arc<CompiledFlow>, ConnectError> {
+        self.compiled_version(flow.team, flow.id, flow.version)
+            .await?
+            .ok_or(ConnectError::NotFound("flow version"))
+    }
+
     pub(crate) fn new_run(
         flow: &FlowRecord,
         doc: &FlowDocument,
@@ -438,18 +472,24 @@ impl Connect {
             .ok_or(ConnectError::NotFound("run"))
     }
 
-    /// Queues a run and, if the team is under its concurrency limit, runs
-    /// it right away in a task of its own (so a caller that goes away does
-    /// not stop it) and waits for it to end or pause.
+    /// Runs the version `flow` names (the record the caller just read) if
+    /// the team is under its concurrency limit, else queues it. A flow of
+    /// computing steps only runs in memory here and is recorded finished
+    /// in one transaction (see `inline`); any other run is recorded as
+    /// claimed and runs in a task of its own (so a caller that goes away
+    /// does not stop it), and this waits for it to end or pause.
     pub async fn run_now(
         &self,
         flow: &FlowRecord,
         trigger: &str,
         input: Value,
     ) -> Result<InlineRun, ConnectError> {
-        let (flow, _, doc) = self.flow(flow.team, flow.id, None).await?;
+        let compiled = self.compiled(flow).await?;
+        if compiled.inline {
+            return self.run_inline(flow, &compiled, trigger, input).await;
+        }
         let now = self.inner.clock.now();
-        let new = Self::new_run(&flow, &doc, trigger, &input, now);
+        let new = Self::new_run(flow, &compiled.document, trigger, &input, now);
         let id = new.id;
         let owner = format!("{}/{}", self.inner.node, uuid::Uuid::now_v7());
         let claimed = self

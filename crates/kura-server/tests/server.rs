@@ -3424,6 +3424,8 @@ mod connect;
 mod connect_apps;
 #[path = "server/connect_human.rs"]
 mod connect_human;
+#[path = "server/connect_inline.rs"]
+mod connect_inline;
 #[path = "server/connect_oauth.rs"]
 mod connect_oauth;
 #[path = "server/connect_smtp_credential.rs"]

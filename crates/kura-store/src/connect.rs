@@ -196,6 +196,27 @@ pub struct NewRun {
     pub at: OffsetDateTime,
 }
 
+/// A run executed whole in memory, to be recorded finished with its steps
+/// ([`ConnectStore::insert_finished_run`]).
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    /// The run as it was started (queued from this if the team is at its
+    /// concurrency limit).
+    pub new: NewRun,
+    /// How it ended (a final status).
+    pub status: RunStatus,
+    /// The context at the end (JSON).
+    pub context: String,
+    /// A `respond` body (JSON).
+    pub response: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its step records, in order (`seq` from 1).
+    pub steps: Vec<StepRecord>,
+    /// When it ended.
+    pub finished_at: OffsetDateTime,
+}
+
 /// One executed step of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
@@ -485,6 +506,19 @@ pub trait ConnectStore:
         run: NewRun,
         owner: &str,
         lease_until: OffsetDateTime,
+        team_limit: u32,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a run that was executed whole in memory — only steps
+    /// without side effects, so running it again would do nothing twice —
+    /// as finished, with all its step records, in one transaction. The
+    /// team's concurrency limit is checked in the same transaction as for
+    /// [`ConnectStore::insert_claimed_run`]: at the limit the run is queued
+    /// from its start instead (its in-memory result discarded) and the
+    /// answer is false.
+    async fn insert_finished_run(
+        &self,
+        run: FinishedRun,
         team_limit: u32,
     ) -> Result<bool, StoreError>;
 

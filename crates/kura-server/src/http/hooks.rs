@@ -102,14 +102,15 @@ pub async fn receive(
             "the flow is disabled; enable it to accept webhook calls",
         );
     }
-    let doc = match state.connect.flow(flow.team, flow.id, None).await {
-        Ok((_, _, doc)) => doc,
+    // The parsed version, cached: the run below uses the same one.
+    let compiled = match state.connect.compiled(&flow).await {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook flow unreadable");
             return Problem::status(StatusCode::INTERNAL_SERVER_ERROR).into_response();
         }
     };
-    let Some(signed) = Connect::webhook_signed(&doc) else {
+    let Some(signed) = Connect::webhook_signed(&compiled.document) else {
         refused(&state, &flow, "not_a_webhook_flow", &headers).await;
         return problem(
             StatusCode::CONFLICT,

@@ -17,9 +17,9 @@ use super::Pool;
 use super::events::append_in_tx;
 use crate::StoreError;
 use crate::connect::{
-    AppSubscriptionRecord, ConnectStore, FlowCredentialRecord, FlowMetrics, FlowRecord,
-    FlowVersionRecord, NewRun, RunAdvance, RunFilter, RunRecord, RunStatus, ScheduleRecord,
-    StepRecord,
+    AppSubscriptionRecord, ConnectStore, FinishedRun, FlowCredentialRecord, FlowMetrics,
+    FlowRecord, FlowVersionRecord, NewRun, RunAdvance, RunFilter, RunRecord, RunStatus,
+    ScheduleRecord, StepRecord,
 };
 use crate::events::EventRecord;
 
@@ -139,8 +139,9 @@ impl ConnectStore for SqliteConnectStore {
 
     async fn flow_by_token(&self, token: &str) -> Result<Option<FlowRecord>, StoreError> {
         let token = token.to_owned();
+        // One row by a unique key, on every webhook call: a short read.
         self.pool
-            .read(move |c| {
+            .read_quick(move |c| {
                 c.query_row(
                     &format!("SELECT {FLOW_COLS} FROM connect_flows WHERE webhook_token = ?1"),
                     params![token],
@@ -420,13 +421,7 @@ impl ConnectStore for SqliteConnectStore {
         self.pool
             .write(move |tx| {
                 let at = ns(run.at)?;
-                let running: i64 = tx.query_row(
-                    "SELECT count(*) FROM connect_runs
-                     WHERE team = ?1 AND status = 'running' AND lease_until >= ?2",
-                    params![run.team.to_string(), at],
-                    |r| r.get(0),
-                )?;
-                let claim = running < i64::from(team_limit);
+                let claim = under_team_limit(tx, run.team, at, team_limit)?;
                 tx.execute(
                     "INSERT INTO connect_runs (id, team, flow, version, status, trigger, input,
                          context, next_step, not_before, created_at, lease_owner, lease_until,
@@ -453,6 +448,55 @@ impl ConnectStore for SqliteConnectStore {
             .await
     }
 
+    async fn insert_finished_run(
+        &self,
+        run: FinishedRun,
+        team_limit: u32,
+    ) -> Result<bool, StoreError> {
+        if !run.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "a run recorded finished cannot be `{}`",
+                run.status.as_str()
+            )));
+        }
+        self.pool
+            .write(move |tx| {
+                let new = &run.new;
+                let at = ns(new.at)?;
+                if !under_team_limit(tx, new.team, at, team_limit)? {
+                    insert_queued(tx, new)?;
+                    return Ok(false);
+                }
+                let steps_done = run.steps.last().map_or(0, |s| s.seq);
+                tx.execute(
+                    "INSERT INTO connect_runs (id, team, flow, version, status, trigger, input,
+                         context, steps_done, response, error, not_before, created_at,
+                         started_at, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12, ?13)",
+                    params![
+                        new.id.to_string(),
+                        new.team.to_string(),
+                        new.flow.to_string(),
+                        new.version,
+                        run.status.as_str(),
+                        new.trigger,
+                        new.input,
+                        run.context,
+                        steps_done,
+                        run.response,
+                        run.error,
+                        at,
+                        ns(run.finished_at)?,
+                    ],
+                )?;
+                for step in &run.steps {
+                    put_step(tx, step)?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
     async fn claim_run(
         &self,
         owner: &str,
@@ -472,7 +516,7 @@ impl ConnectStore for SqliteConnectStore {
                                 OR (r.status = 'running' AND r.lease_until < ?1))
                            AND (?2 IS NULL OR r.id = ?2)
                            AND (SELECT count(*) FROM connect_runs x
-                                WHERE x.team = r.team AND x.status = 'running'
+                                WHERE +x.team = r.team AND x.status = 'running'
                                   AND x.lease_until >= ?1) < ?3
                          ORDER BY r.not_before, r.id LIMIT 1",
                         params![now, only.map(|r| r.to_string()), team_limit],

@@ -1,6 +1,7 @@
 //! Row encodings of the Kura Connect tables: times as Unix nanoseconds,
 //! ids as text, and the shared inserts and lease checks.
 
+use kura_types::TeamId;
 use rusqlite::{OptionalExtension as _, Row, Transaction, params};
 use time::OffsetDateTime;
 
@@ -272,3 +273,23 @@ pub(super) fn cred_record(row: CredRow) -> Result<FlowCredentialRecord, StoreErr
 }
 
 pub(super) const CRED_COLS: &str = "id, team, name, kind, settings, sealed, created_by, created_at";
+
+/// Whether `team` has fewer than `limit` running runs whose lease has not
+/// passed at `at` (Unix nanoseconds).
+pub(super) fn under_team_limit(
+    tx: &Transaction<'_>,
+    team: TeamId,
+    at: i64,
+    limit: u32,
+) -> Result<bool, StoreError> {
+    // `+team` keeps SQLite off the by-team index, which would walk every
+    // run the team ever had (its whole history until pruned, on every
+    // webhook call); the status index visits only the running runs.
+    let running: i64 = tx.query_row(
+        "SELECT count(*) FROM connect_runs
+         WHERE +team = ?1 AND status = 'running' AND lease_until >= ?2",
+        params![team.to_string(), at],
+        |r| r.get(0),
+    )?;
+    Ok(running < i64::from(limit))
+}

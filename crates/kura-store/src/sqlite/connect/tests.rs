@@ -175,6 +175,74 @@ async fn a_team_at_its_limit_waits_and_other_teams_do_not() {
 }
 
 #[tokio::test]
+async fn a_run_computed_in_memory_is_recorded_finished_in_one_write_or_queued_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let team = TeamId::new();
+    let f = flow(&store, team, now).await;
+    let finished = |new: NewRun| {
+        let id = new.id;
+        let mut second = step(id, now);
+        second.seq = 2;
+        second.step = "b".into();
+        FinishedRun {
+            new,
+            status: RunStatus::Succeeded,
+            context: r#"{"a":1,"b":1}"#.into(),
+            response: Some(r#"{"status":200,"body":1}"#.into()),
+            error: None,
+            steps: vec![step(id, now), second],
+            finished_at: now,
+        }
+    };
+    // Only a final status can be recorded this way; a refusal writes nothing.
+    let mut running = finished(new_run(&f, now));
+    running.status = RunStatus::Running;
+    let refused = running.new.id;
+    assert!(store.insert_finished_run(running, 1).await.is_err());
+    assert!(store.run(refused).await.unwrap().is_none());
+    let done = finished(new_run(&f, now));
+    let id = done.new.id;
+    assert!(store.insert_finished_run(done, 1).await.unwrap());
+    let run = store.run(id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.steps_done, 2);
+    assert_eq!(run.context, r#"{"a":1,"b":1}"#);
+    assert_eq!(run.response.as_deref(), Some(r#"{"status":200,"body":1}"#));
+    assert_eq!(
+        (run.next_step, run.lease_owner, run.lease_until),
+        (None, None, None)
+    );
+    assert_eq!((run.started_at, run.finished_at), (Some(now), Some(now)));
+    let steps = store.steps(id).await.unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.seq, s.step.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "a"), (2, "b")]
+    );
+    // A finished run holds no slot: the team can still claim one.
+    assert!(
+        store
+            .insert_claimed_run(new_run(&f, now), "w", now + Duration::minutes(2), 1)
+            .await
+            .unwrap()
+    );
+    // Now at its limit of one running run, the team's next computed run
+    // is queued from its start, without its steps.
+    let queued = finished(new_run(&f, now));
+    let id = queued.new.id;
+    assert!(!store.insert_finished_run(queued, 1).await.unwrap());
+    let run = store.run(id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!((run.steps_done, run.context.as_str()), (0, "{}"));
+    assert_eq!(run.next_step.as_deref(), Some("a"));
+    assert!(store.steps(id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_schedule_fires_once_per_fire_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
