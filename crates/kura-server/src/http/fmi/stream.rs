@@ -114,21 +114,23 @@ fn produce(
         let filter = req.filter(call, layout, &caller)?;
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
         let out_layout = req.out_layout(schema, layout)?;
-        let counts = data::page_counts(r, schema, out_layout, &caller, filter)?;
+        let counts = data::page_counts(
+            r, schema, out_layout, &caller, filter, &sort, req.offset, req.limit,
+        )?;
         let info = data::data_info(
             &call.database,
             out_layout,
             &schema.tables[out_layout.table],
             counts.total,
             counts.found,
-            usize::try_from(counts.returned(req.offset, req.limit)).unwrap_or(usize::MAX),
+            counts.returned(),
         );
         let mut head = br#"{"response":{"dataInfo":"#.to_vec();
         serde_json::to_writer(&mut head, &info).map_err(broken)?;
         head.extend_from_slice(br#","data":["#);
-        Ok((caller, sort, out_layout, counts, head))
+        Ok((caller, out_layout, counts, head))
     })();
-    let (caller, sort, out_layout, counts, head) = match planned {
+    let (caller, out_layout, counts, head) = match planned {
         Ok(p) => p,
         Err(e) => {
             let _ = head_tx.send(Err(e));
@@ -146,9 +148,6 @@ fn produce(
         out_layout,
         &caller,
         &counts,
-        &sort,
-        req.offset,
-        req.limit,
         &render,
         |record| {
             if !first {
