@@ -187,14 +187,25 @@ impl Pool {
             })
         });
         self.inner.queue.lock().push(job);
+        let mut answered = answered;
         // Whoever holds the writer next commits everything queued by then,
         // this write included (unless an earlier holder already took it).
-        let permit = self
-            .inner
-            .write_permit
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        // A write that an earlier holder committed is answered without
+        // waiting its turn for the writer: otherwise every caller of a
+        // batch would queue for the permit again after its commit, each
+        // behind the next batch's commit, and the batch's answers would
+        // trickle out one commit apart.
+        let permit = tokio::select! {
+            biased;
+            result = &mut answered => {
+                return result.map_err(|_| {
+                    StoreError::Worker("the write was dropped unanswered".into())
+                })?;
+            }
+            permit = self.inner.write_permit.acquire() => {
+                permit.map_err(|e| StoreError::Worker(e.to_string()))?
+            }
+        };
         let batch: Vec<Job> = {
             let mut queue = self.inner.queue.lock();
             let n = queue.len().min(MAX_BATCH);
