@@ -17,13 +17,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-/// mimalloc serves most allocations from per-thread pages without a lock
-/// and returns freed pages to the OS after a short delay; glibc's arenas
-/// cost a lock per call and keep what a burst freed (see BENCHMARKS.md,
-/// Data API section, for the figures).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -13,10 +13,6 @@ use std::io::Write as _;
 
 use kura_testkit::TestServer;
 
-/// The allocator the `kura` binary uses, so the benchmark measures it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = TestServer::spawn().await;
