@@ -301,12 +301,23 @@ pub fn page(
     limit: u64,
     render: &Render<'_>,
 ) -> Result<Page, FmError> {
-    let counts = page_counts(r, schema, layout, caller, filter, sort, offset, limit)?;
-    let mut records = Vec::with_capacity(counts.returned());
-    page_each(r, schema, layout, caller, &counts, render, |v| {
-        records.push(v);
-        Ok(())
-    })?;
+    let counts = page_counts(r, schema, layout, caller, filter)?;
+    let mut records = Vec::with_capacity(counts.returned(offset, limit) as usize);
+    page_each(
+        r,
+        schema,
+        layout,
+        caller,
+        &counts,
+        sort,
+        offset,
+        limit,
+        render,
+        |v| {
+            records.push(v);
+            Ok(())
+        },
+    )?;
     Ok((counts.total, counts.found, records))
 }
 
@@ -317,31 +328,28 @@ pub struct PageCounts {
     pub total: u64,
     /// Records the caller's filter (and privilege set) finds.
     pub found: u64,
-    /// The page's record ids, in order.
-    rids: Vec<i64>,
+    /// The filter with the privilege set's record condition joined in.
+    filter: Filter,
 }
 
 impl PageCounts {
-    /// How many records the page returns.
-    pub fn returned(&self) -> usize {
-        self.rids.len()
+    /// How many records a page from `offset` (1-based) of at most `limit`
+    /// returns.
+    pub fn returned(&self, offset: u64, limit: u64) -> u64 {
+        self.found
+            .saturating_sub(offset.saturating_sub(1))
+            .min(limit)
     }
 }
 
-/// Finds a page's records: the table's total, how many match `filter`
-/// within what the caller may view, and which of them (from `offset`,
-/// 1-based, up to `limit`, in `sort` order) the page holds; nothing found
-/// is error 401.
-#[allow(clippy::too_many_arguments)]
+/// Counts a page's records: the table's total and how many match `filter`
+/// within what the caller may view; nothing found is error 401.
 pub fn page_counts(
     r: &AppRead<'_>,
     schema: &Schema,
     layout: &Layout,
     caller: &Caller<'_>,
     filter: Filter,
-    sort: &[SortKey],
-    offset: u64,
-    limit: u64,
 ) -> Result<PageCounts, FmError> {
     let table = &schema.tables[layout.table];
     let filter = match (
@@ -353,47 +361,62 @@ pub fn page_counts(
         (f, v) => Filter::And(vec![f, v]),
     };
     let total = r.count(table.id).map_err(|e| FmError::internal(&e))?;
-    let page = r
-        .find_page(table.id, &filter, sort, offset.saturating_sub(1), limit)
+    let found = r
+        .count_matching(table.id, &filter)
         .map_err(|e| FmError::internal(&e))?;
-    if page.found == 0 {
+    if found == 0 {
         return Err(FmError::code(401));
     }
     Ok(PageCounts {
         total,
-        found: page.found,
-        rids: page.rids,
+        found,
+        filter,
     })
 }
 
 /// Renders the records of a counted page one by one, in order, handing
 /// each to `visit` as soon as it is rendered: a large range is never held
-/// whole (the Data API streams it to the client). A record deleted since
-/// it was counted is left out.
+/// whole (the Data API streams it to the client).
+#[allow(clippy::too_many_arguments)]
 pub fn page_each(
     r: &AppRead<'_>,
     schema: &Schema,
     layout: &Layout,
     caller: &Caller<'_>,
     counts: &PageCounts,
+    sort: &[SortKey],
+    offset: u64,
+    limit: u64,
     render: &Render<'_>,
     mut visit: impl FnMut(Value) -> Result<(), FmError>,
 ) -> Result<(), FmError> {
     let table = &schema.tables[layout.table];
     let fields = visible(table, &layout.fields, caller);
     let cols = stored_ids(&fields);
-    for &rid in &counts.rids {
-        let Some(row) = r
-            .get(table.id, rid, &cols)
-            .map_err(|e| FmError::internal(&e))?
-        else {
-            continue;
-        };
-        visit(record_json(
-            r, schema, layout, &fields, &row, caller, render,
-        )?)?;
-    }
-    Ok(())
+    let mut failure = None;
+    r.select_each(
+        table.id,
+        &counts.filter,
+        sort,
+        offset.saturating_sub(1),
+        limit,
+        &cols,
+        |row| {
+            let rendered =
+                record_json(r, schema, layout, &fields, &row, caller, render).and_then(&mut visit);
+            match rendered {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    failure = Some(e);
+                    // Stops the scan: nothing after a failure is wanted.
+                    Err(kura_store::StoreError::Worker(
+                        "page rendering stopped".into(),
+                    ))
+                }
+            }
+        },
+    )
+    .map_err(|e| failure.take().unwrap_or_else(|| FmError::internal(&e)))
 }
 
 /// One record of a layout, as a page of one.

@@ -29,9 +29,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 pub use changes::{Change, ChangeKind};
 pub use filter::{Cond, Filter, SortKey, glob_literal};
-pub use records::{
-    AccountRow, AppRead, AppWrite, ContainerCell, FoundPage, Row, UpdateOutcome,
-};
+pub use records::{AccountRow, AppRead, AppWrite, ContainerCell, Row, UpdateOutcome};
 
 use crate::StoreError;
 use crate::sqlite::{Migration, Pool};
@@ -571,59 +569,4 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 0);
     }
-
-    #[test]
-    fn a_found_page_agrees_with_a_separate_count_and_select() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.db");
-        let mut conn = Connection::open(&path).unwrap();
-        init_app_db(&mut conn, &path).unwrap();
-        apply_ddl(&conn, &Ddl::CreateTable { table: 3 }).unwrap();
-        apply_ddl(
-            &conn,
-            &Ddl::AddColumn {
-                table: 3,
-                col: 1,
-                kind: ColumnKind::Number,
-            },
-        )
-        .unwrap();
-        // Ages 0..9 repeating, some empty, so sorting meets ties and nulls.
-        for i in 0..100i64 {
-            let age = if i % 13 == 0 { None } else { Some(i % 10) };
-            conn.execute("INSERT INTO t3(owner, c1) VALUES ('o', ?1)", [age])
-                .unwrap();
-        }
-        let r = AppRead::new(&conn);
-        let filters = [
-            Filter::All,
-            Filter::Col(1, Cond::Between(Cell::Int(2), Cell::Int(5))),
-            Filter::Col(1, Cond::Eq(Cell::Int(42))),
-        ];
-        let sorts = [
-            vec![],
-            vec![SortKey {
-                col: 1,
-                descending: true,
-            }],
-        ];
-        for filter in &filters {
-            for sort in &sorts {
-                let found = r.count_matching(3, filter).unwrap();
-                for (offset, limit) in [(0, 7), (5, 50), (95, 10), (200, 5), (0, 0)] {
-                    let page = r.find_page(3, filter, sort, offset, limit).unwrap();
-                    let expected: Vec<i64> = r
-                        .select(3, filter, sort, offset, limit, &[])
-                        .unwrap()
-                        .into_iter()
-                        .map(|row| row.rid)
-                        .collect();
-                    assert_eq!(page.found, found, "{filter:?} {sort:?} {offset} {limit}");
-                    assert_eq!(page.rids, expected, "{filter:?} {sort:?} {offset} {limit}");
-                }
-            }
-        }
-        assert_eq!(r.find_page(3, &filters[2], &[], 0, 10).unwrap().found, 0);
-    }
-
 }

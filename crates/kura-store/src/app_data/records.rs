@@ -21,16 +21,6 @@ pub struct Row {
     pub cells: Vec<Cell>,
 }
 
-/// A page of matches: how many records match in all and the page's record
-/// ids, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundPage {
-    /// Records matching the filter.
-    pub found: u64,
-    /// The page's record ids.
-    pub rids: Vec<i64>,
-}
-
 /// A container cell's stored file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerCell {
@@ -154,6 +144,18 @@ impl<'c> AppRead<'c> {
     ) -> Result<(), StoreError> {
         let mut params = Vec::new();
         let clause = compile(table, filter, &mut params);
+        let mut order: Vec<String> = sort
+            .iter()
+            .map(|k| {
+                // Empty values sort last either way, as in FileMaker.
+                format!(
+                    "{c} IS NULL, {c} {}",
+                    if k.descending { "DESC" } else { "ASC" },
+                    c = column_name(k.col)
+                )
+            })
+            .collect();
+        order.push("rid".into());
         // Limit and offset are parameters, so paging through a range reuses
         // one cached statement.
         params.push(Cell::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -162,7 +164,7 @@ impl<'c> AppRead<'c> {
             "SELECT rid, mod, owner{} FROM {} WHERE {clause} ORDER BY {} LIMIT ?{} OFFSET ?{}",
             select_list(cols),
             table_name(table),
-            order_by(sort),
+            order.join(", "),
             params.len() - 1,
             params.len(),
         );
@@ -172,53 +174,6 @@ impl<'c> AppRead<'c> {
             visit(row_of(r, cols.len())?)?;
         }
         Ok(())
-    }
-
-    /// The ids of the records matching `filter` from `offset` (0-based),
-    /// at most `limit`, in `sort` order (then by record id), and how many
-    /// records match in all — in one pass over the matches where counting
-    /// them needs a pass anyway. A separate count and page would each walk
-    /// the matching range (and the page would sort whole rows); here the
-    /// walk reads ids only and the caller fetches just the page's records
-    /// (by id, see [`AppRead::get`]).
-    pub fn find_page(
-        &self,
-        table: u32,
-        filter: &Filter,
-        sort: &[SortKey],
-        offset: u64,
-        limit: u64,
-    ) -> Result<FoundPage, StoreError> {
-        if *filter == Filter::All {
-            // The table's kept count is exact and costs no walk; the page is
-            // bounded by its limit.
-            let found = self.count(table)?;
-            let rids = self
-                .select(table, filter, sort, offset, limit, &[])?
-                .into_iter()
-                .map(|r| r.rid)
-                .collect();
-            return Ok(FoundPage { found, rids });
-        }
-        let mut params = Vec::new();
-        let clause = compile(table, filter, &mut params);
-        let sql = format!(
-            "SELECT rid FROM {} WHERE {clause} ORDER BY {}",
-            table_name(table),
-            order_by(sort),
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params_from_iter(params.iter()))?;
-        let end = offset.saturating_add(limit);
-        let mut found: u64 = 0;
-        let mut rids = Vec::new();
-        while let Some(r) = rows.next()? {
-            if (offset..end).contains(&found) {
-                rids.push(r.get(0)?);
-            }
-            found += 1;
-        }
-        Ok(FoundPage { found, rids })
     }
 
     /// Like [`AppRead::select_each`], collected.
@@ -305,23 +260,6 @@ fn account_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         active: r.get(5)?,
         created_at: r.get(6)?,
     })
-}
-
-/// The `ORDER BY` list for `sort`, then by record id.
-fn order_by(sort: &[SortKey]) -> String {
-    let mut order: Vec<String> = sort
-        .iter()
-        .map(|k| {
-            // Empty values sort last either way, as in FileMaker.
-            format!(
-                "{c} IS NULL, {c} {}",
-                if k.descending { "DESC" } else { "ASC" },
-                c = column_name(k.col)
-            )
-        })
-        .collect();
-    order.push("rid".into());
-    order.join(", ")
 }
 
 fn select_list(cols: &[u32]) -> String {

@@ -114,23 +114,21 @@ fn produce(
         let filter = req.filter(call, layout, &caller)?;
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
         let out_layout = req.out_layout(schema, layout)?;
-        let counts = data::page_counts(
-            r, schema, out_layout, &caller, filter, &sort, req.offset, req.limit,
-        )?;
+        let counts = data::page_counts(r, schema, out_layout, &caller, filter)?;
         let info = data::data_info(
             &call.database,
             out_layout,
             &schema.tables[out_layout.table],
             counts.total,
             counts.found,
-            counts.returned(),
+            usize::try_from(counts.returned(req.offset, req.limit)).unwrap_or(usize::MAX),
         );
         let mut head = br#"{"response":{"dataInfo":"#.to_vec();
         serde_json::to_writer(&mut head, &info).map_err(broken)?;
         head.extend_from_slice(br#","data":["#);
-        Ok((caller, out_layout, counts, head))
+        Ok((caller, sort, out_layout, counts, head))
     })();
-    let (caller, out_layout, counts, head) = match planned {
+    let (caller, sort, out_layout, counts, head) = match planned {
         Ok(p) => p,
         Err(e) => {
             let _ = head_tx.send(Err(e));
@@ -148,6 +146,9 @@ fn produce(
         out_layout,
         &caller,
         &counts,
+        &sort,
+        req.offset,
+        req.limit,
         &render,
         |record| {
             if !first {
