@@ -448,9 +448,12 @@ mod tests {
         // writer commits both.
         let a = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?)).await }
+            async move {
+                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
+                    .await
+            }
         });
-        while pool.inner.queue.lock().len() < 1 {
+        while pool.inner.queue.lock().is_empty() {
             tokio::task::yield_now().await;
         }
         // A second holder waits for the writer after `a`, before `b`.
@@ -460,7 +463,10 @@ mod tests {
         }
         let b = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?)).await }
+            async move {
+                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
+                    .await
+            }
         });
         while pool.inner.queue.lock().len() < 2 {
             tokio::task::yield_now().await;
@@ -483,5 +489,4 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
     }
-
 }
