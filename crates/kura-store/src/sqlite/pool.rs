@@ -187,14 +187,25 @@ impl Pool {
             })
         });
         self.inner.queue.lock().push(job);
+        let mut answered = answered;
         // Whoever holds the writer next commits everything queued by then,
         // this write included (unless an earlier holder already took it).
-        let permit = self
-            .inner
-            .write_permit
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        // A write that an earlier holder committed is answered without
+        // waiting its turn for the writer: otherwise every caller of a
+        // batch would queue for the permit again after its commit, each
+        // behind the next batch's commit, and the batch's answers would
+        // trickle out one commit apart.
+        let permit = tokio::select! {
+            biased;
+            result = &mut answered => {
+                return result.map_err(|_| {
+                    StoreError::Worker("the write was dropped unanswered".into())
+                })?;
+            }
+            permit = self.inner.write_permit.acquire() => {
+                permit.map_err(|e| StoreError::Worker(e.to_string()))?
+            }
+        };
         let batch: Vec<Job> = {
             let mut queue = self.inner.queue.lock();
             let n = queue.len().min(MAX_BATCH);
@@ -397,5 +408,86 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seen, 180);
+    }
+
+    // One runtime thread, so the tasks wait for the writer in the order
+    // they are started here (each registers in its first poll, and this
+    // test runs only between polls).
+    #[tokio::test]
+    async fn a_committed_write_returns_while_another_caller_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(
+            &dir.path().join("w.db"),
+            Some(&DataKey::from_bytes([7; 32])),
+            true,
+            Durability::Full,
+            1,
+            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
+        )
+        .unwrap();
+        // Holds the writer until told to let go.
+        let hold = |pool: &Pool| {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let (held, holding) = oneshot::channel::<()>();
+            let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let pool = pool.clone();
+            let flag = Arc::clone(&waiting);
+            let task = tokio::spawn(async move {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                pool.with_writer(move |_| {
+                    let _ = held.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+            });
+            (release, holding, waiting, task)
+        };
+        let (release_first, first_holds, _, first) = hold(&pool);
+        first_holds.await.unwrap();
+        // Two writes queue behind the holder; the first of them to get the
+        // writer commits both.
+        let a = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
+                    .await
+            }
+        });
+        while pool.inner.queue.lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // A second holder waits for the writer after `a`, before `b`.
+        let (release_second, second_holds, second_waits, second) = hold(&pool);
+        while !second_waits.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let b = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
+                    .await
+            }
+        });
+        while pool.inner.queue.lock().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        release_first.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(a.await.unwrap().unwrap(), 1);
+        // The second holder now has the writer; `b` was committed with `a`
+        // and returns without waiting for it.
+        second_holds.await.unwrap();
+        let b = tokio::time::timeout(std::time::Duration::from_secs(30), b)
+            .await
+            .expect("a committed write waited for the writer");
+        assert_eq!(b.unwrap().unwrap(), 1);
+        release_second.send(()).unwrap();
+        second.await.unwrap().unwrap();
+        let n = pool
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }
