@@ -172,15 +172,11 @@ impl LogSink {
     /// Records an alert; the alert event itself goes to detection like any
     /// other recorded event.
     async fn raise(&self, detection: &Detection, alert: Alert) {
-        let event = match alert.to_event() {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert");
-                return;
-            }
-        };
-        let record = match prepare(event.clone()) {
-            Ok(record) => record,
+        let encoded = alert
+            .to_event()
+            .and_then(|event| Ok((prepare(event.clone())?, event)));
+        let (record, event) = match encoded {
+            Ok(encoded) => encoded,
             Err(e) => {
                 tracing::error!(rule = alert.rule, error = %e, "cannot encode a detection alert");
                 return;
