@@ -1,10 +1,11 @@
-//! A Kura server for `cargo xtask bench-fm`: the real server (default
-//! configuration, so `synchronous=FULL` and the whole edge) on a fresh data
-//! directory, with the first operator signed up. Prints one line,
-//! `kura <base url> <operator token> <certificate file>`, then serves until
-//! killed. The benchmark creates the team, host, app, account and records
-//! through the admin API itself. On SIGTERM it shuts down and removes its
-//! data directory.
+//! Prepares a data directory for `cargo xtask bench-fm`: the real server's
+//! default configuration (so `synchronous=FULL` and the whole edge) on a
+//! fresh directory, with the first operator signed up. Prints one line,
+//! `prepared <directory to remove> <data dir> <operator token> <certificate
+//! file>`, and exits
+//! keeping the directory; the benchmark then serves it with the real
+//! `kura` binary, so what it measures (CPU, resident memory) is the
+//! program people run, not this example.
 //!
 //! Built in release by the benchmark:
 //! `cargo build --release -p kura-testkit --example fm_bench_kura`.
@@ -17,22 +18,22 @@ use kura_testkit::TestServer;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = TestServer::spawn().await;
     let operator = server.sign_up_first_operator().await;
-    let cert = server.data_dir().join("tls").join("cert.pem");
+    let (dir, tmp) = server.stop_keeping_data().await;
+    // The directory outlives this process; the benchmark removes it.
+    let root = match tmp {
+        Some(tmp) => tmp.keep(),
+        None => dir.clone(),
+    };
+    let cert = dir.join("tls").join("cert.pem");
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "kura {} {} {}",
-        server.base_url,
+        "prepared {} {} {} {}",
+        root.display(),
+        dir.display(),
         operator.token,
         cert.display()
     )?;
     out.flush()?;
-    drop(out);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    server.shutdown().await;
     Ok(())
 }

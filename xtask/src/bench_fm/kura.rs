@@ -1,6 +1,7 @@
-//! The Kura target when the benchmark runs it itself: `kura-testkit`'s
-//! `fm_bench_kura` example (the real server, default configuration, a
-//! fresh data directory, the first operator signed up), then — all through
+//! The Kura target when the benchmark runs it itself: the real `kura serve`
+//! with its default configuration, on a fresh data directory that
+//! `kura-testkit`'s `fm_bench_kura` example prepared (the first operator
+//! signed up), then — all through
 //! the admin API — a team, the host, the app with the 8 benchmark fields,
 //! an app account, and the records, imported as CSV (recordIds 1..=N).
 
@@ -21,62 +22,118 @@ const PASSWORD: &str = "bench account password 2026";
 /// Rows per import request (each well under the default 1 MiB body limit).
 const IMPORT_CHUNK: usize = 2_000;
 
-/// Builds and starts the example; returns the server, its operator token
-/// and its certificate file.
+/// Builds the example and the `kura` binary, prepares a data directory
+/// with the example, then starts `kura serve` on it: the program people
+/// run, with its default configuration, is what gets measured. Returns the
+/// server, its operator token and its certificate file.
 pub fn start(root: &Path, nice: i32) -> anyhow::Result<(Server, String, String)> {
+    // The preparation signs the operator up with codes from pyotp.
+    super::super::install_pypi_peers()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: building the Kura benchmark server (release)");
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "kura-testkit",
-            "--example",
-            "fm_bench_kura",
-        ])
-        .status()
-        .context("running cargo build for the fm_bench_kura example")?;
-    if !status.success() {
-        bail!("building the fm_bench_kura example failed");
+    eprintln!("xtask: building Kura and the benchmark's preparation (release)");
+    // Two builds: built together, the example's dependencies could unify
+    // features into a `kura` that is not the one `cargo build -p kura-cli`
+    // makes.
+    for package in [
+        &["-p", "kura-cli"][..],
+        &["-p", "kura-testkit", "--example", "fm_bench_kura"][..],
+    ] {
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args(["build", "--release", "--quiet"])
+            .args(package)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --release {} failed", package.join(" "));
+        }
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let binary = target_dir
-        .join("release")
-        .join("examples")
-        .join("fm_bench_kura");
+    let release = target_dir.join("release");
     let venv_bin = super::super::venv_dir().join("bin");
     let path = format!(
         "{}:{}",
         venv_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = niced(nice, &binary)
-        .env("PATH", path)
+    let prepared = Command::new(release.join("examples").join("fm_bench_kura"))
+        .env("PATH", &path)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the fm_bench_kura example")?;
+    let line = String::from_utf8_lossy(&prepared.stdout).into_owned();
+    let mut parts = line.split_whitespace();
+    let (Some("prepared"), Some(scratch), Some(dir), Some(token), Some(cert)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        bail!("unexpected output from fm_bench_kura: {line:?}");
+    };
+    let scratch = Scratch(PathBuf::from(scratch));
+    let mut cmd = niced(nice, &release.join("kura"));
+    // Only the data directory is given: everything else is the default.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KURA_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .env("KURA_LOG", "warn")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let stdout = child.stdout.take().context("no stdout from Kura")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("reading Kura's address")?;
-    let mut parts = line.split_whitespace();
-    let (Some("kura"), Some(url), Some(token), Some(cert)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        bail!("unexpected first line from Kura: {line:?}");
+        .context("starting kura serve")?;
+    let stdout = child.stdout.take().context("no stdout from kura serve")?;
+    let mut url = None;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.context("reading kura serve's output")?;
+        if let Some(u) = line.split("is serving ").nth(1) {
+            url = Some(u.trim().to_owned());
+        }
+        if line.starts_with("Stop with") {
+            break;
+        }
+    }
+    // Whatever it prints later is read and dropped, so it never writes
+    // into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut server = Server::new(child, String::new());
+    server.remove_after(scratch.take());
+    let Some(url) = url else {
+        bail!("kura serve printed no address");
     };
     if !url.starts_with("https://127.0.0.1:") {
         bail!("Kura is not on loopback: {url}");
     }
-    eprintln!("xtask: Kura at {url}");
-    let (token, cert) = (token.to_owned(), cert.to_owned());
-    Ok((Server::new(child, url.to_owned()), token, cert))
+    eprintln!("xtask: Kura at {url} (pid {})", server.pid());
+    server.base_url = url;
+    Ok((server, token.to_owned(), cert.to_owned()))
+}
+
+/// The prepared directory, removed if the server never takes it over.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn take(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn admin(

@@ -17,11 +17,22 @@ use super::records;
 pub struct Server {
     child: Child,
     pub base_url: String,
+    /// A directory removed once the server has stopped.
+    scratch: Option<PathBuf>,
 }
 
 impl Server {
     pub fn new(child: Child, base_url: String) -> Self {
-        Self { child, base_url }
+        Self {
+            child,
+            base_url,
+            scratch: None,
+        }
+    }
+
+    /// Removes `dir` once the server has stopped.
+    pub fn remove_after(&mut self, dir: PathBuf) {
+        self.scratch = Some(dir);
     }
 
     pub fn pid(&self) -> u32 {
@@ -31,6 +42,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Server {
+    fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -105,10 +125,7 @@ pub fn start_ceiling(root: &Path, nice: i32, body_bytes: Option<usize>) -> anyho
         .with_context(|| format!("unexpected first line from the ceiling server: {line:?}"))?
         .to_owned();
     eprintln!("xtask: ceiling server at {url} ({})", line.trim());
-    Ok(Server {
-        child,
-        base_url: url,
-    })
+    Ok(Server::new(child, url))
 }
 
 pub const PB_VERSION: &str = "0.40.6";
@@ -212,10 +229,7 @@ pub fn start_pocketbase(binary: &Path, nice: i32, records: usize) -> anyhow::Res
         .stderr(log)
         .spawn()
         .context("starting pocketbase")?;
-    let server = Server {
-        child,
-        base_url: format!("http://127.0.0.1:{port}"),
-    };
+    let server = Server::new(child, format!("http://127.0.0.1:{port}"));
     let base = server.base_url.clone();
     wait_healthy(&format!("{base}/api/health"))?;
     let rss_idle_kib = super::wrk::rss_kib(server.pid());
