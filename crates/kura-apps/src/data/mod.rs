@@ -301,7 +301,7 @@ pub fn page(
     limit: u64,
     render: &Render<'_>,
 ) -> Result<Page, FmError> {
-    let counts = page_counts(r, schema, layout, caller, filter)?;
+    let counts = page_counts(r, schema, layout, caller, filter, sort)?;
     let mut records = Vec::with_capacity(counts.returned(offset, limit) as usize);
     page_each(
         r,
@@ -330,6 +330,9 @@ pub struct PageCounts {
     pub found: u64,
     /// The filter with the privilege set's record condition joined in.
     filter: Filter,
+    /// The found records' ids in record-id order, when the page is in that
+    /// order: counted and paged from one walk of the filter's index.
+    ids: Option<Vec<i64>>,
 }
 
 impl PageCounts {
@@ -343,13 +346,16 @@ impl PageCounts {
 }
 
 /// Counts a page's records: the table's total and how many match `filter`
-/// within what the caller may view; nothing found is error 401.
+/// within what the caller may view; nothing found is error 401. An
+/// unsorted find (FileMaker's creation order) collects the found ids in
+/// the same pass, so the page is read by id instead of by a second walk.
 pub fn page_counts(
     r: &AppRead<'_>,
     schema: &Schema,
     layout: &Layout,
     caller: &Caller<'_>,
     filter: Filter,
+    sort: &[SortKey],
 ) -> Result<PageCounts, FmError> {
     let table = &schema.tables[layout.table];
     let filter = match (
@@ -361,9 +367,22 @@ pub fn page_counts(
         (f, v) => Filter::And(vec![f, v]),
     };
     let total = r.count(table.id).map_err(|e| FmError::internal(&e))?;
-    let found = r
-        .count_matching(table.id, &filter)
-        .map_err(|e| FmError::internal(&e))?;
+    // Every record (the kept count answers) or a sorted page (SQLite sorts
+    // and stops at the page's end) is counted apart from its page.
+    let ids = if filter == Filter::All || !sort.is_empty() {
+        None
+    } else {
+        Some(
+            r.matching_ids(table.id, &filter)
+                .map_err(|e| FmError::internal(&e))?,
+        )
+    };
+    let found = match &ids {
+        Some(ids) => ids.len() as u64,
+        None => r
+            .count_matching(table.id, &filter)
+            .map_err(|e| FmError::internal(&e))?,
+    };
     if found == 0 {
         return Err(FmError::code(401));
     }
@@ -371,6 +390,7 @@ pub fn page_counts(
         total,
         found,
         filter,
+        ids,
     })
 }
 
@@ -393,6 +413,21 @@ pub fn page_each(
     let table = &schema.tables[layout.table];
     let fields = visible(table, &layout.fields, caller);
     let cols = stored_ids(&fields);
+    if let Some(ids) = &counts.ids {
+        let skip = usize::try_from(offset.saturating_sub(1)).unwrap_or(usize::MAX);
+        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        for &rid in ids.iter().skip(skip).take(take) {
+            // The same read transaction found it, so it is there.
+            let row = r
+                .get(table.id, rid, &cols)
+                .map_err(|e| FmError::internal(&e))?
+                .ok_or_else(|| FmError::with(-1, "a found record disappeared within its read"))?;
+            visit(record_json(
+                r, schema, layout, &fields, &row, caller, render,
+            )?)?;
+        }
+        return Ok(());
+    }
     let mut failure = None;
     r.select_each(
         table.id,

@@ -172,9 +172,17 @@ impl Apps {
             schema: RwLock::new(Arc::new(schema)),
             apply_lock: tokio::sync::Mutex::new(()),
         });
-        Ok(Arc::clone(
-            self.loaded.lock().entry(record.id).or_insert(loaded),
-        ))
+        let loaded = Arc::clone(self.loaded.lock().entry(record.id).or_insert(loaded));
+        // An app from before query statistics were kept gets them now, in
+        // the background: its first request need not wait for them.
+        let data = loaded.data.clone();
+        let id = record.id;
+        tokio::spawn(async move {
+            if let Err(e) = data.ensure_statistics().await {
+                tracing::warn!(error = %e, app = %id, "analysing an app's records failed");
+            }
+        });
+        Ok(loaded)
     }
 
     fn refresh_record(&self, record: &AppRecord) {

@@ -68,6 +68,11 @@ impl Apps {
             Ok(n) => n,
             Err(e) => return Err(slot.lock().take().unwrap_or_else(|| store(e))),
         };
+        // Many records at once: the planner's statistics are out of date.
+        // The import itself is done; stale statistics only slow finds.
+        if let Err(e) = loaded.data.refresh_statistics().await {
+            tracing::warn!(error = %e, app = %id, "refreshing query statistics after an import failed");
+        }
         Ok(ImportReport {
             table: t.name.clone(),
             imported,

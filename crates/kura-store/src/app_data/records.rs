@@ -128,6 +128,25 @@ impl<'c> AppRead<'c> {
         Ok(n.max(0) as u64)
     }
 
+    /// The ids of the records matching `filter`, ascending. Only the
+    /// index SQLite picks for the filter is walked (plus the rows its other
+    /// conditions need): a find's found count and its page both come from
+    /// this one pass, where a `count(*)` and a paged `SELECT` would each
+    /// walk the same range.
+    pub fn matching_ids(&self, table: u32, filter: &Filter) -> Result<Vec<i64>, StoreError> {
+        let mut params = Vec::new();
+        let clause = compile(table, filter, &mut params);
+        // No ORDER BY: asking for record-id order would let SQLite walk the
+        // whole table in that order instead of the filter's index.
+        let sql = format!("SELECT rid FROM {} WHERE {clause}", table_name(table));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut ids = stmt
+            .query_map(params_from_iter(params.iter()), |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Records matching `filter`, sorted (then by record id), skipping
     /// `offset` and returning at most `limit`; each row is handed to
     /// `visit` as it is read, so a large range is never held whole.

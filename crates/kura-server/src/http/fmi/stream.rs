@@ -114,7 +114,7 @@ fn produce(
         let filter = req.filter(call, layout, &caller)?;
         let sort = data::sort_keys(schema, layout, &caller, &req.sort)?;
         let out_layout = req.out_layout(schema, layout)?;
-        let counts = data::page_counts(r, schema, out_layout, &caller, filter)?;
+        let counts = data::page_counts(r, schema, out_layout, &caller, filter, &sort)?;
         let info = data::data_info(
             &call.database,
             out_layout,
