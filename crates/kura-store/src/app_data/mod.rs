@@ -282,11 +282,16 @@ fn index_name(table: u32, col: u32) -> String {
     format!("i{table}_{col}")
 }
 
-/// Writes between two refreshes of the query planner's statistics.
-const STATISTICS_EVERY: u64 = 5_000;
+/// Writes between two looks at whether the statistics are still right.
+const STATISTICS_CHECK_EVERY: u64 = 5_000;
+/// The statistics are refreshed once the app's record count has grown or
+/// shrunk by this factor since they were gathered: the planner compares
+/// indexes by their shape, which changes slowly, and each refresh holds
+/// the writer while it runs.
+const STATISTICS_DRIFT: u64 = 2;
 /// Above this many records, statistics come from a sample of each index
 /// (SQLite's `analysis_limit`) so a refresh never holds the writer long.
-const STATISTICS_SAMPLE_OVER: i64 = 100_000;
+const STATISTICS_SAMPLE_OVER: u64 = 100_000;
 /// Index entries read per index when sampling.
 const STATISTICS_SAMPLE: u32 = 2_000;
 
@@ -294,8 +299,10 @@ const STATISTICS_SAMPLE: u32 = 2_000;
 #[derive(Debug, Clone)]
 pub struct AppData {
     pool: Pool,
-    /// Writes since the statistics were last refreshed.
+    /// Writes since the statistics were last looked at.
     writes: Arc<AtomicU64>,
+    /// Records the app held when the statistics were last gathered.
+    analysed_at: Arc<AtomicU64>,
 }
 
 impl AppData {
@@ -304,6 +311,7 @@ impl AppData {
         Self {
             pool,
             writes: Arc::new(AtomicU64::new(0)),
+            analysed_at: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -311,17 +319,20 @@ impl AppData {
     /// (`ANALYZE`). Without them a find on two fields walks the index of
     /// the field compared for equality, even when it holds half the table
     /// and the other field's range a tenth of it. Runs after imports and
-    /// schema changes, every [`STATISTICS_EVERY`] writes, and when an app
-    /// with records is first opened without statistics.
+    /// schema changes, when the record count has doubled or halved since
+    /// the last refresh, and when an app with records is first opened
+    /// without statistics.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         self.writes.store(0, Ordering::Relaxed);
-        self.pool.write(|tx| analyse(tx)).await
+        let records = self.pool.write(|tx| analyse(tx)).await?;
+        self.analysed_at.store(records, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Refreshes the statistics if the app has records but was never
     /// analysed (an app from before statistics were kept).
     pub async fn ensure_statistics(&self) -> Result<(), StoreError> {
-        let missing = self
+        let (analysed, records) = self
             .pool
             .read(|conn| {
                 let analysed: bool = conn.query_row(
@@ -329,30 +340,37 @@ impl AppData {
                     [],
                     |r| r.get(0),
                 )?;
-                let records: i64 =
-                    conn.query_row("SELECT coalesce(sum(n), 0) FROM kura_counts", [], |r| {
-                        r.get(0)
-                    })?;
-                Ok(!analysed && records > 0)
+                Ok((analysed, record_total(conn)?))
             })
             .await?;
-        if missing {
+        if analysed {
+            self.analysed_at.store(records, Ordering::Relaxed);
+        } else if records > 0 {
             self.refresh_statistics().await?;
         }
         Ok(())
     }
 
-    /// Counts a write; every [`STATISTICS_EVERY`] writes the statistics
-    /// are refreshed in the background (a failure is logged: stale
+    /// Counts a write; every [`STATISTICS_CHECK_EVERY`] writes, checks in
+    /// the background whether the record count has drifted far enough
+    /// from the last refresh to refresh again (a failure is logged: stale
     /// statistics slow finds down but change no answer).
     fn count_write(&self) {
-        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 < STATISTICS_EVERY {
+        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 < STATISTICS_CHECK_EVERY {
             return;
         }
         self.writes.store(0, Ordering::Relaxed);
         let data = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = data.refresh_statistics().await {
+            let drifted = async {
+                let now = data.pool.read(record_total).await?;
+                let then = data.analysed_at.load(Ordering::Relaxed);
+                if now >= then.max(1) * STATISTICS_DRIFT || now * STATISTICS_DRIFT <= then {
+                    data.refresh_statistics().await?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(e) = drifted.await {
                 tracing::warn!(error = %e, "refreshing an app's query statistics failed");
             }
         });
@@ -491,19 +509,26 @@ impl AppData {
     }
 }
 
-/// Gathers the planner's statistics of every table and index: all of
-/// each index while the app is small, a sample once it is large.
-fn analyse(conn: &Connection) -> Result<(), StoreError> {
-    let records: i64 = conn.query_row("SELECT coalesce(sum(n), 0) FROM kura_counts", [], |r| {
+/// Records in all of an app's tables.
+fn record_total(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row("SELECT coalesce(sum(n), 0) FROM kura_counts", [], |r| {
         r.get(0)
     })?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Gathers the planner's statistics of every table and index: all of
+/// each index while the app is small, a sample once it is large. Returns
+/// the app's record count.
+fn analyse(conn: &Connection) -> Result<u64, StoreError> {
+    let records = record_total(conn)?;
     let limit = if records > STATISTICS_SAMPLE_OVER {
         STATISTICS_SAMPLE
     } else {
         0
     };
     conn.execute_batch(&format!("PRAGMA analysis_limit = {limit}; ANALYZE;"))?;
-    Ok(())
+    Ok(records)
 }
 
 fn schema_version(conn: &Connection) -> Result<i64, StoreError> {

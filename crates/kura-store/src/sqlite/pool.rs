@@ -12,9 +12,18 @@
 //! are unaffected. Every caller is answered only after the shared commit
 //! has returned, so with `synchronous = FULL` an acknowledged write is on
 //! disk — the batch just shares one fsync among many writers.
+//!
+//! Checkpoints (copying committed pages from the WAL into the database
+//! file) run on a connection of their own, in the background, once the WAL
+//! holds [`CHECKPOINT_FRAMES`] pages — SQLite's own threshold. SQLite's
+//! automatic checkpoint would run inside the commit that crosses it, on the
+//! writer: two more fsyncs and a copy of the whole WAL while every queued
+//! write waits. A passive checkpoint runs beside the writer and the readers
+//! and blocks neither.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use kura_crypto::DataKey;
 use parking_lot::Mutex;
@@ -34,6 +43,9 @@ pub struct Pool {
 /// The most writes one shared transaction carries.
 pub const MAX_BATCH: usize = 256;
 
+/// WAL pages that make a checkpoint due (SQLite's default for its own).
+const CHECKPOINT_FRAMES: u32 = 1_000;
+
 /// Called with the shared commit's outcome, to answer a queued write.
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write: runs inside the shared transaction (in its own
@@ -50,6 +62,12 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
     reader_count: usize,
+    /// The connection background checkpoints run on.
+    checkpointer: Mutex<Connection>,
+    /// Pages in the WAL after the last commit (from SQLite's WAL hook).
+    wal_frames: Arc<AtomicU32>,
+    /// Whether a checkpoint is running.
+    checkpointing: AtomicBool,
 }
 
 impl Inner {
@@ -92,6 +110,18 @@ impl Pool {
     ) -> Result<Self, StoreError> {
         let mut writer = open_encrypted(path, key, create, durability)?;
         init(&mut writer)?;
+        // Checkpoints are the checkpointer's job, not the writer's; the
+        // writer only reports how long the WAL has grown. (Setting
+        // wal_autocheckpoint replaces the hook, so it comes first.)
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        let wal_frames = Arc::new(AtomicU32::new(0));
+        let frames = Arc::clone(&wal_frames);
+        writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }))?;
+        let checkpointer = open_encrypted(path, key, false, durability)?;
+        checkpointer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         let readers = readers.max(1);
         let mut conns = Vec::with_capacity(readers);
         for _ in 0..readers {
@@ -108,6 +138,9 @@ impl Pool {
                 readers: Mutex::new(conns),
                 read_permits: Semaphore::new(readers),
                 reader_count: readers,
+                checkpointer: Mutex::new(checkpointer),
+                wal_frames,
+                checkpointing: AtomicBool::new(false),
             }),
         })
     }
@@ -216,11 +249,38 @@ impl Pool {
             tokio::task::spawn_blocking(move || commit_batch(&inner, batch))
                 .await
                 .map_err(|e| StoreError::Worker(e.to_string()))?;
+            self.checkpoint_when_due();
         }
         drop(permit);
         answered
             .await
             .map_err(|_| StoreError::Worker("the write was dropped unanswered".into()))?
+    }
+
+    /// Starts a background checkpoint once the WAL holds
+    /// [`CHECKPOINT_FRAMES`] pages, unless one is still running.
+    fn checkpoint_when_due(&self) {
+        let inner = &self.inner;
+        if inner.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES
+            || inner.checkpointing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let inner = Arc::clone(inner);
+        tokio::task::spawn_blocking(move || {
+            // Passive: copies what no reader still needs, waits for nobody.
+            // A failure leaves the pages in the WAL, where readers find
+            // them; the next checkpoint (or SQLite at close) copies them.
+            let done =
+                inner
+                    .checkpointer
+                    .lock()
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            if let Err(e) = done {
+                tracing::warn!(path = %inner.path.display(), error = %e, "a background checkpoint failed");
+            }
+            inner.checkpointing.store(false, Ordering::Release);
+        });
     }
 
     /// [`Pool::write`], appending the events that describe the result in the
@@ -351,6 +411,47 @@ mod tests {
             .read(|c| Ok(c.execute("INSERT INTO t VALUES (5)", [])?))
             .await;
         assert!(denied.is_err(), "readers are query-only");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_pages_reach_the_database_file_from_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let pool = Pool::open(
+            &path,
+            Some(&DataKey::from_bytes([6; 32])),
+            true,
+            Durability::Full,
+            2,
+            |c| Ok(c.execute_batch("CREATE TABLE t(b BLOB NOT NULL)")?),
+        )
+        .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // Each commit adds a few pages; together they pass the checkpoint
+        // threshold, and the writer runs no checkpoint of its own.
+        let commits = CHECKPOINT_FRAMES / 4;
+        for _ in 0..commits {
+            pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (zeroblob(20000))", [])?))
+                .await
+                .unwrap();
+        }
+        let mut grown = 0;
+        for _ in 0..100 {
+            grown = std::fs::metadata(&path).unwrap().len() - before;
+            if grown > 64 * 6000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            grown > 64 * 6000,
+            "the database file grew by {grown} bytes while the pool is open"
+        );
+        let rows = pool
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap();
+        assert_eq!(rows, i64::from(commits));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
