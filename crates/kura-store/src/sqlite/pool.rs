@@ -62,8 +62,11 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
     reader_count: usize,
-    /// The connection background checkpoints run on.
-    checkpointer: Mutex<Connection>,
+    /// The connection background checkpoints run on, opened for the first.
+    checkpointer: Mutex<Option<Connection>>,
+    /// The file's key and durability, for connections opened later.
+    key: Option<DataKey>,
+    durability: Durability,
     /// Pages in the WAL after the last commit (from SQLite's WAL hook).
     wal_frames: Arc<AtomicU32>,
     /// Whether a checkpoint is running.
@@ -72,19 +75,27 @@ struct Inner {
 
 impl Inner {
     /// Runs `f` on a free reader connection. Callers hold a read permit,
-    /// which guarantees one is free.
+    /// so there are never more readers than permits; one is opened when
+    /// every open reader is busy (readers are opened as the load needs
+    /// them, and an idle server keeps one).
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self
-            .readers
-            .lock()
-            .pop()
-            .ok_or_else(|| StoreError::Worker("reader pool is empty".into()))?;
+        let free = self.readers.lock().pop();
+        let conn = match free {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
         let result = f(&conn);
         self.readers.lock().push(conn);
         result
+    }
+
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let conn = open_encrypted(&self.path, self.key.as_ref(), false, self.durability)?;
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        Ok(conn)
     }
 }
 
@@ -120,28 +131,28 @@ impl Pool {
             frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
             Ok(())
         }))?;
-        let checkpointer = open_encrypted(path, key, false, durability)?;
-        checkpointer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+
         let readers = readers.max(1);
-        let mut conns = Vec::with_capacity(readers);
-        for _ in 0..readers {
-            let conn = open_encrypted(path, key, false, durability)?;
-            conn.execute_batch("PRAGMA query_only = ON;")?;
-            conns.push(conn);
-        }
+        let inner = Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            write_permit: Semaphore::new(1),
+            queue: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::with_capacity(readers)),
+            read_permits: Semaphore::new(readers),
+            reader_count: readers,
+            checkpointer: Mutex::new(None),
+            key: key.cloned(),
+            durability,
+            wal_frames,
+            checkpointing: AtomicBool::new(false),
+        };
+        // One reader now, so a file readers cannot open fails here; the
+        // others as concurrent reads need them.
+        let first = inner.open_reader()?;
+        inner.readers.lock().push(first);
         Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                write_permit: Semaphore::new(1),
-                queue: Mutex::new(Vec::new()),
-                readers: Mutex::new(conns),
-                read_permits: Semaphore::new(readers),
-                reader_count: readers,
-                checkpointer: Mutex::new(checkpointer),
-                wal_frames,
-                checkpointing: AtomicBool::new(false),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -271,11 +282,25 @@ impl Pool {
             // Passive: copies what no reader still needs, waits for nobody.
             // A failure leaves the pages in the WAL, where readers find
             // them; the next checkpoint (or SQLite at close) copies them.
-            let done =
-                inner
-                    .checkpointer
-                    .lock()
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            let done = (|| {
+                let mut slot = inner.checkpointer.lock();
+                let conn = match slot.take() {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = open_encrypted(
+                            &inner.path,
+                            inner.key.as_ref(),
+                            false,
+                            inner.durability,
+                        )?;
+                        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+                        conn
+                    }
+                };
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                *slot = Some(conn);
+                done.map_err(StoreError::from)
+            })();
             if let Err(e) = done {
                 tracing::warn!(path = %inner.path.display(), error = %e, "a background checkpoint failed");
             }
@@ -452,6 +477,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, i64::from(commits));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn readers_are_opened_as_concurrent_reads_need_them_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(
+            &dir.path().join("r.db"),
+            Some(&DataKey::from_bytes([7; 32])),
+            true,
+            Durability::Full,
+            3,
+            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER)")?),
+        )
+        .unwrap();
+        assert_eq!(pool.inner.readers.lock().len(), 1, "an idle pool keeps one");
+        let mut reads = Vec::new();
+        for _ in 0..12 {
+            let pool = pool.clone();
+            reads.push(tokio::spawn(async move {
+                pool.read(|c| {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+            }));
+        }
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), 0);
+        }
+        let open = pool.inner.readers.lock().len();
+        assert!((2..=3).contains(&open), "{open} readers open");
+        assert!(
+            pool.inner.checkpointer.lock().is_none(),
+            "no checkpoint was due"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
