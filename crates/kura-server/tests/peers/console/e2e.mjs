@@ -498,7 +498,9 @@ await scenario('a flow is created from a document, refused text is kept, a manua
   await owner.fill('#f-input', '{"name": "Ada"}');
   await owner.click('button:has-text("Start run")');
   await owner.waitForURL(/\/runs\/[0-9a-f-]+\?ok=run-started/);
-  for (let i = 0; i < 50 && !(await owner.locator('li.step[data-step=check]').count()); i += 1) {
+  // The failed step is stored before the run is marked failed (each step
+  // commits on its own), so wait for the run's end, not the step's record.
+  for (let i = 0; i < 50 && !(await owner.locator('button:has-text("Re-run from the failed step")').count()); i += 1) {
     await owner.waitForTimeout(100);
     await owner.reload();
   }
