@@ -710,6 +710,59 @@ mod tests {
     }
 
     #[test]
+    fn an_update_tells_changed_missing_stale_and_not_unique_apart_and_only_changes_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let mut conn = Connection::open(&path).unwrap();
+        init_app_db(&mut conn, &path).unwrap();
+        apply_ddl(&conn, &Ddl::CreateTable { table: 1 }).unwrap();
+        let kind = ColumnKind::Text;
+        apply_ddl(
+            &conn,
+            &Ddl::AddColumn {
+                table: 1,
+                col: 1,
+                kind,
+            },
+        )
+        .unwrap();
+        apply_ddl(
+            &conn,
+            &Ddl::CreateIndex {
+                table: 1,
+                col: 1,
+                unique: true,
+            },
+        )
+        .unwrap();
+        conn.execute_batch("INSERT INTO t1(owner, c1) VALUES ('a', 'ada'), ('a', 'grace');")
+            .unwrap();
+        let w = AppRead::new(&conn);
+        let text = |t: &str| vec![(1, Cell::Text(t.into()))];
+        let update = |rid, expected, values: Vec<(u32, Cell)>| {
+            AppWrite::new(&conn)
+                .update(1, rid, expected, &values)
+                .unwrap()
+        };
+        assert_eq!(
+            update(1, Some(0), text("ada l.")),
+            UpdateOutcome::Updated(1)
+        );
+        assert_eq!(
+            update(1, Some(0), text("stale")),
+            UpdateOutcome::ModMismatch(1)
+        );
+        assert_eq!(update(1, None, text("grace")), UpdateOutcome::NotUnique(1));
+        assert_eq!(update(9, None, text("nobody")), UpdateOutcome::Missing);
+        assert_eq!(update(2, None, text("grace h.")), UpdateOutcome::Updated(1));
+        let row = w.get(1, 1, &[1]).unwrap().unwrap();
+        assert_eq!(
+            (row.modid, &row.cells[..]),
+            (1, &[Cell::Text("ada l.".into())][..])
+        );
+    }
+
+    #[test]
     fn record_counts_follow_every_kind_of_change_and_cover_older_tables() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.db");

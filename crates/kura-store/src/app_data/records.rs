@@ -363,35 +363,41 @@ impl<'c> AppWrite<'c> {
         expected_mod: Option<i64>,
         values: &[(u32, Cell)],
     ) -> Result<UpdateOutcome, StoreError> {
-        let current: Option<i64> = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT mod FROM {} WHERE rid = ?1",
-                table_name(table)
-            ))?
-            .query_row([rid], |r| r.get(0))
-            .optional()?;
-        let Some(current) = current else {
-            return Ok(UpdateOutcome::Missing);
-        };
-        if let Some(expected) = expected_mod
-            && expected != current
-        {
-            return Ok(UpdateOutcome::ModMismatch(current));
-        }
+        // One statement changes the record when it is there and its count
+        // is the expected one; only when nothing changed is the record
+        // looked up again, to tell a missing record from a stale count.
         let mut sets = String::from("mod = mod + 1");
         for (i, (col, _)) in values.iter().enumerate() {
             sets.push_str(&format!(", {} = ?{}", column_name(*col), i + 2));
         }
-        let sql = format!("UPDATE {} SET {sets} WHERE rid = ?1", table_name(table));
+        let expected = values.len() + 2;
+        let sql = format!(
+            "UPDATE {} SET {sets} WHERE rid = ?1 AND (?{expected} IS NULL OR mod = ?{expected}) RETURNING mod",
+            table_name(table)
+        );
         let rid_cell = Cell::Int(rid);
-        let params = std::iter::once(&rid_cell).chain(values.iter().map(|(_, v)| v));
-        match self
+        let expected_cell = expected_mod.map_or(Cell::Null, Cell::Int);
+        let params = std::iter::once(&rid_cell)
+            .chain(values.iter().map(|(_, v)| v))
+            .chain(std::iter::once(&expected_cell));
+        let updated = self
             .conn
             .prepare_cached(&sql)?
-            .execute(params_from_iter(params))
-        {
-            Ok(_) => Ok(UpdateOutcome::Updated(current + 1)),
+            .query_row(params_from_iter(params), |r| r.get::<_, i64>(0))
+            .optional();
+        match updated {
+            Ok(Some(modid)) => Ok(UpdateOutcome::Updated(modid)),
+            Ok(None) => {
+                let current: Option<i64> = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT mod FROM {} WHERE rid = ?1",
+                        table_name(table)
+                    ))?
+                    .query_row([rid], |r| r.get(0))
+                    .optional()?;
+                Ok(current.map_or(UpdateOutcome::Missing, UpdateOutcome::ModMismatch))
+            }
             Err(e) if is_constraint(&e) => Ok(UpdateOutcome::NotUnique(unique_column(&e))),
             Err(e) => Err(e.into()),
         }
