@@ -649,15 +649,13 @@ mod tests {
         rows.join("; ")
     }
 
-    #[test]
-    fn statistics_steer_a_two_field_find_to_the_more_selective_index() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An app file (in `dir`) with table 1 and the given indexed columns.
+    fn app_db(dir: &tempfile::TempDir, cols: &[(u32, ColumnKind, bool)]) -> Connection {
         let path = dir.path().join("app.db");
         let mut conn = Connection::open(&path).unwrap();
         init_app_db(&mut conn, &path).unwrap();
         apply_ddl(&conn, &Ddl::CreateTable { table: 1 }).unwrap();
-        for col in [1, 2] {
-            let kind = ColumnKind::Number;
+        for &(col, kind, unique) in cols {
             apply_ddl(
                 &conn,
                 &Ddl::AddColumn {
@@ -672,11 +670,19 @@ mod tests {
                 &Ddl::CreateIndex {
                     table: 1,
                     col,
-                    unique: false,
+                    unique,
                 },
             )
             .unwrap();
         }
+        conn
+    }
+
+    #[test]
+    fn statistics_steer_a_two_field_find_to_the_more_selective_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let number = ColumnKind::Number;
+        let conn = app_db(&dir, &[(1, number, false), (2, number, false)]);
         // c1: an age from 18 to 80; c2: a flag, half the records each way.
         conn.execute_batch(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
@@ -712,29 +718,7 @@ mod tests {
     #[test]
     fn an_update_tells_changed_missing_stale_and_not_unique_apart_and_only_changes_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.db");
-        let mut conn = Connection::open(&path).unwrap();
-        init_app_db(&mut conn, &path).unwrap();
-        apply_ddl(&conn, &Ddl::CreateTable { table: 1 }).unwrap();
-        let kind = ColumnKind::Text;
-        apply_ddl(
-            &conn,
-            &Ddl::AddColumn {
-                table: 1,
-                col: 1,
-                kind,
-            },
-        )
-        .unwrap();
-        apply_ddl(
-            &conn,
-            &Ddl::CreateIndex {
-                table: 1,
-                col: 1,
-                unique: true,
-            },
-        )
-        .unwrap();
+        let conn = app_db(&dir, &[(1, ColumnKind::Text, true)]);
         conn.execute_batch("INSERT INTO t1(owner, c1) VALUES ('a', 'ada'), ('a', 'grace');")
             .unwrap();
         let w = AppRead::new(&conn);
