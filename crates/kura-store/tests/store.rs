@@ -814,3 +814,139 @@ mod change_outbox {
         );
     }
 }
+
+mod first_use_indexes {
+    use kura_store::Pool;
+    use kura_store::app_data::{AppData, Cell, ColumnKind, Cond, Ddl, Filter, SortKey};
+
+    use super::*;
+
+    /// The app file's indexes on table 1, by name.
+    async fn indexes(pool: &Pool) -> Vec<String> {
+        pool.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 't1' ORDER BY name",
+            )?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(names)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits (at most ten seconds) until table 1's indexes are `want`.
+    async fn until_indexes(pool: &Pool, want: &[&str]) {
+        for _ in 0..200 {
+            if indexes(pool).await == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(indexes(pool).await, want);
+    }
+
+    #[tokio::test]
+    async fn finds_and_sorts_index_the_columns_they_use_once_and_only_those() {
+        let env = fresh();
+        let storage = open(&env.dir).await.unwrap();
+        let pool = storage.apps.create(AppId::new()).await.unwrap();
+        let data = AppData::new(pool.clone());
+        let number = ColumnKind::Number;
+        let mut ddl = vec![Ddl::CreateTable { table: 1 }];
+        for (col, kind) in [(1, number), (2, number), (3, ColumnKind::Text), (4, number)] {
+            ddl.push(Ddl::AddColumn {
+                table: 1,
+                col,
+                kind,
+            });
+        }
+        // An index declared on (1, 2): column 1 leads it.
+        ddl.push(Ddl::CreateCompositeIndex {
+            table: 1,
+            cols: vec![1, 2],
+        });
+        data.apply_schema(0, "{}".into(), ddl).await.unwrap();
+        // Column 4 is never indexed; the others on first use.
+        data.index_on_first_use([(1, 1), (1, 2), (1, 3)]);
+        data.write(|w| {
+            for i in 0..200_i64 {
+                let cells = [
+                    (1, Cell::Int(18 + i % 60)),
+                    (2, Cell::Int(i % 2)),
+                    (3, Cell::Text(format!("name {i}"))),
+                    (4, Cell::Int(i)),
+                ];
+                w.insert(1, Some("a"), &cells)?.unwrap();
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        until_indexes(&pool, &["x1_1_2"]).await;
+
+        // A word match cannot use an index, nor can a negation; column 4
+        // is never indexed: none of these makes one.
+        let unindexable = Filter::And(vec![
+            Filter::Col(3, Cond::WordGlob("name*".into())),
+            Filter::Not(Box::new(Filter::Col(2, Cond::Eq(Cell::Int(1))))),
+            Filter::Col(4, Cond::Gt(Cell::Int(5))),
+        ]);
+        let found = data
+            .read(move |r| r.matching_ids(1, &unindexable))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 97);
+        // A range on column 1 (led by the declared index) and an equality
+        // on column 2: only column 2 gets an index of its own.
+        let find = Filter::And(vec![
+            Filter::Col(1, Cond::Between(Cell::Int(40), Cell::Int(45))),
+            Filter::Col(2, Cond::Eq(Cell::Int(1))),
+        ]);
+        for _ in 0..5 {
+            let f = find.clone();
+            let ids = data.read(move |r| r.matching_ids(1, &f)).await.unwrap();
+            assert_eq!(ids.len(), 9);
+        }
+        until_indexes(&pool, &["i1_2", "x1_1_2"]).await;
+        let analysed: bool = pool
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_stat1 WHERE idx = 'i1_2')",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert!(analysed, "a new index is analysed with it");
+        // A sort uses column 3.
+        let sort = [SortKey {
+            col: 3,
+            descending: true,
+        }];
+        let rows = data
+            .read(move |r| r.select(1, &Filter::All, &sort, 0, 3, &[3]))
+            .await
+            .unwrap();
+        assert_eq!(rows[0].cells, vec![Cell::Text("name 99".into())]);
+        until_indexes(&pool, &["i1_2", "i1_3", "x1_1_2"]).await;
+
+        // The declared index goes with its column's drop, when dropped first.
+        data.apply_schema(
+            1,
+            "{}".into(),
+            vec![
+                Ddl::DropCompositeIndex {
+                    table: 1,
+                    cols: vec![1, 2],
+                },
+                Ddl::DropColumn { table: 1, col: 2 },
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(indexes(&pool).await, ["i1_3"]);
+    }
+}

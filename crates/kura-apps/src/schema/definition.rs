@@ -46,6 +46,11 @@ pub struct TableDef {
     /// Its fields.
     #[serde(default)]
     pub fields: Vec<FieldDef>,
+    /// Indexes on several fields, each the field names in order: for finds
+    /// that combine those fields (one range or equality on each), which a
+    /// one-field index answers only in part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<Vec<String>>,
 }
 
 /// A field's type.
@@ -139,18 +144,39 @@ pub struct FieldDef {
     /// One value per session rather than per record.
     #[serde(default)]
     pub global: bool,
-    /// Keep an index for finds and sorts (default: yes, except containers
-    /// and globals).
+    /// `true`: always keep an index; `false`: never; unset: the index is
+    /// made the first time a find, sort or portal uses the field (what
+    /// FileMaker calls "automatically create indexes as needed"). Unique
+    /// fields are always indexed; containers and globals never are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexed: Option<bool>,
 }
 
+/// How a field is indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexing {
+    /// Its index is kept from the start.
+    Always,
+    /// Its index is made when a find, sort or portal first uses it.
+    OnFirstUse,
+    /// It has none.
+    Never,
+}
+
 impl FieldDef {
-    /// Whether the field gets an index.
-    pub fn wants_index(&self) -> bool {
-        !self.global
-            && self.kind != FieldType::Container
-            && (self.unique || self.indexed.unwrap_or(true))
+    /// How the field is indexed.
+    pub fn indexing(&self) -> Indexing {
+        if self.global || self.kind == FieldType::Container {
+            Indexing::Never
+        } else if self.unique {
+            Indexing::Always
+        } else {
+            match self.indexed {
+                Some(true) => Indexing::Always,
+                Some(false) => Indexing::Never,
+                None => Indexing::OnFirstUse,
+            }
+        }
     }
 }
 

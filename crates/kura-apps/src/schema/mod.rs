@@ -223,6 +223,7 @@ impl Schema {
                     allowed,
                 });
             }
+            check_composite_indexes(&path, t, &fields, &index)?;
             if table_index.insert(key(&t.name), ti).is_some() {
                 return Err(AppsError::invalid(
                     format!("{path}.name"),
@@ -380,6 +381,20 @@ impl Schema {
         })
     }
 
+    /// The (table id, field id) of every field whose index is made when a
+    /// find, sort or portal first uses it.
+    pub fn indexed_on_first_use(&self) -> Vec<(u32, u32)> {
+        self.tables
+            .iter()
+            .flat_map(|t| {
+                t.fields
+                    .iter()
+                    .filter(|f| f.def.indexing() == Indexing::OnFirstUse)
+                    .map(move |f| (t.id, f.id))
+            })
+            .collect()
+    }
+
     /// A table by name.
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.table_index.get(&key(name)).map(|i| &self.tables[*i])
@@ -444,6 +459,61 @@ fn pick_fields(path: &str, table: &Table, names: &[String]) -> Result<Vec<usize>
         out.push(f);
     }
     Ok(out)
+}
+
+/// The most fields one declared index may name.
+pub const MAX_INDEX_FIELDS: usize = 8;
+
+/// Checks a table's declared indexes: each names 2 to
+/// [`MAX_INDEX_FIELDS`] distinct stored, indexable fields of the table,
+/// and no two name the same fields in the same order.
+fn check_composite_indexes(
+    path: &str,
+    t: &TableDef,
+    fields: &[Field],
+    index: &HashMap<String, usize>,
+) -> Result<(), AppsError> {
+    let mut seen = std::collections::HashSet::new();
+    for (xi, names) in t.indexes.iter().enumerate() {
+        let xpath = format!("{path}.indexes[{xi}]");
+        if !(2..=MAX_INDEX_FIELDS).contains(&names.len()) {
+            return Err(AppsError::invalid(
+                xpath,
+                format!(
+                    "an index names 2 to {MAX_INDEX_FIELDS} fields (one field is indexed with its own `indexed = true`)"
+                ),
+            ));
+        }
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            let f = index.get(&key(name)).map(|i| &fields[*i]).ok_or_else(|| {
+                AppsError::invalid(
+                    xpath.clone(),
+                    format!("table `{}` has no field `{name}`", t.name),
+                )
+            })?;
+            if f.def.global || f.def.kind == FieldType::Container {
+                return Err(AppsError::invalid(
+                    xpath,
+                    format!("`{name}` is a global or container field, which cannot be indexed"),
+                ));
+            }
+            if ids.contains(&f.id) {
+                return Err(AppsError::invalid(
+                    xpath,
+                    format!("the index names `{name}` twice"),
+                ));
+            }
+            ids.push(f.id);
+        }
+        if !seen.insert(ids) {
+            return Err(AppsError::invalid(
+                xpath,
+                "the same index is declared twice",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_field(path: &str, f: &FieldDef) -> Result<(), AppsError> {

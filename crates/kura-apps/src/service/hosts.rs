@@ -166,6 +166,7 @@ impl Apps {
                 Schema::build(version, stored)?
             }
         };
+        data.index_on_first_use(schema.indexed_on_first_use());
         let loaded = Arc::new(LoadedApp {
             record: RwLock::new(record.clone()),
             data,
@@ -323,6 +324,9 @@ impl Apps {
                 other => AppsError::Store(other),
             })?;
         let schema = Schema::build(version, planned.next)?;
+        loaded
+            .data
+            .index_on_first_use(schema.indexed_on_first_use());
         *loaded.schema.write() = Arc::new(schema);
         Ok(ApplyReport {
             version,

@@ -1004,6 +1004,44 @@ async fn schema_changes_never_lose_data_silently_and_apps_are_isolated() {
         "{p}"
     );
 
+    // An index on several fields is declared in the definition; one that
+    // names a field the table lacks is refused with its path.
+    let r = get(s, &schema_path, &f.operator).await;
+    let version = r.json()["version"].as_i64().unwrap();
+    let mut indexed = r.json()["definition"].clone();
+    indexed["tables"][0]["indexes"] = json!([["last_name", "first_name"]]);
+    let mut bad = indexed.clone();
+    bad["tables"][0]["indexes"] = json!([["last_name", "nickname"]]);
+    let r = call(
+        s,
+        Method::PUT,
+        &schema_path,
+        Some(&f.operator),
+        Some(json!({ "definition": bad })),
+    )
+    .await;
+    let p = r.problem(422);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("tables[0].indexes[0]") && detail.contains("nickname"),
+        "{p}"
+    );
+    let r = get(s, &schema_path, &f.operator).await;
+    assert_eq!(r.json()["version"].as_i64().unwrap(), version);
+    let r = call(
+        s,
+        Method::PUT,
+        &schema_path,
+        Some(&f.operator),
+        Some(json!({ "definition": indexed })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["changes"],
+        json!(["index `contacts` on (last_name, first_name)"])
+    );
+
     // Another team's owner sees none of this team's hosts or apps.
     let r = post(
         s,

@@ -23,6 +23,7 @@
 mod automation;
 mod changes;
 mod filter;
+mod indexing;
 mod records;
 
 use std::sync::Arc;
@@ -266,6 +267,11 @@ pub enum Ddl {
     CreateIndex { table: u32, col: u32, unique: bool },
     /// Drops the index on one column.
     DropIndex { table: u32, col: u32 },
+    /// Creates an index on several columns, in this order (one an app
+    /// definition declares for finds that combine them).
+    CreateCompositeIndex { table: u32, cols: Vec<u32> },
+    /// Drops the index on these columns.
+    DropCompositeIndex { table: u32, cols: Vec<u32> },
     /// Starts (or restarts) the serial counter of a field.
     SetSerial { table: u32, col: u32, next: i64 },
 }
@@ -280,6 +286,11 @@ pub(crate) fn column_name(col: u32) -> String {
 
 fn index_name(table: u32, col: u32) -> String {
     format!("i{table}_{col}")
+}
+
+fn composite_index_name(table: u32, cols: &[u32]) -> String {
+    let cols: Vec<String> = cols.iter().map(u32::to_string).collect();
+    format!("x{table}_{}", cols.join("_"))
 }
 
 /// Writes between two looks at whether the statistics are still right.
@@ -299,6 +310,8 @@ const STATISTICS_SAMPLE: u32 = 2_000;
 #[derive(Debug, Clone)]
 pub struct AppData {
     pool: Pool,
+    /// Columns indexed on first use, and what is known of their indexes.
+    auto_index: Arc<indexing::AutoIndex>,
     /// Writes since the statistics were last looked at.
     writes: Arc<AtomicU64>,
     /// Records the app held when the statistics were last gathered.
@@ -310,6 +323,7 @@ impl AppData {
     pub fn new(pool: Pool) -> Self {
         Self {
             pool,
+            auto_index: Arc::default(),
             writes: Arc::new(AtomicU64::new(0)),
             analysed_at: Arc::new(AtomicU64::new(0)),
         }
@@ -382,14 +396,19 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.pool
+        let (value, used) = self
+            .pool
             .read(move |conn| {
                 let tx = conn.unchecked_transaction()?;
-                let value = f(&AppRead::new(&tx))?;
+                let read = AppRead::new(&tx);
+                let value = f(&read)?;
+                let used = read.used_columns();
                 tx.finish()?;
-                Ok(value)
+                Ok((value, used))
             })
-            .await
+            .await?;
+        self.used(used);
+        Ok(value)
     }
 
     /// Like [`AppData::read`], for a read of a few rows by key (one record
@@ -400,14 +419,19 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.pool
+        let (value, used) = self
+            .pool
             .read_quick(move |conn| {
                 let tx = conn.unchecked_transaction()?;
-                let value = f(&AppRead::new(&tx))?;
+                let read = AppRead::new(&tx);
+                let value = f(&read)?;
+                let used = read.used_columns();
                 tx.finish()?;
-                Ok(value)
+                Ok((value, used))
             })
-            .await
+            .await?;
+        self.used(used);
+        Ok(value)
     }
 
     /// Changes records in one transaction: everything `f` does commits
@@ -462,6 +486,7 @@ impl AppData {
             .await?;
         // New indexes are known to the planner only once analysed.
         if !ddl_is_empty {
+            self.auto_index.forget();
             self.refresh_statistics().await?;
         }
         Ok(version)
@@ -549,6 +574,19 @@ fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
 
 fn apply_ddl(conn: &Connection, op: &Ddl) -> Result<(), StoreError> {
     match *op {
+        Ddl::CreateCompositeIndex { table, ref cols } => {
+            let list: Vec<String> = cols.iter().map(|c| column_name(*c)).collect();
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {}({})",
+                composite_index_name(table, cols),
+                table_name(table),
+                list.join(", ")
+            ))?;
+        }
+        Ddl::DropCompositeIndex { table, ref cols } => conn.execute_batch(&format!(
+            "DROP INDEX IF EXISTS {}",
+            composite_index_name(table, cols)
+        ))?,
         Ddl::CreateTable { table } => {
             conn.execute_batch(&format!(
                 "CREATE TABLE {} (rid INTEGER PRIMARY KEY AUTOINCREMENT, \

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 
 use super::filter::{Filter, SortKey, compile};
+use super::indexing::Usage;
 use super::{Cell, column_name, is_constraint, table_name};
 use crate::StoreError;
 
@@ -68,11 +69,21 @@ pub struct AccountRow {
 #[derive(Debug)]
 pub struct AppRead<'c> {
     conn: &'c Connection,
+    /// The columns filters and sorts compared or ordered by.
+    usage: Usage,
 }
 
 impl<'c> AppRead<'c> {
     pub(crate) fn new(conn: &'c Connection) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            usage: Usage::default(),
+        }
+    }
+
+    /// The columns this read's filters and sorts could use an index for.
+    pub(super) fn used_columns(&self) -> Vec<(u32, u32)> {
+        self.usage.take()
     }
 
     pub(super) fn conn(&self) -> &'c Connection {
@@ -118,6 +129,7 @@ impl<'c> AppRead<'c> {
         if *filter == Filter::All {
             return self.count(table);
         }
+        self.usage.filter(table, filter);
         let mut params = Vec::new();
         let clause = compile(table, filter, &mut params);
         let sql = format!("SELECT count(*) FROM {} WHERE {clause}", table_name(table));
@@ -134,6 +146,7 @@ impl<'c> AppRead<'c> {
     /// this one pass, where a `count(*)` and a paged `SELECT` would each
     /// walk the same range.
     pub fn matching_ids(&self, table: u32, filter: &Filter) -> Result<Vec<i64>, StoreError> {
+        self.usage.filter(table, filter);
         let mut params = Vec::new();
         let clause = compile(table, filter, &mut params);
         // No ORDER BY: asking for record-id order would let SQLite walk the
@@ -161,6 +174,8 @@ impl<'c> AppRead<'c> {
         cols: &[u32],
         mut visit: impl FnMut(Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.usage.filter(table, filter);
+        self.usage.sort(table, sort);
         let mut params = Vec::new();
         let clause = compile(table, filter, &mut params);
         let mut order: Vec<String> = sort
