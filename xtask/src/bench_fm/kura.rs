@@ -199,7 +199,10 @@ pub fn set_up(mut target: KuraTarget, token: &str) -> anyhow::Result<KuraTarget>
             { "name": "active", "type": "number" },
             { "name": "notes", "type": "text" },
             { "name": "created_at", "type": "timestamp", "auto_enter": "creation_timestamp" }
-        ]}],
+        ],
+        // The find combines a range on age with active; PocketBase's
+        // collection gets its index on age.
+        "indexes": [["age", "active"]] }],
         "layouts": [{ "name": target.layout, "table": "contacts" }]
     });
     let app = admin(
