@@ -1,17 +1,20 @@
 //! Connections to one database file: one writer, several readers.
 //!
 //! SQLite in WAL mode lets readers proceed while one writer commits. The pool
-//! keeps one write connection behind an async semaphore of one and a set of
-//! read connections behind a semaphore of their count; work runs on Tokio's
-//! blocking threads so the async runtime never waits on the disk.
+//! keeps one write connection, driven by a thread of its own, and a set of
+//! read connections behind a semaphore of their count; reads run on Tokio's
+//! blocking threads (or, when short, on the calling one), so the async
+//! runtime never waits on the disk.
 //!
-//! Writes are group-committed: writes that arrive while the writer is busy
-//! queue up, and the next writer runs all of them (up to [`MAX_BATCH`]) in
-//! one transaction, each inside its own savepoint, and commits once. A write
-//! that fails rolls back to its savepoint and changes nothing; the others
-//! are unaffected. Every caller is answered only after the shared commit
-//! has returned, so with `synchronous = FULL` an acknowledged write is on
-//! disk — the batch just shares one fsync among many writers.
+//! Writes are group-committed: writes queue up, and the writer thread runs
+//! all that are queued when it takes the connection (up to [`MAX_BATCH`])
+//! in one transaction, each inside its own savepoint, and commits once. A
+//! write that fails rolls back to its savepoint and changes nothing; the
+//! others are unaffected. Every caller is answered only after the shared
+//! commit has returned, so with `synchronous = FULL` an acknowledged write
+//! is on disk — the batch just shares one fsync among many writers. The
+//! thread starts the next batch as soon as a commit returns: no hand-off
+//! to another thread sits between two commits.
 //!
 //! Checkpoints (copying committed pages from the WAL into the database
 //! file) run on a connection of their own, in the background, once the WAL
@@ -22,11 +25,11 @@
 //! and blocks neither.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 
 use kura_crypto::DataKey;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -54,11 +57,54 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// transaction must be abandoned.
 type Job = Box<dyn FnOnce(&Transaction<'_>, &mut bool) -> Finish + Send>;
 
+/// Writes waiting for the writer thread.
+#[derive(Default)]
+struct WriteQueue {
+    jobs: Mutex<Queued>,
+    /// Signalled when a job is queued or the pool closes.
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    jobs: Vec<Job>,
+    /// The pool is gone: the thread ends once the queue is empty.
+    closed: bool,
+}
+
+impl WriteQueue {
+    fn push(&self, job: Job) {
+        self.jobs.lock().jobs.push(job);
+        self.ready.notify_one();
+    }
+
+    /// Waits until a job is queued; `false` once the pool has closed and
+    /// nothing is left.
+    fn wait(&self) -> bool {
+        let mut q = self.jobs.lock();
+        while q.jobs.is_empty() && !q.closed {
+            self.ready.wait(&mut q);
+        }
+        !q.jobs.is_empty()
+    }
+
+    /// Takes up to [`MAX_BATCH`] queued jobs, oldest first.
+    fn take(&self) -> Vec<Job> {
+        let mut q = self.jobs.lock();
+        let n = q.jobs.len().min(MAX_BATCH);
+        q.jobs.drain(..n).collect()
+    }
+
+    fn close(&self) {
+        self.jobs.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
-    write_permit: Semaphore,
-    queue: Mutex<Vec<Job>>,
+    queue: Arc<WriteQueue>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
     reader_count: usize,
@@ -71,6 +117,33 @@ struct Inner {
     wal_frames: Arc<AtomicU32>,
     /// Whether a checkpoint is running.
     checkpointing: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// The writer thread: waits for queued writes, takes the connection, runs
+/// everything queued by then as one batch, and starts over. It holds the
+/// pool only while it commits, so dropping the last `Pool` ends it.
+fn run_writer(queue: &WriteQueue, pool: &Weak<Inner>) {
+    while queue.wait() {
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let conn = inner.writer.lock();
+        // Taken after the connection: writes queued while someone else
+        // (`with_writer`) held it join this batch.
+        let batch = queue.take();
+        // A panic drops this batch's answers (its callers get an error);
+        // the thread lives on for the next.
+        let run = std::panic::AssertUnwindSafe(|| commit_batch(conn, batch));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(path = %inner.path.display(), "a write batch panicked; its writes failed");
+        }
+    }
 }
 
 impl Inner {
@@ -136,8 +209,7 @@ impl Pool {
         let inner = Inner {
             path: path.to_owned(),
             writer: Mutex::new(writer),
-            write_permit: Semaphore::new(1),
-            queue: Mutex::new(Vec::new()),
+            queue: Arc::default(),
             readers: Mutex::new(Vec::with_capacity(readers)),
             read_permits: Semaphore::new(readers),
             reader_count: readers,
@@ -151,9 +223,13 @@ impl Pool {
         // others as concurrent reads need them.
         let first = inner.open_reader()?;
         inner.readers.lock().push(first);
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let (queue, pool) = (Arc::clone(&inner.queue), Arc::downgrade(&inner));
+        std::thread::Builder::new()
+            .name("kura-writer".into())
+            .spawn(move || run_writer(&queue, &pool))
+            .map_err(|e| StoreError::Worker(format!("starting the writer thread: {e}")))?;
+        Ok(Self { inner })
     }
 
     /// The database file.
@@ -230,42 +306,12 @@ impl Pool {
                 let _ = answer.send(result);
             })
         });
-        self.inner.queue.lock().push(job);
-        let mut answered = answered;
-        // Whoever holds the writer next commits everything queued by then,
-        // this write included (unless an earlier holder already took it).
-        // A write that an earlier holder committed is answered without
-        // waiting its turn for the writer: otherwise every caller of a
-        // batch would queue for the permit again after its commit, each
-        // behind the next batch's commit, and the batch's answers would
-        // trickle out one commit apart.
-        let permit = tokio::select! {
-            biased;
-            result = &mut answered => {
-                return result.map_err(|_| {
-                    StoreError::Worker("the write was dropped unanswered".into())
-                })?;
-            }
-            permit = self.inner.write_permit.acquire() => {
-                permit.map_err(|e| StoreError::Worker(e.to_string()))?
-            }
-        };
-        let batch: Vec<Job> = {
-            let mut queue = self.inner.queue.lock();
-            let n = queue.len().min(MAX_BATCH);
-            queue.drain(..n).collect()
-        };
-        if !batch.is_empty() {
-            let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || commit_batch(&inner, batch))
-                .await
-                .map_err(|e| StoreError::Worker(e.to_string()))?;
-            self.checkpoint_when_due();
-        }
-        drop(permit);
-        answered
+        self.inner.queue.push(job);
+        let result = answered
             .await
-            .map_err(|_| StoreError::Worker("the write was dropped unanswered".into()))?
+            .map_err(|_| StoreError::Worker("the write was dropped unanswered".into()))?;
+        self.checkpoint_when_due();
+        result
     }
 
     /// Starts a background checkpoint once the WAL holds
@@ -331,12 +377,6 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .write_permit
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
             .await
@@ -364,8 +404,7 @@ fn in_savepoint<T>(
 /// Runs queued writes in one immediate transaction, commits once, then
 /// answers each caller with the commit's outcome. Writes that could not
 /// begin are dropped unrun (their callers get an error).
-fn commit_batch(inner: &Inner, batch: Vec<Job>) {
-    let mut conn = inner.writer.lock();
+fn commit_batch(mut conn: parking_lot::MutexGuard<'_, Connection>, batch: Vec<Job>) {
     let mut finishers: Vec<Finish> = Vec::with_capacity(batch.len());
     let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => {
@@ -571,11 +610,8 @@ mod tests {
         assert_eq!(seen, 180);
     }
 
-    // One runtime thread, so the tasks wait for the writer in the order
-    // they are started here (each registers in its first poll, and this
-    // test runs only between polls).
-    #[tokio::test]
-    async fn a_committed_write_returns_while_another_caller_holds_the_writer() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_while_the_writer_is_busy_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::open(
             &dir.path().join("w.db"),
@@ -586,69 +622,80 @@ mod tests {
             |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
         )
         .unwrap();
-        // Holds the writer until told to let go.
-        let hold = |pool: &Pool| {
-            let (release, released) = std::sync::mpsc::channel::<()>();
-            let (held, holding) = oneshot::channel::<()>();
-            let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let commits = Arc::new(AtomicU32::new(0));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held, holding) = oneshot::channel::<()>();
+        let counter = Arc::clone(&commits);
+        // Counts commits, then holds the writer until told to let go.
+        let holder = tokio::spawn({
             let pool = pool.clone();
-            let flag = Arc::clone(&waiting);
-            let task = tokio::spawn(async move {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                pool.with_writer(move |_| {
+            async move {
+                pool.with_writer(move |c| {
+                    c.commit_hook(Some(move || {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        false
+                    }))?;
                     let _ = held.send(());
                     let _ = released.recv();
                     Ok(())
                 })
                 .await
-            });
-            (release, holding, waiting, task)
-        };
-        let (release_first, first_holds, _, first) = hold(&pool);
-        first_holds.await.unwrap();
-        // Two writes queue behind the holder; the first of them to get the
-        // writer commits both.
-        let a = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
-                    .await
             }
         });
-        while pool.inner.queue.lock().is_empty() {
+        holding.await.unwrap();
+        let writes: Vec<_> = (1..=3_i64)
+            .map(|n| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.write(move |tx| Ok(tx.execute("INSERT INTO t VALUES (?1)", [n])?))
+                        .await
+                })
+            })
+            .collect();
+        while pool.inner.queue.jobs.lock().jobs.len() < 3 {
             tokio::task::yield_now().await;
         }
-        // A second holder waits for the writer after `a`, before `b`.
-        let (release_second, second_holds, second_waits, second) = hold(&pool);
-        while !second_waits.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for w in writes {
+            assert_eq!(w.await.unwrap().unwrap(), 1);
         }
-        let b = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
-                    .await
-            }
-        });
-        while pool.inner.queue.lock().len() < 2 {
-            tokio::task::yield_now().await;
-        }
-        release_first.send(()).unwrap();
-        first.await.unwrap().unwrap();
-        assert_eq!(a.await.unwrap().unwrap(), 1);
-        // The second holder now has the writer; `b` was committed with `a`
-        // and returns without waiting for it.
-        second_holds.await.unwrap();
-        let b = tokio::time::timeout(std::time::Duration::from_secs(30), b)
-            .await
-            .expect("a committed write waited for the writer");
-        assert_eq!(b.unwrap().unwrap(), 1);
-        release_second.send(()).unwrap();
-        second.await.unwrap().unwrap();
+        assert_eq!(
+            commits.load(Ordering::SeqCst),
+            1,
+            "one commit for the three"
+        );
         let n = pool
             .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))
             .await
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_thread_ends_with_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(
+            &dir.path().join("e.db"),
+            Some(&DataKey::from_bytes([8; 32])),
+            true,
+            Durability::Full,
+            1,
+            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
+        )
+        .unwrap();
+        pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
+            .await
+            .unwrap();
+        let queue = Arc::downgrade(&pool.inner.queue);
+        drop(pool);
+        // The thread holds the queue until it has seen the pool close.
+        for _ in 0..200 {
+            if queue.upgrade().is_none() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the writer thread outlived its pool");
     }
 }
