@@ -36,7 +36,7 @@ pub use filter::{Cond, Filter, SortKey, glob_literal};
 pub use records::{AccountRow, AppRead, AppWrite, ContainerCell, Row, UpdateOutcome};
 
 use crate::StoreError;
-use crate::sqlite::{Migration, Pool};
+use crate::sqlite::{Migration, Pool, in_snapshot};
 
 /// The migrations of an app database file.
 pub(crate) const APP_MIGRATIONS: &[Migration] = &[
@@ -399,12 +399,11 @@ impl AppData {
         let (value, used) = self
             .pool
             .read(move |conn| {
-                let tx = conn.unchecked_transaction()?;
-                let read = AppRead::new(&tx);
-                let value = f(&read)?;
-                let used = read.used_columns();
-                tx.finish()?;
-                Ok((value, used))
+                in_snapshot(conn, |c| {
+                    let read = AppRead::new(c);
+                    let value = f(&read)?;
+                    Ok((value, read.used_columns()))
+                })
             })
             .await?;
         self.used(used);
@@ -422,12 +421,11 @@ impl AppData {
         let (value, used) = self
             .pool
             .read_quick(move |conn| {
-                let tx = conn.unchecked_transaction()?;
-                let read = AppRead::new(&tx);
-                let value = f(&read)?;
-                let used = read.used_columns();
-                tx.finish()?;
-                Ok((value, used))
+                in_snapshot(conn, |c| {
+                    let read = AppRead::new(c);
+                    let value = f(&read)?;
+                    Ok((value, read.used_columns()))
+                })
             })
             .await?;
         self.used(used);

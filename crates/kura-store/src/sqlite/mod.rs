@@ -34,6 +34,7 @@ pub use incidents::SqliteIncidentStore;
 pub(crate) use migrate::{Migration, migrate};
 pub use platform::SqlitePlatformStore;
 pub use pool::Pool;
+pub(crate) use pool::in_snapshot;
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -384,6 +384,23 @@ impl Pool {
     }
 }
 
+/// Runs `f` inside one read transaction on a reader connection, so every
+/// statement sees the same snapshot. `BEGIN` and `ROLLBACK` are prepared
+/// once per connection (a `Transaction` parses them on every read); the
+/// transaction always ends, whatever `f` returned, so the connection goes
+/// back to the pool outside any transaction.
+pub(crate) fn in_snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let out = f(conn);
+    // Nothing was written: ending the transaction only releases the
+    // snapshot.
+    conn.prepare_cached("ROLLBACK")?.execute([])?;
+    out
+}
+
 /// Runs `f` inside a savepoint of `tx`: released on success, rolled back
 /// (and released) on failure, so only this write's changes are undone. The
 /// outer error means the savepoint itself failed.

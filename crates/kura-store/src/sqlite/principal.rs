@@ -26,16 +26,7 @@ where
 {
     // A few rows by key, on every authenticated request: no hand-off to a
     // blocking thread when a reader is free.
-    pool.read_quick(move |c| {
-        // Prepared once per connection rather than parsed per request.
-        c.prepare_cached("BEGIN")?.execute([])?;
-        let out = f(c);
-        // Nothing was written; ending the transaction only releases the
-        // snapshot, whatever `f` returned.
-        c.prepare_cached("ROLLBACK")?.execute([])?;
-        out
-    })
-    .await
+    pool.read_quick(move |c| super::in_snapshot(c, f)).await
 }
 
 pub(super) async fn session_facts(
