@@ -396,16 +396,7 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (value, used) = self
-            .pool
-            .read(move |conn| {
-                in_snapshot(conn, |c| {
-                    let read = AppRead::new(c);
-                    let value = f(&read)?;
-                    Ok((value, read.used_columns()))
-                })
-            })
-            .await?;
+        let (value, used) = self.pool.read(move |c| read_noting_use(c, f)).await?;
         self.used(used);
         Ok(value)
     }
@@ -418,16 +409,7 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (value, used) = self
-            .pool
-            .read_quick(move |conn| {
-                in_snapshot(conn, |c| {
-                    let read = AppRead::new(c);
-                    let value = f(&read)?;
-                    Ok((value, read.used_columns()))
-                })
-            })
-            .await?;
+        let (value, used) = self.pool.read_quick(move |c| read_noting_use(c, f)).await?;
         self.used(used);
         Ok(value)
     }
@@ -530,6 +512,19 @@ impl AppData {
     pub async fn count(&self, table: u32) -> Result<u64, StoreError> {
         self.read(move |r| r.count(table)).await
     }
+}
+
+/// Runs `f` in one snapshot and returns what it read with the columns its
+/// filters and sorts could use an index for.
+fn read_noting_use<T>(
+    conn: &Connection,
+    f: impl FnOnce(&AppRead<'_>) -> Result<T, StoreError>,
+) -> Result<(T, Vec<(u32, u32)>), StoreError> {
+    in_snapshot(conn, |c| {
+        let read = AppRead::new(c);
+        let value = f(&read)?;
+        Ok((value, read.used_columns()))
+    })
 }
 
 /// Records in all of an app's tables.

@@ -449,19 +449,27 @@ fn commit_batch(mut conn: parking_lot::MutexGuard<'_, Connection>, batch: Vec<Jo
 mod tests {
     use super::*;
 
+    /// A new encrypted file with `readers` readers and `schema` applied.
+    fn test_pool(path: &Path, readers: usize, schema: &'static str) -> Pool {
+        Pool::open(
+            path,
+            Some(&DataKey::from_bytes([7; 32])),
+            true,
+            Durability::Full,
+            readers,
+            |c| Ok(c.execute_batch(schema)?),
+        )
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_run_beside_the_writer_and_failed_writes_roll_back() {
         let dir = tempfile::tempdir().unwrap();
-        let key = DataKey::from_bytes([3; 32]);
-        let pool = Pool::open(
+        let pool = test_pool(
             &dir.path().join("p.db"),
-            Some(&key),
-            true,
-            Durability::Full,
             4,
-            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
-        )
-        .unwrap();
+            "CREATE TABLE t(n INTEGER NOT NULL)",
+        );
         pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
             .await
             .unwrap();
@@ -498,15 +506,7 @@ mod tests {
     async fn committed_pages_reach_the_database_file_from_the_background() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let pool = Pool::open(
-            &path,
-            Some(&DataKey::from_bytes([6; 32])),
-            true,
-            Durability::Full,
-            2,
-            |c| Ok(c.execute_batch("CREATE TABLE t(b BLOB NOT NULL)")?),
-        )
-        .unwrap();
+        let pool = test_pool(&path, 2, "CREATE TABLE t(b BLOB NOT NULL)");
         let before = std::fs::metadata(&path).unwrap().len();
         // Each commit adds a few pages; together they pass the checkpoint
         // threshold, and the writer runs no checkpoint of its own.
@@ -538,15 +538,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn readers_are_opened_as_concurrent_reads_need_them_and_no_more() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(
-            &dir.path().join("r.db"),
-            Some(&DataKey::from_bytes([7; 32])),
-            true,
-            Durability::Full,
-            3,
-            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER)")?),
-        )
-        .unwrap();
+        let pool = test_pool(&dir.path().join("r.db"), 3, "CREATE TABLE t(n INTEGER)");
         assert_eq!(pool.inner.readers.lock().len(), 1, "an idle pool keeps one");
         let mut reads = Vec::new();
         for _ in 0..12 {
@@ -573,15 +565,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_share_commits_but_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(
+        let pool = test_pool(
             &dir.path().join("g.db"),
-            Some(&DataKey::from_bytes([5; 32])),
-            true,
-            Durability::Full,
             2,
-            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL UNIQUE)")?),
-        )
-        .unwrap();
+            "CREATE TABLE t(n INTEGER NOT NULL UNIQUE)",
+        );
         let mut writes = Vec::new();
         for n in 0..200i64 {
             let pool = pool.clone();
@@ -630,15 +618,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_queued_while_the_writer_is_busy_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(
+        let pool = test_pool(
             &dir.path().join("w.db"),
-            Some(&DataKey::from_bytes([7; 32])),
-            true,
-            Durability::Full,
             1,
-            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
-        )
-        .unwrap();
+            "CREATE TABLE t(n INTEGER NOT NULL)",
+        );
         let commits = Arc::new(AtomicU32::new(0));
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (held, holding) = oneshot::channel::<()>();
@@ -692,15 +676,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_thread_ends_with_the_pool() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(
+        let pool = test_pool(
             &dir.path().join("e.db"),
-            Some(&DataKey::from_bytes([8; 32])),
-            true,
-            Durability::Full,
             1,
-            |c| Ok(c.execute_batch("CREATE TABLE t(n INTEGER NOT NULL)")?),
-        )
-        .unwrap();
+            "CREATE TABLE t(n INTEGER NOT NULL)",
+        );
         pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
             .await
             .unwrap();
