@@ -53,14 +53,17 @@ impl AutoIndex {
             return Vec::new();
         }
         let indexed = self.indexed.read();
-        let mut started = self.started.lock();
-        let mut out = Vec::new();
-        for c in used {
-            if auto.contains(c) && !indexed.contains(c) && started.insert(*c) {
-                out.push(*c);
-            }
+        let mut unknown = used
+            .iter()
+            .filter(|c| auto.contains(c) && !indexed.contains(c))
+            .peekable();
+        // Every find passes here: once its columns are known to be
+        // indexed, it takes no lock but the two shared ones.
+        if unknown.peek().is_none() {
+            return Vec::new();
         }
-        out
+        let mut started = self.started.lock();
+        unknown.filter(|c| started.insert(**c)).copied().collect()
     }
 }
 
