@@ -33,7 +33,7 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{Durability, open_encrypted};
+use super::{Durability, PageHmac, open_file};
 use crate::StoreError;
 use crate::events::TxEvents;
 
@@ -110,8 +110,10 @@ struct Inner {
     reader_count: usize,
     /// The connection background checkpoints run on, opened for the first.
     checkpointer: Mutex<Option<Connection>>,
-    /// The file's key and durability, for connections opened later.
+    /// The file's key, page authentication and durability, for
+    /// connections opened later.
     key: Option<DataKey>,
+    hmac: Option<PageHmac>,
     durability: Durability,
     /// Pages in the WAL after the last commit (from SQLite's WAL hook).
     wal_frames: Arc<AtomicU32>,
@@ -165,8 +167,20 @@ impl Inner {
         result
     }
 
+    /// Another connection to the file, with the format the writer found.
+    fn open_connection(&self) -> Result<Connection, StoreError> {
+        let (conn, _) = open_file(
+            &self.path,
+            self.key.as_ref(),
+            false,
+            self.durability,
+            self.hmac,
+        )?;
+        Ok(conn)
+    }
+
     fn open_reader(&self) -> Result<Connection, StoreError> {
-        let conn = open_encrypted(&self.path, self.key.as_ref(), false, self.durability)?;
+        let conn = self.open_connection()?;
         conn.execute_batch("PRAGMA query_only = ON;")?;
         Ok(conn)
     }
@@ -192,7 +206,7 @@ impl Pool {
         readers: usize,
         init: impl FnOnce(&mut Connection) -> Result<(), StoreError>,
     ) -> Result<Self, StoreError> {
-        let mut writer = open_encrypted(path, key, create, durability)?;
+        let (mut writer, hmac) = open_file(path, key, create, durability, None)?;
         init(&mut writer)?;
         // Checkpoints are the checkpointer's job, not the writer's; the
         // writer only reports how long the WAL has grown. (Setting
@@ -215,6 +229,7 @@ impl Pool {
             reader_count: readers,
             checkpointer: Mutex::new(None),
             key: key.cloned(),
+            hmac,
             durability,
             wal_frames,
             checkpointing: AtomicBool::new(false),
@@ -333,12 +348,7 @@ impl Pool {
                 let conn = match slot.take() {
                     Some(conn) => conn,
                     None => {
-                        let conn = open_encrypted(
-                            &inner.path,
-                            inner.key.as_ref(),
-                            false,
-                            inner.durability,
-                        )?;
+                        let conn = inner.open_connection()?;
                         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
                         conn
                     }
@@ -460,6 +470,45 @@ mod tests {
             |c| Ok(c.execute_batch(schema)?),
         )
         .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_connection_of_a_pool_opens_a_file_with_sqlciphers_default_hmac() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let key = DataKey::from_bytes([7; 32]);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA key = \"x'{}'\"; PRAGMA journal_mode = WAL;
+                 CREATE TABLE t(n INTEGER NOT NULL); INSERT INTO t VALUES (1);",
+                hex::encode(key.expose())
+            ))
+            .unwrap();
+        let pool = Pool::open(&path, Some(&key), false, Durability::Full, 4, |_| Ok(())).unwrap();
+        pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
+            .await
+            .unwrap();
+        // Concurrent reads make the pool open more readers than the first.
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.read(|c| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        Ok(c.query_row("SELECT sum(n) FROM t", [], |r| r.get::<_, i64>(0))?)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), 3);
+        }
+        assert!(
+            pool.inner.readers.lock().len() > 1,
+            "more readers were opened"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
