@@ -18,7 +18,7 @@
 //!
 //! Checkpoints (copying committed pages from the WAL into the database
 //! file) run on a connection of their own, in the background, once the WAL
-//! holds [`CHECKPOINT_FRAMES`] pages — SQLite's own threshold. SQLite's
+//! holds [`CHECKPOINT_FRAMES`] pages. SQLite's
 //! automatic checkpoint would run inside the commit that crosses it, on the
 //! writer: two more fsyncs and a copy of the whole WAL while every queued
 //! write waits. A passive checkpoint runs beside the writer and the readers
@@ -46,8 +46,16 @@ pub struct Pool {
 /// The most writes one shared transaction carries.
 pub const MAX_BATCH: usize = 256;
 
-/// WAL pages that make a checkpoint due (SQLite's default for its own).
-const CHECKPOINT_FRAMES: u32 = 1_000;
+/// WAL pages that make a checkpoint due: about 32 MiB of WAL. SQLite's own
+/// default is 1,000; under steady writes that meant about twenty
+/// checkpoints a second, each sorting the WAL index and writing and syncing
+/// the same hot pages again (15% of the server's CPU in a profile of
+/// creates). A checkpoint copies only the newest version of each page, so
+/// eight times the frames cost less than eight checkpoints: in an A/B run
+/// creates answered 7–12% more requests and edits 8–22% more
+/// (BENCHMARKS.md, "Session 6"). A reader looks pages up in one more
+/// WAL-index segment, which did not show in get-one or find.
+const CHECKPOINT_FRAMES: u32 = 8_000;
 
 /// Called with the shared commit's outcome, to answer a queued write.
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
