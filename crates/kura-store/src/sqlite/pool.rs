@@ -52,7 +52,7 @@ pub const MAX_BATCH: usize = 256;
 /// the same hot pages again (15% of the server's CPU in a profile of
 /// creates). A checkpoint copies only the newest version of each page, so
 /// eight times the frames cost less than eight checkpoints: in an A/B run
-/// creates answered 7–12% more requests and edits 8–22% more
+/// creates answered 5–10% more requests and edits 8–22% more
 /// (BENCHMARKS.md, "Session 6"). A reader looks pages up in one more
 /// WAL-index segment, which did not show in get-one or find.
 const CHECKPOINT_FRAMES: u32 = 8_000;
