@@ -96,14 +96,38 @@ pub(crate) fn reply(result: Result<Value, FmError>) -> Response {
     }
 }
 
+/// Bytes set aside per record of a page before it is serialised.
+///
+/// Serialising into a buffer that starts small (axum's `Json` starts at
+/// 128 bytes) grows it by doubling, and with glibc's allocator every
+/// growth past 1 KiB first consolidates the free lists that a page's
+/// many small values have just filled: a 50-record find paid for that
+/// about six times. One allocation of about the right size pays once.
+const BYTES_PER_RECORD: usize = 512;
+
 fn envelope(status: StatusCode, response: Value, code: i32, message: &str) -> Response {
+    let records = response
+        .get("data")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let body = json!({
         "response": response,
         "messages": [{ "code": code.to_string(), "message": message }],
     });
-    let mut r = (status, axum::Json(body)).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut bytes = Vec::with_capacity(256 + records * BYTES_PER_RECORD);
+    if let Err(e) = serde_json::to_writer(&mut bytes, &body) {
+        // A `Value` always serialises into memory; should that ever fail,
+        // the client gets a plain 500 rather than half an envelope.
+        tracing::error!(error = %e, "a Data API answer could not be serialised");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut r = (status, bytes).into_response();
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
