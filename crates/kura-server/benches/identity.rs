@@ -388,11 +388,12 @@ async fn writes(server: &Arc<TestServer>, token: &str, requests: u64, concurrenc
         };
         // For profiling one side: only that path, `rounds` times.
         if let Ok(path) = std::env::var("KURA_BENCH_WRITE_PATH") {
-            let path: &'static str = if path.contains("audited") {
-                "/bench/write-audited"
-            } else {
-                "/bench/write"
-            };
+            let path: &'static str = match path.as_str() {
+                "audited" => Some("/bench/write-audited"),
+                "plain" => Some("/bench/write"),
+                _ => None,
+            }
+            .expect("KURA_BENCH_WRITE_PATH is `plain` or `audited`");
             for _ in 0..rounds {
                 println!("{clients} clients: {path} {:.0}/s", rate(path).await);
             }

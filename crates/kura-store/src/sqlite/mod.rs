@@ -230,6 +230,19 @@ fn restrict_mode(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A file encrypted under `key` with SQLCipher's default settings (as Kura
+/// made files before it chose HMAC-SHA256), in WAL mode, after `sql`.
+#[cfg(test)]
+pub(crate) fn sqlcipher_default_file(path: &Path, key: &DataKey, sql: &str) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{}'\"; PRAGMA journal_mode = WAL; {sql}",
+        hex::encode(key.expose())
+    ))
+    .unwrap();
+    conn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,16 +298,13 @@ mod tests {
 
         // A file made with SQLCipher's defaults, as Kura made them before.
         let old = dir.path().join("old.db");
-        {
-            let conn = Connection::open(&old).unwrap();
-            conn.execute_batch(&format!(
-                "PRAGMA key = \"x'{}'\"; PRAGMA journal_mode = WAL;
-                 CREATE TABLE t(x); INSERT INTO t VALUES ('old');",
-                hex::encode(key.expose())
-            ))
-            .unwrap();
-            assert_eq!(hmac_of(&conn), "HMAC_SHA512");
-        }
+        let conn = sqlcipher_default_file(
+            &old,
+            &key,
+            "CREATE TABLE t(x); INSERT INTO t VALUES ('old');",
+        );
+        assert_eq!(hmac_of(&conn), "HMAC_SHA512");
+        drop(conn);
         let (conn, hmac) = open_file(&old, Some(&key), false, Durability::Full, None).unwrap();
         assert_eq!(hmac, Some(PageHmac::Sha512));
         conn.execute("INSERT INTO t VALUES ('more')", []).unwrap();

@@ -485,14 +485,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         let key = DataKey::from_bytes([7; 32]);
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(&format!(
-                "PRAGMA key = \"x'{}'\"; PRAGMA journal_mode = WAL;
-                 CREATE TABLE t(n INTEGER NOT NULL); INSERT INTO t VALUES (1);",
-                hex::encode(key.expose())
-            ))
-            .unwrap();
+        drop(super::super::sqlcipher_default_file(
+            &path,
+            &key,
+            "CREATE TABLE t(n INTEGER NOT NULL); INSERT INTO t VALUES (1);",
+        ));
         let pool = Pool::open(&path, Some(&key), false, Durability::Full, 4, |_| Ok(())).unwrap();
         pool.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
             .await
