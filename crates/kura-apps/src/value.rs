@@ -183,32 +183,76 @@ fn iso_time(t: Time) -> String {
 
 /// Renders a stored value for the wire.
 pub fn to_json(kind: FieldType, cell: &Cell, format: DateFormat) -> Value {
+    Value::from(to_wire(kind, cell.clone(), format))
+}
+
+/// A field value as the Data API writes it: text (dates and times in the
+/// wire format, empty for no value) or a number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wire {
+    /// Text, written as a JSON string.
+    Text(String),
+    /// A whole number.
+    Int(i64),
+    /// A finite number with a fraction (or beyond whole-number precision).
+    Real(f64),
+    /// A number JSON cannot carry (never stored; kept for completeness).
+    Null,
+}
+
+impl serde::Serialize for Wire {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(t) => s.serialize_str(t),
+            Self::Int(i) => s.serialize_i64(*i),
+            Self::Real(r) => s.serialize_f64(*r),
+            Self::Null => s.serialize_unit(),
+        }
+    }
+}
+
+impl From<Wire> for Value {
+    fn from(w: Wire) -> Self {
+        match w {
+            Wire::Text(t) => Value::String(t),
+            Wire::Int(i) => Value::from(i),
+            Wire::Real(r) => serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number),
+            Wire::Null => Value::Null,
+        }
+    }
+}
+
+/// A stored cell of a field of `kind` as the Data API writes it, taking
+/// the cell's text rather than copying it.
+pub fn to_wire(kind: FieldType, cell: Cell, format: DateFormat) -> Wire {
     match cell {
-        Cell::Null => Value::String(String::new()),
-        Cell::Int(i) => Value::from(*i),
-        Cell::Real(r) => number(*r),
+        Cell::Null => Wire::Text(String::new()),
+        Cell::Int(i) => Wire::Int(i),
+        Cell::Real(r) => number(r),
         Cell::Text(t) => match kind {
-            FieldType::Number => t
-                .parse::<f64>()
-                .map(number)
-                .unwrap_or(Value::String(t.clone())),
-            FieldType::Date => Value::String(wire_date(t, format)),
+            FieldType::Number => match t.parse::<f64>() {
+                Ok(r) => number(r),
+                Err(_) => Wire::Text(t),
+            },
+            FieldType::Date => Wire::Text(wire_date(&t, format)),
             FieldType::Timestamp => match t.split_once(' ') {
                 Some((d, tm)) if format != DateFormat::Iso => {
-                    Value::String(format!("{} {tm}", wire_date(d, format)))
+                    Wire::Text(format!("{} {tm}", wire_date(d, format)))
                 }
-                _ => Value::String(t.clone()),
+                _ => Wire::Text(t),
             },
-            _ => Value::String(t.clone()),
+            _ => Wire::Text(t),
         },
     }
 }
 
-fn number(r: f64) -> Value {
+fn number(r: f64) -> Wire {
     if r.fract() == 0.0 && r.abs() < 9.0e15 {
-        Value::from(r as i64)
+        Wire::Int(r as i64)
+    } else if r.is_finite() {
+        Wire::Real(r)
     } else {
-        serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number)
+        Wire::Null
     }
 }
 

@@ -10,21 +10,25 @@
 //! operations (create, edit, duplicate, delete, container upload).
 
 mod ops;
+mod record;
 mod write;
 
 pub use ops::{create, delete, duplicate, edit, upload};
+pub use record::Record;
+use record::{PortalRow, PortalRows};
 pub(crate) use write::insert;
 pub use write::{parse_id, validate};
 
 use std::collections::HashMap;
 
 use kura_store::app_data::{AppRead, Cell, Filter, Row, SortKey};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::error::FmError;
 use crate::privileges::PrivilegeSet;
 use crate::schema::{Field, FieldAccess, FieldType, Layout, Portal, Schema, Table};
-use crate::value::{DateFormat, to_json};
+use crate::value::{DateFormat, Wire, to_wire};
 
 /// The most records one request returns.
 pub const MAX_LIMIT: u64 = 10_000;
@@ -87,75 +91,67 @@ fn stored_ids(fields: &[&Field]) -> Vec<u32> {
         .collect()
 }
 
-fn cell_json(
+/// The wire value of `field` in a record whose stored cells (in field
+/// order, globals excluded) are `cells`.
+fn cell_wire(
     table: &Table,
     field: &Field,
-    row: &Row,
-    pos: &mut usize,
+    rid: i64,
+    cells: &mut std::vec::IntoIter<Cell>,
     caller: &Caller<'_>,
     render: &Render<'_>,
-) -> Value {
+) -> Wire {
     if field.def.global {
         let v = caller.globals.get(&field.id).cloned().unwrap_or(Cell::Null);
-        return to_json(field.def.kind, &v, render.format);
+        return to_wire(field.def.kind, v, render.format);
     }
-    let cell = row.cells.get(*pos).cloned().unwrap_or(Cell::Null);
-    *pos += 1;
+    let cell = cells.next().unwrap_or(Cell::Null);
     if field.def.kind == FieldType::Container {
         return match cell {
-            Cell::Null => Value::String(String::new()),
-            _ => Value::String((render.container_url)(table.id, row.rid, field.id)),
+            Cell::Null => Wire::Text(String::new()),
+            _ => Wire::Text((render.container_url)(table.id, rid, field.id)),
         };
     }
-    to_json(field.def.kind, &cell, render.format)
+    to_wire(field.def.kind, cell, render.format)
 }
 
 /// Renders one record of a layout with its portals.
-fn record_json(
+fn render_record<'s>(
     r: &AppRead<'_>,
-    schema: &Schema,
-    layout: &Layout,
-    fields: &[&Field],
-    row: &Row,
+    schema: &'s Schema,
+    layout: &'s Layout,
+    fields: &[&'s Field],
+    row: Row,
     caller: &Caller<'_>,
     render: &Render<'_>,
-) -> Result<Value, FmError> {
+) -> Result<Record<'s>, FmError> {
     let table = &schema.tables[layout.table];
-    let mut field_data = Map::with_capacity(fields.len());
-    let mut pos = 0;
-    for f in fields {
-        field_data.insert(
-            f.name().to_owned(),
-            cell_json(table, f, row, &mut pos, caller, render),
-        );
-    }
-    let mut portal_data = Map::new();
-    let mut portal_info = Vec::new();
+    let (rid, modid) = (row.rid, row.modid);
+    let mut cells = row.cells.into_iter();
+    let fields = fields
+        .iter()
+        .map(|f| {
+            (
+                f.name(),
+                cell_wire(table, f, rid, &mut cells, caller, render),
+            )
+        })
+        .collect();
+    let mut portals = Vec::new();
     for portal in &layout.portals {
         if let Some(wanted) = render.portals
             && !wanted.iter().any(|w| w == &portal.name)
         {
             continue;
         }
-        let (rows, found, related) = portal_rows(r, schema, layout, portal, row, caller, render)?;
-        portal_info.push(json!({
-            "portalObjectName": portal.name,
-            "database": "",
-            "table": related.name,
-            "foundCount": found,
-            "returnedCount": rows.len(),
-        }));
-        portal_data.insert(portal.name.clone(), Value::Array(rows));
+        portals.push(portal_rows(r, schema, layout, portal, rid, caller, render)?);
     }
-    let mut out = Map::new();
-    out.insert("fieldData".into(), Value::Object(field_data));
-    out.insert("portalData".into(), Value::Object(portal_data));
-    out.insert("recordId".into(), Value::String(row.rid.to_string()));
-    out.insert("modId".into(), Value::String(row.modid.to_string()));
-    if !portal_info.is_empty() {
-        out.insert("portalDataInfo".into(), Value::Array(portal_info));
-    }
-    Ok(Value::Object(out))
+    Ok(Record {
+        rid,
+        modid,
+        fields,
+        portals,
+    })
 }
 
 /// The key value a portal's related records match on.
@@ -175,20 +171,25 @@ fn local_key(
     Ok(row.cells.into_iter().next().unwrap_or(Cell::Null))
 }
 
-#[allow(clippy::type_complexity)]
 fn portal_rows<'s>(
     r: &AppRead<'_>,
     schema: &'s Schema,
     layout: &Layout,
-    portal: &Portal,
-    parent: &Row,
+    portal: &'s Portal,
+    parent: i64,
     caller: &Caller<'_>,
     render: &Render<'_>,
-) -> Result<(Vec<Value>, u64, &'s Table), FmError> {
+) -> Result<PortalRows<'s>, FmError> {
     let related = &schema.tables[portal.table];
-    let key = local_key(schema, layout, portal, r, parent.rid)?;
+    let mut out = PortalRows {
+        name: &portal.name,
+        table: &related.name,
+        found: 0,
+        rows: Vec::new(),
+    };
+    let key = local_key(schema, layout, portal, r, parent)?;
     if key == Cell::Null {
-        return Ok((Vec::new(), 0, related));
+        return Ok(out);
     }
     let rfield = &related.fields[portal.related_field];
     let filter = Filter::And(vec![
@@ -202,7 +203,7 @@ fn portal_rows<'s>(
         .unwrap_or((1, DEFAULT_PORTAL_LIMIT));
     let fields = visible(related, &portal.fields, caller);
     let cols = stored_ids(&fields);
-    let found = r
+    out.found = r
         .count_matching(related.id, &filter)
         .map_err(|e| FmError::internal(&e))?;
     let rows = r
@@ -215,21 +216,28 @@ fn portal_rows<'s>(
             &cols,
         )
         .map_err(|e| FmError::internal(&e))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut obj = Map::new();
-        obj.insert("recordId".into(), Value::String(row.rid.to_string()));
-        let mut pos = 0;
-        for f in &fields {
-            obj.insert(
-                format!("{}::{}", related.name, f.name()),
-                cell_json(related, f, &row, &mut pos, caller, render),
-            );
-        }
-        obj.insert("modId".into(), Value::String(row.modid.to_string()));
-        out.push(Value::Object(obj));
-    }
-    Ok((out, found, related))
+    out.rows = rows
+        .into_iter()
+        .map(|row| {
+            let (rid, modid) = (row.rid, row.modid);
+            let mut cells = row.cells.into_iter();
+            PortalRow {
+                rid,
+                modid,
+                table: &related.name,
+                fields: fields
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.name(),
+                            cell_wire(related, f, rid, &mut cells, caller, render),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(out)
 }
 
 /// `dataInfo` for a response.
@@ -251,8 +259,8 @@ pub fn data_info(
     })
 }
 
-/// A page of records: `(total, found, records)`.
-pub type Page = (u64, u64, Vec<Value>);
+/// A page of records: `(total, found, records)`, each record as JSON text.
+pub type Page = (u64, u64, Vec<Box<RawValue>>);
 
 /// Resolves sort fields against the layout's table.
 pub fn sort_keys(
@@ -313,8 +321,8 @@ pub fn page(
         offset,
         limit,
         render,
-        |v| {
-            records.push(v);
+        |record| {
+            records.push(record.to_raw()?);
             Ok(())
         },
     )?;
@@ -408,7 +416,7 @@ pub fn page_each(
     offset: u64,
     limit: u64,
     render: &Render<'_>,
-    mut visit: impl FnMut(Value) -> Result<(), FmError>,
+    mut visit: impl FnMut(Record<'_>) -> Result<(), FmError>,
 ) -> Result<(), FmError> {
     let table = &schema.tables[layout.table];
     let fields = visible(table, &layout.fields, caller);
@@ -422,8 +430,8 @@ pub fn page_each(
                 .get(table.id, rid, &cols)
                 .map_err(|e| FmError::internal(&e))?
                 .ok_or_else(|| FmError::with(-1, "a found record disappeared within its read"))?;
-            visit(record_json(
-                r, schema, layout, &fields, &row, caller, render,
+            visit(render_record(
+                r, schema, layout, &fields, row, caller, render,
             )?)?;
         }
         return Ok(());
@@ -438,7 +446,7 @@ pub fn page_each(
         &cols,
         |row| {
             let rendered =
-                record_json(r, schema, layout, &fields, &row, caller, render).and_then(&mut visit);
+                render_record(r, schema, layout, &fields, row, caller, render).and_then(&mut visit);
             match rendered {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -472,8 +480,8 @@ pub fn one(
         .ok_or_else(|| FmError::code(101))?;
     require(r, table.id, rid, caller, Access::View)?;
     let total = r.count(table.id).map_err(|e| FmError::internal(&e))?;
-    let v = record_json(r, schema, layout, &fields, &row, caller, render)?;
-    Ok((total, 1, vec![v]))
+    let v = render_record(r, schema, layout, &fields, row, caller, render)?;
+    Ok((total, 1, vec![v.to_raw()?]))
 }
 
 /// What a caller wants to do with a record.

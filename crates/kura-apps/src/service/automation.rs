@@ -311,8 +311,8 @@ fn read(
     let layout = schema.layout(layout).ok_or_else(|| FmError::code(105))?;
     match op {
         RecordOp::Get { rid } => {
-            let (_, _, mut records) = data::one(r, schema, layout, caller, rid, &render())?;
-            Ok(json!({"record": records.pop().unwrap_or(Value::Null)}))
+            let (_, _, records) = data::one(r, schema, layout, caller, rid, &render())?;
+            Ok(json!({"record": records.first()}))
         }
         RecordOp::Find {
             query,

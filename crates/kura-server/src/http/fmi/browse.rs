@@ -12,7 +12,7 @@ use kura_apps::{AppCredential, FmError, LoadedApp};
 use kura_types::AccountId;
 use serde_json::{Map, Value};
 
-use super::reads::{PageRequest, page};
+use super::reads::{PageAnswer, PageRequest, page};
 use super::records::{Call, Options, Scripts};
 use super::writes::{WriteOp, write};
 use crate::http::AppState;
@@ -91,7 +91,9 @@ impl Browse {
             response_layout: None,
             scripts: Scripts::default(),
         };
-        page(self.call(state, layout), req).await
+        page(self.call(state, layout), req)
+            .await
+            .and_then(PageAnswer::into_value)
     }
 
     /// Creates a record through `layout`.
@@ -130,7 +132,9 @@ impl Browse {
             response_layout: None,
             scripts: Scripts::default(),
         };
-        page(self.call(state, layout), req).await
+        page(self.call(state, layout), req)
+            .await
+            .and_then(PageAnswer::into_value)
     }
 
     /// Changes a record's fields through `layout`; with `modid`, only if

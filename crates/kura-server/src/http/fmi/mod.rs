@@ -84,40 +84,62 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// What goes in an envelope's `response`.
+pub(crate) trait Answer: serde::Serialize {
+    /// About how many bytes the answer serialises to.
+    fn size_hint(&self) -> usize;
+}
+
+impl Answer for Value {
+    fn size_hint(&self) -> usize {
+        256
+    }
+}
+
 /// A FileMaker envelope response.
 pub(crate) fn reply(result: Result<Value, FmError>) -> Response {
+    reply_with(result)
+}
+
+/// A FileMaker envelope response around any answer.
+pub(crate) fn reply_with(result: Result<impl Answer, FmError>) -> Response {
     match result {
-        Ok(response) => envelope(StatusCode::OK, response, 0, "OK"),
+        Ok(response) => envelope(StatusCode::OK, &response, 0, "OK"),
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            envelope(status, json!({}), e.code, &e.message)
+            envelope(status, &json!({}), e.code, &e.message)
         }
     }
 }
 
-/// Bytes set aside per record of a page before it is serialised.
-///
-/// Serialising into a buffer that starts small (axum's `Json` starts at
-/// 128 bytes) grows it by doubling, and with glibc's allocator every
-/// growth past 1 KiB first consolidates the free lists that a page's
-/// many small values have just filled: a 50-record find paid for that
-/// about six times. One allocation of about the right size pays once.
-const BYTES_PER_RECORD: usize = 512;
-
-fn envelope(status: StatusCode, response: Value, code: i32, message: &str) -> Response {
-    let records = response
-        .get("data")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let body = json!({
-        "response": response,
-        "messages": [{ "code": code.to_string(), "message": message }],
-    });
-    let mut bytes = Vec::with_capacity(256 + records * BYTES_PER_RECORD);
+/// The envelope around an answer, serialised into one buffer sized for it
+/// up front: growing a buffer by doubling, with glibc's allocator, first
+/// consolidates the free lists a page's many small values have just
+/// filled, and a 50-record find paid for that about six times.
+fn envelope(status: StatusCode, response: &impl Answer, code: i32, message: &str) -> Response {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, R> {
+        response: &'a R,
+        messages: [Message<'a>; 1],
+    }
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        code: String,
+        message: &'a str,
+    }
+    let body = Envelope {
+        response,
+        messages: [Message {
+            code: code.to_string(),
+            message,
+        }],
+    };
+    let mut bytes = Vec::with_capacity(response.size_hint() + 64 + message.len());
     if let Err(e) = serde_json::to_writer(&mut bytes, &body) {
-        // A `Value` always serialises into memory; should that ever fail,
-        // the client gets a plain 500 rather than half an envelope.
+        // Answers are plain values and text already checked as JSON; should
+        // one ever fail, the client gets a plain 500 rather than half an
+        // envelope.
         tracing::error!(error = %e, "a Data API answer could not be serialised");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

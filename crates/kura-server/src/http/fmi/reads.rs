@@ -14,13 +14,15 @@ use kura_apps::data::{self, Caller, Render, SortSpec};
 use kura_apps::schema::{Layout, Schema};
 use kura_apps::value::DateFormat;
 use kura_store::app_data::{AppWrite, Filter};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::records::{
     CONTAINER_URL_SECS, Call, LayoutPath, Options, RecordPath, Scripts, in_write, record_id,
     run_attached, sign,
 };
-use super::{Params, body_json, reply};
+use super::{Params, body_json, reply, reply_with};
 use crate::http::AppState;
 
 /// The page-shaped response of range, get and find.
@@ -81,7 +83,47 @@ impl PageRequest {
     }
 }
 
-pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError> {
+/// A page answer: script results and `dataInfo`, then the records as the
+/// JSON text they were rendered into.
+pub(super) struct PageAnswer {
+    extra: Map<String, Value>,
+    records: Vec<Box<RawValue>>,
+}
+
+impl PageAnswer {
+    /// The answer as a JSON value, for callers that read it rather than
+    /// send it.
+    pub(super) fn into_value(self) -> Result<Value, FmError> {
+        serde_json::to_value(&self).map_err(|e| {
+            FmError::internal(&kura_store::StoreError::Worker(format!(
+                "a page could not be read back: {e}"
+            )))
+        })
+    }
+}
+
+impl Serialize for PageAnswer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.extra.len() + 1))?;
+        for (k, v) in &self.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry("data", &self.records)?;
+        map.end()
+    }
+}
+
+impl super::Answer for PageAnswer {
+    fn size_hint(&self) -> usize {
+        256 + self
+            .records
+            .iter()
+            .map(|r| r.get().len() + 1)
+            .sum::<usize>()
+    }
+}
+
+pub(super) async fn page(call: Call, req: PageRequest) -> Result<PageAnswer, FmError> {
     let with_scripts = req.scripts.any();
     // One record by id without portals (whose related rows are counted and
     // may be many) is a short read.
@@ -92,7 +134,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
     let app = Arc::clone(&call.app);
     let work = move |w: Option<&AppWrite<'_>>,
                      r: &kura_store::app_data::AppRead<'_>|
-          -> Result<Value, FmError> {
+          -> Result<PageAnswer, FmError> {
         let schema = &call.schema;
         let (layout, caller) = call.caller()?;
         let mut extra = Map::new();
@@ -160,8 +202,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<Value, FmError>
                 records.len(),
             ),
         );
-        extra.insert("data".into(), Value::Array(records));
-        Ok(Value::Object(extra))
+        Ok(PageAnswer { extra, records })
     };
     if with_scripts {
         in_write(&app, move |w| work(Some(w), &w.read())).await
@@ -201,7 +242,7 @@ async fn respond(call: Call, req: PageRequest) -> Response {
     if req.rid.is_none() && !req.scripts.any() && req.limit > super::stream::STREAM_OVER {
         super::stream::page(call, req).await
     } else {
-        reply(page(call, req).await)
+        reply_with(page(call, req).await)
     }
 }
 
@@ -262,7 +303,7 @@ pub async fn get_one(
         page(call, req).await
     }
     .await;
-    reply(result)
+    reply_with(result)
 }
 
 /// `POST …/_find`.
