@@ -6,7 +6,7 @@
 //! checks licences, bans and sources of every dependency with `cargo deny`
 //! (offline); `cargo xtask sbom` writes a CycloneDX SBOM of the binary.
 //! `cargo xtask bench-fm` runs the FileMaker Data API load benchmark
-//! ([`bench_fm`]).
+//! ([`bench_fm`]) and `cargo xtask bench-fm-chart` draws a saved run.
 
 mod bench_fm;
 mod sbom;
@@ -34,6 +34,15 @@ enum Task {
     },
     /// Load-benchmark the FileMaker Data API against a TLS ceiling and PocketBase.
     BenchFm(Box<bench_fm::Args>),
+    /// Draw a saved `bench-fm --out` run as an SVG bar chart.
+    BenchFmChart {
+        /// The run's JSON.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the SVG.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check dependency licences, bans and sources with `cargo deny`
     /// (installed if missing); works without network access to advisories.
     Deny,
@@ -121,6 +130,7 @@ fn run(xtask: Xtask) -> anyhow::Result<()> {
             run_tests(&args)
         }
         Task::BenchFm(args) => bench_fm::run(&workspace_root(), &args),
+        Task::BenchFmChart { from, out } => bench_fm::chart_from(&from, &out),
         Task::Deny => deny(),
         Task::Sbom { output } => {
             let bom = sbom::generate(&workspace_root())?;

@@ -16,6 +16,7 @@
 //! server's CPU milliseconds per request (utime + stime from `/proc/<pid>/stat`
 //! before and after), and prints Kura's ratios to the others.
 
+mod chart;
 mod curl;
 mod kura;
 mod ops;
@@ -86,6 +87,9 @@ pub struct Args {
     /// Write all figures as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Draw the figures as an SVG bar chart here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 /// Runs the benchmark.
@@ -220,6 +224,30 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("xtask: wrote {}", out.display());
     }
+    if let Some(path) = &args.chart {
+        write_chart(&results, path)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench-fm-chart`: draws a saved run (`bench-fm --out`).
+pub fn chart_from(json: &Path, path: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        results: Vec<Measured>,
+    }
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench-fm --out file", json.display()))?;
+    write_chart(&saved.results, path)
+}
+
+fn write_chart(results: &[Measured], path: &Path) -> anyhow::Result<()> {
+    let title = "FileMaker Data API over HTTPS, 16 connections: requests per second";
+    std::fs::write(path, chart::svg(results, title))
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("xtask: drew {}", path.display());
     Ok(())
 }
 
