@@ -23,7 +23,6 @@ use std::collections::HashMap;
 
 use kura_store::app_data::{AppRead, Cell, Filter, Row, SortKey};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::error::FmError;
 use crate::privileges::PrivilegeSet;
@@ -240,6 +239,24 @@ fn portal_rows<'s>(
     Ok(out)
 }
 
+/// `dataInfo` of a response, in FileMaker's key order.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataInfo {
+    /// The database (app) name as the client gave it.
+    pub database: String,
+    /// The layout.
+    pub layout: String,
+    /// The layout's table.
+    pub table: String,
+    /// Records in the table.
+    pub total_record_count: u64,
+    /// Records the request found.
+    pub found_count: u64,
+    /// Records in this response.
+    pub returned_count: usize,
+}
+
 /// `dataInfo` for a response.
 pub fn data_info(
     database: &str,
@@ -248,15 +265,15 @@ pub fn data_info(
     total: u64,
     found: u64,
     returned: usize,
-) -> Value {
-    json!({
-        "database": database,
-        "layout": layout.name,
-        "table": table.name,
-        "totalRecordCount": total,
-        "foundCount": found,
-        "returnedCount": returned,
-    })
+) -> DataInfo {
+    DataInfo {
+        database: database.to_owned(),
+        layout: layout.name.clone(),
+        table: table.name.clone(),
+        total_record_count: total,
+        found_count: found,
+        returned_count: returned,
+    }
 }
 
 /// A page of records: `(total, found, records)`, each record as JSON text.

@@ -83,10 +83,11 @@ impl PageRequest {
     }
 }
 
-/// A page answer: script results and `dataInfo`, then the records as the
+/// A page answer: script results, `dataInfo`, then the records as the
 /// JSON text they were rendered into.
 pub(super) struct PageAnswer {
     extra: Map<String, Value>,
+    info: data::DataInfo,
     records: Vec<Box<RawValue>>,
 }
 
@@ -104,10 +105,11 @@ impl PageAnswer {
 
 impl Serialize for PageAnswer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.extra.len() + 1))?;
+        let mut map = s.serialize_map(Some(self.extra.len() + 2))?;
         for (k, v) in &self.extra {
             map.serialize_entry(k, v)?;
         }
+        map.serialize_entry("dataInfo", &self.info)?;
         map.serialize_entry("data", &self.records)?;
         map.end()
     }
@@ -191,18 +193,19 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Result<PageAnswer, FmE
             );
         }
         let table = &schema.tables[layout.table];
-        extra.insert(
-            "dataInfo".into(),
-            data::data_info(
-                &call.database,
-                out_layout,
-                table,
-                total,
-                found,
-                records.len(),
-            ),
+        let info = data::data_info(
+            &call.database,
+            out_layout,
+            table,
+            total,
+            found,
+            records.len(),
         );
-        Ok(PageAnswer { extra, records })
+        Ok(PageAnswer {
+            extra,
+            info,
+            records,
+        })
     };
     if with_scripts {
         in_write(&app, move |w| work(Some(w), &w.read())).await
