@@ -25,8 +25,8 @@
 //! and blocks neither.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
 
 use kura_crypto::DataKey;
 use parking_lot::{Condvar, Mutex};
@@ -111,7 +111,11 @@ impl WriteQueue {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Shared with the writer thread, which holds nothing else of the pool.
+    writer: Arc<Mutex<Connection>>,
+    /// Joined when the pool goes, so no write is still running on the file
+    /// (nor a connection closing) once the last `Pool` is dropped.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     queue: Arc<WriteQueue>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
@@ -132,18 +136,28 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.queue.close();
+        // The thread holds no reference to the pool, so it is waiting for
+        // work or finishing the batch it took; either way it ends soon. A
+        // process that exits right after dropping a pool (a test, `kura
+        // serve` stopping) must not do so while the thread still commits
+        // or closes: the C libraries' exit handlers would pull their state
+        // out from under it. Joining is skipped on the thread itself (a
+        // queued job that held the last `Pool` is dropped there).
+        if let Some(thread) = self.writer_thread.get_mut().take()
+            && thread.thread().id() != std::thread::current().id()
+            && thread.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the writer thread panicked");
+        }
     }
 }
 
 /// The writer thread: waits for queued writes, takes the connection, runs
-/// everything queued by then as one batch, and starts over. It holds the
-/// pool only while it commits, so dropping the last `Pool` ends it.
-fn run_writer(queue: &WriteQueue, pool: &Weak<Inner>) {
+/// everything queued by then as one batch, and starts over; it ends once
+/// the pool has closed its queue and the queue is empty.
+fn run_writer(queue: &WriteQueue, writer: &Mutex<Connection>, path: &Path) {
     while queue.wait() {
-        let Some(inner) = pool.upgrade() else {
-            return;
-        };
-        let conn = inner.writer.lock();
+        let conn = writer.lock();
         // Taken after the connection: writes queued while someone else
         // (`with_writer`) held it join this batch.
         let batch = queue.take();
@@ -151,7 +165,7 @@ fn run_writer(queue: &WriteQueue, pool: &Weak<Inner>) {
         // the thread lives on for the next.
         let run = std::panic::AssertUnwindSafe(|| commit_batch(conn, batch));
         if std::panic::catch_unwind(run).is_err() {
-            tracing::error!(path = %inner.path.display(), "a write batch panicked; its writes failed");
+            tracing::error!(path = %path.display(), "a write batch panicked; its writes failed");
         }
     }
 }
@@ -230,7 +244,8 @@ impl Pool {
         let readers = readers.max(1);
         let inner = Inner {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            writer: Arc::new(Mutex::new(writer)),
+            writer_thread: Mutex::new(None),
             queue: Arc::default(),
             readers: Mutex::new(Vec::with_capacity(readers)),
             read_permits: Semaphore::new(readers),
@@ -246,13 +261,19 @@ impl Pool {
         // others as concurrent reads need them.
         let first = inner.open_reader()?;
         inner.readers.lock().push(first);
-        let inner = Arc::new(inner);
-        let (queue, pool) = (Arc::clone(&inner.queue), Arc::downgrade(&inner));
-        std::thread::Builder::new()
+        let (queue, writer, path) = (
+            Arc::clone(&inner.queue),
+            Arc::clone(&inner.writer),
+            inner.path.clone(),
+        );
+        let thread = std::thread::Builder::new()
             .name("kura-writer".into())
-            .spawn(move || run_writer(&queue, &pool))
+            .spawn(move || run_writer(&queue, &writer, &path))
             .map_err(|e| StoreError::Worker(format!("starting the writer thread: {e}")))?;
-        Ok(Self { inner })
+        *inner.writer_thread.lock() = Some(thread);
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The database file.
@@ -739,14 +760,17 @@ mod tests {
             .await
             .unwrap();
         let queue = Arc::downgrade(&pool.inner.queue);
+        let writer = Arc::downgrade(&pool.inner.writer);
         drop(pool);
-        // The thread holds the queue until it has seen the pool close.
-        for _ in 0..200 {
-            if queue.upgrade().is_none() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the writer thread outlived its pool");
+        // Dropping the pool waited for the thread, which held the queue and
+        // the writer connection until it ended.
+        assert!(
+            queue.upgrade().is_none(),
+            "the writer thread outlived its pool"
+        );
+        assert!(
+            writer.upgrade().is_none(),
+            "the writer connection outlived its pool"
+        );
     }
 }
