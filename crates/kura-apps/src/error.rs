@@ -46,6 +46,18 @@ impl FmError {
     /// Store failures are internal: the client sees a generic error.
     pub fn internal(e: &StoreError) -> Self {
         tracing::error!(error = %e, "app store failure");
+        Self::broken_text()
+    }
+
+    /// Any other internal failure (an answer that could not be written, a
+    /// worker that went away): logged, and the client sees the same generic
+    /// error as for a store failure.
+    pub fn broken(why: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %why, "internal failure in an app request");
+        Self::broken_text()
+    }
+
+    fn broken_text() -> Self {
         Self::with(
             -1,
             "Internal error; the request id identifies it in the server log",

@@ -42,9 +42,7 @@ impl Record<'_> {
     /// rendered it has ended.
     pub fn to_raw(&self) -> Result<Box<serde_json::value::RawValue>, FmError> {
         serde_json::value::to_raw_value(self).map_err(|e| {
-            FmError::internal(&kura_store::StoreError::Worker(format!(
-                "a record could not be written as JSON: {e}"
-            )))
+            FmError::broken(format_args!("a record could not be written as JSON: {e}"))
         })
     }
 }

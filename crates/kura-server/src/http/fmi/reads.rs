@@ -95,11 +95,8 @@ impl PageAnswer {
     /// The answer as a JSON value, for callers that read it rather than
     /// send it.
     pub(super) fn into_value(self) -> Result<Value, FmError> {
-        serde_json::to_value(&self).map_err(|e| {
-            FmError::internal(&kura_store::StoreError::Worker(format!(
-                "a page could not be read back: {e}"
-            )))
-        })
+        serde_json::to_value(&self)
+            .map_err(|e| FmError::broken(format_args!("a page could not be read back: {e}")))
     }
 }
 

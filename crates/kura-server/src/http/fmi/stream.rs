@@ -24,7 +24,6 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use kura_apps::FmError;
 use kura_apps::data::{self, Render};
-use kura_store::StoreError;
 use kura_store::app_data::AppRead;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -87,7 +86,7 @@ pub(super) async fn page(call: Call, req: PageRequest) -> Response {
             response
         }
         Ok(Err(e)) => reply(Err(e)),
-        Err(_) => reply(Err(broken("the page could not be read"))),
+        Err(_) => reply(Err(FmError::broken("the page could not be read"))),
     }
 }
 
@@ -124,7 +123,7 @@ fn produce(
             usize::try_from(counts.returned(req.offset, req.limit)).unwrap_or(usize::MAX),
         );
         let mut head = br#"{"response":{"dataInfo":"#.to_vec();
-        serde_json::to_writer(&mut head, &info).map_err(broken)?;
+        serde_json::to_writer(&mut head, &info).map_err(FmError::broken)?;
         head.extend_from_slice(br#","data":["#);
         Ok((caller, sort, out_layout, counts, head))
     })();
@@ -155,7 +154,7 @@ fn produce(
                 buf.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut buf, &record).map_err(broken)?;
+            serde_json::to_writer(&mut buf, &record).map_err(FmError::broken)?;
             if buf.len() >= CHUNK_BYTES {
                 send(runtime, body, std::mem::take(&mut buf))?;
             }
@@ -181,9 +180,4 @@ fn send(runtime: &Handle, body: &mpsc::Sender<Chunk>, chunk: Vec<u8>) -> Result<
     runtime
         .block_on(body.send_timeout(Ok(Bytes::from(chunk)), STALL_LIMIT))
         .map_err(|_| FmError::with(-1, "the client stopped reading"))
-}
-
-/// An internal error (logged; the client sees FileMaker's generic -1).
-fn broken(why: impl std::fmt::Display) -> FmError {
-    FmError::internal(&StoreError::Worker(why.to_string()))
 }
