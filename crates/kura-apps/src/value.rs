@@ -196,7 +196,7 @@ pub enum Wire {
     Int(i64),
     /// A finite number with a fraction (or beyond whole-number precision).
     Real(f64),
-    /// A number JSON cannot carry (never stored; kept for completeness).
+    /// A number JSON cannot carry (infinite or NaN), written as `null`.
     Null,
 }
 

@@ -90,8 +90,30 @@ fn stored_ids(fields: &[&Field]) -> Vec<u32> {
         .collect()
 }
 
-/// The wire value of `field` in a record whose stored cells (in field
-/// order, globals excluded) are `cells`.
+/// A row's `fields` as (name, wire value), in order; the row's cells are
+/// its stored fields' values in that order (globals come from the session).
+fn wire_fields<'s>(
+    table: &Table,
+    fields: &[&'s Field],
+    row: Row,
+    caller: &Caller<'_>,
+    render: &Render<'_>,
+) -> Vec<(&'s str, Wire)> {
+    let rid = row.rid;
+    let mut cells = row.cells.into_iter();
+    fields
+        .iter()
+        .map(|f| {
+            (
+                f.name(),
+                cell_wire(table, f, rid, &mut cells, caller, render),
+            )
+        })
+        .collect()
+}
+
+/// The wire value of `field` in a record whose remaining stored cells are
+/// `cells`.
 fn cell_wire(
     table: &Table,
     field: &Field,
@@ -124,18 +146,8 @@ fn render_record<'s>(
     caller: &Caller<'_>,
     render: &Render<'_>,
 ) -> Result<Record<'s>, FmError> {
-    let table = &schema.tables[layout.table];
     let (rid, modid) = (row.rid, row.modid);
-    let mut cells = row.cells.into_iter();
-    let fields = fields
-        .iter()
-        .map(|f| {
-            (
-                f.name(),
-                cell_wire(table, f, rid, &mut cells, caller, render),
-            )
-        })
-        .collect();
+    let fields = wire_fields(&schema.tables[layout.table], fields, row, caller, render);
     let mut portals = Vec::new();
     for portal in &layout.portals {
         if let Some(wanted) = render.portals
@@ -217,23 +229,10 @@ fn portal_rows<'s>(
         .map_err(|e| FmError::internal(&e))?;
     out.rows = rows
         .into_iter()
-        .map(|row| {
-            let (rid, modid) = (row.rid, row.modid);
-            let mut cells = row.cells.into_iter();
-            PortalRow {
-                rid,
-                modid,
-                table: &related.name,
-                fields: fields
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.name(),
-                            cell_wire(related, f, rid, &mut cells, caller, render),
-                        )
-                    })
-                    .collect(),
-            }
+        .map(|row| PortalRow {
+            rid: row.rid,
+            modid: row.modid,
+            fields: wire_fields(related, &fields, row, caller, render),
         })
         .collect();
     Ok(out)

@@ -28,12 +28,12 @@ pub(super) struct PortalRows<'s> {
     pub(super) rows: Vec<PortalRow<'s>>,
 }
 
-/// One related record in a portal; its fields are named `table::field`.
+/// One related record in a portal; its fields are written `table::field`
+/// with the portal's table.
 #[derive(Debug)]
 pub(super) struct PortalRow<'s> {
     pub(super) rid: i64,
     pub(super) modid: i64,
-    pub(super) table: &'s str,
     pub(super) fields: Vec<(&'s str, Wire)>,
 }
 
@@ -89,7 +89,7 @@ impl Serialize for PortalData<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for p in self.0 {
-            map.serialize_entry(p.name, &p.rows)?;
+            map.serialize_entry(p.name, &Related(p))?;
         }
         map.end()
     }
@@ -120,14 +120,27 @@ impl Serialize for Qualified<'_> {
     }
 }
 
-impl Serialize for PortalRow<'_> {
+/// A portal's rows, each with its fields qualified by the portal's table.
+struct Related<'a, 's>(&'a PortalRows<'s>);
+
+impl Serialize for Related<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.fields.len() + 2))?;
-        map.serialize_entry("recordId", &Quoted(self.rid))?;
-        for (name, value) in &self.fields {
-            map.serialize_entry(&Qualified(self.table, name), value)?;
+        let table = self.0.table;
+        s.collect_seq(self.0.rows.iter().map(|row| QualifiedRow(table, row)))
+    }
+}
+
+struct QualifiedRow<'a, 's>(&'s str, &'a PortalRow<'s>);
+
+impl Serialize for QualifiedRow<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Self(table, row) = self;
+        let mut map = s.serialize_map(Some(row.fields.len() + 2))?;
+        map.serialize_entry("recordId", &Quoted(row.rid))?;
+        for (name, value) in &row.fields {
+            map.serialize_entry(&Qualified(table, name), value)?;
         }
-        map.serialize_entry("modId", &Quoted(self.modid))?;
+        map.serialize_entry("modId", &Quoted(row.modid))?;
         map.end()
     }
 }
@@ -165,7 +178,6 @@ mod tests {
                 rows: vec![PortalRow {
                     rid: 11,
                     modid: 0,
-                    table: "Order",
                     fields: vec![
                         ("total", Wire::Int(40)),
                         ("note", Wire::Text("\"x\"".into())),
