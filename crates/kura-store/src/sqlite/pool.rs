@@ -18,10 +18,9 @@
 //!
 //! Checkpoints (copying committed pages from the WAL into the database
 //! file) run on a connection of their own, in the background, once the WAL
-//! holds [`CHECKPOINT_FRAMES`] pages. SQLite's
-//! automatic checkpoint would run inside the commit that crosses it, on the
-//! writer: two more fsyncs and a copy of the whole WAL while every queued
-//! write waits. A passive checkpoint runs beside the writer and the readers
+//! holds [`CHECKPOINT_FRAMES`] pages. SQLite's automatic checkpoint would
+//! run inside the commit that crosses it, on the writer: two more fsyncs
+//! and a copy of the whole WAL while every queued write waits. A passive checkpoint runs beside the writer and the readers
 //! and blocks neither.
 
 use std::path::{Path, PathBuf};
@@ -115,7 +114,7 @@ struct Inner {
     writer: Arc<Mutex<Connection>>,
     /// Joined when the pool goes, so no write is still running on the file
     /// (nor a connection closing) once the last `Pool` is dropped.
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     queue: Arc<WriteQueue>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
@@ -143,7 +142,7 @@ impl Drop for Inner {
         // or closes: the C libraries' exit handlers would pull their state
         // out from under it. Joining is skipped on the thread itself (a
         // queued job that held the last `Pool` is dropped there).
-        if let Some(thread) = self.writer_thread.get_mut().take()
+        if let Some(thread) = self.writer_thread.take()
             && thread.thread().id() != std::thread::current().id()
             && thread.join().is_err()
         {
@@ -242,11 +241,21 @@ impl Pool {
         }))?;
 
         let readers = readers.max(1);
+        let writer = Arc::new(Mutex::new(writer));
+        let queue: Arc<WriteQueue> = Arc::default();
+        let thread = {
+            let (queue, writer, path) = (Arc::clone(&queue), Arc::clone(&writer), path.to_owned());
+            std::thread::Builder::new()
+                .name("kura-writer".into())
+                .spawn(move || run_writer(&queue, &writer, &path))
+                .map_err(|e| StoreError::Worker(format!("starting the writer thread: {e}")))?
+        };
+        // From here on, a failure drops `inner`, which ends the thread.
         let inner = Inner {
             path: path.to_owned(),
-            writer: Arc::new(Mutex::new(writer)),
-            writer_thread: Mutex::new(None),
-            queue: Arc::default(),
+            writer,
+            writer_thread: Some(thread),
+            queue,
             readers: Mutex::new(Vec::with_capacity(readers)),
             read_permits: Semaphore::new(readers),
             reader_count: readers,
@@ -261,16 +270,6 @@ impl Pool {
         // others as concurrent reads need them.
         let first = inner.open_reader()?;
         inner.readers.lock().push(first);
-        let (queue, writer, path) = (
-            Arc::clone(&inner.queue),
-            Arc::clone(&inner.writer),
-            inner.path.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name("kura-writer".into())
-            .spawn(move || run_writer(&queue, &writer, &path))
-            .map_err(|e| StoreError::Worker(format!("starting the writer thread: {e}")))?;
-        *inner.writer_thread.lock() = Some(thread);
         Ok(Self {
             inner: Arc::new(inner),
         })
