@@ -11,8 +11,19 @@
 //! strings.
 //!
 //! `regex` runs in linear time, so a hostile value cannot make matching slow.
+//!
+//! The patterns are matched over the value's bytes with ASCII semantics:
+//! `\w`, `\s` and `\b` are the ASCII classes, case folding is ASCII, and a
+//! negated class such as `[^)]` steps over any byte. The syntax they look
+//! for is ASCII in every parser that acts on it (SQL keywords and
+//! operators, HTML tag and attribute names, URL schemes), so nothing is
+//! lost, and a non-ASCII character next to a keyword no longer hides it
+//! (`éunion select` is a word boundary). Unicode classes and Unicode case
+//! folding made the compiled sets about five times larger (1.6 MB against
+//! 0.35 MB resident after start-up, 3.3 MB against 1.0 MB at the peak of
+//! compiling them) for no attack they would catch.
 
-use regex::{RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
 
 /// SQL injection: tautologies after a closing quote, UNION queries, stacked
 /// statements, comment truncation, time delays, catalogue probes, boolean
@@ -90,6 +101,7 @@ pub struct Signatures {
 fn build(patterns: &[&str]) -> Result<RegexSet, regex::Error> {
     RegexSetBuilder::new(patterns)
         .case_insensitive(true)
+        .unicode(false)
         .size_limit(32 * 1024 * 1024)
         .build()
 }
@@ -111,9 +123,9 @@ impl Signatures {
         }
         if value.contains("/*") {
             let flattened = strip_comments(value);
-            return self.sql.is_match(&flattened) || self.sql.is_match(value);
+            return self.sql.is_match(flattened.as_bytes()) || self.sql.is_match(value.as_bytes());
         }
-        self.sql.is_match(value)
+        self.sql.is_match(value.as_bytes())
     }
 
     /// Whether `value` looks like script injection. Character references
@@ -122,7 +134,9 @@ impl Signatures {
     /// reads them.
     pub fn script(&self, value: &str) -> bool {
         let candidate = |v: &str| {
-            v.len() >= 6 && v.contains(['<', ':', '=', '.', '(']) && self.script.is_match(v)
+            v.len() >= 6
+                && v.contains(['<', ':', '=', '.', '('])
+                && self.script.is_match(v.as_bytes())
         };
         if candidate(value) {
             return true;
@@ -361,6 +375,27 @@ pub(crate) mod tests {
         for l in LEGITIMATE {
             assert!(!s.sql(l), "false SQL positive: {l}");
             assert!(!s.script(l), "false script positive: {l}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_text_around_an_attack_does_not_hide_it() {
+        let s = Signatures::new().unwrap();
+        for a in [
+            "Zoë' OR 'é'='é",
+            "日本' UNION SELECT password FROM users--",
+            "éunion select 1,2",
+            "x' AND (SELECT é FROM users)",
+            "Ünïcødé;DROP TABLE users",
+        ] {
+            assert!(s.sql(a), "SQL attack not recognised: {a}");
+        }
+        for a in [
+            "é<script>alert(1)</script>",
+            "<img src=x onerror=alert('é')>",
+            "<a href=\"javascript:\u{a0}alert(1)\">é</a>",
+        ] {
+            assert!(s.script(a), "script attack not recognised: {a}");
         }
     }
 
