@@ -3,6 +3,7 @@
 //! and nothing about which rule refused it; the security event says that.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -88,10 +89,15 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
     if let Some(ip) = client {
         req.extensions_mut().insert(ClientAddr(ip));
     }
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let path = req.uri().path().to_owned();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| Arc::clone(&r.0));
+    // The URI shares the request head's buffer: no copy of the path.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let snapshot = edge.snapshot();
-    let target = snapshot.target(&path);
+    let target = snapshot.target(path);
     let refuse = |action, rule: String, status, details: Vec<(&'static str, Value)>| {
         let refusal = Refusal {
             action,
@@ -100,8 +106,8 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
             team: target.team,
         };
         let request_id = request_id.clone();
-        let fm = super::ratelimit::is_data_api(&path);
-        async move { refused(edge, refusal, status, request_id, details, fm).await }
+        let fm = super::ratelimit::is_data_api(path);
+        async move { refused(edge, refusal, status, request_id.as_deref(), details, fm).await }
     };
 
     // The firewall: platform, team and host lists.
@@ -116,7 +122,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
     }
 
     // Rate limits.
-    let family = Family::of(req.method(), &path);
+    let family = Family::of(req.method(), path);
     let keys = RateKeys {
         source: client,
         credential: credential(req.headers()),
@@ -149,19 +155,27 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
     // The WAF, first on the request line and headers.
     let modes = snapshot.modes(target);
     let api = path.starts_with("/api/")
-        || super::ratelimit::is_data_api(&path)
+        || super::ratelimit::is_data_api(path)
         || path.starts_with("/hooks/");
     let verdict = edge.waf().inspect_head(
         RequestView {
             method: req.method(),
-            path: &path,
+            path,
             query: req.uri().query(),
             headers: req.headers(),
             api,
         },
         modes,
     );
-    if let Some(response) = judge(edge, &verdict.findings, client, target, &request_id).await {
+    if let Some(response) = judge(
+        edge,
+        &verdict.findings,
+        client,
+        target,
+        request_id.as_deref(),
+    )
+    .await
+    {
         return response;
     }
 
@@ -184,7 +198,9 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                 location: "headers",
                 mode: modes.get(RuleId::BodyTooLarge),
             };
-            if let Some(response) = judge(edge, &[finding], client, target, &request_id).await {
+            if let Some(response) =
+                judge(edge, &[finding], client, target, request_id.as_deref()).await
+            {
                 return response;
             }
         } else {
@@ -199,7 +215,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                         location: "body",
                         mode: Mode::Block,
                     };
-                    return judge(edge, &[finding], client, target, &request_id)
+                    return judge(edge, &[finding], client, target, request_id.as_deref())
                         .await
                         .unwrap_or_else(|| {
                             Problem::status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
@@ -207,8 +223,14 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                 }
             };
             let verdict = edge.waf().inspect_body(&parts.headers, &bytes, modes);
-            if let Some(response) =
-                judge(edge, &verdict.findings, client, target, &request_id).await
+            if let Some(response) = judge(
+                edge,
+                &verdict.findings,
+                client,
+                target,
+                request_id.as_deref(),
+            )
+            .await
             {
                 return response;
             }
@@ -244,7 +266,7 @@ async fn judge(
     findings: &[Finding],
     client: Option<IpAddr>,
     target: Target,
-    request_id: &Option<String>,
+    request_id: Option<&str>,
 ) -> Option<Response> {
     let mut blocked = None;
     for f in findings {
@@ -270,7 +292,7 @@ async fn judge(
                     edge,
                     refusal,
                     f.rule.status(),
-                    request_id.clone(),
+                    request_id,
                     details,
                     target.data_api,
                 )
@@ -281,7 +303,7 @@ async fn judge(
         if let Some(first) = edge.reporter().first_of(refusal)
             && let Err(e) = edge
                 .reporter()
-                .record_first(&first, request_id.as_deref(), details)
+                .record_first(&first, request_id, details)
                 .await
         {
             // A detect-only match describes a request that goes ahead anyway;
@@ -299,14 +321,14 @@ async fn refused(
     edge: &Edge,
     refusal: Refusal,
     status: StatusCode,
-    request_id: Option<String>,
+    request_id: Option<&str>,
     details: Vec<(&'static str, Value)>,
     data_api: bool,
 ) -> Response {
     if let Some(first) = edge.reporter().first_of(refusal)
         && let Err(e) = edge
             .reporter()
-            .record_first(&first, request_id.as_deref(), details)
+            .record_first(&first, request_id, details)
             .await
     {
         // The refusal stands whether or not it could be recorded: failing
@@ -321,7 +343,7 @@ async fn refused(
         } else {
             format!(
                 "The request was refused by the platform's security rules; quote request id {} to support",
-                request_id.as_deref().unwrap_or("-")
+                request_id.unwrap_or("-")
             )
         };
         let body = json!({
@@ -342,7 +364,7 @@ async fn refused(
         "the request was refused by the platform's security rules; quote the request id to support"
             .into()
     });
-    problem.request_id = request_id;
+    problem.request_id = request_id.map(str::to_owned);
     problem.into_response()
 }
 

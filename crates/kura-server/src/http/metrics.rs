@@ -1,12 +1,13 @@
 //! Request and connection metrics in the Prometheus/OpenMetrics text format.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
-use prometheus_client::encoding::EncodeLabelSet;
+use http::{HeaderValue, Method, StatusCode, header};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,17 +16,59 @@ use prometheus_client::registry::Registry;
 
 use super::{AppState, Problem};
 
+/// A request's method as a label value; the standard methods are copied
+/// without an allocation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct MethodLabel(Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// The route a request matched, or `unmatched`. A matched path shares its
+/// text with the router, so labelling a request allocates nothing.
+#[derive(Clone, Debug)]
+struct RouteLabel(Option<MatchedPath>);
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl Hash for RouteLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: MethodLabel,
+    route: RouteLabel,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: MethodLabel,
+    route: RouteLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,21 +209,28 @@ impl Metrics {
         self.in_flight.inc();
     }
 
-    pub(crate) fn request_finished(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Counts a finished request under its method and the route it
+    /// matched (`None`: no route did).
+    pub(crate) fn request_finished(
+        &self,
+        method: Method,
+        route: Option<MatchedPath>,
+        status: u16,
+        seconds: f64,
+    ) {
         self.in_flight.dec();
+        let labels = RouteLabels {
+            method: MethodLabel(method),
+            route: RouteLabel(route),
+        };
+        self.durations.get_or_create(&labels).observe(seconds);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method: labels.method,
+                route: labels.route,
                 status,
             })
             .inc();
-        self.durations
-            .get_or_create(&RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
-            .observe(seconds);
     }
 
     /// The metrics in OpenMetrics text.

@@ -16,17 +16,19 @@ use super::{AppState, Problem};
 /// The header that carries the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of this request, as a request extension.
+/// The id of this request, as a request extension (shared, so the layers
+/// that keep it for later copy no text).
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 /// Assigns every request a fresh id (a client's own value is not trusted:
 /// ids must be unique to be looked up) and returns it on the response.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = Uuid::now_v7().to_string();
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let mut buffer = Uuid::encode_buffer();
+    let id: &str = Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+    if let Ok(value) = HeaderValue::from_str(id) {
         req.headers_mut().insert(REQUEST_ID, value.clone());
-        req.extensions_mut().insert(RequestId(id));
+        req.extensions_mut().insert(RequestId(Arc::from(id)));
         let mut response = next.run(req).await;
         response.headers_mut().insert(REQUEST_ID, value);
         response
@@ -36,47 +38,47 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// One structured log line per request, and request metrics. The query
-/// string is never logged: tokens must not end up in logs.
+/// string is never logged: tokens must not end up in logs. What only the
+/// log line needs is copied only when the line will be written.
 pub async fn access_log_and_metrics(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let logged = tracing::enabled!(target: "kura::access", tracing::Level::INFO).then(|| {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| Arc::clone(&r.0));
+        (req.uri().path().to_owned(), peer, request_id)
+    });
     state.metrics.request_started();
     let response = next.run(req).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
+    if let Some((path, peer, request_id)) = logged {
+        tracing::info!(
+            target: "kura::access",
+            request_id = request_id.as_deref().unwrap_or_default(),
+            method = method.as_str(),
+            path,
+            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            "request"
+        );
+    }
     state
         .metrics
-        .request_finished(&method, &route, status, elapsed.as_secs_f64());
-    tracing::info!(
-        target: "kura::access",
-        request_id,
-        method,
-        path,
-        route,
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        peer = peer.as_deref().unwrap_or("-"),
-        "request"
-    );
+        .request_finished(method, route, status, elapsed.as_secs_f64());
     response
 }
 
@@ -190,7 +192,7 @@ pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     } else {
         Problem::status(status)
     };
-    problem.request_id = request_id;
+    problem.request_id = request_id.as_deref().map(str::to_owned);
     let mut fresh = problem.into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -45,7 +45,7 @@ impl Ctx {
     /// The facts of a request.
     pub fn from_parts(parts: &Parts) -> Self {
         Self {
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.to_string()),
             // The edge resolved the client behind trusted proxies.
             source: parts
                 .extensions
