@@ -28,6 +28,7 @@
 //! are the platform's alone.
 
 mod encoding;
+mod json;
 mod multipart;
 pub mod signatures;
 
@@ -515,11 +516,18 @@ impl Waf {
             return false;
         };
         if essence == "application/json" || essence.ends_with("+json") {
-            // Unparseable JSON is the handler's to refuse, with its own message.
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-                return false;
+            // Unparseable JSON is the handler's to refuse, with its own
+            // message; what matched before the parse failed goes with it.
+            // A blocking match ends the parse where it is.
+            let before = r.findings.len();
+            return match json::walk_strings(body, |s| self.value(s, "body", r)) {
+                json::Walk::Stopped => true,
+                json::Walk::Done => false,
+                json::Walk::Malformed => {
+                    r.findings.truncate(before);
+                    false
+                }
             };
-            return self.json(&value, r);
         }
         if essence == "application/x-www-form-urlencoded" {
             let Ok(text) = std::str::from_utf8(body) else {
@@ -580,18 +588,6 @@ impl Waf {
             }
         }
         false
-    }
-
-    fn json(&self, value: &serde_json::Value, r: &mut Report) -> bool {
-        use serde_json::Value;
-        match value {
-            Value::String(s) => self.value(s, "body", r),
-            Value::Array(items) => items.iter().any(|v| self.json(v, r)),
-            Value::Object(map) => map
-                .iter()
-                .any(|(k, v)| self.value(k, "body", r) || self.json(v, r)),
-            _ => false,
-        }
     }
 }
 

@@ -296,6 +296,35 @@ fn detect_mode_records_without_blocking_and_off_skips() {
 }
 
 #[test]
+fn json_bodies_are_inspected_as_they_parse() {
+    let h = headers(&[("content-type", "application/json")]);
+    let inspect = |body: &str, modes: Modes| waf().inspect_body(&h, body.as_bytes(), modes);
+    // Every occurrence of a repeated key is inspected, not only the last.
+    let repeated = r#"{"fieldData": {"a": "1' UNION SELECT password FROM users--", "a": "fine"}}"#;
+    assert_eq!(
+        inspect(repeated, Modes::default())
+            .blocked()
+            .map(|f| f.rule),
+        Some(RuleId::SqlInjection)
+    );
+    // Keys are values too.
+    let key = r#"{"<script>alert(1)</script>": 1}"#;
+    assert_eq!(
+        inspect(key, Modes::default()).blocked().map(|f| f.rule),
+        Some(RuleId::ScriptInjection)
+    );
+    // A body that turns out not to be JSON is the handler's to refuse:
+    // what detect mode saw before the parse failed is dropped with it.
+    let mut detect = Modes::default();
+    detect.apply(&[(RuleId::SqlInjection, Mode::Detect)]);
+    let broken = r#"{"a": "1 UNION SELECT 1", "b": }"#;
+    assert!(inspect(broken, detect).findings.is_empty());
+    let whole = r#"{"a": "1 UNION SELECT 1", "b": 2}"#;
+    assert_eq!(inspect(whole, detect).findings.len(), 1);
+    assert!(inspect(broken, Modes::default()).blocked().is_some());
+}
+
+#[test]
 fn policies_name_real_rules_and_tenants_only_relax_content_rules() {
     let p: WafPolicy =
         serde_json::from_str(r#"{"rules": {"150": "detect", "160": "off"}}"#).unwrap();
