@@ -93,6 +93,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
         .extensions()
         .get::<RequestId>()
         .map(|r| Arc::clone(&r.0));
+    let rid = request_id.as_deref();
     // The URI shares the request head's buffer: no copy of the path.
     let uri = req.uri().clone();
     let path = uri.path();
@@ -167,15 +168,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
         },
         modes,
     );
-    if let Some(response) = judge(
-        edge,
-        &verdict.findings,
-        client,
-        target,
-        request_id.as_deref(),
-    )
-    .await
-    {
+    if let Some(response) = judge(edge, &verdict.findings, client, target, rid).await {
         return response;
     }
 
@@ -198,9 +191,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                 location: "headers",
                 mode: modes.get(RuleId::BodyTooLarge),
             };
-            if let Some(response) =
-                judge(edge, &[finding], client, target, request_id.as_deref()).await
-            {
+            if let Some(response) = judge(edge, &[finding], client, target, rid).await {
                 return response;
             }
         } else {
@@ -215,7 +206,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                         location: "body",
                         mode: Mode::Block,
                     };
-                    return judge(edge, &[finding], client, target, request_id.as_deref())
+                    return judge(edge, &[finding], client, target, rid)
                         .await
                         .unwrap_or_else(|| {
                             Problem::status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
@@ -223,15 +214,7 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
                 }
             };
             let verdict = edge.waf().inspect_body(&parts.headers, &bytes, modes);
-            if let Some(response) = judge(
-                edge,
-                &verdict.findings,
-                client,
-                target,
-                request_id.as_deref(),
-            )
-            .await
-            {
+            if let Some(response) = judge(edge, &verdict.findings, client, target, rid).await {
                 return response;
             }
             req = Request::from_parts(parts, Body::from(bytes));
