@@ -106,9 +106,8 @@ async fn inspect(edge: &Edge, mut req: Request, next: Next) -> Response {
             rule,
             team: target.team,
         };
-        let request_id = request_id.clone();
         let fm = super::ratelimit::is_data_api(path);
-        async move { refused(edge, refusal, status, request_id.as_deref(), details, fm).await }
+        async move { refused(edge, refusal, status, rid, details, fm).await }
     };
 
     // The firewall: platform, team and host lists.

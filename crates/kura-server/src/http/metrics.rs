@@ -34,8 +34,14 @@ struct RouteLabel(Option<MatchedPath>);
 
 impl RouteLabel {
     fn as_str(&self) -> &str {
-        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+        route_name(self.0.as_ref())
     }
+}
+
+/// How metrics and the access log name a request's route: the router's
+/// path pattern, or `unmatched`.
+pub(crate) fn route_name(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", MatchedPath::as_str)
 }
 
 impl PartialEq for RouteLabel {

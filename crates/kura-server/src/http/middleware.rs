@@ -69,7 +69,7 @@ pub async fn access_log_and_metrics(
             request_id = request_id.as_deref().unwrap_or_default(),
             method = method.as_str(),
             path,
-            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            route = super::metrics::route_name(route.as_ref()),
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),

@@ -20,8 +20,8 @@
 //! file) run on a connection of their own, in the background, once the WAL
 //! holds [`CHECKPOINT_FRAMES`] pages. SQLite's automatic checkpoint would
 //! run inside the commit that crosses it, on the writer: two more fsyncs
-//! and a copy of the whole WAL while every queued write waits. A passive checkpoint runs beside the writer and the readers
-//! and blocks neither.
+//! and a copy of the whole WAL while every queued write waits. A passive
+//! checkpoint runs beside the writer and the readers and blocks neither.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -105,33 +105,11 @@ impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for Strings<'_, F> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key_seed(Key(self.again()))?.is_some() {
+        // serde_json hands a key to `deserialize_any` as a string.
+        while map.next_key_seed(self.again())?.is_some() {
             map.next_value_seed(self.again())?;
         }
         Ok(())
-    }
-}
-
-/// An object's key: a string, checked like any other.
-struct Key<'a, F>(Strings<'a, F>);
-
-impl<'de, F: FnMut(&str) -> bool> DeserializeSeed<'de> for Key<'_, F> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for Key<'_, F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.string(v)
     }
 }
 
