@@ -36,7 +36,7 @@ pub use filter::{Cond, Filter, SortKey, glob_literal};
 pub use records::{AccountRow, AppRead, AppWrite, ContainerCell, Row, UpdateOutcome};
 
 use crate::StoreError;
-use crate::sqlite::{Migration, Pool, in_snapshot};
+use crate::sqlite::{Migration, Pool};
 
 /// The migrations of an app database file.
 pub(crate) const APP_MIGRATIONS: &[Migration] = &[
@@ -396,7 +396,7 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (value, used) = self.pool.read(move |c| read_noting_use(c, f)).await?;
+        let (value, used) = self.pool.snapshot(move |c| read_noting_use(c, f)).await?;
         self.used(used);
         Ok(value)
     }
@@ -409,7 +409,10 @@ impl AppData {
         T: Send + 'static,
         F: FnOnce(&AppRead<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (value, used) = self.pool.read_quick(move |c| read_noting_use(c, f)).await?;
+        let (value, used) = self
+            .pool
+            .snapshot_quick(move |c| read_noting_use(c, f))
+            .await?;
         self.used(used);
         Ok(value)
     }
@@ -514,17 +517,15 @@ impl AppData {
     }
 }
 
-/// Runs `f` in one snapshot and returns what it read with the columns its
-/// filters and sorts could use an index for.
+/// Runs `f` (in the snapshot the pool holds open) and returns what it read
+/// with the columns its filters and sorts could use an index for.
 fn read_noting_use<T>(
     conn: &Connection,
     f: impl FnOnce(&AppRead<'_>) -> Result<T, StoreError>,
 ) -> Result<(T, Vec<(u32, u32)>), StoreError> {
-    in_snapshot(conn, |c| {
-        let read = AppRead::new(c);
-        let value = f(&read)?;
-        Ok((value, read.used_columns()))
-    })
+    let read = AppRead::new(conn);
+    let value = f(&read)?;
+    Ok((value, read.used_columns()))
 }
 
 /// Records in all of an app's tables.
