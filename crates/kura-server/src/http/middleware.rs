@@ -21,49 +21,51 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-/// Assigns every request a fresh id (a client's own value is not trusted:
-/// ids must be unique to be looked up) and returns it on the response.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let mut buffer = Uuid::encode_buffer();
-    let id: &str = Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
-    if let Ok(value) = HeaderValue::from_str(id) {
-        req.headers_mut().insert(REQUEST_ID, value.clone());
-        req.extensions_mut().insert(RequestId(Arc::from(id)));
-        let mut response = next.run(req).await;
-        response.headers_mut().insert(REQUEST_ID, value);
-        response
-    } else {
-        next.run(req).await
-    }
-}
-
-/// One structured log line per request, and request metrics. The query
-/// string is never logged: tokens must not end up in logs. What only the
-/// log line needs is copied only when the line will be written.
-pub async fn access_log_and_metrics(
+/// Everything every request passes through on its way in and out, as one
+/// layer (a layer of its own costs each request a boxed future, a clone of
+/// the inner service and copies of its state machine):
+///
+/// - a fresh request id (a client's own value is not trusted: ids must be
+///   unique to be looked up), as a request extension and header and on the
+///   response;
+/// - one structured access-log line and the request metrics;
+/// - problem details for bare error responses ([`problem_for_bare_errors`]);
+/// - the security headers ([`security_headers`]).
+///
+/// The query string is never logged: tokens must not end up in logs. What
+/// only the log line needs is copied only when the line will be written.
+pub async fn every_request(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
+    let mut buffer = Uuid::encode_buffer();
+    let id: &str = Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+    let id_header = HeaderValue::from_str(id).ok();
+    let request_id = id_header.as_ref().map(|value| {
+        let shared: Arc<str> = Arc::from(id);
+        req.headers_mut().insert(REQUEST_ID, value.clone());
+        req.extensions_mut().insert(RequestId(Arc::clone(&shared)));
+        shared
+    });
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
+    let console = is_console(req.uri().path());
     let logged = tracing::enabled!(target: "kura::access", tracing::Level::INFO).then(|| {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| Arc::clone(&r.0));
-        (req.uri().path().to_owned(), peer, request_id)
+        (req.uri().path().to_owned(), peer)
     });
     state.metrics.request_started();
     let response = next.run(req).await;
+    let response = problem_for_bare_errors(request_id.as_deref(), response).await;
+    let mut response = security_headers(&state.headers, console, response);
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
-    if let Some((path, peer, request_id)) = logged {
+    if let Some((path, peer)) = logged {
         tracing::info!(
             target: "kura::access",
             request_id = request_id.as_deref().unwrap_or_default(),
@@ -79,6 +81,9 @@ pub async fn access_log_and_metrics(
     state
         .metrics
         .request_finished(method, route, status, elapsed.as_secs_f64());
+    if let Some(value) = id_header {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     response
 }
 
@@ -131,17 +136,18 @@ pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 
 pub const API_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
+}
+
 /// Adds the security headers; console pages get [`CONSOLE_CSP`], everything
 /// else a deny-all CSP and `no-store`, unless a handler chose otherwise. No
 /// `Server` banner is sent.
-pub async fn security_headers(
-    State(policy): State<Arc<HeaderPolicy>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let console = req.uri().path() == "/console" || req.uri().path().starts_with("/console/");
-    let mut response = next.run(req).await;
+fn security_headers(policy: &HeaderPolicy, console: bool, mut response: Response) -> Response {
     let headers = response.headers_mut();
+    // The fixed headers, the CSP and `Cache-Control` at most: one
+    // allocation instead of the map growing as they go in.
+    headers.reserve(policy.fixed.len() + 2);
     for (name, value) in &policy.fixed {
         headers.insert(name.clone(), value.clone());
     }
@@ -162,9 +168,7 @@ pub async fn security_headers(
 /// Error bodies are problem details whatever produced them (body-limit and
 /// timeout layers, the router's 405): plain-text or empty error responses are
 /// replaced, and problem bodies gain the request id.
-pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let response = next.run(req).await;
+async fn problem_for_bare_errors(request_id: Option<&str>, response: Response) -> Response {
     let status = response.status();
     if status.as_u16() < 400 {
         return response;
@@ -192,7 +196,7 @@ pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     } else {
         Problem::status(status)
     };
-    problem.request_id = request_id.as_deref().map(str::to_owned);
+    problem.request_id = request_id.map(str::to_owned);
     let mut fresh = problem.into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -132,19 +132,11 @@ pub fn router(state: AppState, config: &Config, routes: Router<AppState>) -> Rou
         .fallback(problem::not_found)
         .layer(
             // Outermost first: every response, errors included, passes back
-            // through the request-id, header, problem and logging layers.
+            // through the request-id, logging, header and problem layer.
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(middleware::request_id))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
-                    middleware::access_log_and_metrics,
-                ))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.headers.clone(),
-                    middleware::security_headers,
-                ))
-                .layer(axum::middleware::from_fn(
-                    middleware::problem_for_bare_errors,
+                    middleware::every_request,
                 ))
                 .layer(CatchPanicLayer::custom(problem::panic_response))
                 .layer(TimeoutLayer::with_status_code(
