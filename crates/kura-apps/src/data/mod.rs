@@ -13,7 +13,9 @@ mod ops;
 mod record;
 mod write;
 
-pub use ops::{create, delete, duplicate, edit, upload};
+pub use ops::{
+    CreateValues, create, create_checked, create_values, delete, duplicate, edit, upload,
+};
 pub use record::Record;
 use record::{PortalRow, PortalRows};
 pub(crate) use write::insert;

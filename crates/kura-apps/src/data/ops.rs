@@ -177,12 +177,51 @@ pub fn create(
     format: DateFormat,
     now: OffsetDateTime,
 ) -> Result<(i64, i64), FmError> {
+    let values = create_values(schema, layout, caller, field_data, format)?;
+    create_checked(w, schema, layout, caller, values, portal_data, format, now)
+}
+
+/// A new record's given values, parsed and validated.
+#[derive(Debug)]
+pub struct CreateValues(Vec<(usize, Cell)>);
+
+/// The part of [`create`] that needs no transaction: the caller may create
+/// records in the layout's table, and every given value parses and passes
+/// its field's validation. Run on the request's own thread, it keeps that
+/// work off the app's writer thread, which every write of the app waits
+/// for. Pass the result, with the same schema, layout and caller, to
+/// [`create_checked`].
+pub fn create_values(
+    schema: &Schema,
+    layout: &Layout,
+    caller: &Caller<'_>,
+    field_data: &Map<String, Value>,
+    format: DateFormat,
+) -> Result<CreateValues, FmError> {
     let table = &schema.tables[layout.table];
     if !caller.privileges.can_create(table.id) {
         return Err(FmError::code(200));
     }
-    let given = field_values(schema, layout, caller, field_data, format)?;
-    let (rid, modid) = insert(w, table, &given, caller, now, ChangeKind::Create)?;
+    Ok(CreateValues(field_values(
+        schema, layout, caller, field_data, format,
+    )?))
+}
+
+/// The rest of [`create`]: auto-entered values, uniqueness, the insert,
+/// its change entry and the portal rows.
+#[allow(clippy::too_many_arguments)]
+pub fn create_checked(
+    w: &AppWrite<'_>,
+    schema: &Schema,
+    layout: &Layout,
+    caller: &Caller<'_>,
+    values: CreateValues,
+    portal_data: &Map<String, Value>,
+    format: DateFormat,
+    now: OffsetDateTime,
+) -> Result<(i64, i64), FmError> {
+    let table = &schema.tables[layout.table];
+    let (rid, modid) = insert(w, table, &values.0, caller, now, ChangeKind::Create)?;
     write_portals(w, schema, layout, rid, portal_data, caller, format, now)?;
     Ok((rid, modid))
 }

@@ -103,12 +103,10 @@ impl Browse {
         layout: &str,
         fields: Map<String, Value>,
     ) -> Result<Value, FmError> {
-        let op = WriteOp::Create {
-            fields,
-            portals: Map::new(),
-        };
         let o = Options { values: Map::new() };
-        write(self.call(state, layout), op, &o).await
+        let call = self.call(state, layout);
+        let op = WriteOp::create(&call, &o, &fields, Map::new())?;
+        write(call, op, &o).await
     }
 
     /// One record through `layout` (the Data API's `{ data, dataInfo }`

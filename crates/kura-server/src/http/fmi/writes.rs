@@ -20,8 +20,9 @@ use crate::http::AppState;
 
 /// What a write does between the attached scripts.
 pub(super) enum WriteOp {
+    /// Values already parsed and validated ([`WriteOp::create`]).
     Create {
-        fields: Map<String, Value>,
+        values: data::CreateValues,
         portals: Map<String, Value>,
     },
     Edit {
@@ -36,6 +37,24 @@ pub(super) enum WriteOp {
     Delete {
         rid: i64,
     },
+}
+
+impl WriteOp {
+    /// A create through `call`'s layout. The values are parsed and
+    /// validated here, beside the other requests, rather than on the app's
+    /// writer thread, which runs one write at a time; a refusal here is
+    /// the one the transaction would have rolled back.
+    pub(super) fn create(
+        call: &Call,
+        o: &Options,
+        fields: &Map<String, Value>,
+        portals: Map<String, Value>,
+    ) -> Result<Self, FmError> {
+        let format = o.format()?;
+        let (layout, caller) = call.caller()?;
+        let values = data::create_values(&call.schema, layout, &caller, fields, format)?;
+        Ok(WriteOp::Create { values, portals })
+    }
 }
 
 pub(super) async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value, FmError> {
@@ -57,9 +76,9 @@ pub(super) async fn write(call: Call, op: WriteOp, o: &Options) -> Result<Value,
             &mut out,
         );
         match op {
-            WriteOp::Create { fields, portals } => {
-                let (rid, modid) = data::create(
-                    w, schema, layout, &caller, &fields, &portals, format, call.now,
+            WriteOp::Create { values, portals } => {
+                let (rid, modid) = data::create_checked(
+                    w, schema, layout, &caller, values, &portals, format, call.now,
                 )?;
                 out.insert("recordId".into(), Value::String(rid.to_string()));
                 out.insert("modId".into(), Value::String(modid.to_string()));
@@ -123,10 +142,12 @@ pub async fn create(
         if !o.values.contains_key("fieldData") {
             return Err(FmError::with(958, "Parameter missing (fieldData)"));
         }
-        let op = WriteOp::Create {
-            fields: object(&o, "fieldData")?,
-            portals: object(&o, "portalData")?,
-        };
+        let op = WriteOp::create(
+            &call,
+            &o,
+            &object(&o, "fieldData")?,
+            object(&o, "portalData")?,
+        )?;
         write(call, op, &o).await
     }
     .await;
