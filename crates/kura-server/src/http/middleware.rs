@@ -29,8 +29,8 @@ pub struct RequestId(pub Arc<str>);
 ///   unique to be looked up), as a request extension and header and on the
 ///   response;
 /// - one structured access-log line and the request metrics;
-/// - problem details for bare error responses ([`problem_for_bare_errors`]);
-/// - the security headers ([`security_headers`]).
+/// - problem details for bare error responses (`problem_for_bare_errors`);
+/// - the security headers (`security_headers`).
 ///
 /// The query string is never logged: tokens must not end up in logs. What
 /// only the log line needs is copied only when the line will be written.

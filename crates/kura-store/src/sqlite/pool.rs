@@ -390,16 +390,8 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .read_permits
-            .acquire()
+        self.on_blocking_reader(move |inner| inner.with_reader(f))
             .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
     /// Runs a short read — a handful of rows by key, such as one record or
@@ -431,6 +423,16 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.on_blocking_reader(move |inner| inner.with_snapshot(f))
+            .await
+    }
+
+    /// Waits for a read permit, then runs `g` on a blocking thread.
+    async fn on_blocking_reader<T, G>(&self, g: G) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        G: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
         let _permit = self
             .inner
             .read_permits
@@ -438,7 +440,7 @@ impl Pool {
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.with_snapshot(f))
+        tokio::task::spawn_blocking(move || g(&inner))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
     }
