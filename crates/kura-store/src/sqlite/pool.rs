@@ -164,12 +164,12 @@ impl Drop for Inner {
     }
 }
 
-/// A read connection of the pool.
+/// A read connection of the pool. Whether it holds a read transaction is
+/// the connection's own state (`is_autocommit`).
 struct Reader {
     conn: Connection,
-    /// The commit count when the open read transaction began; `None` when
-    /// no transaction is open.
-    snapshot: Option<u64>,
+    /// The commit count when its latest read transaction began.
+    began: u64,
 }
 
 impl Reader {
@@ -177,19 +177,23 @@ impl Reader {
     /// open, ending an older one first. (`BEGIN` takes the snapshot at the
     /// first statement that reads.)
     fn begin(&mut self, latest: u64) -> Result<(), StoreError> {
-        if self.snapshot == Some(latest) && !self.conn.is_autocommit() {
+        if self.in_snapshot() && self.began == latest {
             return Ok(());
         }
         self.end_snapshot()?;
         self.conn.prepare_cached("BEGIN")?.execute([])?;
-        self.snapshot = Some(latest);
+        self.began = latest;
         Ok(())
+    }
+
+    fn in_snapshot(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 
     /// Ends the open read transaction, if any. Nothing was written, so
     /// ending it only releases the snapshot.
     fn end_snapshot(&mut self) -> Result<(), StoreError> {
-        if self.snapshot.take().is_some() && !self.conn.is_autocommit() {
+        if self.in_snapshot() {
             self.conn.prepare_cached("ROLLBACK")?.execute([])?;
         }
         Ok(())
@@ -245,10 +249,10 @@ impl Inner {
         // it holds every commit any writer has been told about.
         let latest = self.commits.load(Ordering::Acquire);
         let result = reader.begin(latest).and_then(|()| f(&reader.conn));
-        // After a failure the transaction may have ended or hold anything:
-        // the next read starts a new one. A reader that cannot even end its
-        // transaction is closed rather than reused.
-        if (result.is_err() || reader.conn.is_autocommit()) && reader.end_snapshot().is_err() {
+        // After a failure the transaction may hold anything: the next read
+        // starts a new one. A reader that cannot even end its transaction
+        // is closed rather than reused.
+        if result.is_err() && reader.end_snapshot().is_err() {
             return result;
         }
         self.readers.lock().push(reader);
@@ -262,7 +266,7 @@ impl Inner {
             Some(reader) => Ok(reader),
             None => Ok(Reader {
                 conn: self.open_reader()?,
-                snapshot: None,
+                began: 0,
             }),
         }
     }
@@ -366,7 +370,7 @@ impl Pool {
         let first = inner.open_reader()?;
         inner.readers.lock().push(Reader {
             conn: first,
-            snapshot: None,
+            began: 0,
         });
         Ok(Self {
             inner: Arc::new(inner),
@@ -427,6 +431,19 @@ impl Pool {
             .await
     }
 
+    /// [`Pool::snapshot`] for a short read, on the calling thread when a
+    /// reader is free (see [`Pool::read_quick`]).
+    pub async fn snapshot_quick<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
+            return self.snapshot(f).await;
+        };
+        self.inner.with_snapshot(f)
+    }
+
     /// Waits for a read permit, then runs `g` on a blocking thread.
     async fn on_blocking_reader<T, G>(&self, g: G) -> Result<T, StoreError>
     where
@@ -443,19 +460,6 @@ impl Pool {
         tokio::task::spawn_blocking(move || g(&inner))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
-    }
-
-    /// [`Pool::snapshot`] for a short read, on the calling thread when a
-    /// reader is free (see [`Pool::read_quick`]).
-    pub async fn snapshot_quick<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
-            return self.snapshot(f).await;
-        };
-        self.inner.with_snapshot(f)
     }
 
     /// Runs work in a write transaction; commits when `f` returns `Ok`,
@@ -795,7 +799,7 @@ mod tests {
             .readers
             .lock()
             .iter()
-            .filter(|r| r.snapshot.is_some() && !r.conn.is_autocommit())
+            .filter(|r| r.in_snapshot())
             .count()
     }
 
