@@ -1395,6 +1395,8 @@ asyncore.loop()
         let e1 = event(actions::SIGNIN_FAILED, Outcome::Failure);
         let e2 = event(actions::SIGNIN_FAILED, Outcome::Failure);
         env.sink.record(e1.clone()).await.unwrap();
+        // e1 is in the id lookup, e2 only in the log's tail: links find both.
+        env.sink.log().catch_up_lookups().await.unwrap();
         env.sink.record(e2.clone()).await.unwrap();
 
         let first = service

@@ -118,6 +118,8 @@ impl Shared {
         }
         let checkpoint = self.sign(seq, hash)?;
         sql::insert_checkpoint(tx, &checkpoint)?;
+        // A checkpoint is a batch boundary: extend the id and time lookups with it.
+        sql::extend_lookups(tx)?;
         Ok(Some(checkpoint))
     }
 }
@@ -198,7 +200,11 @@ impl EventLog {
         let sealing = sealing_key.clone();
         let now = clock.now();
         let signer = pool
-            .write(move |tx| load_or_create_signer(tx, &sealing, now))
+            .write(move |tx| {
+                let signer = load_or_create_signer(tx, &sealing, now)?;
+                sql::extend_lookups(tx)?;
+                Ok(signer)
+            })
             .await?;
         let shared = Arc::new(Shared {
             pool,
@@ -212,6 +218,7 @@ impl EventLog {
         });
         let (queue, rx) = mpsc::channel(shared.options.queue_capacity);
         tokio::spawn(run_writer(Arc::clone(&shared), rx));
+        tokio::spawn(run_lookup_extender(Arc::downgrade(&shared)));
         Ok(Self { shared, queue })
     }
 
@@ -257,6 +264,15 @@ impl EventLog {
             .pool
             .write(move |tx| shared.checkpoint_in(tx, true))
             .await
+    }
+
+    /// Extends the id and time lookups over every entry recorded so far
+    /// (they otherwise catch up at signed checkpoints and once a second) and
+    /// returns how many entries it added. Lookups search the entries after
+    /// them in the log's tail, so this changes how fast they are, never what
+    /// they find.
+    pub async fn catch_up_lookups(&self) -> Result<u64, StoreError> {
+        catch_up_lookups(&self.shared.pool).await
     }
 
     /// Walks the whole log; see [`super::verify`].
@@ -338,6 +354,37 @@ impl EventLog {
             })
             .await
     }
+}
+
+/// How often the id and time lookups catch up with events recorded in other
+/// writes' transactions (which do not pass through the log's own writer).
+const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Extends the lookups over the log's tail once a second while the log is
+/// open; a tick with nothing new costs one read.
+async fn run_lookup_extender(shared: std::sync::Weak<Shared>) {
+    let mut ticks = tokio::time::interval(LOOKUP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = catch_up_lookups(&shared.pool).await {
+            // Derived data: a failure leaves the entries in the tail, where
+            // lookups still find them; the next tick tries again.
+            tracing::warn!(error = %e, "extending the event lookups failed");
+        }
+    }
+}
+
+/// [`EventLog::catch_up_lookups`]: a read when nothing is pending, one
+/// write when something is.
+async fn catch_up_lookups(pool: &Pool) -> Result<u64, StoreError> {
+    if !pool.read(sql::lookups_pending).await? {
+        return Ok(0);
+    }
+    pool.write(sql::extend_lookups).await
 }
 
 /// The writer task: batch, commit, acknowledge.
@@ -648,6 +695,79 @@ mod tests {
         }
     }
 
+    /// Times follow `seq` only roughly (concurrent writers, ingested
+    /// events); a time window must still find exactly its entries, whether
+    /// the time blocks cover them yet or they are in the unindexed tail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn time_windows_find_exactly_their_entries_indexed_or_not() {
+        let env = fresh(0).await;
+        let base = env.clock.now();
+        let mut times = Vec::new();
+        for i in 0..700i64 {
+            // Mostly rising, with every 97th entry far in the past and every
+            // 13th a little late.
+            let offset = match i {
+                _ if i % 97 == 0 => i - 400,
+                _ if i % 13 == 0 => i - 3,
+                _ => i,
+            };
+            let mut e = event(&env.clock, "auth.signin.succeeded", Outcome::Success);
+            e.time = base + Duration::seconds(offset);
+            env.log.append(e).await.unwrap();
+            times.push(offset);
+            if i == 300 {
+                env.log.catch_up_lookups().await.unwrap();
+            }
+        }
+        let windows = [
+            (Some(-50), Some(10)),
+            (Some(100), Some(101)),
+            (Some(250), None),
+            (None, Some(-300)),
+            (Some(290), Some(310)),
+            (Some(600), Some(650)),
+            (Some(-1000), Some(1000)),
+            (Some(5000), None),
+        ];
+        for round in ["partly covered", "covered"] {
+            for (since, until) in windows {
+                for order in [Order::OldestFirst, Order::NewestFirst] {
+                    let mut expected: Vec<Seq> = (1..=700u64)
+                        .filter(|&seq| {
+                            let t = times[seq as usize - 1];
+                            since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
+                        })
+                        .collect();
+                    if order == Order::NewestFirst {
+                        expected.reverse();
+                    }
+                    let (mut got, mut cursor) = (Vec::new(), None);
+                    loop {
+                        let page = env
+                            .log
+                            .query(EventQuery {
+                                since: since.map(|s| base + Duration::seconds(s)),
+                                until: until.map(|u| base + Duration::seconds(u)),
+                                cursor,
+                                order,
+                                limit: 7,
+                                ..EventQuery::default()
+                            })
+                            .await
+                            .unwrap();
+                        got.extend(page.events.iter().map(|e| e.seq));
+                        match page.next_cursor {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
+                    }
+                    assert_eq!(got, expected, "{round}: {since:?}..{until:?} {order:?}");
+                }
+            }
+            env.log.catch_up_lookups().await.unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pruning_keeps_the_rest_verifiable() {
         let env = fresh(4).await;
@@ -665,6 +785,20 @@ mod tests {
         let check = env.log.verify(VerifyOptions::default()).await.unwrap();
         assert!(check.is_intact(), "{check:?}");
         assert_eq!((check.first_seq, check.last_seq), (Some(8), Some(10)));
+        // The lookups (extended at each checkpoint) went with the pruned
+        // entries and still covers the kept ones.
+        env.log.catch_up_lookups().await.unwrap();
+        let ids: Vec<i64> = env
+            .log
+            .pool()
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT seq FROM event_ids ORDER BY seq")?;
+                let seqs = stmt.query_map([], |r| r.get(0))?;
+                Ok(seqs.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids, [8, 9, 10]);
         // Appends continue the chain from the anchor.
         let seq = env
             .log

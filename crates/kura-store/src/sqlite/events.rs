@@ -1,8 +1,9 @@
 //! The event log's SQL: appends, the verification walk, queries, checkpoints,
 //! the signing key's row and pruning. Tables are created by platform
-//! migration 2; migration 5 leaves `events` with only its id and time
-//! indexes, so filters on other columns walk the log by `seq` and stop after
-//! one page of matches.
+//! migration 2; migration 5 leaves `events` with only its time index, so
+//! filters on other columns walk the log by `seq` and stop after one page of
+//! matches, and migration 15 moves the id lookup into `event_ids`, derived
+//! from the log in batches ([`index_ids`]).
 
 use std::net::IpAddr;
 
@@ -121,6 +122,100 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
         out.push(seqs);
     }
     Ok(out)
+}
+
+/// How many entries one time block spans (`seq >> BLOCK_BITS`).
+const BLOCK_BITS: u32 = 8;
+
+/// The last entry the lookups (`event_ids`, `event_time_blocks`) cover;
+/// entries after it are the log's unindexed tail.
+pub(crate) fn lookups_upto(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM event_lookups_upto WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Extends the lookups over the log's tail and returns how many entries it
+/// added. Runs in batches (at signed checkpoints, at start and on a timer),
+/// never in the transaction of the write being recorded, so recording an
+/// event maintains no B-tree but the log's own.
+pub(crate) fn extend_lookups(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    let upto = lookups_upto(tx)?;
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT max(seq) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    let Some(last) = last.filter(|&l| l > upto) else {
+        return Ok(0);
+    };
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO event_ids (id, seq)
+             SELECT id, seq FROM events WHERE seq > ?1 AND seq <= ?2",
+        )?
+        .execute(params![upto, last])?;
+    tx.prepare_cached(
+        "INSERT INTO event_time_blocks (block, min_time, max_time)
+         SELECT seq >> 8, min(time), max(time) FROM events
+          WHERE seq > ?1 AND seq <= ?2 GROUP BY seq >> 8
+         ON CONFLICT(block) DO UPDATE SET
+             min_time = min(min_time, excluded.min_time),
+             max_time = max(max_time, excluded.max_time)",
+    )?
+    .execute(params![upto, last])?;
+    tx.prepare_cached(
+        "INSERT INTO event_lookups_upto (id, seq) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq",
+    )?
+    .execute([last])?;
+    Ok(added as u64)
+}
+
+/// Whether the log has entries the lookups do not cover yet.
+pub(crate) fn lookups_pending(conn: &Connection) -> Result<bool, StoreError> {
+    let upto = lookups_upto(conn)?;
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE seq > ?1)")?
+        .query_row([upto], |r| r.get(0))?)
+}
+
+/// The ranges of `seq` (inclusive, ascending, disjoint) that can hold
+/// entries with `since <= time < until`: the covered blocks whose bounds
+/// meet the window, then the unindexed tail. Without bounds, the whole log.
+fn seq_ranges_for_time(
+    conn: &Connection,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    if since.is_none() && until.is_none() {
+        return Ok(vec![(i64::MIN, i64::MAX)]);
+    }
+    let upto = lookups_upto(conn)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT block FROM event_time_blocks
+          WHERE max_time >= ?1 AND min_time < ?2 ORDER BY block",
+    )?;
+    let blocks = stmt.query_map(
+        params![since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)],
+        |r| r.get::<_, i64>(0),
+    )?;
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for block in blocks {
+        let block = block?;
+        let (first, last) = (block << BLOCK_BITS, ((block + 1) << BLOCK_BITS) - 1);
+        // Entries after `upto` are the tail's, walked below.
+        let last = last.min(upto);
+        if first > last {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some(r) if r.1 + 1 >= first => r.1 = last,
+            _ => ranges.push((first, last)),
+        }
+    }
+    ranges.push((upto + 1, i64::MAX));
+    Ok(ranges)
 }
 
 /// The largest signed tree size.
@@ -472,31 +567,46 @@ fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError
         0 => 100,
         n => n.min(MAX_PAGE),
     };
-    let where_sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    // A time window is walked as the ranges of `seq` that can hold it (see
+    // `seq_ranges_for_time`), in the query's order; the rows' own times
+    // decide, the ranges only keep the walk short.
+    let mut ranges = seq_ranges_for_time(
+        conn,
+        q.since.map(time_ns).transpose()?,
+        q.until.map(time_ns).transpose()?,
+    )?;
+    if q.order == Order::NewestFirst {
+        ranges.reverse();
+    }
+    clauses.push("seq BETWEEN ? AND ?");
     // Only fixed clause text is interpolated; every value is a parameter.
     let sql = format!(
-        "SELECT seq, body, hash FROM events {where_sql} ORDER BY seq {dir} LIMIT {}",
-        limit + 1
+        "SELECT seq, body, hash FROM events WHERE {} ORDER BY seq {dir} LIMIT ?",
+        clauses.join(" AND ")
     );
     let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(params_from_iter(args))?;
     let mut events = Vec::with_capacity(limit.min(64));
     let mut more = false;
-    while let Some(r) = rows.next()? {
-        if events.len() == limit {
-            more = true;
-            break;
+    'ranges: for (first, last) in ranges {
+        let wanted = limit + 1 - events.len();
+        let range = [
+            SqlValue::Integer(first),
+            SqlValue::Integer(last),
+            SqlValue::Integer(i64::try_from(wanted).unwrap_or(i64::MAX)),
+        ];
+        let mut rows = stmt.query(params_from_iter(args.iter().chain(&range)))?;
+        while let Some(r) = rows.next()? {
+            if events.len() == limit {
+                more = true;
+                break 'ranges;
+            }
+            let seq = to_seq(r.get(0)?)?;
+            let body = r.get_ref(1)?.as_blob().unwrap_or_default();
+            let event = SecurityEvent::from_json(body)
+                .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+            let hash = to_hash(r.get_ref(2)?.as_blob().unwrap_or_default(), "entry hash")?;
+            events.push(StoredEvent { seq, hash, event });
         }
-        let seq = to_seq(r.get(0)?)?;
-        let body = r.get_ref(1)?.as_blob().unwrap_or_default();
-        let event = SecurityEvent::from_json(body)
-            .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
-        let hash = to_hash(r.get_ref(2)?.as_blob().unwrap_or_default(), "entry hash")?;
-        events.push(StoredEvent { seq, hash, event });
     }
     let next_cursor = if more {
         events.last().map(|e| e.seq)
@@ -527,11 +637,16 @@ pub(crate) fn prunable_prefix(
     conn: &Connection,
     cutoff: OffsetDateTime,
 ) -> Result<Option<(Seq, ChainHash)>, StoreError> {
-    let first_kept: Option<i64> = conn.query_row(
-        "SELECT min(seq) FROM events WHERE time >= ?1",
-        [time_ns(cutoff)?],
-        |r| r.get(0),
-    )?;
+    let cutoff = time_ns(cutoff)?;
+    let mut first_kept: Option<i64> = None;
+    let mut stmt = conn
+        .prepare_cached("SELECT min(seq) FROM events WHERE seq BETWEEN ?1 AND ?2 AND time >= ?3")?;
+    for (first, last) in seq_ranges_for_time(conn, Some(cutoff), None)? {
+        first_kept = stmt.query_row(params![first, last, cutoff], |r| r.get(0))?;
+        if first_kept.is_some() {
+            break;
+        }
+    }
     let last: Option<i64> = match first_kept {
         Some(first) => Some(first - 1),
         None => conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))?,
@@ -555,6 +670,18 @@ pub(crate) fn prune_to(
     hash: &ChainHash,
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
+    // The id lookup goes with the entries it points at (looked up by id, so
+    // this walks the pruned rows, not the whole lookup).
+    tx.execute(
+        "DELETE FROM event_ids WHERE id IN (SELECT id FROM events WHERE seq <= ?1)",
+        [to_i64(last)?],
+    )?;
+    // Blocks wholly at or before `last` go; the block `last` ends inside
+    // keeps its (now wider than needed) bounds, which only widen a walk.
+    tx.execute(
+        "DELETE FROM event_time_blocks WHERE block < ((?1 + 1) >> 8)",
+        [to_i64(last)?],
+    )?;
     let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", [to_i64(last)?])?;
     tx.execute(
         "INSERT INTO event_anchor (id, seq, hash, pruned_at) VALUES (1, ?1, ?2, ?3)

@@ -460,13 +460,21 @@ impl IncidentStore for SqliteIncidentStore {
     async fn linked_events(&self, id: IncidentId) -> Result<Vec<LinkedEvent>, StoreError> {
         self.pool
             .read(move |conn| {
+                // The id lookup covers the log up to `upto`; a linked event
+                // after that is found in the log's short unindexed tail.
+                let upto = super::events::lookups_upto(conn)?;
                 let mut stmt = conn.prepare(
                     "SELECT l.event_id, e.seq, e.hash, e.body
-                       FROM incident_events l LEFT JOIN events e ON e.id = l.event_id
+                       FROM incident_events l
+                       LEFT JOIN events e
+                         ON e.seq = coalesce(
+                                (SELECT k.seq FROM event_ids k WHERE k.id = l.event_id),
+                                (SELECT t.seq FROM events t WHERE t.seq > ?2 AND t.id = l.event_id))
+                        AND e.id = l.event_id
                       WHERE l.incident_id = ?1
                       ORDER BY e.seq IS NULL, e.seq, l.event_id",
                 )?;
-                let mut rows = stmt.query([id.to_string()])?;
+                let mut rows = stmt.query(params![id.to_string(), upto])?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     let event_id: String = r.get(0)?;

@@ -330,8 +330,19 @@ async fn changes_commit_with_their_events_or_not_at_all() {
     );
     assert_eq!(logged(&store).await, ["connect.flow.enabled"]);
 
-    // An event that cannot be appended (its id is taken) fails the change
-    // it describes, which leaves nothing behind.
+    // An event that cannot be appended (the log refuses it) fails the
+    // change it describes, which leaves nothing behind.
+    let refused = created.id().to_string();
+    store
+        .pool
+        .write(move |tx| {
+            Ok(tx.execute_batch(&format!(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON events WHEN NEW.id = '{refused}'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+            ))?)
+        })
+        .await
+        .unwrap();
     assert!(
         store
             .set_enabled(team, f.id, false, now, vec![created.clone()])
