@@ -130,7 +130,11 @@ fn main() {
         let mut written = 0;
         let build = Instant::now();
         let mut prepare_secs = 0.0;
+        let mut middle = None;
         while written < verify_events {
+            if written >= verify_events / 2 && middle.is_none() {
+                middle = Some(OffsetDateTime::now_utc());
+            }
             let n = (verify_events - written).min(50_000);
             let t = Instant::now();
             let records: Vec<_> = (written..written + n)
@@ -174,6 +178,27 @@ fn main() {
             "query by request id, match at the far end of {verify_events} events: {:.3} s",
             start.elapsed().as_secs_f64()
         );
+        // A narrow time window in the middle of the log: the time blocks
+        // turn it into a short walk of `seq` ranges.
+        if let Some(since) = middle {
+            let start = Instant::now();
+            let page = sink
+                .log()
+                .query(kura_store::events::EventQuery {
+                    since: Some(since),
+                    until: Some(since + time::Duration::milliseconds(20)),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(!page.events.is_empty());
+            println!(
+                "query by time window, newest {} of the events in 20 ms in the middle of {verify_events}: {:.3} s",
+                page.events.len(),
+                start.elapsed().as_secs_f64()
+            );
+        }
         let start = Instant::now();
         let page = sink
             .log()

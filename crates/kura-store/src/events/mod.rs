@@ -79,16 +79,18 @@ pub(crate) fn chain_hash_with(
 
 /// One event ready for the log: its canonical body and the columns queries
 /// filter on, all derived from the same sanitised event so they cannot
-/// disagree.
+/// disagree. The columns are already in their stored text form, so the
+/// single writer that appends them only binds them.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     pub(crate) id: EventId,
+    pub(crate) id_text: String,
     pub(crate) time_ns: i64,
-    pub(crate) team: Option<TeamId>,
+    pub(crate) team: Option<String>,
     pub(crate) action: String,
     pub(crate) outcome: Outcome,
     pub(crate) actor: String,
-    pub(crate) source: Option<IpAddr>,
+    pub(crate) source: Option<String>,
     pub(crate) request_id: Option<String>,
     pub(crate) body: Vec<u8>,
 }
@@ -105,12 +107,13 @@ impl EventRecord {
             .map_err(|_| StoreError::Malformed("event time is out of range".into()))?;
         Ok(Self {
             id: event.id,
+            id_text: event.id.to_string(),
             time_ns,
-            team: event.team,
+            team: event.team.map(|t| t.to_string()),
             action: event.action.as_str().to_owned(),
             outcome: event.outcome,
             actor: event.actor.key(),
-            source: event.source,
+            source: event.source.map(crate::sqlite::events::source_text),
             request_id: event.request_id,
             body,
         })

@@ -104,13 +104,13 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
             let hash = chain_hash_with(&mut buf, seq, &prev, &r.body);
             stmt.execute(params![
                 to_i64(seq)?,
-                r.id.to_string(),
+                r.id_text,
                 r.time_ns,
-                r.team.map(|t| t.to_string()),
+                r.team,
                 r.action,
                 r.outcome.as_str(),
                 r.actor,
-                r.source.map(source_text),
+                r.source,
                 r.request_id,
                 r.body,
                 &prev[..],
