@@ -1,9 +1,9 @@
 //! The event log's SQL: appends, the verification walk, queries, checkpoints,
 //! the signing key's row and pruning. Tables are created by platform
-//! migration 2; migration 5 leaves `events` with only its time index, so
-//! filters on other columns walk the log by `seq` and stop after one page of
-//! matches, and migration 15 moves the id lookup into `event_ids`, derived
-//! from the log in batches ([`index_ids`]).
+//! migration 2. Since migration 15 `events` has no index but its `seq` key:
+//! filters walk the log by `seq` and stop after one page of matches, and the
+//! id and time lookups are tables derived from the log in batches
+//! ([`extend_lookups`]).
 
 use std::net::IpAddr;
 
@@ -124,7 +124,8 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
     Ok(out)
 }
 
-/// How many entries one time block spans (`seq >> BLOCK_BITS`).
+/// How many entries one time block spans (`seq >> BLOCK_BITS`; the SQL
+/// below and migration 15 write the same shift as `seq >> 8`).
 const BLOCK_BITS: u32 = 8;
 
 /// The last entry the lookups (`event_ids`, `event_time_blocks`) cover;
