@@ -363,7 +363,12 @@ const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Extends the lookups over the log's tail once a second while the log is
 /// open; a tick with nothing new costs one read.
 async fn run_lookup_extender(shared: std::sync::Weak<Shared>) {
-    let mut ticks = tokio::time::interval(LOOKUP_INTERVAL);
+    // `open_on` has just extended the lookups: the first tick is one
+    // interval away, not immediate.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + LOOKUP_INTERVAL,
+        LOOKUP_INTERVAL,
+    );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
