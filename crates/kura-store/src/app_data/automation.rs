@@ -68,8 +68,8 @@ mod tests {
             .is_err(),
             "version 2 refuses the new kind"
         );
-        // This one and the record counts after it.
-        assert_eq!(migrate(&mut conn, path, APP_MIGRATIONS).unwrap(), 2);
+        // This one and the two after it (record counts, record ids).
+        assert_eq!(migrate(&mut conn, path, APP_MIGRATIONS).unwrap(), 3);
         let (kind, hash, created): (String, String, i64) = conn
             .query_row(
                 "SELECT kind, password_hash, created_at FROM kura_accounts WHERE name = 'ada'",

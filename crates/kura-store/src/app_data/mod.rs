@@ -133,6 +133,37 @@ pub(crate) const APP_MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 5,
+        name: "record ids handed out from the count row; outbox without AUTOINCREMENT",
+        // `AUTOINCREMENT` keeps each table's largest id in `sqlite_sequence`,
+        // one more page in every commit that creates a record. The next
+        // record id now lives in the table's `kura_counts` row, which the
+        // same commit writes anyway (see `keep_record_count`); it starts
+        // past every id an `AUTOINCREMENT` table ever handed out. The
+        // outbox is append-only (no entry is ever deleted), so its plain
+        // rowid, one past the largest, never repeats either; it is rebuilt
+        // without the keyword.
+        sql: "
+        ALTER TABLE kura_counts ADD COLUMN next_rid INTEGER NOT NULL DEFAULT 1;
+        UPDATE kura_counts SET next_rid = 1 + coalesce(
+            (SELECT seq FROM sqlite_sequence WHERE name = 't' || kura_counts.tbl), 0);
+        CREATE TABLE kura_changes_new (
+            seq     INTEGER PRIMARY KEY,
+            tbl     INTEGER NOT NULL,
+            rid     INTEGER NOT NULL,
+            kind    TEXT NOT NULL
+                    CHECK (kind IN ('create', 'edit', 'delete', 'duplicate', 'import')),
+            mod     INTEGER NOT NULL,
+            at_ms   INTEGER NOT NULL,
+            account TEXT NOT NULL
+        ) STRICT;
+        INSERT INTO kura_changes_new SELECT seq, tbl, rid, kind, mod, at_ms, account
+            FROM kura_changes;
+        DROP TABLE kura_changes;
+        ALTER TABLE kura_changes_new RENAME TO kura_changes;
+    ",
+    },
 ];
 
 /// Opens the app database's schema: migrations, then the record counts.
@@ -165,23 +196,74 @@ pub(crate) fn ensure_record_counts(conn: &mut Connection) -> Result<(), StoreErr
     let tx = conn.transaction()?;
     for table in tables {
         keep_record_count(&tx, table)?;
+        drop_autoincrement(&tx, table)?;
     }
     tx.commit()?;
     Ok(())
 }
 
+/// Rebuilds a record table made with `AUTOINCREMENT` (before app migration
+/// 5) without it, once: such a table still writes `sqlite_sequence` on every
+/// insert although its ids now come from its count row, which
+/// `keep_record_count` has already moved past every id the sequence handed
+/// out. SQLite cannot drop the keyword in place, so the table is copied
+/// into a new one with the same definition, swapped in, and its indexes and
+/// triggers are made again, inside the caller's transaction.
+fn drop_autoincrement(conn: &Connection, table: u32) -> Result<(), StoreError> {
+    let t = table_name(table);
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [&t],
+        |r| r.get(0),
+    )?;
+    let head = format!("CREATE TABLE {t} (rid INTEGER PRIMARY KEY AUTOINCREMENT,");
+    let Some(rest) = sql.strip_prefix(&head) else {
+        return Ok(());
+    };
+    let dependents: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT sql FROM sqlite_master
+              WHERE tbl_name = ?1 AND type IN ('index', 'trigger') AND sql IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([&t], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    conn.execute_batch(&format!(
+        "CREATE TABLE {t}_rebuilt (rid INTEGER PRIMARY KEY,{rest};
+         INSERT INTO {t}_rebuilt SELECT * FROM {t};
+         DROP TABLE {t};
+         ALTER TABLE {t}_rebuilt RENAME TO {t};"
+    ))?;
+    for sql in dependents {
+        conn.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
 /// Creates `table`'s count row (from a real count when missing) and its
 /// triggers, if they do not exist yet.
+///
+/// The row also holds the table's next record id (`next_rid`), which
+/// [`AppWrite::insert`] uses and the insert trigger moves past the id just
+/// used. An insert that names an id below it (an id the table has handed
+/// out before, whose record was deleted) is refused: record ids are never
+/// reused.
 fn keep_record_count(conn: &Connection, table: u32) -> Result<(), StoreError> {
     let t = table_name(table);
     conn.execute_batch(&format!(
-        "CREATE TRIGGER IF NOT EXISTS {t}_count_insert AFTER INSERT ON {t} BEGIN
-             UPDATE kura_counts SET n = n + 1 WHERE tbl = {table};
+        "DROP TRIGGER IF EXISTS {t}_count_insert;
+         CREATE TRIGGER IF NOT EXISTS {t}_insert AFTER INSERT ON {t} BEGIN
+             SELECT RAISE(ABORT, 'record id used before') FROM kura_counts
+              WHERE tbl = {table} AND NEW.rid < next_rid;
+             UPDATE kura_counts SET n = n + 1, next_rid = NEW.rid + 1 WHERE tbl = {table};
          END;
          CREATE TRIGGER IF NOT EXISTS {t}_count_delete AFTER DELETE ON {t} BEGIN
              UPDATE kura_counts SET n = n - 1 WHERE tbl = {table};
          END;
-         INSERT OR IGNORE INTO kura_counts(tbl, n) SELECT {table}, count(*) FROM {t};"
+         INSERT OR IGNORE INTO kura_counts(tbl, n, next_rid)
+             SELECT {table}, count(*), 1 + max(coalesce(max(rid), 0), coalesce(
+                 (SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0))
+             FROM {t};"
     ))?;
     Ok(())
 }
@@ -583,7 +665,7 @@ fn apply_ddl(conn: &Connection, op: &Ddl) -> Result<(), StoreError> {
         ))?,
         Ddl::CreateTable { table } => {
             conn.execute_batch(&format!(
-                "CREATE TABLE {} (rid INTEGER PRIMARY KEY AUTOINCREMENT, \
+                "CREATE TABLE {} (rid INTEGER PRIMARY KEY, \
                  mod INTEGER NOT NULL DEFAULT 0, owner TEXT)",
                 table_name(table)
             ))?;
@@ -827,5 +909,123 @@ mod tests {
             })
             .unwrap();
         assert_eq!(rows, 0);
+    }
+    fn insert(conn: &Connection, table: u32) -> i64 {
+        let (rid, _) = AppWrite::new(conn)
+            .insert(table, Some("a"), &[])
+            .unwrap()
+            .unwrap();
+        rid
+    }
+
+    fn sequence_rows(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_sequence ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn record_ids_are_never_reused_and_need_no_sequence_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = app_db(&dir, &[]);
+        assert_eq!(
+            (insert(&conn, 1), insert(&conn, 1), insert(&conn, 1)),
+            (1, 2, 3)
+        );
+        conn.execute_batch("DELETE FROM t1 WHERE rid = 3").unwrap();
+        assert_eq!(
+            insert(&conn, 1),
+            4,
+            "the deleted record's id is not handed out again"
+        );
+        // Naming a used id is refused and changes nothing.
+        let reuse = conn.execute("INSERT INTO t1(rid, owner) VALUES (3, 'x')", []);
+        assert!(reuse.is_err(), "{reuse:?}");
+        assert_eq!((count(&conn, 1), real_count(&conn, 1)), (3, 3));
+        assert_eq!(insert(&conn, 1), 5);
+        // Neither the record table nor the outbox keeps a sequence row, so a
+        // create's commit does not write `sqlite_sequence`'s page.
+        AppWrite::new(&conn)
+            .record_change(1, 5, ChangeKind::Create, 0, 0, "a")
+            .unwrap();
+        assert_eq!(sequence_rows(&conn), Vec::<String>::new());
+    }
+
+    #[test]
+    fn files_from_before_the_id_rows_keep_every_id_and_change_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // An app file at version 4: an AUTOINCREMENT table whose newest
+        // record (id 3) was deleted, its count row and count trigger as they
+        // were made then, and two outbox entries.
+        crate::sqlite::migrate(&mut conn, &path, &APP_MIGRATIONS[..4]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t7 (rid INTEGER PRIMARY KEY AUTOINCREMENT,
+                              mod INTEGER NOT NULL DEFAULT 0, owner TEXT);
+             INSERT INTO t7(owner) VALUES ('a'), ('b'), ('c');
+             DELETE FROM t7 WHERE rid = 3;
+             INSERT INTO kura_counts(tbl, n) VALUES (7, 2);
+             CREATE TRIGGER t7_count_insert AFTER INSERT ON t7 BEGIN
+                 UPDATE kura_counts SET n = n + 1 WHERE tbl = 7;
+             END;
+             INSERT INTO kura_changes(tbl, rid, kind, mod, at_ms, account)
+                 VALUES (7, 1, 'create', 0, 1, 'a'), (7, 2, 'create', 0, 2, 'a');",
+        )
+        .unwrap();
+        // A table from before the counts existed at all, newest record deleted too.
+        conn.execute_batch(
+            "CREATE TABLE t9 (rid INTEGER PRIMARY KEY AUTOINCREMENT,
+                              mod INTEGER NOT NULL DEFAULT 0, owner TEXT);
+             INSERT INTO t9(owner) VALUES ('a'), ('b');
+             DELETE FROM t9 WHERE rid = 2;",
+        )
+        .unwrap();
+        conn.execute_batch(
+            "ALTER TABLE t7 ADD COLUMN c1 TEXT; CREATE INDEX i7_1 ON t7(c1);
+             UPDATE t7 SET c1 = 'v' || rid;",
+        )
+        .unwrap();
+        init_app_db(&mut conn, &path).unwrap();
+        init_app_db(&mut conn, &path).unwrap();
+
+        // Both tables were rebuilt without AUTOINCREMENT, keeping their
+        // records, columns and indexes.
+        assert_eq!(sequence_rows(&conn), Vec::<String>::new());
+        let values: Vec<(i64, String)> = conn
+            .prepare("SELECT rid, c1 FROM t7 INDEXED BY i7_1 ORDER BY c1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(values, vec![(1, "v1".to_owned()), (2, "v2".to_owned())]);
+        assert_eq!(
+            insert(&conn, 7),
+            4,
+            "past the id AUTOINCREMENT last handed out"
+        );
+        assert_eq!(insert(&conn, 9), 3);
+        // One trigger counts each insert (the old one is gone), and the
+        // delete trigger came back with the rebuilt table.
+        assert_eq!((count(&conn, 7), count(&conn, 9)), (3, 2));
+        conn.execute_batch("DELETE FROM t7 WHERE rid = 1").unwrap();
+        assert_eq!(count(&conn, 7), real_count(&conn, 7));
+        assert_eq!(sequence_rows(&conn), Vec::<String>::new());
+        // The outbox kept its entries, and the next continues after them.
+        AppWrite::new(&conn)
+            .record_change(7, 4, ChangeKind::Create, 0, 3, "a")
+            .unwrap();
+        let seqs: Vec<(i64, i64)> = AppRead::new(&conn)
+            .changes_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|c| (c.seq, c.at_ms))
+            .collect();
+        assert_eq!(seqs, vec![(1, 1), (2, 2), (3, 3)]);
     }
 }

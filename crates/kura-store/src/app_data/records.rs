@@ -346,8 +346,11 @@ impl<'c> AppWrite<'c> {
         owner: Option<&str>,
         values: &[(u32, Cell)],
     ) -> Result<Result<(i64, i64), u32>, StoreError> {
-        let mut cols = String::from("owner");
-        let mut marks = String::from("?1");
+        // The id comes from the table's count row, which the insert trigger
+        // moves on (`keep_record_count`): no page beyond that row and the
+        // table's own is written to hand it out.
+        let mut cols = String::from("rid, owner");
+        let mut marks = format!("(SELECT next_rid FROM kura_counts WHERE tbl = {table}), ?1");
         for (i, (col, _)) in values.iter().enumerate() {
             cols.push_str(", ");
             cols.push_str(&column_name(*col));
