@@ -394,6 +394,12 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if e.checkpoint_every == 0 || e.checkpoint_every > 1_000_000 {
         return err("events.checkpoint_every", "must be between 1 and 1000000");
     }
+    if !(1..=86_400).contains(&e.checkpoint_after_secs) {
+        return err(
+            "events.checkpoint_after_secs",
+            "must be between 1 and 86400",
+        );
+    }
     if e.export.poll_interval_ms < 10 || e.export.poll_interval_ms > 3_600_000 {
         return err(
             "events.export.poll_interval_ms",
@@ -973,6 +979,30 @@ mod tests {
             e.contains("`identity.step_up_minutes`") && e.contains("between 1 and 60"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn event_checkpoint_settings_are_bounded() {
+        let c = Layers {
+            env: env(&[("KURA_EVENTS__CHECKPOINT_AFTER_SECS", "300")]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.events.checkpoint_after_secs, 300);
+        for bad in ["0", "86401"] {
+            let e = Layers {
+                env: env(&[("KURA_EVENTS__CHECKPOINT_AFTER_SECS", bad)]),
+                ..Default::default()
+            }
+            .load()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("`events.checkpoint_after_secs`") && e.contains("between 1 and 86400"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

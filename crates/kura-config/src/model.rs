@@ -269,6 +269,9 @@ pub struct EventsConfig {
     pub retention_days: u32,
     /// Sign a checkpoint after this many events (1 to 1,000,000).
     pub checkpoint_every: u64,
+    /// Sign a checkpoint once the oldest unsigned event is this many seconds
+    /// old, however few events there are (1 to 86,400).
+    pub checkpoint_after_secs: u64,
     /// Streaming exports to a SIEM.
     pub export: ExportConfig,
     /// The RFC 5425 syslog listener for events from other systems.
@@ -282,6 +285,7 @@ impl Default for EventsConfig {
         Self {
             retention_days: 400,
             checkpoint_every: 1000,
+            checkpoint_after_secs: 60,
             export: ExportConfig::default(),
             syslog: SyslogIngestConfig::default(),
             incidents: IncidentsConfig::default(),

@@ -169,6 +169,9 @@ impl Installation {
             Arc::clone(&clock),
             EventLogOptions {
                 checkpoint_every: config.events.checkpoint_every,
+                checkpoint_after: Some(std::time::Duration::from_secs(
+                    config.events.checkpoint_after_secs,
+                )),
                 ..EventLogOptions::default()
             },
         )

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use kura_crypto::signing::{PublicKey, SigningKey};
 use kura_crypto::{DataKey, aead};
 use kura_types::{Clock, KeyScope, SecurityEvent};
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,10 @@ pub struct EventLogOptions {
     /// Sign a checkpoint whenever this many entries have been appended since
     /// the last one (0: only on demand).
     pub checkpoint_every: u64,
+    /// Sign a checkpoint once the oldest entry after the last one is this
+    /// old, however few entries there are (`None`: by count only). Checked
+    /// once a second, with the injected clock.
+    pub checkpoint_after: Option<std::time::Duration>,
     /// How many append requests may wait before callers are made to wait.
     pub queue_capacity: usize,
     /// The most events one transaction appends.
@@ -52,6 +56,7 @@ impl Default for EventLogOptions {
     fn default() -> Self {
         Self {
             checkpoint_every: 1000,
+            checkpoint_after: Some(std::time::Duration::from_secs(60)),
             queue_capacity: 8192,
             max_batch: 4096,
             split_verify_at: 100_000,
@@ -100,6 +105,31 @@ impl Shared {
             key_id,
             signature,
         })
+    }
+
+    /// Whether the once-a-second task should sign the head: enough entries
+    /// arrived since the last checkpoint (events appended inside other
+    /// writes' transactions never pass through the log's own writer, which
+    /// signs by count as it commits), or the oldest of them has waited
+    /// `checkpoint_after`.
+    fn checkpoint_due(&self, conn: &Connection) -> Result<bool, StoreError> {
+        let (seq, _) = sql::head(conn)?;
+        let last = sql::last_checkpoint(conn)?;
+        if seq <= last {
+            return Ok(false);
+        }
+        let every = self.options.checkpoint_every;
+        if every > 0 && seq - last >= every {
+            return Ok(true);
+        }
+        let Some(after) = self.options.checkpoint_after else {
+            return Ok(false);
+        };
+        let Some(oldest) = sql::entry_time(conn, last + 1)? else {
+            return Ok(false);
+        };
+        let waited = self.clock.now().unix_timestamp_nanos() - i128::from(oldest);
+        Ok(waited >= i128::try_from(after.as_nanos()).unwrap_or(i128::MAX))
     }
 
     /// Signs the head if `force` or if enough entries arrived since the last
@@ -218,7 +248,7 @@ impl EventLog {
         });
         let (queue, rx) = mpsc::channel(shared.options.queue_capacity);
         tokio::spawn(run_writer(Arc::clone(&shared), rx));
-        tokio::spawn(run_lookup_extender(Arc::downgrade(&shared)));
+        tokio::spawn(run_maintenance(Arc::downgrade(&shared)));
         Ok(Self { shared, queue })
     }
 
@@ -273,6 +303,14 @@ impl EventLog {
     /// they find.
     pub async fn catch_up_lookups(&self) -> Result<u64, StoreError> {
         catch_up_lookups(&self.shared.pool).await
+    }
+
+    /// What the log's once-a-second task does: signs a checkpoint when one
+    /// is due (see [`EventLogOptions::checkpoint_after`]) and extends the
+    /// lookups. A read when there is nothing to do. Returns the checkpoint
+    /// signed, if any.
+    pub async fn maintain(&self) -> Result<Option<Checkpoint>, StoreError> {
+        maintain(&self.shared).await
     }
 
     /// Walks the whole log; see [`super::verify`].
@@ -357,12 +395,14 @@ impl EventLog {
 }
 
 /// How often the id and time lookups catch up with events recorded in other
-/// writes' transactions (which do not pass through the log's own writer).
+/// writes' transactions (which do not pass through the log's own writer),
+/// and how often a due checkpoint is looked for.
 const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Extends the lookups over the log's tail once a second while the log is
-/// open; a tick with nothing new costs one read.
-async fn run_lookup_extender(shared: std::sync::Weak<Shared>) {
+/// Once a second while the log is open: signs a due checkpoint and extends
+/// the lookups over the log's tail ([`maintain`]); a tick with nothing to do
+/// costs one read.
+async fn run_maintenance(shared: std::sync::Weak<Shared>) {
     // `open_on` has just extended the lookups: the first tick is one
     // interval away, not immediate.
     let mut ticks = tokio::time::interval_at(
@@ -375,12 +415,38 @@ async fn run_lookup_extender(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = catch_up_lookups(&shared.pool).await {
-            // Derived data: a failure leaves the entries in the tail, where
-            // lookups still find them; the next tick tries again.
-            tracing::warn!(error = %e, "extending the event lookups failed");
+        if let Err(e) = maintain(&shared).await {
+            // The entries stay as they are: unsigned ones are signed, and
+            // ones the lookups do not cover yet (which lookups still find in
+            // the tail) are covered, by the next tick.
+            tracing::warn!(error = %e, "signing or indexing the event log failed");
         }
     }
+}
+
+/// [`EventLog::maintain`].
+async fn maintain(shared: &Arc<Shared>) -> Result<Option<Checkpoint>, StoreError> {
+    let s = Arc::clone(shared);
+    let (pending, due) = shared
+        .pool
+        .read(move |conn| Ok((sql::lookups_pending(conn)?, s.checkpoint_due(conn)?)))
+        .await?;
+    if !pending && !due {
+        return Ok(None);
+    }
+    let s = Arc::clone(shared);
+    shared
+        .pool
+        .write(move |tx| {
+            let checkpoint = if due {
+                s.checkpoint_in(tx, true)?
+            } else {
+                None
+            };
+            sql::extend_lookups(tx)?;
+            Ok(checkpoint)
+        })
+        .await
 }
 
 /// [`EventLog::catch_up_lookups`]: a read when nothing is pending, one
@@ -506,6 +572,55 @@ mod tests {
             Action::parse(action).unwrap(),
             outcome,
         )
+    }
+
+    /// Appends `n` events inside a write of the log's database, as a state
+    /// change with its event does, bypassing the log's own writer.
+    async fn append_in_other_write(env: &Env, n: usize) {
+        let records: Vec<EventRecord> = (0..n)
+            .map(|_| {
+                EventRecord::new(event(
+                    &env.clock,
+                    "account.profile.changed",
+                    Outcome::Success,
+                ))
+                .unwrap()
+            })
+            .collect();
+        env.log
+            .pool()
+            .write(move |tx| sql::append_in_tx(tx, &records).map(drop))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_from_other_writes_are_signed_by_count_and_by_age() {
+        let env = fresh(5).await;
+        append_in_other_write(&env, 3).await;
+        assert_eq!(
+            env.log.maintain().await.unwrap(),
+            None,
+            "too few, too young"
+        );
+        env.clock.advance(Duration::seconds(59));
+        assert_eq!(env.log.maintain().await.unwrap(), None, "not a minute yet");
+        env.clock.advance(Duration::seconds(1));
+        let signed = env.log.maintain().await.unwrap().map(|c| c.tree_size);
+        assert_eq!(signed, Some(3), "the oldest unsigned entry waited a minute");
+        assert_eq!(env.log.maintain().await.unwrap(), None, "nothing new");
+        // Five more at once: due by count, without waiting.
+        append_in_other_write(&env, 5).await;
+        let signed = env.log.maintain().await.unwrap().map(|c| c.tree_size);
+        assert_eq!(signed, Some(8));
+        let report = env.log.verify(VerifyOptions::default()).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.last_signed, Some(8));
+        assert_eq!(
+            env.log.catch_up_lookups().await.unwrap(),
+            0,
+            "lookups extended too"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

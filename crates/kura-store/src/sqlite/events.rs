@@ -227,6 +227,14 @@ pub(crate) fn last_checkpoint(conn: &Connection) -> Result<Seq, StoreError> {
     to_seq(n.unwrap_or(0))
 }
 
+/// The time (Unix nanoseconds) of entry `seq`, if the log holds it.
+pub(crate) fn entry_time(conn: &Connection, seq: Seq) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT time FROM events WHERE seq = ?1")?
+        .query_row([to_i64(seq)?], |r| r.get(0))
+        .optional()?)
+}
+
 /// Stores a checkpoint (ignoring one that already exists for its tree size).
 pub(crate) fn insert_checkpoint(tx: &Transaction<'_>, c: &Checkpoint) -> Result<(), StoreError> {
     tx.execute(
