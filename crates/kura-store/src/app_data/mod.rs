@@ -241,7 +241,8 @@ fn drop_autoincrement(conn: &Connection, table: u32) -> Result<(), StoreError> {
 }
 
 /// Creates `table`'s count row (from a real count when missing) and its
-/// triggers, if they do not exist yet.
+/// triggers, if they do not exist yet. Runs at every open: the count (a
+/// scan of the table) is only taken when the row is missing.
 ///
 /// The row also holds the table's next record id (`next_rid`), which
 /// [`AppWrite::insert`] uses and the insert trigger moves past the id just
@@ -259,12 +260,19 @@ fn keep_record_count(conn: &Connection, table: u32) -> Result<(), StoreError> {
          END;
          CREATE TRIGGER IF NOT EXISTS {t}_count_delete AFTER DELETE ON {t} BEGIN
              UPDATE kura_counts SET n = n - 1 WHERE tbl = {table};
-         END;
-         INSERT OR IGNORE INTO kura_counts(tbl, n, next_rid)
-             SELECT {table}, count(*), 1 + max(coalesce(max(rid), 0), coalesce(
-                 (SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0))
-             FROM {t};"
+         END;"
     ))?;
+    let has_row = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM kura_counts WHERE tbl = ?1)")?
+        .query_row([table], |r| r.get::<_, bool>(0))?;
+    if !has_row {
+        conn.execute_batch(&format!(
+            "INSERT INTO kura_counts(tbl, n, next_rid)
+                 SELECT {table}, count(*), 1 + max(coalesce(max(rid), 0), coalesce(
+                     (SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0))
+                 FROM {t};"
+        ))?;
+    }
     Ok(())
 }
 

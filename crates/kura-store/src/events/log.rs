@@ -397,7 +397,7 @@ impl EventLog {
 /// How often the id and time lookups catch up with events recorded in other
 /// writes' transactions (which do not pass through the log's own writer),
 /// and how often a due checkpoint is looked for.
-const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Once a second while the log is open: signs a due checkpoint and extends
 /// the lookups over the log's tail ([`maintain`]); a tick with nothing to do
@@ -406,8 +406,8 @@ async fn run_maintenance(shared: std::sync::Weak<Shared>) {
     // `open_on` has just extended the lookups: the first tick is one
     // interval away, not immediate.
     let mut ticks = tokio::time::interval_at(
-        tokio::time::Instant::now() + LOOKUP_INTERVAL,
-        LOOKUP_INTERVAL,
+        tokio::time::Instant::now() + MAINTENANCE_INTERVAL,
+        MAINTENANCE_INTERVAL,
     );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -443,7 +443,10 @@ async fn maintain(shared: &Arc<Shared>) -> Result<Option<Checkpoint>, StoreError
             } else {
                 None
             };
-            sql::extend_lookups(tx)?;
+            // Signing extends the lookups itself (`checkpoint_in`).
+            if checkpoint.is_none() {
+                sql::extend_lookups(tx)?;
+            }
             Ok(checkpoint)
         })
         .await
