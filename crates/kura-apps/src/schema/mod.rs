@@ -395,6 +395,24 @@ impl Schema {
             .collect()
     }
 
+    /// The indexes declared on several fields: (table id, field ids in
+    /// index order).
+    pub fn composite_indexes(&self) -> Vec<(u32, Vec<u32>)> {
+        self.tables
+            .iter()
+            .zip(&self.stored.definition.tables)
+            .flat_map(|(t, def)| {
+                def.indexes.iter().map(move |names| {
+                    let ids = names
+                        .iter()
+                        .filter_map(|n| t.field(n).map(|i| t.fields[i].id))
+                        .collect();
+                    (t.id, ids)
+                })
+            })
+            .collect()
+    }
+
     /// A table by name.
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.table_index.get(&key(name)).map(|i| &self.tables[*i])

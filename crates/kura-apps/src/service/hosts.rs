@@ -166,7 +166,7 @@ impl Apps {
                 Schema::build(version, stored)?
             }
         };
-        data.index_on_first_use(schema.indexed_on_first_use());
+        data.index_on_first_use(schema.indexed_on_first_use(), schema.composite_indexes());
         let loaded = Arc::new(LoadedApp {
             record: RwLock::new(record.clone()),
             data,
@@ -326,7 +326,7 @@ impl Apps {
         let schema = Schema::build(version, planned.next)?;
         loaded
             .data
-            .index_on_first_use(schema.indexed_on_first_use());
+            .index_on_first_use(schema.indexed_on_first_use(), schema.composite_indexes());
         *loaded.schema.write() = Arc::new(schema);
         Ok(ApplyReport {
             version,

@@ -612,7 +612,7 @@ impl AppData {
 fn read_noting_use<T>(
     conn: &Connection,
     f: impl FnOnce(&AppRead<'_>) -> Result<T, StoreError>,
-) -> Result<(T, Vec<(u32, u32)>), StoreError> {
+) -> Result<(T, Vec<indexing::Use>), StoreError> {
     let read = AppRead::new(conn);
     let value = f(&read)?;
     Ok((value, read.used_columns()))

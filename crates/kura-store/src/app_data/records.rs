@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 
 use super::filter::{Filter, SortKey, compile};
-use super::indexing::Usage;
+use super::indexing::{Usage, Use};
 use super::{Cell, column_name, is_constraint, table_name};
 use crate::StoreError;
 
@@ -82,7 +82,7 @@ impl<'c> AppRead<'c> {
     }
 
     /// The columns this read's filters and sorts could use an index for.
-    pub(super) fn used_columns(&self) -> Vec<(u32, u32)> {
+    pub(super) fn used_columns(&self) -> Vec<Use> {
         self.usage.take()
     }
 
