@@ -396,18 +396,20 @@ impl Schema {
     }
 
     /// The indexes declared on several fields: (table id, field ids in
-    /// index order).
+    /// index order). `Schema::build` has checked that every name is a
+    /// field; an index naming one that is not would be left out whole, so
+    /// no later field is ever taken for its first.
     pub fn composite_indexes(&self) -> Vec<(u32, Vec<u32>)> {
         self.tables
             .iter()
             .zip(&self.stored.definition.tables)
             .flat_map(|(t, def)| {
-                def.indexes.iter().map(move |names| {
+                def.indexes.iter().filter_map(move |names| {
                     let ids = names
                         .iter()
-                        .filter_map(|n| t.field(n).map(|i| t.fields[i].id))
-                        .collect();
-                    (t.id, ids)
+                        .map(|n| t.field(n).map(|i| t.fields[i].id))
+                        .collect::<Option<Vec<u32>>>()?;
+                    Some((t.id, ids))
                 })
             })
             .collect()

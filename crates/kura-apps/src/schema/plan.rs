@@ -460,6 +460,12 @@ mod tests {
         let t = old.ids["contacts"].id;
         let f = &old.ids["contacts"].fields;
         let (age, active) = (f["age"], f["active"]);
+        // The loaded schema names the index by field ids, in its order,
+        // for the first-use indexer (`AppData::index_on_first_use`).
+        assert_eq!(
+            Schema::build(1, old.clone()).unwrap().composite_indexes(),
+            vec![(t, vec![age, active])]
+        );
         // Same index, names in another case: nothing to do.
         assert!(
             plan(
