@@ -8,14 +8,15 @@
 //!
 //! Writes are group-committed: writes queue up, and the writer thread runs
 //! all that are queued when it takes the connection (up to [`MAX_BATCH`])
-//! in one transaction, each inside its own savepoint, and commits once. When
-//! the last commit carried several writes, the writer first waits briefly
-//! for as many ([`GATHER_WAIT`]). A write that fails rolls back to its
-//! savepoint and changes nothing; the others are unaffected. Every caller is answered only after the shared
+//! in one transaction, each inside its own savepoint, and commits once. A
+//! write that fails rolls back to its savepoint and changes nothing; the
+//! others are unaffected. Every caller is answered only after the shared
 //! commit has returned, so with `synchronous = FULL` an acknowledged write
 //! is on disk — the batch just shares one fsync among many writers. The
 //! thread starts the next batch as soon as a commit returns: no hand-off
-//! to another thread sits between two commits.
+//! to another thread sits between two commits. When the last commit
+//! carried several writes, it first waits briefly for as many to be
+//! queued ([`GATHER_WAIT`]).
 //!
 //! Reads run in a read transaction, so every statement of one read sees
 //! one snapshot. For a file only this process writes (an app's file), a
@@ -75,8 +76,8 @@ const CHECKPOINT_FRAMES: u32 = 8_000;
 /// paying the commit's fixed part (the table's last leaf, the count row,
 /// the outbox leaf, page 1, each encrypted and authenticated, and an
 /// fsync) for every few writes while the rest were still being parsed.
-/// Waiting for them cut the server's CPU per create by about a quarter and
-/// raised creates per second by 10–20% (BENCHMARKS.md, "Session 12"). A
+/// Waiting for them cut the server's CPU per create by 12–20% and raised
+/// creates per second by about 18% (BENCHMARKS.md, "Session 12"). A
 /// lone writer never waits, and writers at a steady concurrency rarely do
 /// for long: the wait ends as soon as the last commit's count is queued,
 /// so the full wait is paid once when the concurrency drops. The idea is
