@@ -918,6 +918,7 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 0);
     }
+
     fn insert(conn: &Connection, table: u32) -> i64 {
         let (rid, _) = AppWrite::new(conn)
             .insert(table, Some("a"), &[])
