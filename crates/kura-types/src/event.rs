@@ -338,11 +338,15 @@ impl SecurityEvent {
     /// compact JSON with object keys in byte order at every level, time in
     /// RFC 3339 UTC, absent optional fields omitted. Two equal events always
     /// encode to the same bytes.
+    ///
+    /// Every recorded event is encoded once, on the request's path, so the
+    /// encoding is written straight from the fields in their sorted order
+    /// rather than through a `serde_json::Value` tree.
     pub fn canonical_json(&self) -> Result<Vec<u8>, EventEncodeError> {
-        let mut event = self.clone();
-        event.time = event.time.to_offset(UtcOffset::UTC);
-        let value = serde_json::to_value(&event).map_err(|e| EventEncodeError(e.to_string()))?;
-        serde_json::to_vec(&canonicalize(value)).map_err(|e| EventEncodeError(e.to_string()))
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, &Canonical(self))
+            .map_err(|e| EventEncodeError(e.to_string()))?;
+        Ok(out)
     }
 
     /// Decodes an event from its canonical (or any JSON) encoding.
@@ -351,22 +355,121 @@ impl SecurityEvent {
     }
 }
 
-/// Rebuilds every object with its keys inserted in sorted order, so the
-/// encoding is canonical whether or not `serde_json` keeps insertion order.
-fn canonicalize(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k, canonicalize(v)))
-                    .collect(),
-            )
+/// An event in its canonical encoding: the fields [`SecurityEvent`]'s
+/// `Serialize` writes, with the same values, under names in byte order, and
+/// the time in UTC. `actor_keys_and_json_shapes_are_stable` and the tests
+/// below hold it to the derived encoding with every object's keys sorted.
+struct Canonical<'a>(&'a SecurityEvent);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let e = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("action", e.action.as_str())?;
+        map.serialize_entry("actor", &CanonicalActor(&e.actor))?;
+        if !e.details.is_empty() {
+            map.serialize_entry("details", &SortedMap(&e.details))?;
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonicalize).collect()),
-        other => other,
+        map.serialize_entry("id", &e.id)?;
+        map.serialize_entry("outcome", &e.outcome)?;
+        if let Some(request_id) = &e.request_id {
+            map.serialize_entry("request_id", request_id)?;
+        }
+        if let Some(source) = &e.source {
+            map.serialize_entry("source", source)?;
+        }
+        if let Some(target) = &e.target {
+            map.serialize_entry("target", target)?;
+        }
+        if let Some(team) = &e.team {
+            map.serialize_entry("team", team)?;
+        }
+        map.serialize_entry("time", &Rfc3339Utc(e.time))?;
+        if let Some(user_agent) = &e.user_agent {
+            map.serialize_entry("user_agent", user_agent)?;
+        }
+        map.end()
+    }
+}
+
+/// An [`Actor`] as its derived, internally tagged encoding has it, with the
+/// `kind` tag among the fields in byte order.
+struct CanonicalActor<'a>(&'a Actor);
+
+impl Serialize for CanonicalActor<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        match self.0 {
+            Actor::Account { id } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("kind", "account")?;
+            }
+            Actor::Token { id } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("kind", "token")?;
+            }
+            Actor::AppAccount { app, name } => {
+                map.serialize_entry("app", app)?;
+                map.serialize_entry("kind", "app_account")?;
+                map.serialize_entry("name", name)?;
+            }
+            Actor::System { component } => {
+                map.serialize_entry("component", component)?;
+                map.serialize_entry("kind", "system")?;
+            }
+            Actor::Anonymous => map.serialize_entry("kind", "anonymous")?,
+        }
+        map.end()
+    }
+}
+
+/// A JSON object written with its keys in byte order at every level, whether
+/// or not `serde_json`'s map keeps them sorted itself.
+struct SortedMap<'a>(&'a Map<String, Value>);
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for (key, value) in entries {
+            map.serialize_entry(key, &Sorted(value))?;
+        }
+        map.end()
+    }
+}
+
+/// A JSON value whose objects, however deep, are written as [`SortedMap`]s.
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        match self.0 {
+            Value::Object(map) => SortedMap(map).serialize(serializer),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Sorted(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// A time in RFC 3339 at UTC, as `time::serde::rfc3339` writes it.
+struct Rfc3339Utc(OffsetDateTime);
+
+impl Serialize for Rfc3339Utc {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.0.to_offset(UtcOffset::UTC), serializer)
     }
 }
 
@@ -480,6 +583,73 @@ mod tests {
         assert_eq!(back, event);
         assert_eq!(back.canonical_json().unwrap(), bytes);
         assert!(!text.contains("user_agent"), "absent fields are omitted");
+    }
+
+    /// The encoding `canonical_json` must equal: the derived one, through a
+    /// `Value` tree rebuilt with every object's keys in byte order.
+    fn derived_with_sorted_keys(event: &SecurityEvent) -> Vec<u8> {
+        fn sorted(value: Value) -> Value {
+            match value {
+                Value::Object(map) => {
+                    let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+                }
+                Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+                other => other,
+            }
+        }
+        let mut event = event.clone();
+        event.time = event.time.to_offset(UtcOffset::UTC);
+        serde_json::to_vec(&sorted(serde_json::to_value(&event).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn canonical_json_is_the_derived_encoding_with_sorted_keys() {
+        let app = AppId::new();
+        let actors = [
+            Actor::Account { id: "acc-1".into() },
+            Actor::Token {
+                id: "tok \"1\"".into(),
+            },
+            Actor::AppAccount {
+                app,
+                name: "bob".into(),
+            },
+            Actor::System {
+                component: "edge.waf".into(),
+            },
+            Actor::Anonymous,
+        ];
+        for (i, actor) in actors.into_iter().enumerate() {
+            let bare = SecurityEvent::new(
+                datetime!(2025-03-01 12:00:00.123456789 -05:30),
+                actor,
+                Action::parse("data.export").unwrap(),
+                Outcome::Denied,
+            );
+            let full = bare
+                .clone()
+                .with_team(TeamId::new())
+                .with_target("app:ä/\u{1F600}")
+                .with_source("2001:db8::1".parse().unwrap())
+                .with_user_agent("curl/8.5 \t\u{7}")
+                .with_request_id(format!("req-{i}"))
+                .with_detail(
+                    "zeta",
+                    json!([{"b": null, "a": 1.5e-7}, "x", [true, {"d": {"c": -1}}]]),
+                )
+                .with_detail("Alpha", json!({"y": "\u{0}", "x": {}, "B": []}))
+                .with_detail("alpha", u64::MAX);
+            for event in [bare, full] {
+                let bytes = event.canonical_json().unwrap();
+                assert_eq!(
+                    String::from_utf8(bytes.clone()).unwrap(),
+                    String::from_utf8(derived_with_sorted_keys(&event)).unwrap()
+                );
+                assert_eq!(SecurityEvent::from_json(&bytes).unwrap(), event);
+            }
+        }
     }
 
     #[test]
