@@ -357,8 +357,8 @@ impl SecurityEvent {
 
 /// An event in its canonical encoding: the fields [`SecurityEvent`]'s
 /// `Serialize` writes, with the same values, under names in byte order, and
-/// the time in UTC. `actor_keys_and_json_shapes_are_stable` and the tests
-/// below hold it to the derived encoding with every object's keys sorted.
+/// the time in UTC. The test `canonical_json_is_the_derived_encoding_with_sorted_keys`
+/// holds it to the derived encoding with every object's keys sorted.
 struct Canonical<'a>(&'a SecurityEvent);
 
 impl Serialize for Canonical<'_> {
