@@ -432,13 +432,19 @@ struct SortedMap<'a>(&'a Map<String, Value>);
 impl Serialize for SortedMap<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
-        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        // Without serde_json's `preserve_order` feature (the workspace's
+        // case) the map iterates in key order already and nothing is copied.
+        if self.0.keys().is_sorted() {
+            for (key, value) in self.0 {
+                map.serialize_entry(key, &Sorted(value))?;
+            }
+        } else {
+            let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        }
-        let mut map = serializer.serialize_map(Some(entries.len()))?;
-        for (key, value) in entries {
-            map.serialize_entry(key, &Sorted(value))?;
+            for (key, value) in entries {
+                map.serialize_entry(key, &Sorted(value))?;
+            }
         }
         map.end()
     }
