@@ -495,7 +495,7 @@ async fn key_operations_are_security_events_and_the_log_verifies_until_tampered(
             .write(|tx| {
                 Ok(tx.execute(
                     "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'kura-cli', 'kura-xyz') AS BLOB)
-                      WHERE action = 'keys.master.rotated'",
+                      WHERE json_extract(CAST(body AS TEXT), '$.action') = 'keys.master.rotated'",
                     [],
                 )?)
             })

@@ -236,7 +236,7 @@ async fn mutation_deletion_and_reordering_in_the_raw_store_are_reported_at_the_r
         "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'granted', 'revoked') AS BLOB) WHERE seq = 4",
     )
     .await;
-    assert_eq!((seq, kind), (4, BreakKind::ContentAltered), "{text}");
+    assert_eq!((seq, kind), (4, BreakKind::HashMismatch), "{text}");
     assert!(text.starts_with("TAMPERED: entry 4 "), "{text}");
 
     let (seq, kind, text) = tampered("DELETE FROM events WHERE seq = 12").await;
@@ -257,7 +257,7 @@ async fn mutation_deletion_and_reordering_in_the_raw_store_are_reported_at_the_r
          UPDATE events SET seq = 16 WHERE seq = -1;",
     )
     .await;
-    assert_eq!((seq, kind), (15, BreakKind::LinkBroken), "{text}");
+    assert_eq!((seq, kind), (15, BreakKind::HashMismatch), "{text}");
 
     let (seq, kind, text) = tampered("DELETE FROM events WHERE seq >= 18").await;
     assert_eq!(

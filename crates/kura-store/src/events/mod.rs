@@ -37,6 +37,7 @@ use time::OffsetDateTime;
 
 use crate::StoreError;
 
+use crate::sqlite::events::canonical_source;
 pub use crate::sqlite::events::{append_in_tx, export_checkpoints, query, verify};
 pub use log::{EventLog, EventLogOptions, PruneReport};
 pub use tx::TxEvents;
@@ -77,21 +78,13 @@ pub(crate) fn chain_hash_with(
     digest::sha256(buf)
 }
 
-/// One event ready for the log: its canonical body and the columns queries
-/// filter on, all derived from the same sanitised event so they cannot
-/// disagree. The columns are already in their stored text form, so the
-/// single writer that appends them only binds them.
+/// One event ready for the log: its canonical body (what the chain commits
+/// to, and all that queries read) and its time, the one column kept beside
+/// the body to find time ranges without decoding entries.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     pub(crate) id: EventId,
-    pub(crate) id_text: String,
     pub(crate) time_ns: i64,
-    pub(crate) team: Option<String>,
-    pub(crate) action: String,
-    pub(crate) outcome: Outcome,
-    pub(crate) actor: String,
-    pub(crate) source: Option<String>,
-    pub(crate) request_id: Option<String>,
     pub(crate) body: Vec<u8>,
 }
 
@@ -107,14 +100,7 @@ impl EventRecord {
             .map_err(|_| StoreError::Malformed("event time is out of range".into()))?;
         Ok(Self {
             id: event.id,
-            id_text: event.id.to_string(),
             time_ns,
-            team: event.team.map(|t| t.to_string()),
-            action: event.action.as_str().to_owned(),
-            outcome: event.outcome,
-            actor: event.actor.key(),
-            source: event.source.map(crate::sqlite::events::source_text),
-            request_id: event.request_id,
             body,
         })
     }
@@ -184,6 +170,34 @@ pub struct EventQuery {
     pub order: Order,
     /// Page size, clamped to 1..=[`MAX_PAGE`]; 0 means 100.
     pub limit: usize,
+}
+
+impl EventQuery {
+    /// Whether `event` passes every set filter but the cursor. Decided on
+    /// the decoded body, which the chain covers.
+    pub(crate) fn matches(&self, event: &SecurityEvent) -> bool {
+        let action = event.action.as_str();
+        self.since.is_none_or(|t| event.time >= t)
+            && self.until.is_none_or(|t| event.time < t)
+            && self.team.is_none_or(|t| event.team == Some(t))
+            && self.actor.as_ref().is_none_or(|a| event.actor.key() == *a)
+            && self.action_prefix.as_deref().is_none_or(|prefix| {
+                // Whole dotted segments: `auth` is `auth` itself or anything
+                // under `auth.`.
+                let prefix = prefix.trim_end_matches('.');
+                action
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+            && self.outcome.is_none_or(|o| event.outcome == o)
+            && self
+                .source
+                .is_none_or(|s| event.source.map(canonical_source) == Some(canonical_source(s)))
+            && self
+                .request_id
+                .as_ref()
+                .is_none_or(|r| event.request_id.as_ref() == Some(r))
+    }
 }
 
 /// One page of results.

@@ -30,12 +30,14 @@ pub enum BreakKind {
         /// The next sequence number present.
         next_present: Option<Seq>,
     },
-    /// The entry's content does not match its stored hash (its body or its
-    /// hash was altered).
-    ContentAltered,
-    /// The entry does not link to the entry before it (it was moved, or the
-    /// one before it was replaced).
-    LinkBroken,
+    /// The entry's stored hash is not the hash of its position, its body
+    /// and the hash of the entry before it: its body or hash was altered,
+    /// entries were reordered, or the entry before it was replaced (an entry
+    /// rewritten with a fresh hash breaks the link of the one after it).
+    HashMismatch,
+    /// The entry's time column, which time-range queries and pruning walk
+    /// by, is not the time in its body (which its hash covers).
+    TimeAltered,
     /// A signed checkpoint covers this entry but names a different head hash:
     /// history up to here was rewritten.
     CheckpointMismatch,
@@ -85,14 +87,14 @@ impl fmt::Display for ChainBreak {
             BreakKind::Missing { next_present: None } => {
                 write!(f, "entry {seq} is missing: entries were deleted")
             }
-            BreakKind::ContentAltered => write!(
+            BreakKind::HashMismatch => write!(
                 f,
-                "entry {seq} does not match its hash: its content was altered"
-            ),
-            BreakKind::LinkBroken => write!(
-                f,
-                "entry {seq} does not link to entry {}: entries were reordered or replaced",
+                "entry {seq} does not match its hash after entry {}: its content was altered, entries were reordered, or the entry before it was replaced",
                 seq.saturating_sub(1)
+            ),
+            BreakKind::TimeAltered => write!(
+                f,
+                "entry {seq} is stored under a time other than its own: its time column was altered"
             ),
             BreakKind::CheckpointMismatch => write!(
                 f,
@@ -330,7 +332,8 @@ impl Verifier {
     }
 
     /// Checks the next entry. Returns false once the walk has failed.
-    pub(crate) fn entry(&mut self, seq: Seq, prev_hash: &[u8], hash: &[u8], body: &[u8]) -> bool {
+    /// `time_ns` is the entry's time column.
+    pub(crate) fn entry(&mut self, seq: Seq, time_ns: i64, hash: &[u8], body: &[u8]) -> bool {
         if self.failed() {
             return false;
         }
@@ -348,12 +351,15 @@ impl Verifier {
                 },
             );
         }
-        if !constant_time_eq(prev_hash, &self.prev) {
-            return fail(self, seq, BreakKind::LinkBroken);
-        }
+        // The link is the previous entry's hash, which the walk recomputed
+        // from that entry's body: an entry whose hash does not follow from it
+        // and its own body breaks the chain here.
         let computed = chain_hash_with(&mut self.buf, seq, &self.prev, body);
         if !constant_time_eq(hash, &computed) {
-            return fail(self, seq, BreakKind::ContentAltered);
+            return fail(self, seq, BreakKind::HashMismatch);
+        }
+        if body_time_ns(body) != Some(time_ns) {
+            return fail(self, seq, BreakKind::TimeAltered);
         }
         if let Some(c) = self.checkpoints.get(&seq) {
             if let Err(kind) = &c.signature {
@@ -398,4 +404,16 @@ impl Verifier {
         }
         self.report
     }
+}
+
+/// The time (Unix nanoseconds) in an entry's body, read without decoding the
+/// rest of it.
+fn body_time_ns(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Timed {
+        #[serde(with = "time::serde::rfc3339")]
+        time: time::OffsetDateTime,
+    }
+    let timed: Timed = serde_json::from_slice(body).ok()?;
+    i64::try_from(timed.time.unix_timestamp_nanos()).ok()
 }

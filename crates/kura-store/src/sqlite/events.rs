@@ -3,7 +3,10 @@
 //! migration 2. Since migration 15 `events` has no index but its `seq` key:
 //! filters walk the log by `seq` and stop after one page of matches, and the
 //! id and time lookups are tables derived from the log in batches
-//! ([`extend_lookups`]).
+//! ([`extend_lookups`]). Since migration 16 an entry is its sequence number,
+//! time, canonical body and hash alone: filters decide on the decoded body,
+//! which the chain covers, the link to the previous entry is that entry's
+//! hash, and verification holds the time column to the body's time.
 
 use std::net::IpAddr;
 
@@ -90,10 +93,8 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
     batches: &[B],
 ) -> Result<Vec<Vec<Seq>>, StoreError> {
     let (mut seq, mut prev) = head(tx)?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO events (seq, id, time, team, action, outcome, actor, source, request_id, body, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO events (seq, time, body, hash) VALUES (?1, ?2, ?3, ?4)")?;
     let mut buf = Vec::new();
     let mut out = Vec::with_capacity(batches.len());
     for records in batches {
@@ -102,20 +103,7 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
         for r in records {
             seq += 1;
             let hash = chain_hash_with(&mut buf, seq, &prev, &r.body);
-            stmt.execute(params![
-                to_i64(seq)?,
-                r.id_text,
-                r.time_ns,
-                r.team,
-                r.action,
-                r.outcome.as_str(),
-                r.actor,
-                r.source,
-                r.request_id,
-                r.body,
-                &prev[..],
-                &hash[..],
-            ])?;
+            stmt.execute(params![to_i64(seq)?, r.time_ns, r.body, &hash[..]])?;
             prev = hash;
             seqs.push(seq);
         }
@@ -153,7 +141,8 @@ pub(crate) fn extend_lookups(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     let added = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO event_ids (id, seq)
-             SELECT id, seq FROM events WHERE seq > ?1 AND seq <= ?2",
+             SELECT json_extract(CAST(body AS TEXT), '$.id'), seq FROM events
+              WHERE seq > ?1 AND seq <= ?2",
         )?
         .execute(params![upto, last])?;
     tx.prepare_cached(
@@ -447,15 +436,14 @@ fn walk_stretch(
     };
     let mut stretch = template.segment(from, link);
     let mut stmt = conn.prepare(
-        "SELECT seq, prev_hash, hash, body FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        "SELECT seq, time, hash, body FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
     )?;
     let mut rows = stmt.query([to_i64(from)?, to_i64(to)?])?;
     while let Some(r) = rows.next()? {
         let seq = to_seq(r.get(0)?)?;
-        let prev = r.get_ref(1)?.as_blob().unwrap_or_default();
         let hash = r.get_ref(2)?.as_blob().unwrap_or_default();
         let body = r.get_ref(3)?.as_blob().unwrap_or_default();
-        if !stretch.entry(seq, prev, hash, body) {
+        if !stretch.entry(seq, r.get(1)?, hash, body) {
             return Ok(None);
         }
     }
@@ -474,15 +462,13 @@ pub(crate) fn verify_conn(
         options,
     );
     if !verifier.failed() {
-        let mut stmt =
-            snapshot.prepare("SELECT seq, prev_hash, hash, body FROM events ORDER BY seq")?;
+        let mut stmt = snapshot.prepare("SELECT seq, time, hash, body FROM events ORDER BY seq")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let seq = to_seq(r.get(0)?)?;
-            let prev = r.get_ref(1)?.as_blob().unwrap_or_default();
             let hash = r.get_ref(2)?.as_blob().unwrap_or_default();
             let body = r.get_ref(3)?.as_blob().unwrap_or_default();
-            if !verifier.entry(seq, prev, hash, body) {
+            if !verifier.entry(seq, r.get(1)?, hash, body) {
                 break;
             }
         }
@@ -523,96 +509,64 @@ fn time_ns(t: OffsetDateTime) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Malformed("query time is out of range".into()))
 }
 
-fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError> {
+pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError> {
+    let since = q.since.map(time_ns).transpose()?;
+    let until = q.until.map(time_ns).transpose()?;
     let mut clauses: Vec<&str> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
-    // Each clause uses numbered parameters in the order `args` grows.
-    let mut add = |clause: &'static str, values: Vec<SqlValue>| {
-        clauses.push(clause);
-        args.extend(values);
-    };
-    if let Some(since) = q.since {
-        add("time >= ?", vec![SqlValue::Integer(time_ns(since)?)]);
+    // The time column narrows the walk; the decoded body decides every
+    // filter (`EventQuery::matches`), so a query reads nothing the chain
+    // does not cover.
+    if let Some(since) = since {
+        clauses.push("time >= ?");
+        args.push(SqlValue::Integer(since));
     }
-    if let Some(until) = q.until {
-        add("time < ?", vec![SqlValue::Integer(time_ns(until)?)]);
-    }
-    if let Some(team) = q.team {
-        add("team = ?", vec![SqlValue::Text(team.to_string())]);
-    }
-    if let Some(actor) = &q.actor {
-        add("actor = ?", vec![SqlValue::Text(actor.clone())]);
-    }
-    if let Some(prefix) = &q.action_prefix {
-        // Whole dotted segments: `auth` is `auth` itself or anything from
-        // `auth.` up to (not including) `auth/`, the next byte after '.'.
-        let prefix = prefix.trim_end_matches('.').to_owned();
-        add(
-            "(action = ? OR (action >= ? AND action < ?))",
-            vec![
-                SqlValue::Text(prefix.clone()),
-                SqlValue::Text(format!("{prefix}.")),
-                SqlValue::Text(format!("{prefix}/")),
-            ],
-        );
-    }
-    if let Some(outcome) = q.outcome {
-        add("outcome = ?", vec![SqlValue::Text(outcome.as_str().into())]);
-    }
-    if let Some(source) = q.source {
-        add("source = ?", vec![SqlValue::Text(source_text(source))]);
-    }
-    if let Some(request_id) = &q.request_id {
-        add("request_id = ?", vec![SqlValue::Text(request_id.clone())]);
+    if let Some(until) = until {
+        clauses.push("time < ?");
+        args.push(SqlValue::Integer(until));
     }
     let (cmp, dir) = match q.order {
         Order::NewestFirst => ("seq < ?", "DESC"),
         Order::OldestFirst => ("seq > ?", "ASC"),
     };
     if let Some(cursor) = q.cursor {
-        add(cmp, vec![SqlValue::Integer(to_i64(cursor)?)]);
+        clauses.push(cmp);
+        args.push(SqlValue::Integer(to_i64(cursor)?));
     }
     let limit = match q.limit {
         0 => 100,
         n => n.min(MAX_PAGE),
     };
     // A time window is walked as the ranges of `seq` that can hold it (see
-    // `seq_ranges_for_time`), in the query's order; the rows' own times
-    // decide, the ranges only keep the walk short.
-    let mut ranges = seq_ranges_for_time(
-        conn,
-        q.since.map(time_ns).transpose()?,
-        q.until.map(time_ns).transpose()?,
-    )?;
+    // `seq_ranges_for_time`), in the query's order.
+    let mut ranges = seq_ranges_for_time(conn, since, until)?;
     if q.order == Order::NewestFirst {
         ranges.reverse();
     }
     clauses.push("seq BETWEEN ? AND ?");
     // Only fixed clause text is interpolated; every value is a parameter.
     let sql = format!(
-        "SELECT seq, body, hash FROM events WHERE {} ORDER BY seq {dir} LIMIT ?",
+        "SELECT seq, body, hash FROM events WHERE {} ORDER BY seq {dir}",
         clauses.join(" AND ")
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut events = Vec::with_capacity(limit.min(64));
     let mut more = false;
     'ranges: for (first, last) in ranges {
-        let wanted = limit + 1 - events.len();
-        let range = [
-            SqlValue::Integer(first),
-            SqlValue::Integer(last),
-            SqlValue::Integer(i64::try_from(wanted).unwrap_or(i64::MAX)),
-        ];
+        let range = [SqlValue::Integer(first), SqlValue::Integer(last)];
         let mut rows = stmt.query(params_from_iter(args.iter().chain(&range)))?;
         while let Some(r) = rows.next()? {
-            if events.len() == limit {
-                more = true;
-                break 'ranges;
-            }
             let seq = to_seq(r.get(0)?)?;
             let body = r.get_ref(1)?.as_blob().unwrap_or_default();
             let event = SecurityEvent::from_json(body)
                 .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+            if !q.matches(&event) {
+                continue;
+            }
+            if events.len() == limit {
+                more = true;
+                break 'ranges;
+            }
             let hash = to_hash(r.get_ref(2)?.as_blob().unwrap_or_default(), "entry hash")?;
             events.push(StoredEvent { seq, hash, event });
         }
@@ -628,15 +582,12 @@ fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage, StoreError
     })
 }
 
-/// How a source address is stored: its canonical text, with IPv4-mapped IPv6
-/// addresses folded to IPv4 so one client has one form.
-pub(crate) fn source_text(addr: IpAddr) -> String {
+/// How a source address is compared: IPv4-mapped IPv6 addresses folded to
+/// IPv4, so one client has one form.
+pub(crate) fn canonical_source(addr: IpAddr) -> IpAddr {
     match addr {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
     }
 }
 
@@ -682,7 +633,8 @@ pub(crate) fn prune_to(
     // The id lookup goes with the entries it points at (looked up by id, so
     // this walks the pruned rows, not the whole lookup).
     tx.execute(
-        "DELETE FROM event_ids WHERE id IN (SELECT id FROM events WHERE seq <= ?1)",
+        "DELETE FROM event_ids
+          WHERE id IN (SELECT json_extract(CAST(body AS TEXT), '$.id') FROM events WHERE seq <= ?1)",
         [to_i64(last)?],
     )?;
     // Blocks wholly at or before `last` go; the block `last` ends inside

@@ -469,8 +469,10 @@ impl IncidentStore for SqliteIncidentStore {
                        LEFT JOIN events e
                          ON e.seq = coalesce(
                                 (SELECT k.seq FROM event_ids k WHERE k.id = l.event_id),
-                                (SELECT t.seq FROM events t WHERE t.seq > ?2 AND t.id = l.event_id))
-                        AND e.id = l.event_id
+                                (SELECT t.seq FROM events t
+                                  WHERE t.seq > ?2
+                                    AND json_extract(CAST(t.body AS TEXT), '$.id') = l.event_id))
+                        AND json_extract(CAST(e.body AS TEXT), '$.id') = l.event_id
                       WHERE l.incident_id = ?1
                       ORDER BY e.seq IS NULL, e.seq, l.event_id",
                 )?;

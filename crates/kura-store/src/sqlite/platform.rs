@@ -676,6 +676,33 @@ const MIGRATIONS: &[Migration] = &[
         INSERT INTO event_lookups_upto (id, seq) SELECT 1, coalesce(max(seq), 0) FROM events;
     ",
     },
+    Migration {
+        version: 16,
+        name: "security event log: entries hold their time, body and hash alone",
+        // The id, team, action, outcome, actor, source and request id columns
+        // repeated fields of the body, and `prev_hash` repeated the previous
+        // entry's hash: about 40% of every entry, encrypted, authenticated
+        // and written at every commit that records an event, and none of it
+        // covered by the chain (a changed team column would have hidden an
+        // event from its team's queries without failing verification).
+        // Queries now decide on the decoded body, the lookups read the id
+        // from it, the walk links each entry to the hash it recomputed for
+        // the one before, and checks the time column (kept to walk time
+        // ranges by) against the body's time. The chain's bytes (seq, body, hash) are copied
+        // unchanged, so the log verifies against its existing checkpoints.
+        sql: "
+        CREATE TABLE events_chain (
+            seq  INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            hash BLOB NOT NULL
+        ) STRICT;
+        INSERT INTO events_chain (seq, time, body, hash)
+            SELECT seq, time, body, hash FROM events ORDER BY seq;
+        DROP TABLE events;
+        ALTER TABLE events_chain RENAME TO events;
+    ",
+    },
 ];
 
 /// The embedded platform store.
@@ -1008,4 +1035,144 @@ pub(super) fn put_setting(
         params![key, value, ts(now)],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+    use time::OffsetDateTime;
+
+    use super::MIGRATIONS;
+    use crate::events::{EventQuery, GENESIS, Order, VerifyOptions, chain_hash};
+    use crate::sqlite::events::{extend_lookups, query_conn, verify_conn};
+    use crate::sqlite::migrate;
+    use kura_types::{Action, Actor, Outcome, SecurityEvent, TeamId};
+
+    /// A log written in the column layout before migration 16 keeps every
+    /// byte its chain covers: it verifies from the same genesis to the same
+    /// head, its lookups find entries by the id in their bodies, and
+    /// queries filter on the bodies as they did on the columns.
+    #[test]
+    fn the_slimmer_event_rows_keep_the_chain_and_every_filter() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = std::path::Path::new("platform.db");
+        migrate(&mut conn, path, &MIGRATIONS[..15]).unwrap();
+        let team = TeamId::new();
+        let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let mut prev = GENESIS;
+        let mut events = Vec::new();
+        for (i, (action, outcome)) in [
+            ("auth.signin.failed", Outcome::Failure),
+            ("auth.signin.succeeded", Outcome::Success),
+            ("authz.check", Outcome::Denied),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut event = SecurityEvent::new(
+                now + time::Duration::seconds(i as i64),
+                Actor::Account {
+                    id: format!("acc-{i}"),
+                },
+                Action::parse(action).unwrap(),
+                outcome,
+            )
+            .with_request_id(format!("req-{i}"));
+            if i != 1 {
+                event = event.with_team(team);
+            }
+            let seq = i as u64 + 1;
+            let body = event.canonical_json().unwrap();
+            let hash = chain_hash(seq, &prev, &body);
+            conn.execute(
+                "INSERT INTO events (seq, id, time, team, action, outcome, actor, source,
+                                     request_id, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10, ?11)",
+                params![
+                    seq as i64,
+                    event.id.to_string(),
+                    i64::try_from(event.time.unix_timestamp_nanos()).unwrap(),
+                    event.team.map(|t| t.to_string()),
+                    action,
+                    outcome.as_str(),
+                    event.actor.key(),
+                    event.request_id,
+                    body,
+                    &prev[..],
+                    &hash[..],
+                ],
+            )
+            .unwrap();
+            prev = hash;
+            events.push(event);
+        }
+
+        assert_eq!(migrate(&mut conn, path, MIGRATIONS).unwrap(), 1);
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('events') ORDER BY cid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, ["seq", "time", "body", "hash"]);
+
+        let report = verify_conn(&conn, &VerifyOptions::default()).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.entries_checked, 3);
+        assert_eq!(report.head_hash, Some(prev));
+
+        let tx = conn.transaction().unwrap();
+        assert_eq!(extend_lookups(&tx).unwrap(), 3);
+        tx.commit().unwrap();
+        let seq: i64 = conn
+            .query_row(
+                "SELECT seq FROM event_ids WHERE id = ?1",
+                [events[2].id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(seq, 3);
+
+        let found = |q: EventQuery| -> Vec<u64> {
+            let q = EventQuery {
+                order: Order::OldestFirst,
+                ..q
+            };
+            let page = query_conn(&conn, &q).unwrap();
+            page.events.iter().map(|e| e.seq).collect()
+        };
+        assert_eq!(
+            found(EventQuery {
+                team: Some(team),
+                ..EventQuery::default()
+            }),
+            [1, 3]
+        );
+        assert_eq!(
+            found(EventQuery {
+                action_prefix: Some("auth".into()),
+                ..EventQuery::default()
+            }),
+            [1, 2],
+            "`auth` is a whole segment: `authz.check` is not under it"
+        );
+        assert_eq!(
+            found(EventQuery {
+                actor: Some("account:acc-1".into()),
+                outcome: Some(Outcome::Success),
+                request_id: Some("req-1".into()),
+                ..EventQuery::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            found(EventQuery {
+                since: Some(now + time::Duration::seconds(1)),
+                until: Some(now + time::Duration::seconds(2)),
+                ..EventQuery::default()
+            }),
+            [2]
+        );
+    }
 }

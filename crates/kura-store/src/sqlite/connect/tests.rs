@@ -306,7 +306,9 @@ async fn logged(store: &SqliteConnectStore) -> Vec<String> {
     store
         .pool
         .read(|c| {
-            let mut stmt = c.prepare("SELECT action FROM events ORDER BY seq")?;
+            let mut stmt = c.prepare(
+                "SELECT json_extract(CAST(body AS TEXT), '$.action') FROM events ORDER BY seq",
+            )?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -337,7 +339,8 @@ async fn changes_commit_with_their_events_or_not_at_all() {
         .pool
         .write(move |tx| {
             Ok(tx.execute_batch(&format!(
-                "CREATE TRIGGER refuse_event BEFORE INSERT ON events WHEN NEW.id = '{refused}'
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON events
+                 WHEN json_extract(CAST(NEW.body AS TEXT), '$.id') = '{refused}'
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;"
             ))?)
         })
