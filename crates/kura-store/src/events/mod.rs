@@ -26,14 +26,17 @@ mod log;
 mod tx;
 pub(crate) mod verify;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
 use kura_crypto::digest;
 use kura_crypto::signing::{PublicKey, Signature};
-use kura_types::{EventId, Outcome, SecurityEvent, TeamId};
+use kura_types::{Actor, EventId, Outcome, SecurityEvent, TeamId};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::StoreError;
 
@@ -173,30 +176,70 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    /// Whether `event` passes every set filter but the cursor. Decided on
-    /// the decoded body, which the chain covers.
-    pub(crate) fn matches(&self, event: &SecurityEvent) -> bool {
-        let action = event.action.as_str();
-        self.since.is_none_or(|t| event.time >= t)
-            && self.until.is_none_or(|t| event.time < t)
-            && self.team.is_none_or(|t| event.team == Some(t))
-            && self.actor.as_ref().is_none_or(|a| event.actor.key() == *a)
+    /// Whether an entry with these facets passes every set filter but the
+    /// cursor. The time and actor are decoded only when a filter needs them;
+    /// the error says which of them does not decode.
+    pub(crate) fn matches(&self, f: &Facets<'_>) -> Result<bool, String> {
+        if self.since.is_some() || self.until.is_some() {
+            let time = OffsetDateTime::parse(&f.time, &Rfc3339)
+                .map_err(|e| format!("its time does not parse: {e}"))?;
+            if self.since.is_some_and(|t| time < t) || self.until.is_some_and(|t| time >= t) {
+                return Ok(false);
+            }
+        }
+        let passes = self.team.is_none_or(|t| f.team == Some(t))
             && self.action_prefix.as_deref().is_none_or(|prefix| {
                 // Whole dotted segments: `auth` is `auth` itself or anything
                 // under `auth.`.
                 let prefix = prefix.trim_end_matches('.');
-                action
+                f.action
                     .strip_prefix(prefix)
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
             })
-            && self.outcome.is_none_or(|o| event.outcome == o)
+            && self.outcome.is_none_or(|o| f.outcome == o)
             && self
                 .source
-                .is_none_or(|s| event.source.map(canonical_source) == Some(canonical_source(s)))
+                .is_none_or(|s| f.source.map(canonical_source) == Some(canonical_source(s)))
             && self
                 .request_id
-                .as_ref()
-                .is_none_or(|r| event.request_id.as_ref() == Some(r))
+                .as_deref()
+                .is_none_or(|r| f.request_id.as_deref() == Some(r));
+        match &self.actor {
+            Some(key) if passes => {
+                let actor: Actor = serde_json::from_str(f.actor.get())
+                    .map_err(|e| format!("its actor does not decode: {e}"))?;
+                Ok(actor.key() == *key)
+            }
+            _ => Ok(passes),
+        }
+    }
+}
+
+/// The fields of a stored body that queries filter on, read without
+/// decoding the rest of it (details, user agent and target are skipped; the
+/// actor and time stay text until a filter needs them), so a filter that
+/// walks many entries decodes only its matches in full.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Facets<'a> {
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    actor: &'a RawValue,
+    outcome: Outcome,
+    #[serde(default, borrow)]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    source: Option<IpAddr>,
+    #[serde(default)]
+    team: Option<TeamId>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+}
+
+impl<'a> Facets<'a> {
+    /// Reads the facets of a stored body.
+    pub(crate) fn of(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
     }
 }
 

@@ -20,8 +20,8 @@ use crate::StoreError;
 use crate::events::verify::{Segment, Verifier};
 use crate::events::{
     CHECKPOINT_FORMAT, ChainHash, ChainVerification, Checkpoint, CheckpointExport, EventPage,
-    EventQuery, EventRecord, ExportedCheckpoint, ExportedKey, GENESIS, MAX_PAGE, Order, Seq,
-    StoredEvent, VerifyOptions, chain_hash_with,
+    EventQuery, EventRecord, ExportedCheckpoint, ExportedKey, Facets, GENESIS, MAX_PAGE, Order,
+    Seq, StoredEvent, VerifyOptions, chain_hash_with,
 };
 use kura_types::SecurityEvent;
 
@@ -514,7 +514,7 @@ pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage,
     let until = q.until.map(time_ns).transpose()?;
     let mut clauses: Vec<&str> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
-    // The time column narrows the walk; the decoded body decides every
+    // The time column narrows the walk; the body's facets decide every
     // filter (`EventQuery::matches`), so a query reads nothing the chain
     // does not cover.
     if let Some(since) = since {
@@ -558,15 +558,20 @@ pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage,
         while let Some(r) = rows.next()? {
             let seq = to_seq(r.get(0)?)?;
             let body = r.get_ref(1)?.as_blob().unwrap_or_default();
-            let event = SecurityEvent::from_json(body)
-                .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
-            if !q.matches(&event) {
+            let facets =
+                Facets::of(body).map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+            if !q
+                .matches(&facets)
+                .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?
+            {
                 continue;
             }
             if events.len() == limit {
                 more = true;
                 break 'ranges;
             }
+            let event = SecurityEvent::from_json(body)
+                .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
             let hash = to_hash(r.get_ref(2)?.as_blob().unwrap_or_default(), "entry hash")?;
             events.push(StoredEvent { seq, hash, event });
         }
