@@ -221,6 +221,9 @@ impl EventQuery {
 /// walks many entries decodes only its matches in full.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Facets<'a> {
+    /// The event's id, for the id lookup.
+    #[serde(borrow)]
+    pub(crate) id: Cow<'a, str>,
     #[serde(borrow)]
     action: Cow<'a, str>,
     #[serde(borrow)]

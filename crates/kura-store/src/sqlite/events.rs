@@ -138,13 +138,21 @@ pub(crate) fn extend_lookups(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     let Some(last) = last.filter(|&l| l > upto) else {
         return Ok(0);
     };
-    let added = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO event_ids (id, seq)
-             SELECT json_extract(CAST(body AS TEXT), '$.id'), seq FROM events
-              WHERE seq > ?1 AND seq <= ?2",
-        )?
-        .execute(params![upto, last])?;
+    // Ids are read out of the bodies here rather than with SQLite's
+    // `json_extract`, which builds a whole binary JSON tree per entry.
+    let mut read =
+        tx.prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?2")?;
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO event_ids (id, seq) VALUES (?1, ?2)")?;
+    let mut rows = read.query(params![upto, last])?;
+    let mut added = 0;
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        let body = r.get_ref(1)?.as_blob().unwrap_or_default();
+        let facets =
+            Facets::of(body).map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+        added += insert.execute(params![facets.id.as_ref(), seq])?;
+    }
     tx.prepare_cached(
         "INSERT INTO event_time_blocks (block, min_time, max_time)
          SELECT seq >> 8, min(time), max(time) FROM events
