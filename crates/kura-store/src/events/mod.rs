@@ -39,8 +39,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::StoreError;
-
 use crate::sqlite::events::canonical_source;
+
 pub use crate::sqlite::events::{append_in_tx, export_checkpoints, query, verify};
 pub use log::{EventLog, EventLogOptions, PruneReport};
 pub use tx::TxEvents;
@@ -62,23 +62,7 @@ pub const CHECKPOINT_FORMAT: &str = "kura-events-checkpoint/v1";
 
 /// The hash of entry `seq` with body `body` following `prev`.
 pub fn chain_hash(seq: Seq, prev: &ChainHash, body: &[u8]) -> ChainHash {
-    let mut buf = Vec::with_capacity(CHAIN_DOMAIN.len() + 8 + 32 + body.len());
-    chain_hash_with(&mut buf, seq, prev, body)
-}
-
-/// [`chain_hash`] reusing `buf`, for loops over many entries.
-pub(crate) fn chain_hash_with(
-    buf: &mut Vec<u8>,
-    seq: Seq,
-    prev: &ChainHash,
-    body: &[u8],
-) -> ChainHash {
-    buf.clear();
-    buf.extend_from_slice(CHAIN_DOMAIN);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(prev);
-    buf.extend_from_slice(body);
-    digest::sha256(buf)
+    digest::sha256_parts(&[CHAIN_DOMAIN, &seq.to_be_bytes(), prev, body])
 }
 
 /// One event ready for the log: its canonical body (what the chain commits
@@ -492,8 +476,12 @@ mod tests {
         assert_ne!(h1, chain_hash(2, &GENESIS, b"a"), "sequence is bound");
         assert_ne!(h1, chain_hash(1, &[1; 32], b"a"), "predecessor is bound");
         assert_ne!(h1, chain_hash(1, &GENESIS, b"b"), "body is bound");
-        let mut buf = Vec::new();
-        assert_eq!(chain_hash_with(&mut buf, 1, &GENESIS, b"a"), h1);
+        // The layout existing logs were written with, byte for byte.
+        let mut whole = b"kura-events/v1\0".to_vec();
+        whole.extend_from_slice(&1u64.to_be_bytes());
+        whole.extend_from_slice(&GENESIS);
+        whole.extend_from_slice(b"a");
+        assert_eq!(h1, digest::sha256(&whole));
     }
 
     fn signed(key: &SigningKey, tree_size: Seq, head: ChainHash) -> Checkpoint {

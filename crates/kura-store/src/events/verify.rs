@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kura_crypto::digest::constant_time_eq;
 use kura_crypto::signing::PublicKey;
 
-use super::{ChainHash, Checkpoint, GENESIS, Seq, chain_hash_with};
+use super::{ChainHash, Checkpoint, GENESIS, Seq, chain_hash};
 
 /// How to check.
 #[derive(Debug, Clone, Default)]
@@ -172,7 +172,6 @@ pub(crate) struct Verifier {
     checkpoints: Arc<BTreeMap<Seq, CheckedCheckpoint>>,
     expected: Seq,
     prev: ChainHash,
-    buf: Vec<u8>,
     report: ChainVerification,
 }
 
@@ -253,7 +252,6 @@ impl Verifier {
             checkpoints: Arc::new(checkpoints),
             expected: start + 1,
             prev,
-            buf: Vec::new(),
             report,
         }
     }
@@ -278,7 +276,6 @@ impl Verifier {
             checkpoints: Arc::clone(&self.checkpoints),
             expected: start,
             prev,
-            buf: Vec::new(),
             report: ChainVerification {
                 entries_checked: 0,
                 first_seq: None,
@@ -354,7 +351,7 @@ impl Verifier {
         // The link is the previous entry's hash, which the walk recomputed
         // from that entry's body: an entry whose hash does not follow from it
         // and its own body breaks the chain here.
-        let computed = chain_hash_with(&mut self.buf, seq, &self.prev, body);
+        let computed = chain_hash(seq, &self.prev, body);
         if !constant_time_eq(hash, &computed) {
             return fail(self, seq, BreakKind::HashMismatch);
         }

@@ -21,7 +21,7 @@ use crate::events::verify::{Segment, Verifier};
 use crate::events::{
     CHECKPOINT_FORMAT, ChainHash, ChainVerification, Checkpoint, CheckpointExport, EventPage,
     EventQuery, EventRecord, ExportedCheckpoint, ExportedKey, Facets, GENESIS, MAX_PAGE, Order,
-    Seq, StoredEvent, VerifyOptions, chain_hash_with,
+    Seq, StoredEvent, VerifyOptions, chain_hash,
 };
 use kura_types::SecurityEvent;
 
@@ -95,14 +95,13 @@ pub(crate) fn append_batches<B: AsRef<[EventRecord]>>(
     let (mut seq, mut prev) = head(tx)?;
     let mut stmt =
         tx.prepare_cached("INSERT INTO events (seq, time, body, hash) VALUES (?1, ?2, ?3, ?4)")?;
-    let mut buf = Vec::new();
     let mut out = Vec::with_capacity(batches.len());
     for records in batches {
         let records = records.as_ref();
         let mut seqs = Vec::with_capacity(records.len());
         for r in records {
             seq += 1;
-            let hash = chain_hash_with(&mut buf, seq, &prev, &r.body);
+            let hash = chain_hash(seq, &prev, &r.body);
             stmt.execute(params![to_i64(seq)?, r.time_ns, r.body, &hash[..]])?;
             prev = hash;
             seqs.push(seq);
