@@ -39,7 +39,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::StoreError;
-use crate::sqlite::events::canonical_source;
 
 pub use crate::sqlite::events::{append_in_tx, export_checkpoints, query, verify};
 pub use log::{EventLog, EventLogOptions, PruneReport};
@@ -160,6 +159,19 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
+    /// Whether any filter reads the entries' bodies (the cursor and order
+    /// do not): a query without one decodes each entry once, in full.
+    pub(crate) fn filters(&self) -> bool {
+        self.since.is_some()
+            || self.until.is_some()
+            || self.team.is_some()
+            || self.actor.is_some()
+            || self.action_prefix.is_some()
+            || self.outcome.is_some()
+            || self.source.is_some()
+            || self.request_id.is_some()
+    }
+
     /// Whether an entry with these facets passes every set filter but the
     /// cursor. The time and actor are decoded only when a filter needs them;
     /// the error says which of them does not decode.
@@ -183,7 +195,9 @@ impl EventQuery {
             && self.outcome.is_none_or(|o| f.outcome == o)
             && self
                 .source
-                .is_none_or(|s| f.source.map(canonical_source) == Some(canonical_source(s)))
+                // IPv4-mapped IPv6 addresses compare as the IPv4 address they
+                // carry, so one client has one form.
+                .is_none_or(|s| f.source.map(|a| a.to_canonical()) == Some(s.to_canonical()))
             && self
                 .request_id
                 .as_deref()

@@ -8,8 +8,6 @@
 //! which the chain covers, the link to the previous entry is that entry's
 //! hash, and verification holds the time column to the body's time.
 
-use std::net::IpAddr;
-
 use kura_crypto::signing::{PublicKey, Signature};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
@@ -557,6 +555,7 @@ pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage,
         clauses.join(" AND ")
     );
     let mut stmt = conn.prepare(&sql)?;
+    let filtered = q.filters();
     let mut events = Vec::with_capacity(limit.min(64));
     let mut more = false;
     'ranges: for (first, last) in ranges {
@@ -565,13 +564,15 @@ pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage,
         while let Some(r) = rows.next()? {
             let seq = to_seq(r.get(0)?)?;
             let body = r.get_ref(1)?.as_blob().unwrap_or_default();
-            let facets =
-                Facets::of(body).map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
-            if !q
-                .matches(&facets)
-                .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?
-            {
-                continue;
+            if filtered {
+                let facets = Facets::of(body)
+                    .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?;
+                if !q
+                    .matches(&facets)
+                    .map_err(|e| StoreError::Malformed(format!("event {seq}: {e}")))?
+                {
+                    continue;
+                }
             }
             if events.len() == limit {
                 more = true;
@@ -592,15 +593,6 @@ pub(crate) fn query_conn(conn: &Connection, q: &EventQuery) -> Result<EventPage,
         events,
         next_cursor,
     })
-}
-
-/// How a source address is compared: IPv4-mapped IPv6 addresses folded to
-/// IPv4, so one client has one form.
-pub(crate) fn canonical_source(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        IpAddr::V4(_) => addr,
-    }
 }
 
 /// The largest prefix of the log (after the current anchor) whose entries are
