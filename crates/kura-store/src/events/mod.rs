@@ -159,17 +159,32 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    /// Whether any filter reads the entries' bodies (the cursor and order
-    /// do not): a query without one decodes each entry once, in full.
+    /// Whether any filter reads the entries' bodies (the cursor, order and
+    /// limit do not): a query without one decodes each entry once, in full.
+    /// The fields are named one by one, so a filter added to the query
+    /// cannot be left out here (and so skipped) without the build failing.
     pub(crate) fn filters(&self) -> bool {
-        self.since.is_some()
-            || self.until.is_some()
-            || self.team.is_some()
-            || self.actor.is_some()
-            || self.action_prefix.is_some()
-            || self.outcome.is_some()
-            || self.source.is_some()
-            || self.request_id.is_some()
+        let Self {
+            since,
+            until,
+            team,
+            actor,
+            action_prefix,
+            outcome,
+            source,
+            request_id,
+            cursor: _,
+            order: _,
+            limit: _,
+        } = self;
+        since.is_some()
+            || until.is_some()
+            || team.is_some()
+            || actor.is_some()
+            || action_prefix.is_some()
+            || outcome.is_some()
+            || source.is_some()
+            || request_id.is_some()
     }
 
     /// Whether an entry with these facets passes every set filter but the
